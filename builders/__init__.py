@@ -1,0 +1,1 @@
+"""Builders: prompt sources, split recipes, generation engines and the feature recorder."""

@@ -1,0 +1,295 @@
+"""`forelen build`: prompts -> engine.generate -> recorder -> atomic parquet shards -> dataset folder.
+
+The work is planned up front and deterministically (prompts, partitions, chunks, per-sample seeds),
+so a build killed at any point resumes by skipping the chunks whose shards the manifest vouches for,
+and the final rows equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from forelen_bench.errors import ForelenError
+
+DEFAULT_OUT = "forelen"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    split: str
+    model: str = "smollm2-135m"
+    engine: str = "hf"
+    sources: tuple[str, ...] = ()  # empty: the split recipe's offline default mix
+    prompt_column: str = "prompt"
+    limit: int | None = None  # prompts (groups), over all sources
+    samples_per_prompt: int | None = None  # None: the recipe's
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    seed: int = 0
+    layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
+    steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
+    batch_size: int = 16  # sequences per generation batch (and per shard)
+    device: str = "auto"
+    dtype: str = "auto"
+    out: str = DEFAULT_OUT
+    overwrite: bool = False
+
+
+@dataclass
+class PlannedPrompt:
+    group_id: str
+    source: str
+    source_id: str
+    prompt: str  # rendered (chat template applied, after any truncation)
+    prompt_ids: list[int]
+    partition: str
+    license: str
+
+
+@dataclass
+class Chunk:
+    name: str  # shard file name, `train-00003.parquet`
+    items: list[tuple[PlannedPrompt, int]] = field(default_factory=list)  # (prompt, sample_index)
+
+
+def partition_of(group_id: str) -> str:
+    """60/20/20 by a hash of the group, so every sample of one prompt lands in one partition."""
+    bucket = int(hashlib.sha256(group_id.encode()).hexdigest(), 16) % 100
+    return "train" if bucket < 60 else "validation" if bucket < 80 else "test"
+
+
+def sample_seed(seed: int, uid: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{uid}".encode()).hexdigest()[:15], 16)
+
+
+def uid_of(group_id: str, sample_index: int) -> str:
+    return f"{group_id}#{sample_index}"
+
+
+def check_options(opts: BuildOptions) -> None:
+    for name in ("limit", "samples_per_prompt", "max_new_tokens", "max_prompt_tokens", "batch_size"):
+        value = getattr(opts, name)
+        if value is not None and value <= 0:
+            raise ForelenError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if opts.steps < 0:
+        raise ForelenError(f"--steps must be >= 0, got {opts.steps}")
+    if opts.temperature is not None and opts.temperature < 0:
+        raise ForelenError(f"--temperature must be >= 0, got {opts.temperature}")
+    if opts.top_p is not None and not 0 < opts.top_p <= 1:
+        raise ForelenError(f"--top-p must be in (0, 1], got {opts.top_p}")
+
+
+def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int):
+    """Round-robin over the sources' seeded selections, `limit` prompts in all."""
+    from forelen_bench.builders.sources.files import resolve_source
+
+    sources = [resolve_source(s, prompt_column) for s in source_specs]
+    per_source = None if limit is None else math.ceil(limit / len(sources))
+    lists = [(src, src.load(per_source, seed)) for src in sources]
+    mixed = []
+    for i in range(max((len(p) for _, p in lists), default=0)):
+        mixed += [(src, p[i]) for src, p in lists if i < len(p)]
+    if not mixed:
+        raise ForelenError("the sources yielded no prompts")
+    return mixed if limit is None else mixed[:limit]
+
+
+def render(tokenizer, text: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                             add_generation_prompt=True, tokenize=False)
+    return text
+
+
+def truncate_middle(ids: list[int], budget: int) -> list[int]:
+    """LongBench keeps the head and the tail of an over-long prompt."""
+    if len(ids) <= budget:
+        return ids
+    head = budget // 2
+    return ids[:head] + ids[len(ids) - (budget - head):]
+
+
+def plan_chunks(prompts: list[PlannedPrompt], samples: int, batch_size: int) -> list[Chunk]:
+    """Per partition, groups sorted by prompt length, `batch_size` sequences to a chunk."""
+    per_chunk = max(1, batch_size // samples)
+    chunks = []
+    for part in ("train", "validation", "test"):
+        groups = sorted((p for p in prompts if p.partition == part),
+                        key=lambda p: (len(p.prompt_ids), p.group_id))
+        for k in range(0, len(groups), per_chunk):
+            chunk = Chunk(f"{part}-{k // per_chunk:05d}.parquet")
+            chunk.items = [(p, s) for p in groups[k: k + per_chunk] for s in range(samples)]
+            chunks.append(chunk)
+    return chunks
+
+
+def fingerprint(resolved: dict, prompts: list[PlannedPrompt]) -> str:
+    h = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode())
+    for p in prompts:
+        h.update(f"{p.group_id}\0{p.partition}\0{','.join(map(str, p.prompt_ids))}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_config(folder, config: str, print_fn: Callable[[str], None],
+                   fp: str, overwrite: bool) -> dict:
+    """Decide between a fresh build, a resume, or a refusal; returns the done shards."""
+    entry = folder.config(config)
+    if entry and overwrite:
+        shutil.rmtree(folder.config_dir(config), ignore_errors=True)
+        folder.update(lambda m: m["configs"].pop(config, None))
+        entry = None
+    if entry is None:
+        shutil.rmtree(folder.config_dir(config), ignore_errors=True)
+        return {}
+    if entry.get("status") == "complete":
+        raise ForelenError(f"config {config!r} is already built in {folder.root}; "
+                           "pass --overwrite to rebuild it")
+    if entry.get("fingerprint") != fp:
+        raise ForelenError(f"config {config!r} in {folder.root} holds a partial build with other "
+                           "settings or prompts; rerun with the same settings to resume, "
+                           "or pass --overwrite")
+    done = {n: s for n, s in entry.get("shards", {}).items() if folder.shard_ok(config, n, s)}
+    cdir = folder.config_dir(config)
+    for path in cdir.glob("*") if cdir.exists() else []:
+        if path.name not in done:  # shards of an interrupted chunk; redone identically
+            path.unlink()
+    print_fn(f"resuming {config}: {len(done)} shard(s) already written")
+    return done
+
+
+def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str,
+            layers: list[int], device: str, dtype: str) -> dict:
+    """The fully resolved build configuration, written into the manifest and the card."""
+    max_new = opts.max_new_tokens or recipe.max_new_tokens
+    context = getattr(model_cfg, "max_position_embeddings", None) or 1 << 20
+    return {
+        "split": recipe.name, "model": resolved_model.spec, "model_slug": resolved_model.slug,
+        "model_location": resolved_model.hub_id or resolved_model.location,
+        "model_revision": revision, "engine": opts.engine,
+        "sources": list(opts.sources or recipe.sources), "prompt_column": opts.prompt_column,
+        "limit": opts.limit, "seed": opts.seed,
+        "samples_per_prompt": opts.samples_per_prompt or recipe.samples_per_prompt,
+        "temperature": recipe.temperature if opts.temperature is None else opts.temperature,
+        "top_p": recipe.top_p if opts.top_p is None else opts.top_p,
+        "max_new_tokens": max_new,
+        "max_prompt_tokens": min(opts.max_prompt_tokens or recipe.max_prompt_tokens,
+                                 max(1, context - max_new)),
+        "recorded_layers": layers, "num_layers": model_cfg.num_hidden_layers,
+        "hidden_size": model_cfg.hidden_size, "steps": opts.steps,
+        "batch_size": opts.batch_size, "device": device, "dtype": dtype,
+        "entropy": "nats, temperature 1, full vocabulary, position-aligned (see schema)",
+        "instructions": dict(recipe.instructions),
+    }
+
+
+def plan_prompts(mixed, recipe, tokenizer, budget: int) -> list[PlannedPrompt]:
+    planned, seen = [], set()
+    for source, prompt in mixed:
+        if prompt.group_id in seen:
+            continue
+        seen.add(prompt.group_id)
+        rendered = render(tokenizer, recipe.wrap(prompt.text, source.info.domain))
+        ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        if len(ids) > budget:
+            ids = truncate_middle(ids, budget)
+            rendered = tokenizer.decode(ids)
+        planned.append(PlannedPrompt(prompt.group_id, prompt.source, prompt.source_id, rendered,
+                                     list(ids), partition_of(prompt.group_id), source.info.license))
+    return planned
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for dist in ("forelen", "torch", "transformers", "datasets", "pyarrow", "huggingface-hub"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ForelenError(f"--device {device}: no CUDA GPU is available on this machine")
+    return device
+
+
+def run_build(opts: BuildOptions, console=None) -> dict:
+    """Build (or resume) one config; returns its manifest entry."""
+    from forelen_bench.builders.engines import ENGINES
+    from forelen_bench.builders.recorder import Recorder, default_layers
+    from forelen_bench.builders.splits import SPLITS
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.models import load_model, resolve_model
+
+    say = console.print if console else print
+    check_options(opts)
+    recipe = SPLITS.get(opts.split)
+    engine_cls = ENGINES.get(opts.engine)
+    resolved_model = resolve_model(opts.model)
+    mixed = load_prompts(opts.sources or recipe.sources, opts.prompt_column, opts.limit, opts.seed)
+    device = pick_device(opts.device)
+    engine_cls.check(device)
+    say(f"loading {resolved_model.spec} on {device} ...")
+    model, tokenizer, revision = load_model(resolved_model, device, opts.dtype)
+    num_layers = model.config.num_hidden_layers
+    layers = sorted(set(opts.layers)) if opts.layers else default_layers(num_layers)
+    if any(not 0 <= x <= num_layers for x in layers):
+        raise ForelenError(f"--layers must lie in 0..{num_layers} for {resolved_model.spec}")
+    resolved = resolve(opts, recipe, model.config, resolved_model, revision, layers, device,
+                       str(model.dtype).removeprefix("torch."))
+    prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
+    chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
+    config = f"{resolved_model.slug}-{recipe.name}"
+    folder = DatasetFolder(opts.out)
+    fp = fingerprint(resolved, prompts)
+    done = prepare_config(folder, config, say, fp, opts.overwrite)
+
+    def start(m):
+        entry = m["configs"].setdefault(config, {})
+        entry.update(status="partial", build=resolved, fingerprint=fp, shards=done,
+                     chunks=len(chunks), versions=library_versions(),
+                     licenses=sorted({p.license for p in prompts}))
+        entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "generated_tokens": 0})
+    folder.update(start)
+
+    engine = engine_cls.create(model, tokenizer, resolved_model, opts.batch_size)
+    recorder = Recorder(model, layers, steps=opts.steps)
+    todo = [c for c in chunks if c.name not in done]
+    from forelen_bench.builders.runner import run_chunks
+
+    run_chunks(todo, config, resolved, engine, recorder, tokenizer, folder, console)
+    return finish_config(folder, config)
+
+
+def finish_config(folder, config: str) -> dict:
+    from forelen_bench.card import config_stats, write_card
+
+    stats = config_stats(folder, config)
+
+    def complete(m):
+        entry = m["configs"][config]
+        entry.update(status="complete", stats=stats,
+                     finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    manifest = folder.update(complete)
+    write_card(folder)
+    return manifest["configs"][config]
+
+
+__all__ = ["BuildOptions", "run_build", "asdict"]

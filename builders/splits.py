@@ -1,0 +1,51 @@
+"""Split recipes: the three ForeLen scenarios, each a default source mix plus generation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forelen_bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    name: str
+    description: str
+    reference: str
+    sources: tuple[str, ...]  # default mix, works offline
+    hub_sources: tuple[str, ...]  # the paper's mix, for machines with the hub
+    # Templates wrapping a prompt's text before the chat template, by source domain.
+    instructions: tuple[tuple[str, str], ...] = ()
+    samples_per_prompt: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.8
+    max_new_tokens: int = 2048
+    max_prompt_tokens: int = 16384  # longer prompts are cut in the middle, as LongBench does
+
+    def wrap(self, text: str, domain: str) -> str:
+        return dict(self.instructions).get(domain, "{text}").format(text=text)
+
+
+SPLITS: Registry[SplitRecipe] = Registry("split")
+
+_STEP_BY_STEP = "{text}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+_PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026), ForeLen"
+
+# Qwen2.5's shipped sampling defaults (generation_config.json: temperature 0.7, top_p 0.8).
+SPLITS.add("long", SplitRecipe(
+    "long", "long-sequence scenario: long-input tasks and long-output instruction following",
+    _PAPER, sources=("longdocs-pkg", "ifeval-pkg", "writingbench-pkg"),
+    hub_sources=("longbench", "zeroscrolls", "ifeval"), max_new_tokens=4096))
+
+# DeepSeek-R1's recommended settings for its distills (temperature 0.6, top_p 0.95) and the
+# step-by-step boxed-answer instruction used by Qwen2.5-Math and DeepSeek-R1 evaluations.
+SPLITS.add("cot", SplitRecipe(
+    "cot", "CoT reasoning scenario: math problems answered step by step",
+    _PAPER, sources=("mmath-pkg", "gsm-symbolic"), hub_sources=("math500", "gsm8k"),
+    instructions=(("math", _STEP_BY_STEP),), temperature=0.6, top_p=0.95, max_new_tokens=8192))
+
+# GRPO samples a group of n completions per prompt at temperature 1.0 with no nucleus cut-off.
+SPLITS.add("rl", SplitRecipe(
+    "rl", "RL-sampling scenario: GRPO-style groups of n samples per math/code prompt",
+    _PAPER, sources=("gsm-symbolic", "mmath-pkg", "humaneval-pkg"), hub_sources=("gsm8k", "math500"),
+    instructions=(("math", _STEP_BY_STEP),), samples_per_prompt=8, temperature=1.0, top_p=1.0, max_new_tokens=4096))

@@ -1,0 +1,156 @@
+"""The `forelen` command line. Heavy libraries are imported inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from forelen_bench.errors import ForelenError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="forelen: build ForeLen output-length datasets, score length predictors, "
+                       "publish a leaderboard.")
+
+
+class Kind(str, Enum):
+    sources = "sources"
+    splits = "splits"
+    models = "models"
+    engines = "engines"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@app.command()
+def build(
+    split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot or rl."),
+    model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
+    engine: str = typer.Option("hf", help="Generation engine: hf or vllm."),
+    source: Optional[List[str]] = typer.Option(
+        None, "--source", help="Registered source or a .jsonl/.json/.parquet/.csv file; repeatable. "
+                               "Default: the split's offline mix."),
+    prompt_column: str = typer.Option("prompt", help="Prompt column of --source files."),
+    limit: Optional[int] = typer.Option(None, help="Number of prompts (groups) over all sources."),
+    samples_per_prompt: Optional[int] = typer.Option(None, help="Samples per prompt (rl: 8)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Generation budget per sample."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (split default)."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus cut-off (split default)."),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="Cut longer prompts in the middle."),
+    seed: int = typer.Option(0, help="Seed of prompt selection and of every sample's seed."),
+    layers: Optional[List[int]] = typer.Option(
+        None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
+    steps: int = typer.Option(64, help="Generated-token states kept per sample."),
+    batch_size: int = typer.Option(16, help="Sequences per generation batch and per shard."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
+    overwrite: bool = typer.Option(False, help="Rebuild a config that is already built."),
+):
+    """Generate a split with an open model and record lengths, entropies and hidden states."""
+    from forelen_bench.builders.build import BuildOptions, run_build
+
+    _quiet_libraries()
+    console = _console()
+    opts = BuildOptions(split=split, model=model, engine=engine, sources=tuple(source or ()),
+                        prompt_column=prompt_column, limit=limit,
+                        samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
+                        seed=seed, layers=tuple(layers or ()), steps=steps, batch_size=batch_size,
+                        device=device, dtype=dtype, out=out, overwrite=overwrite)
+    entry = run_build(opts, console)
+    s = entry["stats"]
+    t = entry["timing"]
+    rate = t["generated_tokens"] / max(t["generate_s"], 1e-9)
+    console.print(
+        f"[green]built[/green] {entry['build']['model_slug']}-{entry['build']['split']} in {out}: "
+        f"{s['rows']} rows from {s['groups']} prompts, output tokens mean {s['output_tokens']['mean']} "
+        f"(max {s['output_tokens']['max']}), truncated {s['truncation_rate']:.1%}; "
+        f"generation {rate:.1f} tok/s, recorder {t['record_s'] / max(t['generate_s'], 1e-9):.1%} "
+        "of generation time")
+
+
+@app.command("ls")
+def ls(kind: Kind = typer.Argument(..., help="What to list.")):
+    """List registered sources, splits, models or engines with their metadata."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows, columns = _listing(kind.value)
+    table = Table(title=f"forelen {kind.value}")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[escape(str(r.get(c, ""))) for c in columns])
+    Console().print(table)
+
+
+def _listing(kind: str):
+    if kind == "sources":
+        from forelen_bench.builders.sources import SOURCES
+
+        rows = [vars(s.info) | {"offline": "yes" if s.info.offline else "hub"}
+                for _, s in SOURCES.items()]
+        return rows, ["name", "domain", "offline", "hub_id", "package", "license", "reference"]
+    if kind == "splits":
+        from forelen_bench.builders.splits import SPLITS
+
+        rows = [vars(r) | {"sources": ", ".join(r.sources), "hub_sources": ", ".join(r.hub_sources)}
+                for _, r in SPLITS.items()]
+        return rows, ["name", "description", "sources", "hub_sources", "samples_per_prompt",
+                      "temperature", "top_p", "max_new_tokens"]
+    if kind == "models":
+        from forelen_bench.models import MODELS
+
+        rows = [vars(m) | {"offline": f"packaged ({m.package})" if m.offline else "hub"}
+                for _, m in MODELS.items()]
+        return rows, ["name", "hub_id", "offline", "license", "reference"]
+    from forelen_bench.builders.engines import ENGINES
+
+    rows = [vars(e.info) for _, e in ENGINES.items()]
+    return rows, ["name", "description", "devices", "requires"]
+
+
+def _quiet_libraries() -> None:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main() -> None:
+    """Entry point: people get one line and exit 2 for their errors, 130 on Ctrl-C."""
+    try:
+        app(standalone_mode=False)
+    except ForelenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (finished shards are kept)",
+              file=sys.stderr)
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors (bad option, bad choice) arrive here with standalone_mode=False.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if exc.format_message():
+                print(f"error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code or 2)
+        raise
+
+
+if __name__ == "__main__":
+    main()
