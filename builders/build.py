@@ -36,11 +36,12 @@ class BuildOptions:
     seed: int = 0
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
     steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
-    batch_size: int = 16  # sequences per generation batch (and per shard)
+    batch_size: int = 32  # sequences per generation batch (and per shard)
     device: str = "auto"
     dtype: str = "auto"
     out: str = DEFAULT_OUT
     overwrite: bool = False
+    skip_complete: bool = False  # a complete config is left as it is (scripted pipelines)
 
 
 @dataclass
@@ -242,6 +243,12 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     recipe = SPLITS.get(opts.split)
     engine_cls = ENGINES.get(opts.engine)
     resolved_model = resolve_model(opts.model)
+    config = f"{resolved_model.slug}-{recipe.name}"
+    folder = DatasetFolder(opts.out)
+    existing = folder.config(config)
+    if opts.skip_complete and not opts.overwrite and existing and existing["status"] == "complete":
+        say(f"{config} is already built in {opts.out}; skipped")
+        return existing
     mixed = load_prompts(opts.sources or recipe.sources, opts.prompt_column, opts.limit, opts.seed)
     device = pick_device(opts.device)
     engine_cls.check(device)
@@ -255,8 +262,6 @@ def run_build(opts: BuildOptions, console=None) -> dict:
                        str(model.dtype).removeprefix("torch."))
     prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
-    config = f"{resolved_model.slug}-{recipe.name}"
-    folder = DatasetFolder(opts.out)
     fp = fingerprint(resolved, prompts)
     done = prepare_config(folder, config, say, fp, opts.overwrite)
 

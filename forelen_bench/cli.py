@@ -47,11 +47,12 @@ def build(
     layers: Optional[List[int]] = typer.Option(
         None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
     steps: int = typer.Option(64, help="Generated-token states kept per sample."),
-    batch_size: int = typer.Option(16, help="Sequences per generation batch and per shard."),
+    batch_size: int = typer.Option(32, help="Sequences per generation batch and per shard."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
     overwrite: bool = typer.Option(False, help="Rebuild a config that is already built."),
+    skip_complete: bool = typer.Option(False, help="Leave a config that is already built as it is."),
 ):
     """Generate a split with an open model and record lengths, entropies and hidden states."""
     from forelen_bench.builders.build import BuildOptions, run_build
@@ -63,7 +64,8 @@ def build(
                         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
                         seed=seed, layers=tuple(layers or ()), steps=steps, batch_size=batch_size,
-                        device=device, dtype=dtype, out=out, overwrite=overwrite)
+                        device=device, dtype=dtype, out=out, overwrite=overwrite,
+                        skip_complete=skip_complete)
     entry = run_build(opts, console)
     s = entry["stats"]
     t = entry["timing"]

@@ -51,6 +51,9 @@ for _spec in (
 ):
     MODELS.add(_spec.name, _spec)
 
+# What from_pretrained needs of a hub model repo (weights as safetensors only).
+MODEL_FILES = ("*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja", "*.tiktoken")
+
 OFFLINE_HINT = (f"offline alternatives: --model {DEFAULT_MODEL} (packaged), a local HF model folder, "
                 "or a local .gguf file")
 
@@ -106,7 +109,13 @@ def model_dir(resolved: ResolvedModel) -> str:
         st = p.stat()
         key = hashlib.sha256(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
         return str(_convert_gguf(p, f"{resolved.slug}-{key}"))
-    return resolved.location
+    if resolved.kind == "local":
+        return resolved.location
+    from forelen_bench.hub import snapshot
+
+    return str(snapshot(resolved.location, "model", MODEL_FILES, f"model {resolved.spec!r}",
+                        f"model {resolved.spec!r} ({resolved.hub_id}) is not in the local cache and "
+                        f"the hub cannot be reached; {OFFLINE_HINT}"))
 
 
 def _tag(package: str) -> str:

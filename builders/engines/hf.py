@@ -8,11 +8,14 @@ from forelen_bench.builders.engines import (ENGINES, EngineInfo, Generation, Gen
                                             finish)
 
 
-def sample_seeded(scores, generators, temperature: float, top_p: float):
+def sample_seeded(scores, generators, temperature: float, top_p: float, top_k_first: int = 256):
     """Draw one token per row from its own generator; (B, V) scores -> (B,) token ids.
 
     Per-row generators make a sample depend only on its own seed and logits, not on which other
-    requests share its batch, so a resumed build regenerates exactly the same tokens.
+    requests share its batch, so a resumed build regenerates exactly the same tokens. Each row draws
+    one uniform u and inverts the CDF of its (nucleus-restricted) distribution. The nucleus is found
+    among the `top_k_first` most likely tokens, falling back to a full sort only for rows whose
+    nucleus is wider: exact, and a full (B, V) sort per step would cost more than the forward pass.
     """
     import torch
 
@@ -20,11 +23,35 @@ def sample_seeded(scores, generators, temperature: float, top_p: float):
     if temperature <= 0:
         return scores.argmax(dim=-1)
     probs = torch.softmax(scores / temperature, dim=-1)  # (B, V)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # the top token is always kept
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-    return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators)])
+    # u in (0, 1]: a zero draw must not select a zero-probability token at the start of the CDF.
+    u = 1 - torch.cat([torch.rand(1, generator=g) for g in generators]).to(probs.device)  # (B,)
+    if top_p >= 1.0:
+        return _invert_cdf(probs, u).clamp_(max=probs.shape[-1] - 1)
+    sorted_p, order = probs.topk(min(top_k_first, probs.shape[-1]), dim=-1)  # (B, k), descending
+    chosen = _nucleus_draw(sorted_p, order, u, top_p)
+    wide = (sorted_p.sum(dim=-1) < top_p).nonzero().flatten()
+    if len(wide):
+        full_p, full_order = probs[wide].sort(dim=-1, descending=True)
+        chosen[wide] = _nucleus_draw(full_p, full_order, u[wide], top_p)
+    return chosen
+
+
+def _invert_cdf(probs, u):
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    return torch_searchsorted(cdf, u * cdf[:, -1])
+
+
+def _nucleus_draw(sorted_p, order, u, top_p: float):
+    """Keep the smallest prefix of descending probabilities whose mass reaches top_p, then draw."""
+    keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # the top token is always kept
+    j = _invert_cdf(sorted_p * keep, u).clamp_(max=sorted_p.shape[-1] - 1)
+    return order.gather(1, j[:, None]).squeeze(1)
+
+
+def torch_searchsorted(cdf, values):
+    import torch
+
+    return torch.searchsorted(cdf.contiguous(), values[:, None].contiguous()).squeeze(1)
 
 
 class _SeededSampler:
@@ -59,8 +86,10 @@ class HFEngine:
     def create(cls, model, tokenizer, resolved_model, batch_size: int) -> "HFEngine":
         return cls(model, tokenizer, batch_size)
 
-    def __init__(self, model, tokenizer, batch_size: int = 16):
+    def __init__(self, model, tokenizer, batch_size: int = 32, max_batch_tokens: int = 32768):
+        """`max_batch_tokens` bounds B x longest prompt, so long-prompt prefill stays in memory."""
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.eos_ids = eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else min(self.eos_ids))
@@ -74,6 +103,7 @@ class HFEngine:
         batch: list[int] = []
         for i in order + [None]:
             if batch and (i is None or len(batch) == self.batch_size
+                          or (len(batch) + 1) * len(requests[i].prompt_ids) > self.max_batch_tokens
                           or _settings(requests[i]) != _settings(requests[batch[0]])):
                 for j, gen in zip(batch, self._generate_batch([requests[j] for j in batch])):
                     results[j] = gen

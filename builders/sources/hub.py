@@ -17,45 +17,16 @@ from typing import Iterable, Iterator, Sequence
 
 from forelen_bench.builders.sources import SOURCES, Prompt, SourceInfo, select
 from forelen_bench.errors import ForelenError
+from forelen_bench.hub import short, snapshot
 
 # --------------------------------------------------------------------------------------------
 # Fetching a repo (hub id or local folder) as a local folder
 
 
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE, read now: huggingface_hub reads it only once, at import."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the hub cannot be reached" (not "the repo does not exist")."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    errors: list[type[BaseException]] = [
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        HfHubHTTPError,
-        ConnectionError,
-        TimeoutError,
-    ]
-    for module, attr in (("httpx", "HTTPError"), ("requests", "RequestException")):
-        try:
-            errors.append(getattr(__import__(module), attr))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-def unreachable(info: SourceInfo, repo: str) -> ForelenError:
+def unreachable(info: SourceInfo, repo: str) -> str:
     """The one-line error for a hub source whose repo cannot be downloaded."""
     alt = f"; offline alternative: --source {info.offline_alternative}" if info.offline_alternative else ""
-    return ForelenError(
-        f"source {info.name!r} needs the Hugging Face hub ({repo}), which cannot be reached{alt}"
-    )
+    return f"source {info.name!r} needs the Hugging Face hub ({repo}), which cannot be reached{alt}"
 
 
 def fetch_repo(info: SourceInfo, repo: str, patterns: Sequence[str]) -> Path:
@@ -63,32 +34,7 @@ def fetch_repo(info: SourceInfo, repo: str, patterns: Sequence[str]) -> Path:
     local = Path(repo).expanduser()
     if local.is_dir():
         return local
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-
-    try:
-        folder = snapshot_download(
-            repo, repo_type="dataset", allow_patterns=list(patterns), local_files_only=_hub_offline()
-        )
-    except HFValidationError:
-        raise ForelenError(
-            f"source {info.name!r}: {repo!r} is neither a local folder nor a Hugging Face dataset id"
-        ) from None
-    except RepositoryNotFoundError:
-        raise ForelenError(
-            f"source {info.name!r}: dataset {repo!r} was not found on the Hugging Face hub (or needs a login)"
-        ) from None
-    except _connection_errors():
-        raise unreachable(info, repo) from None
-    except OSError as exc:
-        raise ForelenError(f"source {info.name!r}: cannot download {repo}: {_short(exc)}") from None
-    return Path(folder)
-
-
-def _short(exc: BaseException) -> str:
-    """The first line of an exception message, for one-line errors."""
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return snapshot(repo, "dataset", patterns, f"source {info.name!r}", unreachable(info, repo))
 
 
 def _require(info: SourceInfo, folder: Path, relpath: str) -> Path:
@@ -105,7 +51,7 @@ def _load_dataset(info: SourceInfo, folder: Path, config: str | None, split: str
     try:
         return datasets.load_dataset(str(folder), config, split=split)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise ForelenError(f"source {info.name!r}: cannot load split {split!r} from {folder}: {_short(exc)}") from None
+        raise ForelenError(f"source {info.name!r}: cannot load split {split!r} from {folder}: {short(exc)}") from None
 
 
 def _zip_jsonl(info: SourceInfo, archive: Path, member: str) -> Iterator[dict]:
@@ -119,7 +65,7 @@ def _zip_jsonl(info: SourceInfo, archive: Path, member: str) -> Iterator[dict]:
                     if line.strip():
                         yield json.loads(line)
     except (zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ForelenError(f"source {info.name!r}: cannot read {archive.name}: {_short(exc)}") from None
+        raise ForelenError(f"source {info.name!r}: cannot read {archive.name}: {short(exc)}") from None
 
 
 def _zip_members(archive: Path) -> list[str]:
