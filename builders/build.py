@@ -257,7 +257,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     num_layers = model.config.num_hidden_layers
     layers = sorted(set(opts.layers)) if opts.layers else default_layers(num_layers)
     if any(not 0 <= x <= num_layers for x in layers):
-        raise ForelenError(f"--layers must lie in 0..{num_layers} for {resolved_model.spec}")
+        raise ForelenError(f"--layer must lie in 0..{num_layers} for {resolved_model.spec}")
     resolved = resolve(opts, recipe, model.config, resolved_model, revision, layers, device,
                        str(model.dtype).removeprefix("torch."))
     prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])

@@ -133,7 +133,7 @@ def _quiet_libraries() -> None:
 def main() -> None:
     """Entry point: people get one line and exit 2 for their errors, 130 on Ctrl-C."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except ForelenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -148,10 +148,17 @@ def main() -> None:
     except Exception as exc:
         # Usage errors (bad option, bad choice) arrive here with standalone_mode=False.
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            if exc.format_message():
-                print(f"error: {exc.format_message()}", file=sys.stderr)
+            message = " ".join(exc.format_message().split())
+            if message:
+                print(f"error: {message}", file=sys.stderr)
             sys.exit(exc.exit_code or 2)
         raise
+    if isinstance(rc, int) and rc:
+        # typer turns Ctrl-C inside a command into a returned 130 when not standalone.
+        if rc == 130:
+            print("interrupted; rerun the same command to resume (finished shards are kept)",
+                  file=sys.stderr)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def load_model(resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto"
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a folder lacking tokenizer files raises ValueError
         if resolved.kind in ("alias", "hub"):
             raise ForelenError(f"model {resolved.spec!r} ({resolved.hub_id}) is not in the local "
                                f"cache and the hub cannot be reached; {OFFLINE_HINT}") from None

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${FORELEN_DEMO_OUT:-demo/forelen}
 build() { .venv/bin/forelen build --model smollm2-135m --out "$OUT" --seed 0 --skip-complete "$@"; }
-build --split long --limit 12 --max-new-tokens 256
+build --split long --limit 12 --max-new-tokens 256 --max-prompt-tokens 1536
 build --split cot --limit 32 --max-new-tokens 256
 build --split rl --limit 6 --samples-per-prompt 8 --max-new-tokens 192
 echo

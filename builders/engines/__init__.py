@@ -47,9 +47,8 @@ ENGINES: Registry[type] = Registry("engine", package="forelen_bench.builders.eng
 def finish(uid: str, tokens: Sequence[int], eos_ids: set[int], max_new_tokens: int) -> Generation:
     """Cut at the first EOS; a response without EOS that filled the budget is `length`."""
     out = []
-    for t in tokens:
+    for t in list(tokens)[:max_new_tokens]:
         if t in eos_ids:
             return Generation(uid, tuple(out), "stop")
         out.append(int(t))
-    out = out[:max_new_tokens]
     return Generation(uid, tuple(out), "length" if len(out) >= max_new_tokens else "stop")

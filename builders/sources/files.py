@@ -29,7 +29,10 @@ def _read_jsonl(path: Path) -> list[dict]:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n}: {exc.msg}") from None
             if not isinstance(row, dict):
                 raise ValueError(f"line {n} is not a JSON object")
             rows.append(row)

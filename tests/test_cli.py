@@ -1,0 +1,211 @@
+"""The `forelen` command line: help, listings, and one-line errors with exit code 2.
+
+Most error cases run `main()` in-process (same code path as the console script, no start-up cost);
+a few run the installed `forelen` executable to check what a person really sees.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FORELEN, cli_env
+from forelen_bench import cli
+
+
+def run(*args: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([FORELEN, *args], capture_output=True, text=True, timeout=120,
+                          env=cli_env(COLUMNS="250", **env))
+
+
+def call_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["forelen", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def assert_one_line_error(code, out: str, err: str) -> str:
+    """Exit 2, no traceback, and the error is a single `error:` line, the last thing on stderr."""
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.strip("\n").split("\n")
+    assert lines[-1].startswith("error: "), err
+    assert sum(line.startswith("error") for line in lines) == 1, err
+    assert "error:" not in out
+    return lines[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# help and listings (the real executable)
+
+
+def test_help():
+    res = run("--help")
+    assert res.returncode == 0, res.stderr
+    assert "build" in res.stdout and "ls" in res.stdout
+    res = run("build", "--help")
+    assert res.returncode == 0
+    for opt in ("--split", "--model", "--source", "--samples-per-prompt", "--overwrite", "--layer"):
+        assert opt in res.stdout
+
+
+EXPECTED_NAMES = {
+    "sources": ["gsm-symbolic", "mmath-pkg", "humaneval-pkg", "ifeval-pkg", "longdocs-pkg",
+                "writingbench-pkg", "longbench", "gsm8k", "math500"],
+    "splits": ["long", "cot", "rl"],
+    "models": ["smollm2-135m", "Qwen2.5-3B", "Qwen2.5-7B", "Llama3.2-1B",
+               "DeepSeek-R1-Distill-Qwen-7B", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+    "engines": ["hf", "vllm"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_NAMES))
+def test_ls_lists_known_names(kind):
+    res = run("ls", kind)
+    assert res.returncode == 0, res.stderr
+    assert f"forelen {kind}" in res.stdout
+    for name in EXPECTED_NAMES[kind]:
+        assert name in res.stdout, name
+
+
+def test_ls_unknown_kind_is_one_line():
+    res = run("ls", "bogus")
+    line = assert_one_line_error(res.returncode, res.stdout, res.stderr)
+    assert "bogus" in line and "sources" in line
+    assert res.stderr.count("\n") == 1
+
+
+def test_ls_without_kind_is_one_line():
+    res = run("ls")
+    assert_one_line_error(res.returncode, res.stdout, res.stderr)
+    assert res.stderr.count("\n") == 1
+
+
+def test_unknown_split_from_the_executable():
+    res = run("build", "--split", "lng")
+    line = assert_one_line_error(res.returncode, res.stdout, res.stderr)
+    assert res.stderr.count("\n") == 1
+    assert "unknown split 'lng'" in line and "did you mean 'long'?" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# errors, in-process
+
+
+@pytest.fixture()
+def base(tiny_model_dir, prompts_file, tmp_path):
+    return ["build", "--split", "rl", "--model", str(tiny_model_dir), "--source", str(prompts_file),
+            "--out", str(tmp_path / "out"), "--max-new-tokens", "4", "--samples-per-prompt", "1"]
+
+
+def bad_file(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+CASES = {
+    "unknown split": (lambda b, t: ["build", "--split", "lng"],
+                      ["unknown split 'lng'", "did you mean 'long'?", "known: cot, long, rl"]),
+    "unknown source": (lambda b, t: b + ["--source", "gsm-symbolc"],
+                       ["unknown source 'gsm-symbolc'", "did you mean 'gsm-symbolic'?"]),
+    "unknown model": (lambda b, t: b + ["--model", "qwen-nonexistent"],
+                      ["unknown model 'qwen-nonexistent'", "smollm2-135m", "hub id"]),
+    "missing file": (lambda b, t: b[:-4] + ["--source", str(t / "nope.jsonl")],
+                     ["prompt file not found", "nope.jsonl"]),
+    "corrupt jsonl": (lambda b, t: b + ["--source", bad_file(t, "bad.jsonl", b'{"prompt": "a"}\n{oops\n')],
+                      ["cannot read prompts from 'bad.jsonl'"]),
+    "corrupt parquet": (lambda b, t: b + ["--source", bad_file(t, "bad.parquet", b"\x00garbage" * 50)],
+                        ["cannot read prompts from 'bad.parquet'"]),
+    "binary jsonl": (lambda b, t: b + ["--source", bad_file(t, "bin.jsonl", b"\xff\xfe\x00\x01")],
+                     ["cannot read prompts from 'bin.jsonl'"]),
+    "wrong file type": (lambda b, t: b + ["--source", bad_file(t, "p.txt", b"hello")],
+                        ["unsupported prompt file type '.txt'"]),
+    "missing column": (lambda b, t: b + ["--prompt-column", "question"],
+                       ["prompt column 'question' not found", "columns: id, prompt"]),
+    "limit 0": (lambda b, t: b + ["--limit", "0"], ["--limit must be a positive integer, got 0"]),
+    "negative samples": (lambda b, t: b + ["--samples-per-prompt", "-1"],
+                         ["--samples-per-prompt must be a positive integer, got -1"]),
+    "batch size 0": (lambda b, t: b + ["--batch-size", "0"], ["--batch-size"]),
+    "top_p 0": (lambda b, t: b + ["--top-p", "0"], ["--top-p must be in (0, 1]"]),
+    "negative temperature": (lambda b, t: b + ["--temperature", "-0.5"], ["--temperature must be >= 0"]),
+    "negative steps": (lambda b, t: b + ["--steps", "-1"], ["--steps must be >= 0"]),
+    "unknown engine": (lambda b, t: b + ["--engine", "vlm"], ["unknown engine 'vlm'", "did you mean 'vllm'?"]),
+    "missing gguf": (lambda b, t: b + ["--model", str(t / "m.gguf")], ["GGUF file not found", "m.gguf"]),
+    "folder without config": (lambda b, t: b + ["--model", str(t)], ["not a HF model folder"]),
+    "cuda without gpu": (lambda b, t: b + ["--device", "cuda"], ["no CUDA GPU"]),
+    "layer out of range": (lambda b, t: b + ["--layer", "7"], ["must lie in 0..3"]),
+    "bad dtype": (lambda b, t: b + ["--dtype", "float33"], ["unknown dtype 'float33'"]),
+    "not an integer": (lambda b, t: b + ["--limit", "ten"], ["Invalid value for '--limit'"]),
+    "unknown option": (lambda b, t: b + ["--bogus"], ["No such option: --bogus"]),
+    "missing split": (lambda b, t: ["build"], ["Missing option '--split'"]),
+}
+
+
+@pytest.fixture()
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_error_is_one_line_exit_2(case, base, tmp_path, monkeypatch, capsys, no_cuda):
+    make_args, expected = CASES[case]
+    code, out, err = call_main(monkeypatch, capsys, *make_args(base, tmp_path))
+    line = assert_one_line_error(code, out, err)
+    for text in expected:
+        assert text in line, (text, line)
+    assert not (tmp_path / "out" / "data").exists()  # nothing was built
+
+
+def test_vllm_without_gpu(base, monkeypatch, capsys, no_cuda):
+    code, out, err = call_main(monkeypatch, capsys, *base, "--engine", "vllm")
+    line = assert_one_line_error(code, out, err)
+    assert "engine 'vllm' needs a CUDA GPU" in line and "--engine hf" in line
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads files whatever their mode")
+def test_unreadable_file(base, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "locked.jsonl"
+    path.write_text('{"prompt": "hi"}\n')
+    path.chmod(0)
+    code, out, err = call_main(monkeypatch, capsys, *base, "--source", str(path))
+    line = assert_one_line_error(code, out, err)
+    assert "locked.jsonl" in line
+
+
+def test_keyboard_interrupt_exits_130(base, monkeypatch, capsys):
+    from forelen_bench.builders import build
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(build, "run_build", interrupted)
+    code, _, err = call_main(monkeypatch, capsys, *base)
+    assert code == 130 and "rerun the same command to resume" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the executable, where the process environment matters
+
+
+def test_vllm_without_gpu_from_the_executable(tiny_model_dir, prompts_file, tmp_path):
+    res = run("build", "--split", "rl", "--model", str(tiny_model_dir), "--source", str(prompts_file),
+              "--engine", "vllm", "--out", str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="")
+    line = assert_one_line_error(res.returncode, res.stdout, res.stderr)
+    assert "engine 'vllm' needs a CUDA GPU" in line
+
+
+def test_hub_model_offline_names_the_model_and_the_alternatives(prompts_file, tmp_path):
+    res = run("build", "--split", "rl", "--model", "Qwen2.5-3B", "--source", str(prompts_file),
+              "--out", str(tmp_path / "out"), "--device", "cpu",
+              HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
+    line = assert_one_line_error(res.returncode, res.stdout, res.stderr)
+    assert "'Qwen2.5-3B'" in line and "Qwen/Qwen2.5-3B-Instruct" in line
+    assert "offline alternatives" in line and "--model smollm2-135m" in line and ".gguf" in line
+    assert not (tmp_path / "out" / "data").exists()
