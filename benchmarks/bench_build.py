@@ -5,7 +5,7 @@ recorder. Naive loop: one `model.generate(..., output_hidden_states=True, output
 prompt, which is how features are usually collected. Both run here, in one process, on SmolLM2 and
 the `cot` split's real prompts, so the ratio does not depend on what else the machine is doing.
 
-    python benchmarks/bench_build.py [--prompts 32] [--naive-prompts 8] [--max-new-tokens 64]
+    python benchmarks/bench_build.py [--prompts 32] [--naive-prompts 4] [--max-new-tokens 256]
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def build_path(model, tokenizer, planned, max_new_tokens: int, batch_size: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--naive-prompts", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--naive-prompts", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 

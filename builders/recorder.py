@@ -42,7 +42,7 @@ class Recorded:
 
 class Recorder:
     def __init__(self, model, layers: Sequence[int] | None = None, steps: int = 64,
-                 chunk_tokens: int = 512, batch_tokens: int = 8192):
+                 chunk_tokens: int = 128, batch_tokens: int = 8192):
         self.model = model
         self.num_layers = model.config.num_hidden_layers
         self.layers = list(layers) if layers else default_layers(self.num_layers)

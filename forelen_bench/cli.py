@@ -20,6 +20,7 @@ class Kind(str, Enum):
     splits = "splits"
     models = "models"
     engines = "engines"
+    predictors = "predictors"
 
 
 def _console():
@@ -78,6 +79,21 @@ def build(
         "of generation time")
 
 
+@app.command()
+def evaluate(
+    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, or all."),
+    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
+    seed: int = typer.Option(42, help="Seed of every predictor's training and of the bootstrap."),
+    results: str = typer.Option("results", help="Folder of the JSON result records."),
+):
+    """Fit on train, select on validation, score on test; print a table, write result records."""
+    from forelen_bench.leaderboard.report import evaluate_command
+
+    _quiet_libraries()
+    evaluate_command(predictor, data, config, seed, results, _console())
+
+
 @app.command("ls")
 def ls(kind: Kind = typer.Argument(..., help="What to list.")):
     """List registered sources, splits, models or engines with their metadata."""
@@ -108,6 +124,14 @@ def _listing(kind: str):
                 for _, r in SPLITS.items()]
         return rows, ["name", "description", "sources", "hub_sources", "samples_per_prompt",
                       "temperature", "top_p", "max_new_tokens"]
+    if kind == "predictors":
+        from forelen_bench.predictors import PREDICTORS
+
+        rows = [vars(cls.info) | {"requires": ", ".join(cls.info.requires),
+                                  "ranked": "yes" if cls.info.ranked else "reference"}
+                for _, cls in PREDICTORS.items()]
+        return rows, ["name", "version", "family", "table", "outputs", "progressive", "ranked",
+                      "requires", "reference"]
     if kind == "models":
         from forelen_bench.models import MODELS
 

@@ -1,0 +1,1 @@
+"""Evaluation protocol, result records, releases and the HTML leaderboard."""

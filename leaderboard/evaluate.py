@@ -1,0 +1,159 @@
+"""The evaluation protocol: fit on train, select on validation, score on test, fixed seeds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forelen_bench.errors import ForelenError
+from forelen_bench.metrics import (OBSERVED_STEPS, group_median_floor, length_metrics,
+                                   per_step_mae, ranking_metrics)
+
+BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason")
+
+
+@dataclass
+class Split3:
+    """The three partitions of one config as feature tables, plus the config's manifest entry."""
+
+    config: str
+    entry: dict
+    train: object
+    validation: object
+    test: object
+
+
+def load_config(folder, config: str, columns: list[str]) -> Split3:
+    from forelen_bench.tables import from_arrow
+
+    entry = folder.config(config)
+    if entry is None or entry.get("status") != "complete":
+        known = [n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete"]
+        raise ForelenError(_unknown("config", config, known))
+    meta = {"recorded_layers": entry["build"]["recorded_layers"], "config": config}
+    parts = {}
+    for part in ("train", "validation", "test"):
+        table = folder.read(config, part, columns=sorted(set(columns) | set(BASE_COLUMNS)))
+        parts[part] = from_arrow(table, meta) if table is not None else None
+    if parts["train"] is None or parts["test"] is None:
+        raise ForelenError(f"config {config!r} needs rows in both train and test to be evaluated")
+    return Split3(config, entry, parts["train"], parts["validation"], parts["test"])
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    return f"unknown {kind} {name!r}{hint} known: {', '.join(sorted(known)) or 'none'}"
+
+
+def make_predictor(cls, seed: int):
+    """An instance with its defaults, the run's seed set where it takes one."""
+    pred = cls()
+    if "seed" in pred.get_params():
+        pred.seed = seed
+    return pred
+
+
+def evaluate_one(pred, data: Split3, seed: int) -> dict:
+    """Fit, select, score one predictor on one config; the record's measured parts."""
+    layers = data.entry["build"]["recorded_layers"]
+    cols = pred.columns(layers)
+    y_train = data.train["output_tokens"].astype(np.float64)
+    y_test = data.test["output_tokens"].astype(np.float64)
+    eval_set = None
+    if data.validation is not None:
+        eval_set = (data.validation.select(cols), data.validation["output_tokens"].astype(np.float64))
+    t0 = time.perf_counter()
+    pred.fit(data.train.select(cols), y_train, eval_set=eval_set)
+    t1 = time.perf_counter()
+    test = data.test.select(cols)
+    predictions = np.asarray(pred.predict(test), dtype=np.float64)
+    t2 = time.perf_counter()
+    out = {"columns": cols, "predictions": predictions,
+           "timing": {"fit_s": t1 - t0, "predict_s": t2 - t1,
+                      "per_request_ms": per_request_ms(pred, test)}}
+    if pred.info.outputs == "ranking":
+        out["metrics"] = ranking_metrics(y_test, predictions)
+    else:
+        out["metrics"] = length_metrics(y_test, predictions, seed=seed)
+    if pred.info.progressive:
+        out["per_step"] = per_step_mae(
+            y_test, lambda t, mask: pred.predict_remaining(test.take(np.flatnonzero(mask)), t),
+            OBSERVED_STEPS)
+    return out
+
+
+def per_request_ms(pred, test, repeats: int = 20) -> float:
+    """Median latency of predicting one request (one row), in milliseconds."""
+    one = test.take([0])
+    pred.predict(one)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        pred.predict(one)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)
+
+
+def references(data: Split3) -> dict:
+    """Context for the table: the rl static floor (each sample by its own group's median)."""
+    y = data.test["output_tokens"].astype(np.float64)
+    out = {"test_rows": int(len(y)), "test_mean_output_tokens": float(y.mean()),
+           "test_truncation_rate": float(np.mean(data.test["finish_reason"] == "length"))}
+    if data.entry["build"]["split"] == "rl":
+        out["static_floor_mae"] = group_median_floor(y, data.test["group_id"])
+    return out
+
+
+def dataset_block(folder, data: Split3) -> dict:
+    from forelen_bench.leaderboard.records import dataset_fingerprint
+    from forelen_bench.schema import SCHEMA_VERSION
+
+    build = data.entry["build"]
+    return {"path": str(Path(folder.root).resolve()), "repo": None, "revision": None,
+            "config": data.config, "partition": "test", "schema_version": SCHEMA_VERSION,
+            "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],
+            "model_revision": build["model_revision"], "split": build["split"],
+            "recorded_layers": build["recorded_layers"]}
+
+
+def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,
+                   results_dir: str, on_result=None) -> list[dict]:
+    """Evaluate every (config, predictor) pair; write and return the result records."""
+    from forelen_bench.leaderboard.records import predictions_hash, stamp, write_record
+    from forelen_bench.predictors import PREDICTORS
+
+    classes = [PREDICTORS.get(n) for n in predictor_names]
+    records = []
+    for config in configs:
+        entry = folder.config(config)
+        layers = entry["build"]["recorded_layers"] if entry else []
+        columns = {c for cls in classes for c in make_predictor(cls, seed).columns(layers)} if entry else set()
+        data = load_config(folder, config, sorted(columns))
+        context = references(data)
+        for cls in classes:
+            pred = make_predictor(cls, seed)
+            result = evaluate_one(pred, data, seed)
+            record = stamp() | {
+                "predictor": {"name": pred.info.name, "version": pred.info.version,
+                              "family": pred.info.family, "reference": pred.info.reference,
+                              "outputs": pred.info.outputs, "progressive": pred.info.progressive,
+                              "ranked": pred.info.ranked, "params": pred.get_params(),
+                              "columns": result["columns"]},
+                "dataset": dataset_block(folder, data),
+                "protocol": {"fit": "train", "select": "validation", "score": "test",
+                             "seed": seed},
+                "metrics": result["metrics"], "per_step": result.get("per_step"),
+                "references": context, "timing": result["timing"],
+                "predictions_sha256": predictions_hash(result["predictions"]),
+            }
+            record["path"] = str(write_record(results_dir, record))
+            records.append(record)
+            if on_result:
+                on_result(record)
+    return records

@@ -1,0 +1,74 @@
+"""Result records: one JSON file per (config, predictor), with full provenance (lm-eval style)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from forelen_bench import __version__
+from forelen_bench.dataset import atomic_write_bytes
+
+RECORD_VERSION = 1
+
+
+def git_commit() -> str | None:
+    """The commit of the forelen source tree, when it runs from a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "datasets", "pyarrow", "numpy", "scipy", "scikit-learn"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def dataset_fingerprint(entry: dict) -> str:
+    """sha256 over the config's shard hashes: changes whenever any row could have changed."""
+    h = hashlib.sha256()
+    for name, shard in sorted(entry["shards"].items()):
+        h.update(f"{name}:{shard['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def predictions_hash(pred: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(pred, dtype="<f8").tobytes()).hexdigest()
+
+
+def write_record(results_dir: str | Path, record: dict) -> Path:
+    path = Path(results_dir) / record["dataset"]["config"] / f"{record['predictor']['name']}.json"
+    atomic_write_bytes(path, (json.dumps(record, indent=2, default=_json) + "\n").encode())
+    return path
+
+
+def stamp() -> dict:
+    return {"record_version": RECORD_VERSION, "forelen_version": __version__,
+            "git_commit": git_commit(), "library_versions": library_versions(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,77 @@
+"""`forelen evaluate` front end: resolve names, run the protocol, print the results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forelen_bench.errors import ForelenError
+
+
+def resolve_names(predictor: str, data: str, config: str):
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import _unknown
+    from forelen_bench.predictors import PREDICTORS
+
+    names = PREDICTORS.names() if predictor == "all" else [PREDICTORS.get(predictor).info.name]
+    if not (Path(data) / "manifest.json").is_file():
+        raise ForelenError(f"no dataset folder at {data} (no manifest.json); build one with "
+                           "`forelen build` or pass --data")
+    folder = DatasetFolder(data)
+    built = sorted(n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete")
+    if config == "all":
+        if not built:
+            raise ForelenError(f"{data} holds no complete config yet")
+        return folder, built, names
+    if config not in built:
+        raise ForelenError(_unknown("config", config, built))
+    return folder, [config], names
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
+                     console) -> None:
+    from rich.table import Table
+
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+
+    folder, configs, names = resolve_names(predictor, data, config)
+    rows = []
+
+    def show(record):
+        m = record["metrics"]
+        console.print(f"  {record['dataset']['config']:>24}  {record['predictor']['name']:<20} "
+                      f"MAE {_fmt(m.get('mae'))}")
+        rows.append(record)
+
+    console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
+    run_evaluation(folder, configs, names, seed, results, on_result=show)
+    for cfg in configs:
+        recs = sorted((r for r in rows if r["dataset"]["config"] == cfg),
+                      key=lambda r: (not r["predictor"]["ranked"], r["metrics"].get("mae") or 1e18))
+        table = Table(title=f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
+        for col in ("predictor", "MAE", "95% CI", "RMSE", "MedAE", "tau", "rho", "±50", "±100",
+                    "ms/req"):
+            table.add_column(col, justify="left" if col == "predictor" else "right")
+        for r in recs:
+            m, p = r["metrics"], r["predictor"]
+            ci = m.get("mae_ci95")
+            name = p["name"] + ("" if p["ranked"] else " (oracle ref.)")
+            table.add_row(name, _fmt(m.get("mae")), f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "-",
+                          _fmt(m.get("rmse")), _fmt(m.get("median_ae")),
+                          _fmt(m.get("kendall_tau"), 3), _fmt(m.get("spearman_rho"), 3),
+                          _fmt(m.get("acc_50"), 2), _fmt(m.get("acc_100"), 2),
+                          _fmt(r["timing"]["per_request_ms"], 2))
+        console.print(table)
+        floor = recs[0]["references"].get("static_floor_mae")
+        if floor is not None:
+            console.print(f"  rl static floor (each sample by its own group's median): MAE {floor:.1f}")
+        for r in recs:
+            if r.get("per_step"):
+                steps = "  ".join(f"t={t}: {v['mae']:.1f}" for t, v in r["per_step"].items())
+                console.print(f"  {r['predictor']['name']} remaining-length MAE by observed step: {steps}")
+    console.print(f"result records: {Path(results) / '<config>' / '<predictor>.json'}")
