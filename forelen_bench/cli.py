@@ -104,7 +104,7 @@ def ls(kind: Kind = typer.Argument(..., help="What to list.")):
     rows, columns = _listing(kind.value)
     table = Table(title=f"forelen {kind.value}")
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(c, overflow="fold", max_width=40 if c in ("reference", "description") else None)
     for r in rows:
         table.add_row(*[escape(str(r.get(c, ""))) for c in columns])
     Console().print(table)

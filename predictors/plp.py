@@ -1,0 +1,131 @@
+"""PLP, progressive length prediction (ICLR 2026, "Predicting LLM Output Length via Entropy-Guided
+Representations", section 3): at decode step t the soft-label head reads Aggregate(h_prompt,
+h'_1..h'_t) and predicts the remaining length T - t; the loss is averaged over steps.
+
+Also home of the (sample, step) row helpers that TRAIL and TPV share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forelen_bench.metrics import OBSERVED_STEPS
+from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo, resolve_layer
+from forelen_bench.predictors._head import DEFAULT_PRESET, SoftLabelHead
+
+PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
+AGGREGATORS = ("mean", "last", "entropy")
+
+
+def step_rows(y, states, steps=OBSERVED_STEPS, first: int = 0) -> tuple[np.ndarray, ...]:
+    """(sample, t) training pairs: each t in `steps` (>= first) with t < T and t <= states held.
+
+    One row per sample and step, so a loss averaged over rows is the paper's average over steps.
+    """
+    y = np.asarray(y)
+    held = np.array([len(s) for s in states])
+    rows, ts = [], []
+    for t in sorted(set(steps)):
+        if t < first:
+            continue
+        idx = np.flatnonzero((y > t) & (held >= t))
+        rows.append(idx)
+        ts.append(np.full(len(idx), t))
+    return np.concatenate(rows).astype(np.int64), np.concatenate(ts).astype(np.int64)
+
+
+def state_at(states, rows, t) -> np.ndarray:
+    """(R, D) float32: each row's state at step t, or its last recorded one when t is beyond S."""
+    t = np.broadcast_to(np.asarray(t), np.shape(rows))
+    return np.stack([np.asarray(states[i][min(s, len(states[i])) - 1], np.float32)
+                     for i, s in zip(rows, t)])
+
+
+def layer_of(predictor: Predictor, table) -> int:
+    return resolve_layer(getattr(predictor, "layer", "final"), table.layers())
+
+
+@PREDICTORS.register("plp")
+class PLP(Predictor):
+    """Soft-label head on [h_prompt; Aggregate(h'_1..h'_t)] (+ log1p(t)), trained over steps.
+
+    `aggregator`: `mean` (default) averages the step states; `last` takes h'_t; `entropy` weights
+    them by softmax of the response entropies, EGTP's pooling applied to generated tokens. The paper
+    names the aggregation without fixing it, hence the parameter. `step_feature` appends log1p(t):
+    a mean of t states does not say how large t is, and the target T - t depends on it.
+    """
+
+    info = PredictorInfo(name="plp", version="1", family="hidden-state", reference=PAPER,
+                         requires=("egtp_l{layer}", "step_states_l{layer}"), table="step",
+                         progressive=True)
+
+    def __init__(self, layer: int | str = "final", aggregator: str = "mean",
+                 step_feature: bool = True, n_bins: int = 20, layout: str = "uniform",
+                 ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, dropout: float = 0.1,
+                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42):
+        self.layer = layer
+        self.aggregator = aggregator
+        self.step_feature = step_feature
+        self.n_bins = n_bins
+        self.layout = layout
+        self.ce_weight = ce_weight
+        self.preset = preset
+        self.dropout = dropout
+        self.steps = steps
+        self.seed = seed
+
+    def columns(self, layers: list[int]) -> list[str]:
+        cols = super().columns(layers)
+        return cols + ["response_entropy"] if self.aggregator == "entropy" else cols
+
+    def fit(self, table, y, eval_set=None) -> "PLP":
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {self.aggregator!r}; one of {AGGREGATORS}")
+        self.layer_ = layer_of(self, table)
+        X, target = self._training_rows(table, y)
+        val = (None, None)
+        if eval_set is not None:
+            val = self._training_rows(*eval_set)
+        head = SoftLabelHead(n_bins=self.n_bins, layout=self.layout, ce_weight=self.ce_weight,
+                             preset=self.preset, seed=self.seed, dropout=self.dropout)
+        self.head_ = head.fit(X, target, *val)
+        return self
+
+    def predict(self, table) -> np.ndarray:
+        return self.predict_remaining(table, 0)
+
+    def predict_remaining(self, table, t: int) -> np.ndarray:
+        """Remaining length after t generated tokens; steps beyond S aggregate the S states held."""
+        self.check_fitted()
+        rows = np.arange(table.n)
+        X = self._features(table, rows, np.full(table.n, int(t)))
+        return np.maximum(self.head_.predict(X), 0.0).astype(np.float64)
+
+    def _training_rows(self, table, y) -> tuple[np.ndarray, np.ndarray]:
+        y = np.asarray(y, np.float64)
+        rows, ts = step_rows(y, table[f"step_states_l{self.layer_}"], self.steps)
+        return self._features(table, rows, ts), y[rows] - ts
+
+    def _features(self, table, rows, ts) -> np.ndarray:
+        """(R, 2D [+1]): h_prompt, the aggregate of the first t step states, log1p(t)."""
+        prompt = np.asarray(table[f"egtp_l{self.layer_}"], np.float32)[rows]  # (R, D)
+        states = table[f"step_states_l{self.layer_}"]
+        entropy = table["response_entropy"] if self.aggregator == "entropy" else None
+        agg = np.zeros_like(prompt)  # zeros at t = 0: nothing generated yet
+        for r, (i, t) in enumerate(zip(rows, ts)):
+            h = np.asarray(states[i][:t], np.float32)  # (m, D), m = min(t, S)
+            if len(h):
+                agg[r] = self._aggregate(h, None if entropy is None else entropy[i])
+        parts = [prompt, agg]
+        if self.step_feature:
+            parts.append(np.log1p(np.asarray(ts, np.float32))[:, None])
+        return np.concatenate(parts, axis=1)
+
+    def _aggregate(self, h: np.ndarray, entropy) -> np.ndarray:
+        if self.aggregator == "mean":
+            return h.mean(0)
+        if self.aggregator == "last":
+            return h[-1]
+        e = np.asarray(entropy[: len(h)], np.float64)
+        w = np.exp(e - e.max())
+        return (w / w.sum()) @ h[: len(w)]

@@ -1,0 +1,87 @@
+"""TPV, a thinking-progress probe (Eisenstadt et al. 2025, "Overclocking LLM Reasoning: Monitoring
+and Controlling Thinking Path Lengths in LLMs"): a linear regression from the current token's
+hidden state to the relative position p = t / T, read as a remaining length t (1 - p) / p.
+
+The paper probes the thinking phase of reasoning models; here the whole response is the path. At
+t = 0 nothing is generated and p is undefined, so a ridge regression of the total length on the
+prompt's EGTP vector stands in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forelen_bench.metrics import OBSERVED_STEPS
+from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
+from forelen_bench.predictors.plp import layer_of, state_at, step_rows
+
+REFERENCE = ("Eisenstadt et al., Overclocking LLM Reasoning: Monitoring and Controlling Thinking "
+             "Path Lengths in LLMs (2025), thinking progress vector")
+
+
+def ridge(alpha: float):
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # Standardised inputs make one alpha mean the same for every layer and model size.
+    return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+
+
+@PREDICTORS.register("tpv")
+class TPV(Predictor):
+    """Ridge probe of progress t/T on h'_t; remaining = t (1 - p) / p with p in [eps, 1 - eps].
+
+    The implied total t / p is capped at the longest train output: near p = eps the formula alone
+    would answer t / eps. `eval_set` is accepted and unused (closed-form fit, nothing to stop).
+    """
+
+    info = PredictorInfo(name="tpv", version="1", family="hidden-state", reference=REFERENCE,
+                         requires=("egtp_l{layer}", "step_states_l{layer}"), table="step",
+                         progressive=True)
+
+    def __init__(self, layer: int | str = "final", alpha: float = 1.0, eps: float = 0.01,
+                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42):
+        self.layer = layer
+        self.alpha = alpha
+        self.eps = eps
+        self.steps = steps
+        self.seed = seed
+
+    def fit(self, table, y, eval_set=None) -> "TPV":
+        y = np.asarray(y, np.float64)
+        self.layer_ = layer_of(self, table)
+        states = table[f"step_states_l{self.layer_}"]
+        self.static_ = ridge(self.alpha).fit(self._prompt(table), y)
+        rows, ts = step_rows(y, states, self.steps, first=1)
+        self.probe_ = ridge(self.alpha).fit(state_at(states, rows, ts), ts / y[rows])
+        self.max_len_ = float(y.max())
+        return self
+
+    def _prompt(self, table) -> np.ndarray:
+        return np.asarray(table[f"egtp_l{self.layer_}"], np.float32)
+
+    def progress(self, table, t: int) -> np.ndarray:
+        """(N,) predicted p from each row's state at step t (t >= 1), clipped to [eps, 1 - eps];
+        NaN for a row with no recorded state."""
+        self.check_fitted()
+        states = table[f"step_states_l{self.layer_}"]
+        rows = np.flatnonzero([len(s) > 0 for s in states])
+        p = np.full(table.n, np.nan)
+        if len(rows):
+            p[rows] = self.probe_.predict(state_at(states, rows, int(t)))
+        return np.clip(p, self.eps, 1 - self.eps)
+
+    def predict_remaining(self, table, t: int) -> np.ndarray:
+        """Past S the last recorded state h'_m reads as total m / p; remaining is that minus t."""
+        if t == 0:
+            return self.predict(table)
+        p = self.progress(table, t)
+        held = np.array([len(s) for s in table[f"step_states_l{self.layer_}"]])
+        total = np.minimum(np.minimum(int(t), held) / p, self.max_len_)
+        total = np.where(np.isnan(p), self.predict(table), total)  # no state: the prompt fallback
+        return np.maximum(total - t, 0.0).astype(np.float64)
+
+    def predict(self, table) -> np.ndarray:
+        self.check_fitted()
+        return np.maximum(self.static_.predict(self._prompt(table)), 0.0).astype(np.float64)

@@ -1,0 +1,75 @@
+"""`forelen evaluate` end to end on a tiny built config: records, provenance, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import FORELEN, cli_env
+from forelen_bench.builders.build import BuildOptions, run_build
+
+CONFIG = "tiny-llama-rl"
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model_dir, prompts_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "ds"
+    run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
+                           samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
+                           dtype="float32", device="cpu", out=str(out)))
+    return out
+
+
+def run(*args):
+    return subprocess.run([FORELEN, *args], capture_output=True, text=True, env=cli_env(),
+                          timeout=600)
+
+
+def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
+    from forelen_bench.predictors import PREDICTORS
+
+    results = tmp_path / "results"
+    proc = run("evaluate", "--predictor", "all", "--data", str(built), "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    records = {p.stem: json.loads(p.read_text()) for p in (results / CONFIG).glob("*.json")}
+    assert set(records) == set(PREDICTORS.names())
+    for name, rec in records.items():
+        assert rec["predictor"]["name"] == name and rec["predictor"]["version"]
+        assert rec["dataset"]["config"] == CONFIG and len(rec["dataset"]["fingerprint"]) == 64
+        assert rec["protocol"] == {"fit": "train", "select": "validation", "score": "test",
+                                   "seed": 42}
+        assert rec["library_versions"]["torch"] and rec["forelen_version"]
+        assert len(rec["predictions_sha256"]) == 64 and rec["timing"]["per_request_ms"] > 0
+        assert "static_floor_mae" in rec["references"]  # an rl config
+        if rec["predictor"]["outputs"] == "length":
+            assert rec["metrics"]["mae"] >= 0 and len(rec["metrics"]["mae_ci95"]) == 2
+    assert records["plp"]["per_step"]["0"]["n"] > 0
+    assert "egtp" in proc.stderr and "MAE" in proc.stderr
+
+
+def test_evaluate_is_reproducible(built, tmp_path):
+    hashes = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        assert run("evaluate", "--predictor", "egtp", "--data", str(built),
+                   "--results", str(out)).returncode == 0
+        hashes.append(json.loads((out / CONFIG / "egtp.json").read_text())["predictions_sha256"])
+    assert hashes[0] == hashes[1]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--predictor", "egpt"], "did you mean 'egtp'"),
+    (["--predictor", "egtp", "--config", "tiny-llama-rll"], "did you mean 'tiny-llama-rl'"),
+])
+def test_evaluate_errors_are_one_line(built, args, needle):
+    proc = run("evaluate", "--data", str(built), *args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_evaluate_without_dataset_is_one_line(tmp_path):
+    proc = run("evaluate", "--predictor", "egtp", "--data", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "no dataset folder" in proc.stderr
