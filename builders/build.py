@@ -36,6 +36,7 @@ class BuildOptions:
     seed: int = 0
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
     steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
+    egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
     batch_size: int = 32  # sequences per generation batch (and per shard)
     device: str = "auto"
     dtype: str = "auto"
@@ -76,7 +77,8 @@ def uid_of(group_id: str, sample_index: int) -> str:
 
 
 def check_options(opts: BuildOptions) -> None:
-    for name in ("limit", "samples_per_prompt", "max_new_tokens", "max_prompt_tokens", "batch_size"):
+    for name in ("limit", "samples_per_prompt", "max_new_tokens", "max_prompt_tokens", "batch_size",
+                 "egtp_first_k"):
         value = getattr(opts, name)
         if value is not None and value <= 0:
             raise ForelenError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -185,6 +187,7 @@ def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str
                                  max(1, context - max_new)),
         "recorded_layers": layers, "num_layers": model_cfg.num_hidden_layers,
         "hidden_size": model_cfg.hidden_size, "steps": opts.steps,
+        "egtp_first_k": opts.egtp_first_k,
         "batch_size": opts.batch_size, "device": device, "dtype": dtype,
         "entropy": "nats, temperature 1, full vocabulary, position-aligned (see schema)",
         "instructions": dict(recipe.instructions),
@@ -275,7 +278,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     folder.update(start)
 
     engine = engine_cls.create(model, tokenizer, resolved_model, opts.batch_size)
-    recorder = Recorder(model, layers, steps=opts.steps)
+    recorder = Recorder(model, layers, steps=opts.steps, first_k=opts.egtp_first_k)
     todo = [c for c in chunks if c.name not in done]
     from forelen_bench.builders.runner import run_chunks
 

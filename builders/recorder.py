@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from forelen_bench.schema import first_k_column
+
 FP16_MAX = 65504.0  # residual streams can carry outliers; clamp instead of storing inf
 
 
@@ -42,7 +44,7 @@ class Recorded:
 
 class Recorder:
     def __init__(self, model, layers: Sequence[int] | None = None, steps: int = 64,
-                 chunk_tokens: int = 128, batch_tokens: int = 8192):
+                 chunk_tokens: int = 128, batch_tokens: int = 8192, first_k: int | None = None):
         self.model = model
         self.num_layers = model.config.num_hidden_layers
         self.layers = list(layers) if layers else default_layers(self.num_layers)
@@ -50,6 +52,7 @@ class Recorder:
         if bad:
             raise ValueError(f"layers {bad} out of range 0..{self.num_layers}")
         self.steps, self.chunk_tokens, self.batch_tokens = steps, chunk_tokens, batch_tokens
+        self.first_k = first_k
 
     def record(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
                ) -> list[Recorded]:
@@ -136,6 +139,10 @@ class Recorder:
                               ("max", h.max(dim=0).values), ("last", h[-1])):
                 pooled[f"{kind}_l{layer}"] = _fp16_safe(vec)
             steps[f"step_states_l{layer}"] = _fp16_safe(tensor[row, p: p + min(self.steps, t)].float())
+            if self.first_k:
+                k = min(self.first_k, p)
+                w = torch.softmax(h_ent[:k], dim=0).to(h.device)
+                pooled[first_k_column(self.first_k, layer)] = _fp16_safe((w[:, None] * h[:k]).sum(0))
         return Recorded(entropy[:p].copy(), entropy[p: p + t].copy(), pooled, steps)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forelen_bench.schema import POOLINGS, column_names, feature_column, features
+from forelen_bench.schema import column_names, feature_column, features
 
 
 def _float16_lists(arrays: list[np.ndarray]):
@@ -32,20 +32,21 @@ def _step_lists(arrays: list[np.ndarray], dim: int):
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
-def build_table(scalars: list[dict], recorded: list, hidden_size: int, layers: list[int]):
+def build_table(scalars: list[dict], recorded: list, hidden_size: int, layers: list[int],
+                first_k: int | None = None):
     """`scalars`: identity and generation columns per row; `recorded`: matching `Recorded`s."""
     import pyarrow as pa
 
-    schema = features(hidden_size, layers).arrow_schema
+    schema = features(hidden_size, layers, first_k).arrow_schema
     columns = {}
-    for name in column_names(layers):
+    for name in column_names(layers, first_k):
         if name == "prompt_entropy":
             columns[name] = _float16_lists([r.prompt_entropy for r in recorded])
         elif name == "response_entropy":
             columns[name] = _float16_lists([r.response_entropy for r in recorded])
         elif name.startswith("step_states_l"):
             columns[name] = _step_lists([r.step_states[name] for r in recorded], hidden_size)
-        elif name.split("_l")[0] in POOLINGS and name in recorded[0].pooled:
+        elif name in recorded[0].pooled:
             columns[name] = _vectors([r.pooled[name] for r in recorded], hidden_size)
         else:
             columns[name] = pa.array([row[name] for row in scalars], type=schema.field(name).type)

@@ -44,7 +44,8 @@ def run_chunks(chunks, config: str, resolved: dict, engine, recorder, tokenizer,
             t2 = time.perf_counter()
             scalars = [_scalars(p, s, req, gen, resolved, tokenizer)
                        for (p, s), req, gen in zip(chunk.items, requests, gens)]
-            table = build_table(scalars, recorded, resolved["hidden_size"], resolved["recorded_layers"])
+            table = build_table(scalars, recorded, resolved["hidden_size"], resolved["recorded_layers"],
+                                resolved.get("egtp_first_k"))
             entry = folder.write_shard(config, chunk.name, table)
             n_tokens = sum(len(g.token_ids) for g in gens)
 

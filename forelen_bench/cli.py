@@ -48,6 +48,8 @@ def build(
     layers: Optional[List[int]] = typer.Option(
         None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
     steps: int = typer.Option(64, help="Generated-token states kept per sample."),
+    egtp_first_k: Optional[int] = typer.Option(
+        None, help="Also record EGTP pooled over only the first K prompt tokens."),
     batch_size: int = typer.Option(32, help="Sequences per generation batch and per shard."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
@@ -64,7 +66,8 @@ def build(
                         prompt_column=prompt_column, limit=limit,
                         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
-                        seed=seed, layers=tuple(layers or ()), steps=steps, batch_size=batch_size,
+                        seed=seed, layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
+                        batch_size=batch_size,
                         device=device, dtype=dtype, out=out, overwrite=overwrite,
                         skip_complete=skip_complete)
     entry = run_build(opts, console)

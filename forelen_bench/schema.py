@@ -31,16 +31,23 @@ def feature_column(kind: str, layer: int) -> str:
     return f"{kind}_l{layer}"
 
 
-def feature_columns(layers: list[int]) -> list[str]:
+def first_k_column(k: int, layer: int) -> str:
+    """EGTP over only the first k prompt tokens (the official script's variant)."""
+    return f"egtp_first{k}_l{layer}"
+
+
+def feature_columns(layers: list[int], first_k: int | None = None) -> list[str]:
     cols = [feature_column(k, layer) for layer in layers for k in POOLINGS]
+    if first_k:
+        cols += [first_k_column(first_k, layer) for layer in layers]
     return cols + [feature_column("step_states", layer) for layer in layers]
 
 
-def column_names(layers: list[int]) -> list[str]:
-    return list(IDENTITY) + list(GENERATION) + list(TOKEN_FEATURES) + feature_columns(layers)
+def column_names(layers: list[int], first_k: int | None = None) -> list[str]:
+    return list(IDENTITY) + list(GENERATION) + list(TOKEN_FEATURES) + feature_columns(layers, first_k)
 
 
-def features(hidden_size: int, layers: list[int]):
+def features(hidden_size: int, layers: list[int], first_k: int | None = None):
     """HF `Features` of a config; vectors as fixed-length float16 lists, never `Array2D`."""
     from datasets import Features, List, Value
 
@@ -60,4 +67,6 @@ def features(hidden_size: int, layers: list[int]):
         for kind in POOLINGS:
             spec[feature_column(kind, layer)] = vec
         spec[feature_column("step_states", layer)] = List(vec)
+        if first_k:
+            spec[first_k_column(first_k, layer)] = vec
     return Features(spec)

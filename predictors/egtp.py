@@ -60,8 +60,7 @@ class EGTP(PooledHead):
     """Entropy-guided token pooling + soft-label head: the paper's main predictor.
 
     `first_k` follows the official script's variant that pools only the first k prompt tokens.
-    Schema v1 stores pooled vectors, not per-token prompt states, so it needs a column
-    `egtp_first{k}_l{layer}` computed at build time; without one, `fit` says so.
+    It reads the column `egtp_first{k}_l{layer}` that `forelen build --egtp-first-k K` records.
     """
 
     info = PredictorInfo(name="egtp", version="1", family="hidden-state", reference=PAPER,
@@ -84,8 +83,8 @@ class EGTP(PooledHead):
         if self.first_k is not None and column not in table:
             raise ForelenError(
                 f"egtp with first_k={self.first_k} needs column {column!r}: pooling the first k "
-                "prompt tokens requires per-token prompt states, which schema v1 does not store; "
-                "record that column at build time or leave first_k unset")
+                "prompt tokens needs that column recorded at build time: rebuild the config with "
+                f"`forelen build ... --egtp-first-k {self.first_k}`, or leave first_k unset")
         super()._check_column(table, column)
 
 

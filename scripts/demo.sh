@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, then build small long, cot and rl configs of
-# ForeLen with the packaged SmolLM2-135M on packaged prompts, into ./demo/forelen.
+# The main job on the embedded default: set up, build small long, cot and rl configs of ForeLen
+# with the packaged SmolLM2-135M on packaged prompts into ./demo/forelen, then evaluate every
+# registered predictor on them (result records in ./demo/results).
 # Re-running resumes an interrupted build and leaves complete configs as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${FORELEN_DEMO_OUT:-demo/forelen}
 build() { .venv/bin/forelen build --model smollm2-135m --out "$OUT" --seed 0 --skip-complete "$@"; }
-build --split long --limit 12 --max-new-tokens 256 --max-prompt-tokens 1536
-build --split cot --limit 32 --max-new-tokens 256
-build --split rl --limit 6 --samples-per-prompt 8 --max-new-tokens 192
+build --split long --limit 24 --max-new-tokens 256 --max-prompt-tokens 1024
+build --split cot --limit 64 --max-new-tokens 256
+build --split rl --limit 12 --samples-per-prompt 8 --max-new-tokens 256
+# Fit every registered predictor on train, select on validation, score on test.
+.venv/bin/forelen evaluate --predictor all --data "$OUT" --results "${FORELEN_DEMO_RESULTS:-demo/results}"
 echo
 echo "dataset folder: $OUT  (python: datasets.load_dataset('$OUT', 'smollm2-135m-rl'))"

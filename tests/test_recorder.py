@@ -113,6 +113,17 @@ def test_egtp_is_entropy_softmax_weighted_sum_of_prompt_states(model, samples):
             assert not np.allclose(rec.pooled["egtp_l3"], rec.pooled["mean_l3"], atol=1e-4)
 
 
+def test_egtp_first_k_pools_only_the_first_k_prompt_tokens(model, samples):
+    recorder = Recorder(model, layers=[3], first_k=5)
+    for prompt, response in samples:
+        rec = recorder.record([prompt], [response])[0]
+        hs, entropy = reference(model, prompt, response)
+        k = min(5, len(prompt))
+        weights = torch.softmax(entropy[:k], dim=0)
+        expected = (weights[:, None] * hs[3][:k]).sum(0)
+        np.testing.assert_allclose(rec.pooled["egtp_first5_l3"], expected, atol=ATOL)
+
+
 def test_batched_with_padding_equals_one_by_one(model, samples, monkeypatch):
     layers = [0, 1, 3]
     single = Recorder(model, layers=layers, steps=8)
