@@ -2,8 +2,9 @@
 
 1. Per-request inference: one `egtp` prediction and one `plp` update (remaining length at step 8)
    versus one decode step of SmolLM2-135M (batch 1, KV cache, a 128-token context).
-2. Fit + predict of every hidden-state predictor on a synthetic 10,000-row table shaped like a
-   SmolLM2 config (hidden 576, layers 10 and 30, S = 64 step states).
+2. Fit (early stopping on validation) + predict of every hidden-state predictor, default
+   parameters, on a synthetic 10,000-row table shaped like a SmolLM2 config (hidden 576, layers 10
+   and 30, S = 64 step states), split 60/20/20 as in `forelen evaluate`.
 
     python benchmarks/bench_predict.py [--rows 10000]
 """
@@ -19,6 +20,8 @@ HIDDEN_STATE = ("egtp", "pool-mean", "pool-max", "pool-last", "plp", "trail", "t
 
 
 def decode_step_ms(repeats: int = 30) -> float:
+    import warnings
+
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -27,7 +30,9 @@ def decode_step_ms(repeats: int = 30) -> float:
     hf_logging.disable_progress_bar()
     model, _, _ = load_model(resolve_model("smollm2-135m"))
     ids = torch.randint(100, 40000, (1, 128))
-    with torch.inference_mode():
+    warnings.filterwarnings("ignore", category=FutureWarning)  # the cache keyword's renaming
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         out = model(ids, use_cache=True)
         cache, nxt = out.past_key_values, ids[:, -1:]
         times = []
@@ -73,15 +78,19 @@ def main() -> None:
     step_ms = decode_step_ms()
     print(f"SmolLM2-135M decode step (batch 1, 128-token context): {step_ms:.2f} ms")
     table, y = synthetic(args.rows)
-    n_train = int(0.6 * args.rows)
-    train, test = table.take(np.arange(n_train)), table.take(np.arange(n_train, args.rows))
+    # The evaluation protocol's 60/20/20: fit on train, early-stop on validation, predict test.
+    n_train, n_val = int(0.6 * args.rows), int(0.2 * args.rows)
+    train = table.take(np.arange(n_train))
+    val = table.take(np.arange(n_train, n_train + n_val))
+    test = table.take(np.arange(n_train + n_val, args.rows))
+    y_val = y[n_train: n_train + n_val]
     layers = table.layers()
     total = 0.0
     for name in HIDDEN_STATE:
         pred = make_predictor(PREDICTORS.get(name), 42)
         cols = pred.columns(layers)
         t0 = time.perf_counter()
-        pred.fit(train.select(cols), y[:n_train])
+        pred.fit(train.select(cols), y[:n_train], eval_set=(val.select(cols), y_val))
         pred.predict(test.select(cols))
         elapsed = time.perf_counter() - t0
         total += elapsed

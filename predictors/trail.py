@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from forelen_bench.metrics import OBSERVED_STEPS
+from forelen_bench.predictors._head import _one_thread
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
 from forelen_bench.predictors.plp import layer_of, state_at, step_rows
 
@@ -106,25 +107,26 @@ class TRAIL(Predictor):
         xs = torch.from_numpy(self._norm(X))
         labels = torch.from_numpy(self._bins(target))
         best, best_state, stale, history = np.inf, None, 0, []
-        for _epoch in range(self.epochs):
-            net.train()
-            n_batches = max(1, len(labels) // self.batch_size)
-            for batch in np.array_split(rng.permutation(len(labels)), n_batches):
-                loss = nn.functional.cross_entropy(net(xs[batch]), labels[batch])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            sched.step()
-            if val is None:
-                continue
-            self.net_ = net
-            score = float(np.mean(np.abs(self._proba(val[0]) @ self.mids_ - val[1])))
-            history.append(score)
-            if score < best - 1e-9:
-                best, stale = score, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            elif (stale := stale + 1) >= self.patience:
-                break
+        with _one_thread():  # small matmuls: thread hand-offs cost more than they save
+            for _epoch in range(self.epochs):
+                net.train()
+                n_batches = max(1, len(labels) // self.batch_size)
+                for batch in np.array_split(rng.permutation(len(labels)), n_batches):
+                    loss = nn.functional.cross_entropy(net(xs[batch]), labels[batch])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                if val is None:
+                    continue
+                self.net_ = net
+                score = float(np.mean(np.abs(self._proba(val[0]) @ self.mids_ - val[1])))
+                history.append(score)
+                if score < best - 1e-9:
+                    best, stale = score, 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                elif (stale := stale + 1) >= self.patience:
+                    break
         if best_state is not None:
             net.load_state_dict(best_state)
         return net.eval(), history

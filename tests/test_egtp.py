@@ -86,7 +86,7 @@ def test_first_k_needs_its_own_column(task):
     (train, y), _, _ = task
     pred = PREDICTORS.get("egtp")(first_k=64)
     assert pred.columns([LAYER]) == ["egtp_first64_l2"]
-    with pytest.raises(ForelenError, match="per-token prompt states"):
+    with pytest.raises(ForelenError, match="--egtp-first-k 64"):
         pred.fit(train, y)
 
 
