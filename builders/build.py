@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 from forelen_bench.errors import ForelenError
@@ -210,19 +210,6 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int) -> list[PlannedPrompt]:
     return planned
 
 
-def library_versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for dist in ("forelen", "torch", "transformers", "datasets", "pyarrow", "huggingface-hub"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    return versions
-
-
 def pick_device(device: str) -> str:
     import torch
 
@@ -240,6 +227,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     from forelen_bench.builders.splits import SPLITS
     from forelen_bench.dataset import DatasetFolder
     from forelen_bench.models import load_model, resolve_model
+    from forelen_bench.provenance import git_commit, library_versions
 
     say = console.print if console else print
     check_options(opts)
@@ -272,6 +260,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
         entry = m["configs"].setdefault(config, {})
         entry.update(status="partial", build=resolved, fingerprint=fp, shards=done,
                      chunks=len(chunks), versions=library_versions(),
+                     git_commit=git_commit(),
                      licenses=sorted({p.license for p in prompts}))
         entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "generated_tokens": 0})
@@ -300,4 +289,4 @@ def finish_config(folder, config: str) -> dict:
     return manifest["configs"][config]
 
 
-__all__ = ["BuildOptions", "run_build", "asdict"]
+__all__ = ["BuildOptions", "run_build"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forelen_bench.schema import column_names, feature_column, features
+from forelen_bench.schema import column_names, features
 
 
 def _float16_lists(arrays: list[np.ndarray]):
@@ -53,4 +53,3 @@ def build_table(scalars: list[dict], recorded: list, hidden_size: int, layers: l
     return pa.Table.from_arrays([columns[n] for n in schema.names], schema=schema)
 
 
-__all__ = ["build_table", "feature_column"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,34 +11,9 @@ import numpy as np
 
 from forelen_bench import __version__
 from forelen_bench.dataset import atomic_write_bytes
+from forelen_bench.provenance import git_commit, library_versions
 
 RECORD_VERSION = 1
-
-
-def git_commit() -> str | None:
-    """The commit of the forelen source tree, when it runs from a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def library_versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "datasets", "pyarrow", "numpy", "scipy", "scikit-learn"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    return versions
 
 
 def dataset_fingerprint(entry: dict) -> str:

@@ -10,7 +10,6 @@ alternative.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
