@@ -19,6 +19,9 @@ REFERENCE = ("Eisenstadt et al., Overclocking LLM Reasoning: Monitoring and Cont
              "Path Lengths in LLMs (2025), thinking progress vector")
 
 
+ALPHAS = np.logspace(-2, 5, 15)
+
+
 def ridge(alpha: float | None):
     """Standardised ridge; `alpha=None` picks it by efficient leave-one-out among 10^-2..10^5.
 
@@ -29,8 +32,11 @@ def ridge(alpha: float | None):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = RidgeCV(alphas=np.logspace(-2, 5, 15)) if alpha is None else Ridge(alpha=alpha)
-    return make_pipeline(StandardScaler(), model)
+    model = RidgeCV(alphas=ALPHAS) if alpha is None else Ridge(alpha=alpha)
+    # Centred, not scaled per dimension: with few distinct prompts some hidden dimensions barely
+    # vary in train, and dividing by their tiny spread turns a new prompt into an outlier (the demo
+    # rl config's test prompt was predicted at 0 tokens that way).
+    return make_pipeline(StandardScaler(with_std=False), model)
 
 
 @PREDICTORS.register("tpv")
@@ -58,10 +64,22 @@ class TPV(Predictor):
         self.layer_ = layer_of(self, table)
         states = table[f"step_states_l{self.layer_}"]
         self.max_len_ = float(y.max())
-        self.static_ = ridge(self.alpha).fit(self._prompt(table), y)
+        self.static_ = self._static(table, y, eval_set)
         rows, ts = step_rows(y, states, self.steps, first=1)
         self.probe_ = ridge(self.alpha).fit(state_at(states, rows, ts), ts / y[rows])
         return self
+
+    def _static(self, table, y, eval_set):
+        """The prompt-only fallback. Samples of one prompt share its vector, so leave-one-out
+        leaks across an `rl` group: with a validation set (other prompts), alpha is chosen there."""
+        X = self._prompt(table)
+        if self.alpha is not None or eval_set is None:
+            return ridge(self.alpha).fit(X, y)
+        X_val, y_val = self._prompt(eval_set[0]), np.asarray(eval_set[1], np.float64)
+
+        def val_mae(model):
+            return np.mean(np.abs(np.clip(model.predict(X_val), 0, self.max_len_) - y_val))
+        return min((ridge(a).fit(X, y) for a in ALPHAS), key=val_mae)
 
     def _prompt(self, table) -> np.ndarray:
         return np.asarray(table[f"egtp_l{self.layer_}"], np.float32)
