@@ -74,7 +74,9 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     test = data.test.select(cols)
     predictions = np.asarray(pred.predict(test), dtype=np.float64)
     t2 = time.perf_counter()
+    head = getattr(pred, "head_", None)
     out = {"columns": cols, "predictions": predictions,
+           "head": head.config() if hasattr(head, "config") else None,
            "timing": {"fit_s": t1 - t0, "predict_s": t2 - t1,
                       "per_request_ms": per_request_ms(pred, test)}}
     if pred.info.outputs == "ranking":
@@ -144,7 +146,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                               "family": pred.info.family, "reference": pred.info.reference,
                               "outputs": pred.info.outputs, "progressive": pred.info.progressive,
                               "ranked": pred.info.ranked, "params": pred.get_params(),
-                              "columns": result["columns"]},
+                              "columns": result["columns"], "head": result["head"]},
                 "dataset": dataset_block(folder, data),
                 "protocol": {"fit": "train", "select": "validation", "score": "test",
                              "seed": seed},

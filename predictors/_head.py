@@ -232,4 +232,5 @@ class SoftLabelHead:
         return {"n_bins": self.n_bins, "layout": self.layout, "ce_weight": self.ce_weight,
                 "preset": self.preset, "train": asdict(train_preset(self.preset)),
                 "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
-                "mse_scale": "train std of y"}
+                "mse_scale": "train std of y", "output_bias_init": "log of mean soft label",
+                "epochs_run": getattr(self, "epochs_run_", None)}

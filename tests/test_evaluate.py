@@ -46,6 +46,10 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         if rec["predictor"]["outputs"] == "length":
             assert rec["metrics"]["mae"] >= 0 and len(rec["metrics"]["mae_ci95"]) == 2
     assert records["plp"]["per_step"]["0"]["n"] > 0
+    # Choices the paper leaves open are recorded with the result, not only named by a preset.
+    head = records["egtp"]["predictor"]["head"]
+    assert head["n_bins"] == 20 and head["ce_weight"] == 0.95 and head["train"]["lr"] > 0
+    assert head["mse_scale"] and head["epochs_run"] >= 1
     assert "egtp" in proc.stderr and "MAE" in proc.stderr
 
 
