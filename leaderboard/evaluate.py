@@ -33,7 +33,8 @@ def load_config(folder, config: str, columns: list[str]) -> Split3:
     if entry is None or entry.get("status") != "complete":
         known = [n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete"]
         raise ForelenError(_unknown("config", config, known))
-    meta = {"recorded_layers": entry["build"]["recorded_layers"], "config": config}
+    meta = {"recorded_layers": entry["build"]["recorded_layers"], "config": config,
+            "model": entry["build"]["model"], "split": entry["build"]["split"]}
     parts = {}
     for part in ("train", "validation", "test"):
         table = folder.read(config, part, columns=sorted(set(columns) | set(BASE_COLUMNS)))
