@@ -2,7 +2,9 @@
 
 1. Per-request inference: one `egtp` prediction and one `plp` update (remaining length at step 8)
    versus one decode step of SmolLM2-135M (batch 1, KV cache, a 128-token context).
-2. Fit (early stopping on validation) + predict of every hidden-state predictor, default
+2. The same per-request latency for every text-proxy predictor (SSJF, S3, LTR, PiA), each fitted
+   briefly on synthetic prompts first: the overhead they add per request, beside their accuracy.
+3. Fit (early stopping on validation) + predict of every hidden-state predictor, default
    parameters, on a synthetic 10,000-row table shaped like a SmolLM2 config (hidden 576, layers 10
    and 30, S = 64 step states), split 60/20/20 as in `forelen evaluate`.
 
@@ -67,9 +69,41 @@ def synthetic(rows: int, dim: int = 576, layers=(10, 30), steps: int = 64, seed:
     return FeatureTable(cols, {"recorded_layers": list(layers)}), y.astype(np.float64)
 
 
+def text_latencies(step_ms: float, repeats: int = 20) -> None:
+    """Per-request latency of each text predictor; quality is measured by `forelen evaluate`."""
+    from forelen_bench.leaderboard.evaluate import make_predictor
+    from forelen_bench.predictors import PREDICTORS
+    from forelen_bench.tables import FeatureTable
+
+    rng = np.random.default_rng(0)
+    words = ["explain", "briefly", "in detail", "the", "history", "of", "rivers", "and", "code"]
+    prompts = np.array([" ".join(rng.choice(words, size=rng.integers(20, 200))) for _ in range(64)],
+                       dtype=object)
+    y = rng.integers(10, 500, size=64).astype(np.float64)
+    table = FeatureTable({"prompt": prompts, "prompt_tokens": rng.integers(20, 200, size=64)},
+                         {"recorded_layers": [10, 30], "model": "smollm2-135m"})
+    for name, cls in PREDICTORS.items():
+        if cls.info.family != "text-proxy":
+            continue
+        pred = make_predictor(cls, 42)
+        if "epochs" in pred.get_params():
+            pred.epochs = 1  # latency does not depend on how long it trained
+        pred.fit(table.select(pred.columns([10, 30])), y)
+        one = table.select(pred.columns([10, 30])).take([0])
+        pred.predict(one)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            pred.predict(one)
+            times.append(time.perf_counter() - t)
+        ms = float(np.median(times) * 1000)
+        print(f"{name:>10}: one prediction {ms:.2f} ms = {ms / step_ms:.1%} of a decode step")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--skip-text", action="store_true", help="skip the text-proxy predictors")
     args = parser.parse_args()
 
     from forelen_bench.leaderboard.evaluate import make_predictor
@@ -77,6 +111,8 @@ def main() -> None:
 
     step_ms = decode_step_ms()
     print(f"SmolLM2-135M decode step (batch 1, 128-token context): {step_ms:.2f} ms")
+    if not args.skip_text:
+        text_latencies(step_ms)
     table, y = synthetic(args.rows)
     # The evaluation protocol's 60/20/20: fit on train, early-stop on validation, predict test.
     n_train, n_val = int(0.6 * args.rows), int(0.2 * args.rows)

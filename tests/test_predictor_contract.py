@@ -21,7 +21,9 @@ def synthetic_table(n: int = 48, seed: int = 0) -> tuple[FeatureTable, np.ndarra
     y = rng.integers(5, 120, size=n)
     cols = {"output_tokens": y, "prompt_tokens": rng.integers(10, 200, size=n),
             "group_id": np.array([f"g{i // 4}" for i in range(n)], dtype=object),
-            "finish_reason": np.array(["stop"] * n, dtype=object)}
+            "finish_reason": np.array(["stop"] * n, dtype=object),
+            "prompt": np.array([("briefly " if y[i] < 60 else "in detail ") + f"question {i}: name "
+                                f"{i % 5 + 1} colours." for i in range(n)], dtype=object)}
     for layer in LAYERS:
         base = rng.normal(size=(n, D)) + (y[:, None] / 60.0)
         for kind in ("egtp", "mean", "max", "last"):
@@ -53,6 +55,8 @@ def _fresh(name: str, seed: int = 0):
         pred.preset = "contract"
     if "epochs" in params:
         pred.epochs = 3
+    if pred.info.family == "text-proxy":  # one optimiser step per epoch on short sequences
+        pred.max_length, pred.batch_size = 32, 48
     return pred
 
 

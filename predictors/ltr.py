@@ -1,0 +1,54 @@
+"""LTR's ranking variant (Fu et al. 2024, "Efficient LLM Scheduling by Learning to Rank"): a score
+head on the prompt trained with ListMLE over lists of 32 prompts (one mini-batch is one list);
+lengths within the same bucket of width g are ties, ordered at random each step. Outputs a score
+(higher = longer), so only ranking metrics apply. Defaults: lr 2e-5, 5 epochs (our choice where the
+paper's code is not reproduced here); OPT-125m originally, the offline MiniLM by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forelen_bench.predictors import PREDICTORS, PredictorInfo
+from forelen_bench.predictors._text import spearman
+from forelen_bench.predictors.ltr_c import PAPER, _LTRBase
+
+
+def list_mle(scores, labels):
+    """ListMLE (Xia et al. 2008) of one list: -log P(permutation sorted by label, descending), ties
+    broken at random (torch's seeded generator), averaged over the list's positions."""
+    import torch
+
+    key = labels.double() + 0.5 * torch.rand(labels.shape, dtype=torch.float64)
+    s = scores[torch.argsort(key, descending=True)]
+    tail = torch.logcumsumexp(s.flip(0), dim=0).flip(0)  # log sum_{j >= i} exp(s_j)
+    return (tail - s).mean()
+
+
+@PREDICTORS.register("ltr")
+class LTRRank(_LTRBase):
+    """ListMLE ranking score; `batch_size` is the list size (32 in the paper)."""
+
+    info = PredictorInfo(name="ltr", version="1", family="text-proxy", reference=PAPER,
+                         requires=("prompt",), outputs="ranking")
+
+    def _setup(self, y: np.ndarray):
+        import torch
+
+        self.n_train_ = len(y)
+        return torch.from_numpy(self._classes(y)).long()
+
+    def _head(self, h: int):
+        import torch.nn as nn
+
+        return nn.Linear(h, 1)
+
+    def _loss(self, out, t):
+        return list_mle(out[:, 0], t)
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        return out[:, 0]
+
+    def _score(self, pred: np.ndarray, y: np.ndarray) -> float:
+        """Validation score, lower is better: minus Spearman's rho."""
+        return -spearman(pred, y)

@@ -1,0 +1,63 @@
+"""LTR's classification variant (Fu et al. 2024, "Efficient LLM Scheduling by Learning to Rank"):
+the prompt classified into length buckets of width g (class = min(length, 8192) // g, the paper's
+cap), cross-entropy; a class predicts its centre. The paper's proxy is OPT-125m (last-token
+pooling, which `pooling="auto"` picks for decoders); the default encoder is the offline MiniLM.
+lr, epochs and batch size follow ltr.py's defaults.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forelen_bench.predictors import PREDICTORS, PredictorInfo
+from forelen_bench.predictors._text import DEFAULT_ENCODER, TextPredictor, cross_entropy
+
+PAPER = "Fu et al. 2024, Efficient LLM Scheduling by Learning to Rank"
+CAP = 8192  # the paper's maximum length
+
+
+class _LTRBase(TextPredictor):
+    def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
+                 truncation_side: str = "left", pooling: str = "auto", g: int = 10,
+                 epochs: int = 5, batch_size: int = 32, lr: float = 2e-5,
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42):
+        self.encoder = encoder
+        self.max_length = max_length
+        self.truncation_side = truncation_side
+        self.pooling = pooling
+        self.g = g
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.seed = seed
+
+    def _classes(self, y: np.ndarray) -> np.ndarray:
+        return (np.minimum(y, CAP) // self.g).astype(np.int64)
+
+
+@PREDICTORS.register("ltr-c")
+class LTRClassifier(_LTRBase):
+    """Classes of width g up to 8192 tokens; cross-entropy; class -> centre c*g + g/2."""
+
+    info = PredictorInfo(name="ltr-c", version="1", family="text-proxy", reference=PAPER,
+                         requires=("prompt",))
+
+    def _setup(self, y: np.ndarray):
+        import torch
+
+        self.n_classes_ = CAP // self.g + 1
+        self.values_ = np.arange(self.n_classes_) * float(self.g) + self.g / 2
+        return torch.from_numpy(self._classes(y)).long()
+
+    def _head(self, h: int):
+        import torch.nn as nn
+
+        return nn.Linear(h, self.n_classes_)
+
+    def _loss(self, out, t):
+        return cross_entropy(out, t)
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        return self.values_[np.argmax(out, axis=1)]

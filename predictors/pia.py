@@ -1,0 +1,301 @@
+"""`pia`: the generator is asked to predict its own response length (Zheng et al., NeurIPS 2023).
+
+"Response Length Perception and Sequence Scheduling: An LLM-Empowered LLM Inference Pipeline"
+(arXiv:2305.13144). The instruction below is appended to the user's prompt, the model answers
+greedily in a few tokens, and the first number in its answer is the prediction. The wording is the
+`QUERY_PROMPT` of the authors' repository (github.com/zhengzangw/Sequence-Scheduling,
+src/construct.py), which appends it, newline first, to the user turn's content.
+
+Where the instruction goes: the `prompt` column holds the chat-templated prompt the generator saw
+(`builders.build.render`). The user text is recovered by rendering a sentinel with the same
+tokenizer: the template's text before and after the sentinel must be a prefix and a suffix of the
+stored prompt, and what lies between them is the user content. The instruction is appended to that
+content and the turn is rendered again, so the model sees exactly the paper's user message inside
+its own template. A prompt that does not match (another model's template, or a middle-truncated
+over-long prompt) is rendered as if its whole stored text were the user content, instruction
+appended; `prompt_recovery_rate_` reports the share that matched.
+
+An unparsable answer falls back to the train median; `parse_failure_rate_` is the share of rows of
+the last `predict` call that fell back. `lora=True` instruction-tunes LoRA adapters (r=8, alpha=16)
+on the train partition, as the paper does (targets: train lengths rounded up to a multiple of 50,
+the repository's `buckit`); it needs `peft`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from forelen_bench.errors import ForelenError
+from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
+
+INSTRUCTION = ("\nDon't output the response for the above instruction. Instead, you need to predict "
+               "the number of tokens in your response. Output one number only.")
+FALLBACK_MODEL = "smollm2-135m"  # the packaged default, when neither `model` nor the table names one
+MAX_LENGTH = 1e6  # a parsed answer above this is treated as unparsable
+LORA_R, LORA_ALPHA, LORA_DROPOUT = 8, 16, 0.05
+LORA_TARGETS = ("q_proj", "v_proj")
+LORA_LR, LORA_EPOCHS, LORA_BUCKET = 1e-4, 1, 50
+
+_SENTINEL = "\x00FORELEN-PIA-SENTINEL\x00"
+_LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several instances share it
+
+
+@PREDICTORS.register("pia")
+class PIA(Predictor):
+    """The generator predicts its response length when asked (Perception In Advance)."""
+
+    info = PredictorInfo(name="pia", version="1", family="text-proxy",
+                         reference="Zheng et al., NeurIPS 2023 (arXiv:2305.13144)",
+                         requires=("prompt",))
+
+    def __init__(self, model: str | None = None, max_new_tokens: int = 16,
+                 instruction: str = INSTRUCTION, lora: bool = False, batch_size: int = 16,
+                 seed: int = 42, device: str = "auto", dtype: str = "auto"):
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.instruction = instruction
+        self.lora = lora
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+    def fit(self, table, y, eval_set=None) -> "PIA":
+        from forelen_bench.models import resolve_model
+
+        if self.lora:
+            _require_peft()
+        y = np.asarray(y, np.float64)
+        spec = self.model or table.meta.get("model") or FALLBACK_MODEL
+        self.model_spec_ = str(spec)
+        self.resolved_ = resolve_model(self.model_spec_)
+        self.median_ = float(np.median(y)) if len(y) else 0.0
+        self.lora_state_ = None
+        model, tokenizer = self._load()  # loaded (and cached) here: predict times inference only
+        if self.lora:
+            prompts = [self._query(tokenizer, str(p)) for p in np.asarray(table["prompt"], dtype=object)]
+            _LOADED["dirty"] = True  # training changes the shared copy's weights
+            self.lora_state_ = _train_lora(model, tokenizer, prompts, y, self.seed)
+        return self
+
+    def predict(self, table) -> np.ndarray:
+        self.check_fitted()
+        from forelen_bench.builders.engines import GenerationRequest
+        from forelen_bench.builders.engines.hf import HFEngine
+
+        prompts = np.asarray(table["prompt"], dtype=object)
+        if len(prompts) == 0:
+            self.parse_failure_rate_, self.prompt_recovery_rate_ = 0.0, 1.0
+            return np.zeros(0, dtype=np.float64)
+        model, tokenizer = self._load()
+        queries, recovered = [], 0
+        for p in prompts:
+            q, ok = self._query(tokenizer, str(p), report=True)
+            queries.append(q)
+            recovered += ok
+        requests = [GenerationRequest(uid=str(i), prompt_ids=tokenizer(q, add_special_tokens=False)
+                                      ["input_ids"], max_new_tokens=self.max_new_tokens,
+                                      temperature=0.0, top_p=1.0, seed=self.seed + i)
+                    for i, q in enumerate(queries)]
+        gens = HFEngine(model, tokenizer, self.batch_size).generate(requests)
+        answers = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens]
+        parsed = [parse_length(a) for a in answers]
+        out = np.array([self.median_ if v is None else v for v in parsed], dtype=np.float64)
+        self.parse_failure_rate_ = float(np.mean([v is None for v in parsed]))
+        self.prompt_recovery_rate_ = recovered / len(prompts)
+        self.last_answers_ = answers
+        return out
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _query(self, tokenizer, prompt: str, report: bool = False):
+        """The stored prompt with the instruction appended to its user content, re-rendered."""
+        from forelen_bench.builders.build import render
+
+        user = recover_user_text(tokenizer, prompt)
+        text = render(tokenizer, (prompt if user is None else user) + self.instruction)
+        return (text, user is not None) if report else text
+
+    def _load(self):
+        """(model, tokenizer) on the chosen device, LoRA weights merged in when fitted with them."""
+        import torch
+
+        from forelen_bench.builders.build import pick_device
+        from forelen_bench.models import load_model
+
+        device = pick_device(self.device)
+        key = (self.resolved_.location, device, self.dtype)
+        if _LOADED.get("key") != key or _LOADED.get("dirty"):
+            _LOADED.clear()
+            model, tokenizer, _ = load_model(self.resolved_, device, self.dtype)
+            _LOADED.update(key=key, model=model, tokenizer=tokenizer, dirty=False)
+        model, tokenizer = _LOADED["model"], _LOADED["tokenizer"]
+        if getattr(self, "lora_state_", None) is not None:
+            # Adapted weights: apply them to the shared copy and mark it for reloading next time.
+            with torch.no_grad():
+                params = dict(model.named_parameters())
+                for name, value in self.lora_state_.items():
+                    params[name].copy_(value.to(params[name].device, params[name].dtype))
+            _LOADED["dirty"] = True
+        return model, tokenizer
+
+
+def recover_user_text(tokenizer, prompt: str) -> str | None:
+    """The user content of a prompt rendered by `render(tokenizer, text)`, or None if it wasn't."""
+    from forelen_bench.builders.build import render
+
+    shell = render(tokenizer, _SENTINEL)
+    head, sep, tail = shell.partition(_SENTINEL)
+    if not sep or len(prompt) < len(head) + len(tail):
+        return None
+    if prompt.startswith(head) and prompt.endswith(tail):
+        return prompt[len(head): len(prompt) - len(tail)]
+    return None
+
+
+def _require_peft():
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ForelenError("pia lora=True needs the peft package: pip install peft") from None
+
+
+def _bucket(length: float, cell: int = LORA_BUCKET) -> int:
+    """Round up to a multiple of `cell` (the authors' `buckit`), at least one cell."""
+    return max(cell, int(np.ceil(length / cell) * cell))
+
+
+def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) -> dict:
+    """Instruction-tune LoRA adapters to answer each query with its bucketed length; merged weights.
+
+    Loss on the answer tokens only (the query is masked with -100), AdamW, one epoch by default.
+    Returns the merged weights of the adapted linear layers, so `predict` needs no peft.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in names] or ["q_proj", "v_proj"]
+    config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+                        target_modules=targets, task_type="CAUSAL_LM")
+    dtype = next(model.parameters()).dtype
+    peft_model = get_peft_model(model.float(), config)
+    peft_model.train()
+    eos = tokenizer.eos_token or ""
+    examples = []
+    for q, length in zip(queries, y):
+        q_ids = tokenizer(q, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(f"{_bucket(length)}{eos}", add_special_tokens=False)["input_ids"]
+        examples.append((q_ids + a_ids, [-100] * len(q_ids) + a_ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LORA_LR)
+    rng = np.random.default_rng(seed)
+    device = next(peft_model.parameters()).device
+    bs = 8
+    for _ in range(LORA_EPOCHS):
+        order = rng.permutation(len(examples))
+        for k in range(0, len(order), bs):
+            batch = [examples[i] for i in order[k: k + bs]]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, T), right-padded
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (x, lab) in enumerate(batch):
+                ids[row, : len(x)], labels[row, : len(x)] = torch.tensor(x), torch.tensor(lab)
+                mask[row, : len(x)] = 1
+            loss = peft_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              labels=labels.to(device)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    peft_model.eval()
+    merged = peft_model.merge_and_unload()
+    merged.to(dtype)
+    adapted = {f"{n}.weight" for n, m in merged.named_modules() if n.rsplit(".", 1)[-1] in targets}
+    return {n: p.detach().cpu().clone() for n, p in merged.named_parameters() if n in adapted}
+
+
+# --- parsing the model's answer --------------------------------------------------------------------
+
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000}
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_DIGITS = re.compile(rf"(?<![\w.])(?P<neg>-\s*)?(?P<a>{_NUM})"
+                     rf"(?:\s*(?:-|–|—|to)\s*(?P<b>{_NUM}))?", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+")
+
+
+def parse_length(text: str) -> float | None:
+    """The first length in a model's answer: digits, a range's midpoint, or a number in words.
+
+    "About 250 tokens" -> 250; "1,200" -> 1200; "100-200" -> 150; "two hundred and fifty" -> 250;
+    "a thousand" -> 1000. Digits win over words when both occur. Negative, absurd (> 1e6) or no
+    number at all -> None.
+    """
+    if not isinstance(text, str):
+        return None
+    m = _DIGITS.search(text)
+    if m:
+        if m.group("neg") is not None and not _follows_word_or_digit(text, m.start()):
+            return None
+        value = _to_float(m.group("a"))
+        if m.group("b") is not None:
+            value = (value + _to_float(m.group("b"))) / 2
+    else:
+        value = _words_to_number(text.lower())
+    if value is None or not np.isfinite(value) or value < 0 or value > MAX_LENGTH:
+        return None
+    return float(value)
+
+
+def _follows_word_or_digit(text: str, start: int) -> bool:
+    """A '-' right after a word (`tokens-300`) is a hyphen, not a minus sign."""
+    return start > 0 and (text[start - 1].isalnum())
+
+
+def _to_float(s: str) -> float:
+    return float(s.replace(",", ""))
+
+
+def _words_to_number(text: str) -> float | None:
+    """The first run of number words: `two hundred and fifty` -> 250, `a thousand` -> 1000."""
+    words = _WORD.findall(text.replace("-", " "))
+    for i, w in enumerate(words):
+        starts = w in _UNITS or w in _TENS or (
+            w in ("a", "an") and i + 1 < len(words) and words[i + 1] in _SCALES)
+        if starts:
+            return _run_value(words[i:])
+    return None
+
+
+def _run_value(words: list[str]) -> float | None:
+    total, current, seen = 0, 0, False
+    for k, w in enumerate(words):
+        if w in _UNITS:
+            current += _UNITS[w]
+        elif w in _TENS:
+            current += _TENS[w]
+        elif w in ("a", "an") and k == 0:
+            current = 1
+        elif w in _SCALES:
+            scale = _SCALES[w]
+            current = max(current, 1)
+            if scale == 100:
+                current *= 100
+            else:
+                total += current * scale
+                current = 0
+        elif w == "and" and seen and k + 1 < len(words) and (
+                words[k + 1] in _UNITS or words[k + 1] in _TENS):
+            continue
+        else:
+            break
+        seen = True
+    return float(total + current) if seen else None

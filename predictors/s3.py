@@ -1,0 +1,64 @@
+"""S3's output-length predictor (Jin et al. 2023, "S3: Increasing GPU Utilization during Generative
+Inference for Higher Throughput"): a fine-tuned DistilBERT classifying the prompt into 10 equal-width
+length buckets from 0 to the maximum length; a bucket predicts its midpoint.
+
+The paper's maximum is the model's generation limit; here it is the train maximum. The head is the
+one DistilBertForSequenceClassification adds (Linear(h,h) -> ReLU -> Dropout -> Linear(h,10)); lr,
+epochs and batch size are not fixed by the paper: the defaults are HF Trainer's lr 5e-5 and batch 16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forelen_bench.predictors import PREDICTORS, PredictorInfo
+from forelen_bench.predictors._text import DEFAULT_ENCODER, TextPredictor, cross_entropy
+
+PAPER = ("Jin et al. 2023, S3: Increasing GPU Utilization during Generative Inference for Higher "
+         "Throughput")
+
+
+@PREDICTORS.register("s3")
+class S3(TextPredictor):
+    """10-bucket classifier over [0, train max]; cross-entropy; bucket -> midpoint."""
+
+    info = PredictorInfo(name="s3", version="1", family="text-proxy", reference=PAPER,
+                         requires=("prompt",))
+
+    def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
+                 truncation_side: str = "left", pooling: str = "auto", n_buckets: int = 10,
+                 epochs: int = 6, batch_size: int = 16, lr: float = 5e-5,
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42):
+        self.encoder = encoder
+        self.max_length = max_length
+        self.truncation_side = truncation_side
+        self.pooling = pooling
+        self.n_buckets = n_buckets
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.seed = seed
+
+    def _setup(self, y: np.ndarray):
+        import torch
+
+        self.width_ = float(y.max()) / self.n_buckets if y.max() > 0 else 1.0
+        self.values_ = (np.arange(self.n_buckets) + 0.5) * self.width_
+        return torch.from_numpy(self._bucket(y)).long()
+
+    def _bucket(self, y: np.ndarray) -> np.ndarray:
+        return np.clip((y // self.width_).astype(np.int64), 0, self.n_buckets - 1)
+
+    def _head(self, h: int):
+        import torch.nn as nn
+
+        return nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Dropout(0.1),
+                             nn.Linear(h, self.n_buckets))
+
+    def _loss(self, out, t):
+        return cross_entropy(out, t)
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        return self.values_[np.argmax(out, axis=1)]

@@ -1,0 +1,101 @@
+"""Text-proxy predictors (SSJF, S3, LTR) on a synthetic task where the wording sets the length."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forelen_bench.errors import ForelenError
+from forelen_bench.predictors import PREDICTORS, _text
+from forelen_bench.tables import FeatureTable
+
+FILLER = "the a of some and with data on topic river table city music history".split()
+# Short runs: full fine-tuning costs ~0.2 s per optimiser step on 2 cores (AdamW over 22M weights),
+# so the SSJF recipe freezes after one epoch and trains the head on cached features.
+FAST = {
+    "ssjf-reg": dict(epochs=30, freeze_after=1, lr=1e-4, lr_after=3e-3),
+    "ssjf-mc": dict(epochs=30, freeze_after=1, lr=1e-4, lr_after=3e-3),
+    "s3": dict(epochs=3, lr=1e-4),
+    "ltr-c": dict(epochs=6, lr=5e-4, batch_size=16),  # 820 classes: needs larger steps
+    "ltr": dict(epochs=3, lr=1e-4, batch_size=16),
+}
+
+
+def texts(n: int, seed: int) -> tuple[FeatureTable, np.ndarray]:
+    """"briefly" -> ~20 tokens, "in great detail" -> ~300, amid random filler words."""
+    rng = np.random.default_rng(seed)
+    prompts, y = [], []
+    for i in range(n):
+        words = " ".join(rng.choice(FILLER, 6))
+        if i % 2:
+            prompts.append(f"Tell me about {words}, briefly.")
+            y.append(20 + rng.integers(-5, 6))
+        else:
+            prompts.append(f"Tell me about {words}, in great detail.")
+            y.append(300 + rng.integers(-30, 31))
+    return FeatureTable({"prompt": np.array(prompts, dtype=object)}), np.asarray(y, np.float64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return texts(48, 0), texts(24, 1)
+
+
+def make(name: str, **kw):
+    return PREDICTORS.get(name)(**{"max_length": 32, "seed": 3, **FAST[name], **kw})
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_learns_the_wording(name, data):
+    (train, y), (test, y_test) = data
+    pred = make(name).fit(train, y, eval_set=(test, y_test))
+    out = pred.predict(test)
+    assert out.shape == (test.n,) and out.dtype == np.float64
+    if pred.info.outputs == "ranking":
+        assert _text.spearman(out, y_test) > 0.5
+    else:
+        baseline = np.mean(np.abs(np.median(y) - y_test))
+        assert np.mean(np.abs(out - y_test)) < baseline
+
+
+def test_same_seed_same_predictions(data):
+    (train, y), (test, _) = data
+    runs = [make("ssjf-reg", epochs=3).fit(train, y).predict(test) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_truncation_side(side, data):
+    """With 6 tokens kept, texts sharing their end (left) or their start (right) look the same."""
+    (train, y), _ = data
+    pred = make("s3", epochs=1, truncation_side=side, max_length=6).fit(train, y)
+    head, tail = "Tell me briefly", "of the history of music in great detail."
+    a = f"{head} about rivers and cities, {tail}"
+    b = f"Describe everything about {tail}" if side == "left" else f"{head} about nothing else."
+    ids = _text.tokenize(pred.tokenizer_, [a, b], 6, side)
+    assert ids[0] == ids[1]
+    out = pred.predict(FeatureTable({"prompt": np.array([a, b], dtype=object)}))
+    assert out[0] == out[1]
+
+
+def test_unknown_encoder_is_one_line_error(monkeypatch, data):
+    (train, y), _ = data
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ForelenError) as err:
+        make("ssjf-reg", encoder="no-such-org/no-such-encoder").fit(train, y)
+    msg = str(err.value)
+    assert "\n" not in msg and _text.DEFAULT_ENCODER in msg and "no-such-encoder" in msg
+
+
+def test_bad_truncation_side_is_an_error(data):
+    (train, y), _ = data
+    with pytest.raises(ForelenError, match="truncation_side"):
+        make("s3", truncation_side="middle").fit(train, y)
+
+
+def test_ssjf_mc_thresholds(data):
+    (train, y), _ = data
+    pred = PREDICTORS.get("ssjf-mc")(thresholds="fixed")
+    pred._setup(y)  # targets only: no training
+    np.testing.assert_array_equal(pred.edges_, [42, 141, 294, 503])
+    assert pred.values_[0] == np.median(y[y < 42]) and pred.class_weights_[3] > 0
