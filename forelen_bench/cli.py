@@ -89,12 +89,15 @@ def evaluate(
     config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
     seed: int = typer.Option(42, help="Seed of every predictor's training and of the bootstrap."),
     results: str = typer.Option("results", help="Folder of the JSON result records."),
+    family: Optional[List[str]] = typer.Option(
+        None, "--family", help="With --predictor all: only these families (hidden-state, "
+                               "text-proxy, reference); repeatable."),
 ):
     """Fit on train, select on validation, score on test; print a table, write result records."""
     from forelen_bench.leaderboard.report import evaluate_command
 
     _quiet_libraries()
-    evaluate_command(predictor, data, config, seed, results, _console())
+    evaluate_command(predictor, data, config, seed, results, _console(), tuple(family or ()))
 
 
 @app.command("ls")

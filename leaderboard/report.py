@@ -7,12 +7,23 @@ from pathlib import Path
 from forelen_bench.errors import ForelenError
 
 
-def resolve_names(predictor: str, data: str, config: str):
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import _unknown
+def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]:
+    """`all` (optionally narrowed to some families) or one registered name."""
     from forelen_bench.predictors import PREDICTORS
 
-    names = PREDICTORS.names() if predictor == "all" else [PREDICTORS.get(predictor).info.name]
+    if predictor != "all":
+        return [PREDICTORS.get(predictor).info.name]
+    known = sorted({cls.info.family for _, cls in PREDICTORS.items()})
+    bad = [f for f in families if f not in known]
+    if bad:
+        raise ForelenError(f"unknown predictor family {bad[0]!r}; known: {', '.join(known)}")
+    return [n for n, cls in PREDICTORS.items() if not families or cls.info.family in families]
+
+
+def resolve_names(predictor: str, data: str, config: str, families: tuple[str, ...] = ()):
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import _unknown
+    names = predictor_names(predictor, families)
     if not (Path(data) / "manifest.json").is_file():
         raise ForelenError(f"no dataset folder at {data} (no manifest.json); build one with "
                            "`forelen build` or pass --data")
@@ -34,12 +45,12 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
-                     console) -> None:
+                     console, families: tuple[str, ...] = ()) -> None:
     from rich.table import Table
 
     from forelen_bench.leaderboard.evaluate import run_evaluation
 
-    folder, configs, names = resolve_names(predictor, data, config)
+    folder, configs, names = resolve_names(predictor, data, config, families)
     rows = []
 
     def show(record):

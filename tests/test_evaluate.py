@@ -77,3 +77,16 @@ def test_evaluate_errors_are_one_line(built, args, needle):
 def test_evaluate_without_dataset_is_one_line(tmp_path):
     proc = run("evaluate", "--predictor", "egtp", "--data", str(tmp_path / "none"))
     assert proc.returncode == 2 and "no dataset folder" in proc.stderr
+
+
+def test_family_filter(built, tmp_path):
+    from forelen_bench.predictors import PREDICTORS
+
+    results = tmp_path / "results"
+    proc = run("evaluate", "--predictor", "all", "--family", "reference", "--data", str(built),
+               "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    expected = {n for n, c in PREDICTORS.items() if c.info.family == "reference"}
+    assert {p.stem for p in (results / CONFIG).glob("*.json")} == expected
+    bad = run("evaluate", "--predictor", "all", "--family", "hidden", "--data", str(built))
+    assert bad.returncode == 2 and "unknown predictor family 'hidden'" in bad.stderr
