@@ -1,1 +1,1 @@
-"""Markdown templates (Jinja2) for the dataset card and, later, predictor cards."""
+"""Markdown templates (Jinja2) for the dataset card, and the predictor cards in predictors/."""

@@ -100,6 +100,119 @@ def evaluate(
     evaluate_command(predictor, data, config, seed, results, _console(), tuple(family or ()))
 
 
+class Batching(str, Enum):
+    static = "static"
+    continuous = "continuous"
+    both = "both"
+
+
+@app.command()
+def simulate(
+    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, or all."),
+    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    config: str = typer.Option("all", help="Config to simulate (e.g. smollm2-135m-long), or all."),
+    batching: Batching = typer.Option(Batching.both, help="Batching mode(s) to print; records "
+                                                          "always hold both."),
+    slots: Optional[int] = typer.Option(None, help="Batch slots B (default: test rows // 4, "
+                                                   "between 2 and 64)."),
+    kv_budget: Optional[int] = typer.Option(None, help="KV-cache tokens; each running request "
+                                                       "reserves prompt + max_new_tokens."),
+    rate: Optional[float] = typer.Option(None, help="Poisson arrivals, requests/s (default: all "
+                                                    "at t=0)."),
+    seed: int = typer.Option(42, help="Seed of the predictors' training and of the arrivals."),
+    aging: float = typer.Option(0.0, help="Priority gained per second of waiting (tokens/s)."),
+    rerank_every: int = typer.Option(8, help="SRPT re-ranks every k decode steps."),
+    cost_model: Optional[str] = typer.Option(None, help="Cost-model JSON from `forelen profile`."),
+    results: str = typer.Option("results", help="Folder of the JSON result records."),
+    family: Optional[List[str]] = typer.Option(
+        None, "--family", help="With --predictor all: only these families; repeatable."),
+):
+    """Serve each config's test rows in a simulated engine ordered by each predictor."""
+    from forelen_bench.simulator.cli import settings_from_options, simulate_command
+
+    settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model)
+    _quiet_libraries()
+    simulate_command(predictor, data, config, batching.value, settings, results, _console(),
+                     tuple(family or ()))
+
+
+@app.command()
+def profile(
+    model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    out: str = typer.Option("cost-model.json", help="Where to write the fitted coefficients."),
+):
+    """Time the hf engine's prefill and decode steps here; fit the simulator's cost model."""
+    from forelen_bench.simulator.cli import profile_command
+
+    _quiet_libraries()
+    profile_command(model, device, dtype, out, _console())
+
+
+leaderboard_app = typer.Typer(no_args_is_help=True,
+                              help="Versioned leaderboard releases, their HTML page, hub push.")
+app.add_typer(leaderboard_app, name="leaderboard")
+
+
+@leaderboard_app.command("release")
+def leaderboard_release(
+    version: str = typer.Argument(..., help="Release version, vX.Y (never reused)."),
+    results: str = typer.Option("results", help="Folder of result records (<config>/<name>.json)."),
+    out: str = typer.Option("releases", help="Folder of releases; this one goes to OUT/VERSION."),
+    supersedes: Optional[str] = typer.Option(None, help="The release this one corrects."),
+    notes: Optional[str] = typer.Option(None, help="Release notes: text, or a file holding them."),
+):
+    """Freeze result records into an immutable release: manifest, records and index.html."""
+    from forelen_bench.leaderboard.release import PAGE, make_release
+
+    dest = make_release(version, results, out, supersedes, notes)
+    _console().print(f"[green]released[/green] {version} in {dest}")
+    print(dest / PAGE)
+
+
+@leaderboard_app.command("render")
+def leaderboard_render(
+    folder: Optional[str] = typer.Argument(None, help="A release folder or a results folder."),
+    results: Optional[str] = typer.Option(None, help="A results folder (default: results)."),
+    out: Optional[str] = typer.Option(
+        None, help="Page to write (default: RESULTS/index.html; for a release, "
+                   "leaderboard-VERSION.html here)."),
+):
+    """Render the leaderboard page without freezing anything (a preview); print its path."""
+    from forelen_bench.leaderboard.render import render_command
+
+    print(render_command(folder, results, out))
+
+
+@leaderboard_app.command("push")
+def leaderboard_push(
+    folder: str = typer.Argument(..., help="A release folder (releases/vX.Y)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub repo, ORG/NAME."),
+    repo_type: str = typer.Option("space", help="space (a static Space) or dataset."),
+    tag: Optional[str] = typer.Option(None, help="Tag the uploaded commit (e.g. the version)."),
+    private: bool = typer.Option(False, help="Create the repo private."),
+):
+    """Upload a release to the hub as a static Space (index.html at the root) or a dataset repo."""
+    from forelen_bench.leaderboard.push import push_leaderboard
+
+    print(push_leaderboard(folder, repo_id, repo_type, private, tag))
+
+
+@app.command()
+def push(
+    folder: str = typer.Argument(..., help="Dataset folder built by `forelen build`."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repo, ORG/NAME."),
+    tag: Optional[str] = typer.Option(
+        None, help="Tag the uploaded revision, so load_dataset(repo, config, revision=TAG) pins it."),
+    private: bool = typer.Option(False, help="Create the repo private."),
+):
+    """Upload a dataset folder (card, manifest, parquet) to the hub as a dataset repo."""
+    from forelen_bench.leaderboard.push import push_dataset
+
+    print(push_dataset(folder, repo_id, tag, private))
+
+
 @app.command("ls")
 def ls(kind: Kind = typer.Argument(..., help="What to list.")):
     """List registered sources, splits, models or engines with their metadata."""

@@ -28,7 +28,9 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [LocalEntryNotFoundError, OfflineModeIsEnabled,
                                          HfHubHTTPError, ConnectionError, TimeoutError]
-    for module, attr in (("httpx", "HTTPError"), ("requests", "RequestException")):
+    # huggingface_hub >= 1.0 talks through httpx (2.x through its fork httpx2), older through requests.
+    for module, attr in (("httpx", "HTTPError"), ("httpx2", "HTTPError"),
+                         ("requests", "RequestException")):
         try:
             errors.append(getattr(__import__(module), attr))
         except (ImportError, AttributeError):

@@ -75,9 +75,8 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     test = data.test.select(cols)
     predictions = np.asarray(pred.predict(test), dtype=np.float64)
     t2 = time.perf_counter()
-    head = getattr(pred, "head_", None)
     out = {"columns": cols, "predictions": predictions,
-           "head": head.config() if hasattr(head, "config") else None,
+           "head": pred.training_config(),
            "timing": {"fit_s": t1 - t0, "predict_s": t2 - t1,
                       "per_request_ms": per_request_ms(pred, test)}}
     if pred.info.outputs == "ranking":
@@ -85,10 +84,36 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     else:
         out["metrics"] = length_metrics(y_test, predictions, seed=seed)
     if pred.info.progressive:
+        out["remaining"] = remaining_matrix(pred, test, y_test)
+        col = {t: j for j, t in enumerate(OBSERVED_STEPS)}
         out["per_step"] = per_step_mae(
-            y_test, lambda t, mask: pred.predict_remaining(test.take(np.flatnonzero(mask)), t),
-            OBSERVED_STEPS)
+            y_test, lambda t, mask: out["remaining"][mask, col[t]], OBSERVED_STEPS)
     return out
+
+
+def remaining_matrix(pred, test, y_test) -> np.ndarray:
+    """(N, T) remaining-length predictions at each observed step t for the rows still running at
+    t (output_tokens > t), NaN elsewhere: per-step MAE and the SRPT simulator both read it."""
+    out = np.full((len(y_test), len(OBSERVED_STEPS)), np.nan)
+    for j, t in enumerate(OBSERVED_STEPS):
+        rows = np.flatnonzero(y_test > t)
+        if len(rows):
+            out[rows, j] = np.asarray(pred.predict_remaining(test.take(rows), t), np.float64)
+    return out
+
+
+def end_to_end(scenario, result: dict) -> dict:
+    """The record's `end_to_end` section: the predictor's schedules against FCFS and the oracle."""
+    remaining = result.get("remaining")
+    return scenario.block(result["predictions"], OBSERVED_STEPS if remaining is not None else None,
+                          remaining)
+
+
+def scenario_for(data: Split3, settings=None):
+    from forelen_bench.simulator.endtoend import Scenario, SimSettings
+
+    return Scenario(data.test["prompt_tokens"], data.test["output_tokens"],
+                    settings or SimSettings(), data.entry["build"].get("max_new_tokens"))
 
 
 def per_request_ms(pred, test, repeats: int = 20) -> float:
@@ -126,8 +151,12 @@ def dataset_block(folder, data: Split3) -> dict:
 
 
 def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,
-                   results_dir: str, on_result=None) -> list[dict]:
-    """Evaluate every (config, predictor) pair; write and return the result records."""
+                   results_dir: str, on_result=None, sim=None) -> list[dict]:
+    """Evaluate every (config, predictor) pair; write and return the result records.
+
+    `sim` (simulator.endtoend.SimSettings) sets up the `end_to_end` section; default settings
+    with the run's seed when None.
+    """
     from forelen_bench.leaderboard.records import predictions_hash, stamp, write_record
     from forelen_bench.predictors import PREDICTORS
 
@@ -139,6 +168,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
         columns = {c for cls in classes for c in make_predictor(cls, seed).columns(layers)} if entry else set()
         data = load_config(folder, config, sorted(columns))
         context = references(data)
+        scenario = scenario_for(data, sim or _default_sim(seed))
         for cls in classes:
             pred = make_predictor(cls, seed)
             result = evaluate_one(pred, data, seed)
@@ -154,9 +184,16 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "metrics": result["metrics"], "per_step": result.get("per_step"),
                 "references": context, "timing": result["timing"],
                 "predictions_sha256": predictions_hash(result["predictions"]),
+                "end_to_end": end_to_end(scenario, result),
             }
             record["path"] = str(write_record(results_dir, record))
             records.append(record)
             if on_result:
                 on_result(record)
     return records
+
+
+def _default_sim(seed: int):
+    from forelen_bench.simulator.endtoend import SimSettings
+
+    return SimSettings(seed=seed)

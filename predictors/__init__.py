@@ -52,6 +52,11 @@ class Predictor:
         if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
 
+    def training_config(self) -> dict | None:
+        """The resolved training set-up recorded with every result: the head's by default."""
+        head = getattr(self, "head_", None)
+        return head.config() if hasattr(head, "config") else None
+
     def fit(self, table, y) -> "Predictor":
         raise NotImplementedError
 

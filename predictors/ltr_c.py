@@ -20,7 +20,9 @@ class _LTRBase(TextPredictor):
     def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
                  truncation_side: str = "left", pooling: str = "auto", g: int = 10,
                  epochs: int = 5, batch_size: int = 32, lr: float = 2e-5,
-                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42):
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42,
+                 precision: str = "auto", group_by_length: bool = True,
+                 attention_dropout: float | None = 0.0):
         self.encoder = encoder
         self.max_length = max_length
         self.truncation_side = truncation_side
@@ -32,6 +34,9 @@ class _LTRBase(TextPredictor):
         self.weight_decay = weight_decay
         self.patience = patience
         self.seed = seed
+        self.precision = precision
+        self.group_by_length = group_by_length
+        self.attention_dropout = attention_dropout
 
     def _classes(self, y: np.ndarray) -> np.ndarray:
         return (np.minimum(y, CAP) // self.g).astype(np.int64)

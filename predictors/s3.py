@@ -4,7 +4,8 @@ length buckets from 0 to the maximum length; a bucket predicts its midpoint.
 
 The paper's maximum is the model's generation limit; here it is the train maximum. The head is the
 one DistilBertForSequenceClassification adds (Linear(h,h) -> ReLU -> Dropout -> Linear(h,10)); lr,
-epochs and batch size are not fixed by the paper: the defaults are HF Trainer's lr 5e-5 and batch 16.
+epochs and batch size are not fixed by the paper: the defaults are HF Trainer's lr 5e-5 and 3 epochs,
+with batch 16 as for SSJF.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class S3(TextPredictor):
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
                  truncation_side: str = "left", pooling: str = "auto", n_buckets: int = 10,
-                 epochs: int = 6, batch_size: int = 16, lr: float = 5e-5,
-                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42):
+                 epochs: int = 3, batch_size: int = 16, lr: float = 5e-5,
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42,
+                 precision: str = "auto", group_by_length: bool = True,
+                 attention_dropout: float | None = 0.0):
         self.encoder = encoder
         self.max_length = max_length
         self.truncation_side = truncation_side
@@ -40,6 +43,9 @@ class S3(TextPredictor):
         self.weight_decay = weight_decay
         self.patience = patience
         self.seed = seed
+        self.precision = precision
+        self.group_by_length = group_by_length
+        self.attention_dropout = attention_dropout
 
     def _setup(self, y: np.ndarray):
         import torch

@@ -33,7 +33,8 @@ class _SSJF(TextPredictor):
                  truncation_side: str = "left", pooling: str = "auto", epochs: int = 6,
                  batch_size: int = 16, lr: float = 1e-5, freeze_after: int | None = 3,
                  lr_after: float = 1e-4, weight_decay: float = 0.01, patience: int | None = None,
-                 seed: int = 42):
+                 seed: int = 42, precision: str = "auto", group_by_length: bool = True,
+                 attention_dropout: float | None = 0.0):
         self.encoder = encoder
         self.max_length = max_length
         self.truncation_side = truncation_side
@@ -46,6 +47,9 @@ class _SSJF(TextPredictor):
         self.weight_decay = weight_decay
         self.patience = patience
         self.seed = seed
+        self.precision = precision
+        self.group_by_length = group_by_length
+        self.attention_dropout = attention_dropout
 
 
 @PREDICTORS.register("ssjf-reg")
@@ -85,11 +89,15 @@ class SSJFMultiClass(_SSJF):
                  truncation_side: str = "left", pooling: str = "auto", epochs: int = 6,
                  batch_size: int = 16, lr: float = 1e-5, freeze_after: int | None = 3,
                  lr_after: float = 1e-4, weight_decay: float = 0.01, patience: int | None = None,
-                 seed: int = 42, thresholds: str = "percentile"):
+                 seed: int = 42, precision: str = "auto", group_by_length: bool = True,
+                 attention_dropout: float | None = 0.0,
+                 thresholds: str = "percentile"):
         super().__init__(encoder=encoder, max_length=max_length, truncation_side=truncation_side,
                          pooling=pooling, epochs=epochs, batch_size=batch_size, lr=lr,
                          freeze_after=freeze_after, lr_after=lr_after, weight_decay=weight_decay,
-                         patience=patience, seed=seed)
+                         patience=patience, seed=seed, precision=precision,
+                         group_by_length=group_by_length,
+                         attention_dropout=attention_dropout)
         self.thresholds = thresholds
 
     def _setup(self, y: np.ndarray):

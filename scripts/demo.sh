@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, build small long, cot and rl configs of ForeLen
 # with the packaged SmolLM2-135M on packaged prompts into ./demo/forelen, then evaluate every
-# registered predictor on them (result records in ./demo/results).
+# registered predictor on them (result records in ./demo/results) and render the leaderboard page.
 # Re-running resumes an interrupted build and leaves complete configs as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,11 @@ build --split rl --limit 12 --samples-per-prompt 8 --max-new-tokens 256
 # Fit the hidden-state predictors and the references on train, select on validation, score on
 # test. The text-proxy baselines (--family text-proxy) fine-tune an encoder: minutes per config on
 # 2 CPU cores, so the demo leaves them out.
+RESULTS=${FORELEN_DEMO_RESULTS:-demo/results}
 .venv/bin/forelen evaluate --predictor all --family hidden-state --family reference \
-  --data "$OUT" --results "${FORELEN_DEMO_RESULTS:-demo/results}"
+  --data "$OUT" --results "$RESULTS"
 echo
 echo "dataset folder: $OUT  (python: datasets.load_dataset('$OUT', 'smollm2-135m-rl'))"
+# The leaderboard page of this run (one self-contained HTML file); its path is the last line.
+echo "leaderboard page:"
+.venv/bin/forelen leaderboard render --results "$RESULTS"

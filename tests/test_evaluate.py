@@ -45,6 +45,10 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert "static_floor_mae" in rec["references"]  # an rl config
         if rec["predictor"]["outputs"] == "length":
             assert rec["metrics"]["mae"] >= 0 and len(rec["metrics"]["mae_ci95"]) == 2
+        e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
+        assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
+        assert e2e["modes"]["continuous"]["policy"] == ("srpt" if rec["predictor"]["progressive"]
+                                                        else "sjf")
     assert records["plp"]["per_step"]["0"]["n"] > 0
     # Choices the paper leaves open are recorded with the result, not only named by a preset.
     head = records["egtp"]["predictor"]["head"]

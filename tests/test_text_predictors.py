@@ -15,18 +15,19 @@ FILLER = "the a of some and with data on topic river table city music history".s
 FAST = {
     "ssjf-reg": dict(epochs=30, freeze_after=1, lr=1e-4, lr_after=3e-3),
     "ssjf-mc": dict(epochs=30, freeze_after=1, lr=1e-4, lr_after=3e-3),
-    "s3": dict(epochs=3, lr=1e-4),
-    "ltr-c": dict(epochs=6, lr=5e-4, batch_size=16),  # 820 classes: needs larger steps
+    "s3": dict(epochs=6, lr=1e-4),  # length-grouped batches (the default) learn slower here
+    "ltr-c": dict(epochs=10, lr=5e-4, batch_size=16),  # 820 classes: needs larger steps
     "ltr": dict(epochs=3, lr=1e-4, batch_size=16),
 }
 
 
 def texts(n: int, seed: int) -> tuple[FeatureTable, np.ndarray]:
-    """"briefly" -> ~20 tokens, "in great detail" -> ~300, amid random filler words."""
+    """"briefly" -> ~20 tokens, "in great detail" -> ~300, amid 2-20 random filler words: the
+    prompts' token counts overlap between the two kinds, so length-grouped batches still mix them."""
     rng = np.random.default_rng(seed)
     prompts, y = [], []
     for i in range(n):
-        words = " ".join(rng.choice(FILLER, 6))
+        words = " ".join(rng.choice(FILLER, rng.integers(2, 21)))
         if i % 2:
             prompts.append(f"Tell me about {words}, briefly.")
             y.append(20 + rng.integers(-5, 6))
@@ -99,3 +100,33 @@ def test_ssjf_mc_thresholds(data):
     pred._setup(y)  # targets only: no training
     np.testing.assert_array_equal(pred.edges_, [42, 141, 294, 503])
     assert pred.values_[0] == np.median(y[y < 42]) and pred.class_weights_[3] > 0
+
+
+def test_attention_dropout_parameter():
+    """0.0 (the default) switches off only the attention-probability dropout; None keeps it."""
+    _, off = _text.load_encoder(_text.DEFAULT_ENCODER, 0.0)
+    _, own = _text.load_encoder(_text.DEFAULT_ENCODER, None)
+    assert off.config.attention_probs_dropout_prob == 0.0
+    assert own.config.attention_probs_dropout_prob == 0.1
+    assert off.config.hidden_dropout_prob == own.config.hidden_dropout_prob == 0.1
+
+
+def test_length_grouped_batches_cover_every_row_once():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, size=1000)
+    out = _text.batches(rng, lengths, 16, group_by_length=True)
+    rows = np.concatenate(out)
+    assert sorted(rows.tolist()) == list(range(1000)) and len(out) == -(-1000 // 16)
+    # Inside a batch lengths are close: far less padding than random batches.
+    pad = lambda bs: sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs)
+    assert pad(out) < 0.2 * pad(_text.batches(rng, lengths, 16, group_by_length=False))
+
+
+def test_training_config_is_recorded(data):
+    (train, y), _ = data
+    pred = make("ssjf-reg", epochs=1, precision="fp32").fit(train, y)
+    cfg = pred.training_config()
+    assert cfg["precision"] == "fp32" and cfg["group_by_length"] is True and cfg["epochs_run"] == 1
+    assert _text.resolve_precision("auto") in ("bf16", "fp32")
+    with pytest.raises(ForelenError, match="precision"):
+        _text.resolve_precision("fp8")

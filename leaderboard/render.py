@@ -1,0 +1,304 @@
+"""The leaderboard page: result records + release manifest -> one self-contained `index.html`.
+
+Inline CSS, JS and SVG only (no CDN: it opens from disk and from a static hub Space). Jinja2
+autoescapes every value taken from records and cards; JSON embedded in a <script> has `<`, `>` and
+`&` escaped so no record can close the script. Nothing time-dependent is rendered except what the
+manifest holds, so the same release renders to the same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+import re
+from pathlib import Path
+
+from forelen_bench.errors import ForelenError
+from forelen_bench.leaderboard import plots
+
+ACCURACY = (  # key, header, digits, tooltip
+    ("mae", "MAE", 1, "mean absolute error in tokens (lower is better)"),
+    ("rmse", "RMSE", 1, "root mean squared error in tokens"),
+    ("median_ae", "MedAE", 1, "median absolute error in tokens"),
+    ("kendall_tau", "τ", 3, "Kendall tau between predicted and true lengths (higher is better)"),
+    ("spearman_rho", "ρ", 3, "Spearman rho between predicted and true lengths"),
+    ("acc_50", "±50", 2, "share of predictions within 50 tokens"),
+    ("acc_100", "±100", 2, "share of predictions within 100 tokens"),
+)
+E2E = (  # metric (also the key of its ratios), group header, unit, digits
+    ("throughput_tok_s", "throughput", "tok/s", 1),
+    ("jct_mean_s", "average JCT", "s", 2),
+    ("jct_p90_s", "p90 JCT", "s", 2),
+    ("padding_ratio", "padding ratio", "", 3),
+)
+KIND_ORDER = {"ranked": 0, "ranking": 1, "oracle": 2}
+MODES = ("static", "continuous")  # page order; other modes follow alphabetically
+
+
+def cell(value, digits: int = 1, suffix: str = "") -> dict:
+    """What a table cell shows and the raw value it sorts by ("" sorts last)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return {"text": "–", "v": ""}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"text": f"{value:,.{digits}f}{suffix}", "v": repr(float(value))}
+    return {"text": str(value), "v": str(value)}
+
+
+def kind(p: dict) -> str:
+    """oracle: shown beside the ranking, never in it; ranking: scores only (tau, rho); else ranked."""
+    if not p.get("ranked", True):
+        return "oracle"
+    return "ranking" if p.get("outputs") == "ranking" else "ranked"
+
+
+def mae_ranks(records: list[dict]) -> dict[str, float]:
+    """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config."""
+    scored = sorted((r["metrics"]["mae"], r["predictor"]["name"]) for r in records
+                    if kind(r["predictor"]) == "ranked"
+                    and isinstance(r["metrics"].get("mae"), (int, float))
+                    and math.isfinite(r["metrics"]["mae"]))
+    ranks, i = {}, 0
+    while i < len(scored):
+        j = i
+        while j + 1 < len(scored) and scored[j + 1][0] == scored[i][0]:
+            j += 1
+        for _, name in scored[i:j + 1]:
+            ranks[name] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def by_config(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["dataset"]["config"], r["predictor"]["name"])):
+        out.setdefault(r["dataset"]["config"], []).append(r)
+    return out
+
+
+def overview(groups: dict[str, list[dict]]) -> list[dict]:
+    """One row per predictor: mean MAE rank over the configs it was scored on."""
+    ranks = {c: mae_ranks(rs) for c, rs in groups.items()}
+    rows: dict[str, dict] = {}
+    for config, recs in groups.items():
+        for r in recs:
+            p = r["predictor"]
+            row = rows.setdefault(p["name"], {"name": p["name"], "family": p.get("family"),
+                                              "kind": kind(p), "cells": {}, "ranks": [], "taus": []})
+            rank = ranks[config].get(p["name"])
+            row["cells"][config] = {"mae": r["metrics"].get("mae"), "rank": rank}
+            if rank is not None:
+                row["ranks"].append(rank)
+            if r["metrics"].get("kendall_tau") is not None:
+                row["taus"].append(r["metrics"]["kendall_tau"])
+    for row in rows.values():
+        row["avg_rank"] = sum(row["ranks"]) / len(row["ranks"]) if row["ranks"] else None
+        row["tau"] = sum(row["taus"]) / len(row["taus"]) if row["taus"] else None
+        row["coverage"] = f"{len(row['cells'])}/{len(groups)}"
+    out = sorted(rows.values(), key=lambda r: (KIND_ORDER[r["kind"]], r["avg_rank"] or 0,
+                                               -(r["tau"] or -2), r["name"]))
+    place = 0
+    for row in out:
+        row["place"] = (place := place + 1) if row["avg_rank"] is not None else None
+        row["cols"] = [cell(row["place"], 0), cell(row["avg_rank"], 2)]
+        for config in groups:
+            c = row["cells"].get(config)
+            row["cols"].append(cell(c["mae"] if c else None, 1))
+        row["cols"] += [cell(row["tau"], 3), cell(row["coverage"])]
+    return out
+
+
+def _table_order(ranks: dict[str, float]):
+    """Ranked predictors by MAE rank, then ranking-only ones, then oracle references."""
+    return lambda name, k: (KIND_ORDER[k], ranks.get(name, 0), name)
+
+
+def config_table(recs: list[dict]) -> list[dict]:
+    ranks = mae_ranks(recs)
+    order = _table_order(ranks)
+    rows = []
+    for r in sorted(recs, key=lambda r: order(r["predictor"]["name"], kind(r["predictor"]))):
+        m, p = r["metrics"], r["predictor"]
+        ci = m.get("mae_ci95") or [None, None]
+        cols = [cell(ranks.get(p["name"]), 0), cell(m.get("mae"), 1)]
+        cols.append({"text": f"{ci[0]:.1f}–{ci[1]:.1f}", "v": repr(float(ci[1] - ci[0]))}
+                    if None not in ci else cell(None))
+        cols += [cell(m.get(k), d) for k, _h, d, _t in ACCURACY[1:]]
+        cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
+        rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols})
+    return rows
+
+
+def _mode_order(item) -> tuple:
+    return (MODES.index(item[0]) if item[0] in MODES else len(MODES), item[0])
+
+
+def e2e_tables(recs: list[dict]) -> list[dict]:
+    """Per batching mode: FCFS and oracle baselines, and each predictor against both."""
+    modes: dict[str, dict] = {}
+    for r in recs:
+        blocks = ((r.get("end_to_end") or {}).get("modes") or {}).items()
+        for mode, block in sorted(blocks, key=_mode_order):
+            if not block:
+                continue
+            t = modes.setdefault(mode, {"mode": mode, "policy": block.get("policy"),
+                                        "fcfs": block.get("fcfs") or {},
+                                        "oracle": block.get("oracle") or {}, "rows": []})
+            m = block.get("predictor") or {}
+            vf, vo = block.get("vs_fcfs") or {}, block.get("vs_oracle") or {}
+            cols = []
+            for key, _g, _u, digits in E2E:
+                cols += [cell(m.get(key), digits), cell(vf.get(key), 2, "×"),
+                         cell(vo.get(key), 2, "×")]
+            t["rows"].append({"name": r["predictor"]["name"], "kind": kind(r["predictor"]),
+                              "family": r["predictor"].get("family"), "cols": cols})
+    order = _table_order(mae_ranks(recs))
+    for t in modes.values():
+        t["rows"].sort(key=lambda row: order(row["name"], row["kind"]))
+        t["baselines"] = [
+            {"name": name, "cols": [c for key, _g, _u, d in E2E
+                                    for c in (cell(t[name].get(key), d), cell(None), cell(None))]}
+            for name in ("fcfs", "oracle")]
+    return list(modes.values())
+
+
+def config_meta(recs: list[dict], block: dict | None) -> dict:
+    d, ref = recs[0]["dataset"], recs[0].get("references") or {}
+    return {"model": d.get("model"), "model_revision": d.get("model_revision"),
+            "split": d.get("split"), "partition": d.get("partition"),
+            "fingerprint": d.get("fingerprint"), "test_rows": ref.get("test_rows"),
+            "mean_len": ref.get("test_mean_output_tokens"),
+            "truncation": ref.get("test_truncation_rate"), "floor": ref.get("static_floor_mae"),
+            "path": (block or {}).get("path") or d.get("path"),
+            "repo": (block or {}).get("repo") or d.get("repo"),
+            "revision": (block or {}).get("revision") or d.get("revision")}
+
+
+def page_context(records: list[dict], manifest: dict) -> dict:
+    groups = by_config(records)
+    progressive = sorted({r["predictor"]["name"] for r in records if r.get("per_step")})
+    palette = plots.colors(progressive)
+    configs = []
+    for name, recs in groups.items():
+        block = (manifest.get("configs") or {}).get(name)
+        curves = {r["predictor"]["name"]: [(t, v.get("mae")) for t, v in r["per_step"].items()]
+                  for r in recs if r.get("per_step")}
+        configs.append({"name": name, "meta": config_meta(recs, block), "rows": config_table(recs),
+                        "e2e": e2e_tables(recs), "steps": plots.line_plot(curves, palette),
+                        "hist": plots.histogram((block or {}).get("length_histogram")),
+                        "hist_stats": (block or {}).get("length_histogram")})
+    return {"manifest": manifest, "configs": configs, "config_names": list(groups),
+            "overview": overview(groups), "accuracy": ACCURACY, "e2e_cols": E2E,
+            "cards": cards_for(records), "has_e2e": any(c["e2e"] for c in configs),
+            "has_steps": any(c["steps"] for c in configs),
+            "manifest_text": json.dumps(manifest, indent=2, sort_keys=True),
+            "manifest_script": script_json(manifest)}
+
+
+def script_json(value) -> str:
+    """JSON safe inside <script type="application/json">: no `</script>`, no `<!--`."""
+    from markupsafe import Markup
+
+    text = json.dumps(value, sort_keys=True)
+    return Markup(text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+
+
+def render_page(records: list[dict], manifest: dict) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                      lstrip_blocks=True, keep_trailing_newline=True)
+    source = importlib.resources.files("forelen_bench.leaderboard").joinpath(
+        "templates/index.html.j2").read_text()
+    return env.from_string(source).render(**page_context(records, manifest))
+
+
+# -- predictor cards -------------------------------------------------------------------------
+
+def read_card(name: str) -> dict | None:
+    """cards/predictors/<name>.md: `key: value` front matter between `---` lines, Markdown body."""
+    path = importlib.resources.files("forelen_bench.cards").joinpath(f"predictors/{name}.md")
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    meta: dict[str, str] = {}
+    if text.startswith("---\n"):
+        head, _, text = text[4:].partition("\n---\n")
+        for line in head.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip():
+                meta[key.strip()] = _unquote(value.strip())
+    return {"meta": meta, "body": text.strip()}
+
+
+def _unquote(value: str) -> str:
+    """A YAML double-quoted scalar (used where a value holds `: `) back to its text."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def markdown(text: str) -> str:
+    """Card Markdown to HTML with raw HTML disabled (so a card cannot inject markup)."""
+    from markdown_it import MarkdownIt
+    from markupsafe import Markup
+
+    return Markup(MarkdownIt("commonmark", {"html": False}).render(text))
+
+
+def cards_for(records: list[dict]) -> list[dict]:
+    """One card per predictor on the page: the card file's text, the records' version and params."""
+    out = []
+    for name in sorted({r["predictor"]["name"] for r in records}):
+        recs = [r for r in records if r["predictor"]["name"] == name]
+        p = recs[0]["predictor"]
+        card = read_card(name) or {"meta": {}, "body": ""}
+        params: dict[str, list] = {}
+        for r in recs:
+            for k, v in sorted((r["predictor"].get("params") or {}).items()):
+                text = json.dumps(v, sort_keys=True)
+                if text not in params.setdefault(k, []):
+                    params[k].append(text)
+        inputs = sorted({c for r in recs for c in r["predictor"].get("columns") or []})
+        out.append({"name": name, "title": card["meta"].get("title", name),
+                    "family": p.get("family"), "kind": kind(p),
+                    "versions": sorted({str(r["predictor"].get("version")) for r in recs}),
+                    "reference": card["meta"].get("reference") or p.get("reference"),
+                    "url": _safe_url(card["meta"].get("url")),
+                    "body": markdown(card["body"]) if card["body"] else "",
+                    "inputs": inputs, "params": [(k, " | ".join(v)) for k, v in params.items()]})
+    return out
+
+
+def _safe_url(url: str | None) -> str | None:
+    return url if url and url.startswith(("https://", "http://")) else None
+
+
+# -- command ---------------------------------------------------------------------------------
+
+def render_command(source: str | None, results: str | None, out: str | None) -> Path:
+    """Render a release folder or a results folder (a preview, nothing frozen); return the page."""
+    from forelen_bench.dataset import atomic_write_bytes
+    from forelen_bench.leaderboard.release import MANIFEST, RECORDS, build_manifest, load_records
+
+    if source and results:
+        raise ForelenError("give either a folder or --results, not both")
+    folder = Path(source or results or "results")
+    if (folder / MANIFEST).is_file() and (folder / RECORDS).is_dir():
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except ValueError:
+            raise ForelenError(f"{folder / MANIFEST} is not valid JSON") from None
+        records = [r.body for r in load_records(folder / RECORDS)]
+        default = Path(f"leaderboard-{manifest.get('release') or 'preview'}.html")
+    else:
+        loaded = load_records(folder)
+        manifest = build_manifest(loaded, None)
+        records = [r.body for r in loaded]
+        default = folder / "index.html"
+    path = Path(out) if out else default
+    if (folder / MANIFEST).is_file() and (folder / RECORDS).is_dir() \
+            and path.resolve().is_relative_to(folder.resolve()):
+        raise ForelenError(f"{folder} is a frozen release; render its preview elsewhere (--out)")
+    atomic_write_bytes(path, render_page(records, manifest).encode())
+    return path

@@ -1,0 +1,348 @@
+"""Leaderboard releases and the rendered page (leaderboard/release.py, render.py, plots.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from forelen_bench import cli
+from forelen_bench.errors import ForelenError
+from forelen_bench.leaderboard import release as rel
+from forelen_bench.leaderboard.plots import histogram, line_plot, nice_ticks
+from forelen_bench.leaderboard.render import mae_ranks, read_card, render_command, render_page
+from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_results
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    return write_results(tmp_path / "results", tmp_path / "data")
+
+
+def call_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["forelen", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] if folder.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# releases
+
+
+def test_release_freezes_records_manifest_and_page(results, tmp_path):
+    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes="first release")
+    assert dest == tmp_path / "releases" / "v1.0"
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["release"] == "v1.0" and manifest["supersedes"] is None
+    assert manifest["notes"] == "first release"
+    assert manifest["forelen_version"] and "git_commit" in manifest and manifest["created_at"]
+    assert manifest["record_version"] == 1 and manifest["schema_version"] == 1
+    assert sorted(manifest["configs"]) == list(CONFIGS)
+    block = manifest["configs"]["tiny-cot"]
+    assert block["path"] == str(tmp_path / "data") and block["fingerprint"]
+    assert {"repo", "revision", "model", "split"} <= set(block)
+    assert sum(block["length_histogram"]["counts"]) == block["length_histogram"]["rows"] == 40
+    assert len(manifest["records"]) == len(CONFIGS) * len(PREDICTORS)
+    for path, info in manifest["records"].items():
+        copied = (dest / path).read_bytes()
+        assert copied == (results / path.removeprefix("records/")).read_bytes()
+        assert hashlib.sha256(copied).hexdigest() == info["sha256"]
+    page = (dest / "index.html").read_text()
+    assert "ForeLen leaderboard v1.0" in page and "first release" in page
+    readme = (dest / "README.md").read_text()
+    assert "sdk: static" in readme and "app_file: index.html" in readme
+    assert not os.access(dest / "manifest.json", os.W_OK) or os.geteuid() == 0
+    assert (dest / "manifest.json").stat().st_mode & 0o222 == 0
+    assert leftovers(tmp_path / "releases") == []
+
+
+def test_release_refuses_an_existing_version_and_keeps_it(results, tmp_path):
+    dest = rel.make_release("v1.0", results, tmp_path / "releases")
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    (results / "tiny-cot" / "egtp.json").write_text(
+        json.dumps(make_record("tiny-cot", "egtp", json.loads(
+            (results / "tiny-cot" / "plp.json").read_text())["dataset"]["fingerprint"], None)))
+    with pytest.raises(ForelenError, match=r"v1\.0 already exists.*never overwritten.*--supersedes"):
+        rel.make_release("v1.0", results, tmp_path / "releases")
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+
+def test_correction_supersedes_an_existing_release(results, tmp_path):
+    out = tmp_path / "releases"
+    rel.make_release("v1.0", results, out)
+    with pytest.raises(ForelenError, match=r"--supersedes v0\.9: no release v0\.9"):
+        rel.make_release("v1.1", results, out, supersedes="v0.9")
+    with pytest.raises(ForelenError, match="cannot supersede itself"):
+        rel.make_release("v1.1", results, out, supersedes="v1.1")
+    dest = rel.make_release("v1.1", results, out, supersedes="v1.0")
+    assert json.loads((dest / "manifest.json").read_text())["supersedes"] == "v1.0"
+    assert "supersedes <strong>v1.0</strong>" in (dest / "index.html").read_text()
+
+
+@pytest.mark.parametrize("version", ["1.0", "v1", "v1.0-rc1", "latest", "", "v1.0/../x"])
+def test_release_version_format(results, tmp_path, version):
+    with pytest.raises(ForelenError, match="is not of the form vX.Y"):
+        rel.make_release(version, results, tmp_path / "releases")
+    assert not (tmp_path / "releases").exists()
+
+
+def test_records_disagreeing_on_fingerprint_are_refused_naming_the_files(results, tmp_path):
+    path = results / "tiny-rl" / "tpv.json"
+    record = json.loads(path.read_text())
+    record["dataset"]["fingerprint"] = "f" * 64
+    path.write_text(json.dumps(record))
+    with pytest.raises(ForelenError) as info:
+        rel.make_release("v1.0", results, tmp_path / "releases")
+    message = str(info.value)
+    assert "dataset fingerprint of config tiny-rl" in message and str(path) in message
+    assert str(results / "tiny-rl" / "egtp.json") in message
+    assert "\n" not in message
+    assert not (tmp_path / "releases" / "v1.0").exists() and leftovers(tmp_path / "releases") == []
+
+
+@pytest.mark.parametrize("field", ["schema_version", "record_version"])
+def test_records_disagreeing_on_versions_are_refused(results, tmp_path, field):
+    path = results / "tiny-cot" / "egtp.json"
+    record = json.loads(path.read_text())
+    if field == "schema_version":
+        record["dataset"]["schema_version"] = 2
+    else:
+        record["record_version"] = 2
+    path.write_text(json.dumps(record))
+    label = "dataset schema version" if field == "schema_version" else "record version"
+    with pytest.raises(ForelenError, match=f"records disagree on the {label}: .*egtp.json"):
+        rel.make_release("v1.0", results, tmp_path / "releases")
+
+
+def test_unreadable_or_missing_records(tmp_path):
+    with pytest.raises(ForelenError, match="no results folder"):
+        rel.load_records(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ForelenError, match="no result records"):
+        rel.load_records(tmp_path / "empty")
+    bad = tmp_path / "bad" / "cfg" / "x.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    with pytest.raises(ForelenError, match=r"x\.json is not a forelen result record"):
+        rel.load_records(tmp_path / "bad")
+    (bad.parent / ".tmp-123.json").write_text("partial")  # an interrupted write is skipped
+    bad.unlink()
+    with pytest.raises(ForelenError, match="no result records"):
+        rel.load_records(tmp_path / "bad")
+
+
+def test_interrupted_release_leaves_nothing(results, tmp_path, monkeypatch):
+    from forelen_bench.leaderboard import render
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", boom)
+    with pytest.raises(KeyboardInterrupt):
+        rel.make_release("v1.0", results, tmp_path / "releases")
+    assert not (tmp_path / "releases" / "v1.0").exists()
+    assert leftovers(tmp_path / "releases") == []
+    monkeypatch.setattr(os, "rename", real_rename)
+    monkeypatch.setattr(render, "render_page", boom)
+    with pytest.raises(KeyboardInterrupt):
+        rel.make_release("v1.0", results, tmp_path / "releases")
+    assert list((tmp_path / "releases").iterdir()) == []
+
+
+def test_release_reads_notes_from_a_file(results, tmp_path):
+    notes = tmp_path / "NOTES.md"
+    notes.write_text("Corrected the rl records.\n")
+    dest = rel.make_release("v2.0", results, tmp_path / "releases", notes=str(notes))
+    assert json.loads((dest / "manifest.json").read_text())["notes"] == "Corrected the rl records."
+
+
+# ---------------------------------------------------------------------------------------------
+# the page
+
+
+def page_of(results: Path) -> str:
+    loaded = rel.load_records(results)
+    return render_page([r.body for r in loaded], rel.build_manifest(loaded, None))
+
+
+def rows_of(page: str, table_id: str) -> list[str]:
+    body = page.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<td class="name l" data-v="([^"]+)"', body)
+
+
+def test_page_ranks_by_mean_mae_rank_and_never_ranks_references(results):
+    page = page_of(results)
+    # MAE ranks: cot plp 1, egtp 2, constant 3, tpv 4; rl egtp 1, tpv 2, plp 3, constant 4.
+    assert rows_of(page, "overview-table") == ["egtp", "plp", "tpv", "constant-median", "ltr",
+                                               "group-median-oracle"]
+    overview = page.split('id="overview-table"', 1)[1].split("</table>", 1)[0]
+    oracle_row = overview.split('data-v="group-median-oracle"')[0].rsplit("<tr", 1)[1]
+    assert 'class="oracle' in oracle_row
+    assert "oracle ref." in overview and "ranking only" in overview and "baseline" in overview
+    ltr = overview.split('data-v="ltr"', 1)[1].split("</tr>", 1)[0]
+    assert ltr.count('data-v=""') >= 3  # no MAE rank, no MAE
+    assert 'data-v="0.3"' in ltr  # shown by its Kendall tau
+    assert rows_of(page, "acc-tiny-cot") == ["plp", "egtp", "constant-median", "tpv", "ltr",
+                                             "group-median-oracle"]
+
+
+def test_page_has_every_section(results):
+    page = page_of(results)
+    for config in CONFIGS:
+        assert f'id="cfg-{config}"' in page and f'id="acc-{config}"' in page
+        for mode in ("static", "continuous"):
+            assert f'id="e2e-{config}-{mode}"' in page
+    assert page.count('aria-label="output-length histogram of') == len(CONFIGS)
+    assert page.count('aria-label="MAE versus observed step') == len(CONFIGS)
+    assert page.count("<polyline") == 2 * len(CONFIGS)  # plp and tpv
+    assert "rl static floor" in page
+    for name in PREDICTORS:
+        assert f'id="card-{name}"' in page
+    assert 'id="records-table"' in page and "preview of a results folder" in page
+    e2e = page.split('id="e2e-tiny-cot-static"', 1)[1].split("</table>", 1)[0]
+    assert "FCFS" in e2e and "oracle" in e2e and "×" in e2e
+
+
+def test_page_without_end_to_end_or_dataset(tmp_path):
+    results = write_results(tmp_path / "results", dataset=None, e2e=False)
+    page = page_of(results)
+    assert "carry no end-to-end scheduling results" in page and 'id="e2e-' not in page
+    assert "was not available when this page was rendered" in page
+    assert "<polyline" in page
+
+
+def test_page_is_self_contained_and_escapes_data(tmp_path):
+    results = write_results(tmp_path / "results", tmp_path / "data", evil=True)
+    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes=EVIL)
+    page = (dest / "index.html").read_text()
+    assert "<b>bold</b>" not in page and 'alert("x")' not in page
+    assert page.count("<script") == 2  # the manifest JSON and the sorting code, nothing injected
+    assert "&lt;/script&gt;&lt;script&gt;alert" in page
+    script = page.split('<script type="application/json" id="forelen-manifest">', 1)[1]
+    script = script.split("</script>", 1)[0]
+    assert "</" not in script and "<" not in script
+    assert json.loads(script)["notes"] == EVIL
+    for pattern in (r"<script[^>]+src=", r"<link[^>]+href=", r"@import", r"url\(", r"<img"):
+        assert not re.search(pattern, page), pattern
+
+
+def test_page_is_deterministic(results, tmp_path):
+    a = render_command(None, str(results), str(tmp_path / "a.html"))
+    b = render_command(None, str(results), str(tmp_path / "b.html"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_render_command_previews_results_and_releases(results, tmp_path, monkeypatch):
+    assert render_command(None, str(results), None) == results / "index.html"
+    dest = rel.make_release("v1.0", results, tmp_path / "releases")
+    with pytest.raises(ForelenError, match="frozen release"):
+        render_command(str(dest), None, str(dest / "index.html"))
+    monkeypatch.chdir(tmp_path)
+    path = render_command(str(dest), None, None)
+    assert path == Path("leaderboard-v1.0.html")
+    assert path.read_bytes() == (dest / "index.html").read_bytes()  # same release, same bytes
+    with pytest.raises(ForelenError, match="either a folder or --results"):
+        render_command(str(dest), str(results), None)
+
+
+def test_mae_ranks_share_ties():
+    recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
+    for r, mae in zip(recs, (10.0, 10.0, 30.0, 5.0, None, 0.0)):
+        r["metrics"]["mae"] = mae
+    assert mae_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5, "tpv": 4}
+    recs[2]["metrics"]["mae"] = float("nan")  # a failed score is not ranked, and breaks nothing
+    assert mae_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5}
+
+
+def test_plot_geometry():
+    assert nice_ticks(188) == [0, 50, 100, 150, 200]
+    assert nice_ticks(0) == [0.0, 1.0]
+    plot = line_plot({"a": [(0, 10.0), (64, 5.0), (8, None)]}, {"a": "#000"})
+    assert [label for _, label in plot["xticks"]] == ["0", "64"]
+    assert line_plot({"a": []}, {}) is None
+    hist = histogram({"edges": [0, 128, 256], "counts": [3, 1], "max_new_tokens": 256})
+    assert len(hist["bars"]) == 2 and hist["cap_x"] is not None
+    assert histogram(None) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# predictor cards
+
+
+def front_matter(name: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "cards" / "predictors" / f"{name}.md").read_text()
+    assert text.startswith("---\n")
+    return text[4:].split("\n---\n", 1)[0]
+
+
+def test_every_registered_predictor_has_a_card():
+    import yaml
+
+    from forelen_bench.predictors import PREDICTORS as REGISTRY
+
+    for name, cls in REGISTRY.items():
+        card = read_card(name)
+        assert card is not None, f"cards/predictors/{name}.md is missing"
+        meta = card["meta"]
+        assert yaml.safe_load(front_matter(name)) == {
+            k: (int(v) if k == "version" else v) for k, v in meta.items()}
+        assert meta["name"] == name and meta["family"] == cls.info.family
+        assert meta["version"] == cls.info.version, f"bump the card of {name} with its version"
+        assert [c.strip() for c in meta["inputs"].split(",")] == list(cls.info.requires)
+        assert meta["reference"] and meta["title"] and len(card["body"]) > 80
+
+
+def test_cards_render_with_record_parameters(results):
+    page = page_of(results)
+    card = page.split('id="card-plp"', 1)[1].split('<div class="card"', 1)[0]
+    assert "progressive length prediction" in card.lower()
+    assert "<dt>layer</dt>" in card and "&#34;final&#34;" in card
+    assert "egtp_l30" in card
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_release_and_render(results, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "releases"
+    code, stdout, err = call_main(monkeypatch, capsys, "leaderboard", "release", "v1.0",
+                                  "--results", str(results), "--out", str(out))
+    assert code == 0, err
+    assert stdout.strip() == str(out / "v1.0" / "index.html")
+    code, _, err = call_main(monkeypatch, capsys, "leaderboard", "release", "v1.0",
+                             "--results", str(results), "--out", str(out))
+    assert "already exists" in one_line_error(code, err)
+    code, _, err = call_main(monkeypatch, capsys, "leaderboard", "release", "1.0",
+                             "--results", str(results), "--out", str(out))
+    assert "vX.Y" in one_line_error(code, err)
+    code, stdout, err = call_main(monkeypatch, capsys, "leaderboard", "render",
+                                  "--results", str(results))
+    assert code == 0, err
+    assert stdout.strip() == str(results / "index.html")
+    code, _, err = call_main(monkeypatch, capsys, "leaderboard", "render",
+                             str(tmp_path / "missing"))
+    assert "no results folder" in one_line_error(code, err)
