@@ -11,12 +11,10 @@ build() { .venv/bin/forelen build --model smollm2-135m --out "$OUT" --seed 0 --s
 build --split long --limit 24 --max-new-tokens 256 --max-prompt-tokens 1024
 build --split cot --limit 64 --max-new-tokens 256
 build --split rl --limit 12 --samples-per-prompt 8 --max-new-tokens 256
-# Fit the hidden-state predictors and the references on train, select on validation, score on
-# test. The text-proxy baselines (--family text-proxy) fine-tune an encoder: minutes per config on
-# 2 CPU cores, so the demo leaves them out.
+# Fit every registered predictor (hidden-state, text-proxy, references) on train, select on
+# validation, score on test; each record also holds the simulated end-to-end scheduling result.
 RESULTS=${FORELEN_DEMO_RESULTS:-demo/results}
-.venv/bin/forelen evaluate --predictor all --family hidden-state --family reference \
-  --data "$OUT" --results "$RESULTS"
+.venv/bin/forelen evaluate --predictor all --data "$OUT" --results "$RESULTS"
 echo
 echo "dataset folder: $OUT  (python: datasets.load_dataset('$OUT', 'smollm2-135m-rl'))"
 # The leaderboard page of this run (one self-contained HTML file); its path is the last line.
