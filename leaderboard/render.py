@@ -141,9 +141,10 @@ def e2e_tables(recs: list[dict]) -> list[dict]:
         for mode, block in sorted(blocks, key=_mode_order):
             if not block:
                 continue
-            t = modes.setdefault(mode, {"mode": mode, "policy": block.get("policy"),
-                                        "fcfs": block.get("fcfs") or {},
-                                        "oracle": block.get("oracle") or {}, "rows": []})
+            t = modes.setdefault(mode, {"mode": mode, "fcfs": block.get("fcfs") or {},
+                                        "oracles": {}, "rows": []})
+            policy = block.get("policy") or "sjf"
+            t["oracles"].setdefault(policy, block.get("oracle") or {})
             m = block.get("predictor") or {}
             vf, vo = block.get("vs_fcfs") or {}, block.get("vs_oracle") or {}
             cols = []
@@ -151,14 +152,20 @@ def e2e_tables(recs: list[dict]) -> list[dict]:
                 cols += [cell(m.get(key), digits), cell(vf.get(key), 2, "×"),
                          cell(vo.get(key), 2, "×")]
             t["rows"].append({"name": r["predictor"]["name"], "kind": kind(r["predictor"]),
-                              "family": r["predictor"].get("family"), "cols": cols})
+                              "family": r["predictor"].get("family"), "policy": policy,
+                              "cols": cols})
     order = _table_order(mae_ranks(recs))
     for t in modes.values():
         t["rows"].sort(key=lambda row: order(row["name"], row["kind"]))
+        # FCFS, then the oracle (true lengths) under each policy the predictors ran with; each
+        # predictor's ÷oracle is against the oracle of its own policy.
+        t["policies"] = sorted(t["oracles"])
         t["baselines"] = [
-            {"name": name, "cols": [c for key, _g, _u, d in E2E
-                                    for c in (cell(t[name].get(key), d), cell(None), cell(None))]}
-            for name in ("fcfs", "oracle")]
+            {"name": name, "policy": policy,
+             "cols": [c for key, _g, _u, d in E2E
+                      for c in (cell(run.get(key), d), cell(None), cell(None))]}
+            for name, policy, run in [("FCFS", "fcfs", t["fcfs"])]
+            + [("oracle", p, t["oracles"][p]) for p in t["policies"]]]
     return list(modes.values())
 
 

@@ -5,7 +5,7 @@
 
 `context` is the number of tokens every running sequence attends over (prompt + generated so far),
 summed over the batch. The defaults were measured with `forelen profile` (SmolLM2-135M, the `hf`
-engine's transformers forward with a KV cache, bfloat16, one CPU thread of the development machine);
+engine's transformers forward with a KV cache, bfloat16, the 2 CPU threads of the development machine);
 `forelen profile --out FILE` measures them on another machine (a GPU profile) and
 `forelen simulate --cost-model FILE` loads them.
 """
@@ -24,15 +24,15 @@ from forelen_bench.errors import ForelenError
 
 @dataclass(frozen=True)
 class CostModel:
-    # Defaults: `forelen profile` on the development machine, 2026-11-29 (SmolLM2-135M, dtype auto
-    # = bfloat16 on its AMX CPU, one thread of a shared 2-core VM; decode points B in {1, 4, 8} x
-    # context {32, 256}). On that CPU a decode step is dominated by its fixed cost and the batch
-    # size itself came out free (NNLS coefficient 0); a GPU profile will differ.
-    decode_base_s: float = 0.089
-    decode_per_seq_s: float = 0.0
-    decode_per_context_token_s: float = 1.0e-05
-    prefill_base_s: float = 0.176
-    prefill_per_token_s: float = 6.6e-04
+    # Defaults: `forelen profile` on the development machine, 2026-11-29, with nothing else running
+    # (SmolLM2-135M, dtype auto = bfloat16 on its AMX CPU, 2 torch threads, the 2 cores that
+    # `forelen build` uses; decode points B in {1, 4, 8} x context {32, 256}). A decode step is
+    # mostly its fixed cost on this CPU; a GPU profile will differ.
+    decode_base_s: float = 0.0390
+    decode_per_seq_s: float = 7.34e-04
+    decode_per_context_token_s: float = 6.26e-06
+    prefill_base_s: float = 0.0527
+    prefill_per_token_s: float = 3.34e-04
 
     def __post_init__(self):
         values = [getattr(self, f.name) for f in fields(self)]
