@@ -342,12 +342,11 @@ class TextPredictor(Predictor):
         torch.manual_seed(self.seed)  # the head's initialisation
         self.model_ = make_model(encoder, self._head(hidden_size(encoder)), self.pooling)
         ids, score_fn = self._ids(table), None
+        self.spec_ = self._spec()
         if eval_set is not None:
             val_ids, y_val = self._ids(eval_set[0]), np.asarray(eval_set[1], np.float64)
-            precision = resolve_precision(self.precision)
             score_fn = lambda: self._score(
-                self._decode(infer(self.model_, tok, val_ids, precision=precision)), y_val)
-        self.spec_ = self._spec()
+                self._decode(infer(self.model_, tok, val_ids, precision=self.spec_.precision)), y_val)
         self.history_ = train(self.model_, tok, ids, targets, self._loss, self.spec_, score_fn)
         return self
 
