@@ -58,7 +58,8 @@ def encoder_path(name: str) -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 
-ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT; DistilBERT, OPT
+# The config key of attention-probability dropout: BERT-style, then DistilBERT / OPT.
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 @lru_cache(maxsize=4)
@@ -205,7 +206,8 @@ def autocast(precision: str):
 
 def batches(rng, lengths, batch_size: int, group_by_length: bool) -> list[np.ndarray]:
     """One epoch's mini-batches of row indices: a random permutation cut into batches, or with
-    `group_by_length` the permutation cut into mega-batches sorted by length, batch order shuffled."""
+    `group_by_length` the permutation cut into mega-batches sorted by length, batch order
+    shuffled."""
     n = len(lengths)
     n_batches = max(1, -(-n // batch_size))
     order = rng.permutation(n)
@@ -345,8 +347,8 @@ class TextPredictor(Predictor):
         self.spec_ = self._spec()
         if eval_set is not None:
             val_ids, y_val = self._ids(eval_set[0]), np.asarray(eval_set[1], np.float64)
-            score_fn = lambda: self._score(
-                self._decode(infer(self.model_, tok, val_ids, precision=self.spec_.precision)), y_val)
+            score_fn = lambda: self._score(self._decode(
+                infer(self.model_, tok, val_ids, precision=self.spec_.precision)), y_val)
         self.history_ = train(self.model_, tok, ids, targets, self._loss, self.spec_, score_fn)
         return self
 
