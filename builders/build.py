@@ -37,7 +37,12 @@ class BuildOptions:
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
     steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
     egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
-    batch_size: int = 32  # sequences per generation batch (and per shard)
+    batch_size: int = 32  # sequences per shard (the unit of resume); hf-static: per batch
+    slots: int = 64  # hf: sequences decoded together, at most (the KV budget may allow fewer)
+    kv_budget: float = 4.0  # hf: GiB of the pre-allocated slot KV cache
+    attention: str = "sdpa"  # hf: decode attention kernel (engines/slots.py; README figures)
+    prefill_chunk: int = 512  # hf: prompt tokens per prefill forward
+    work_unit: int | None = None  # sequences per engine call; None: the engine's default
     device: str = "auto"
     dtype: str = "auto"
     out: str = DEFAULT_OUT
@@ -78,7 +83,7 @@ def uid_of(group_id: str, sample_index: int) -> str:
 
 def check_options(opts: BuildOptions) -> None:
     for name in ("limit", "samples_per_prompt", "max_new_tokens", "max_prompt_tokens", "batch_size",
-                 "egtp_first_k"):
+                 "egtp_first_k", "slots", "prefill_chunk", "work_unit"):
         value = getattr(opts, name)
         if value is not None and value <= 0:
             raise ForelenError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -88,6 +93,12 @@ def check_options(opts: BuildOptions) -> None:
         raise ForelenError(f"--temperature must be >= 0, got {opts.temperature}")
     if opts.top_p is not None and not 0 < opts.top_p <= 1:
         raise ForelenError(f"--top-p must be in (0, 1], got {opts.top_p}")
+    if not opts.kv_budget > 0:
+        raise ForelenError(f"--kv-budget must be a positive number of GiB, got {opts.kv_budget}")
+    from forelen_bench.builders.engines.slots import KERNELS
+
+    if opts.attention not in KERNELS:
+        raise ForelenError(f"--attention must be one of {', '.join(KERNELS)}, got {opts.attention!r}")
 
 
 def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int):
@@ -210,6 +221,25 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int) -> list[PlannedPrompt]:
     return planned
 
 
+def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_new: int):
+    from forelen_bench.builders.engines import EngineSettings
+
+    return EngineSettings(batch_size=opts.batch_size, slots=opts.slots, kv_budget_gib=opts.kv_budget,
+                          attention=opts.attention, prefill_chunk=opts.prefill_chunk,
+                          layers=tuple(layers), steps=opts.steps, first_k=opts.egtp_first_k,
+                          max_prompt_tokens=max_prompt, max_new_tokens=max_new)
+
+
+def resolved_engine(engine, settings) -> dict:
+    """The engine settings that shape the computation (and so the rows): part of the fingerprint."""
+    if hasattr(engine, "slot_count"):  # hf: the slot count the KV budget allows, fixed for the build
+        slots = engine.slot_count(settings.max_prompt_tokens, settings.max_new_tokens)
+        return {"slots": slots, "kv_budget_gib": settings.kv_budget_gib,
+                "attention": settings.attention, "prefill_chunk": settings.prefill_chunk,
+                "features": "recorded during generation"}
+    return {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
+
+
 def pick_device(device: str) -> str:
     import torch
 
@@ -253,6 +283,11 @@ def run_build(opts: BuildOptions, console=None) -> dict:
                        str(model.dtype).removeprefix("torch."))
     prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
+    settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
+                               resolved["max_new_tokens"])
+    engine = engine_cls.create(model, tokenizer, resolved_model, settings)
+    resolved.update(engine_settings=resolved_engine(engine, settings),
+                    work_unit=opts.work_unit or getattr(engine_cls, "work_unit", opts.batch_size))
     fp = fingerprint(resolved, prompts)
     done = prepare_config(folder, config, say, fp, opts.overwrite)
 
@@ -263,15 +298,14 @@ def run_build(opts: BuildOptions, console=None) -> dict:
                      git_commit=git_commit(),
                      licenses=sorted({p.license for p in prompts}))
         entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "generated_tokens": 0})
+        entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "feature_s": 0.0,
+                                     "generated_tokens": 0})
     folder.update(start)
 
-    engine = engine_cls.create(model, tokenizer, resolved_model, opts.batch_size)
     recorder = Recorder(model, layers, steps=opts.steps, first_k=opts.egtp_first_k)
-    todo = [c for c in chunks if c.name not in done]
     from forelen_bench.builders.runner import run_chunks
 
-    run_chunks(todo, config, resolved, engine, recorder, tokenizer, folder, console)
+    run_chunks(chunks, done, config, resolved, engine, recorder, tokenizer, folder, console)
     return finish_config(folder, config)
 
 

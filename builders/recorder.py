@@ -127,28 +127,39 @@ class Recorder:
         return np.split(ent, np.cumsum(lengths)[:-1])
 
     def _features(self, row: int, p: int, t: int, states: dict, entropy: np.ndarray) -> Recorded:
-        import torch
+        prompt_states = {layer: tensor[row, :p].float() for layer, tensor in states.items()}
+        steps = {f"step_states_l{layer}": fp16_safe(tensor[row, p: p + min(self.steps, t)].float())
+                 for layer, tensor in states.items()}
+        return Recorded(entropy[:p].copy(), entropy[p: p + t].copy(),
+                        pool_prompt(prompt_states, entropy[:p], self.first_k), steps)
 
-        h_ent = torch.from_numpy(entropy[:p])
-        weights = torch.softmax(h_ent, dim=0)  # EGTP: softmax over the prompt tokens' entropies
-        pooled, steps = {}, {}
-        for layer, tensor in states.items():
-            h = tensor[row, :p].float()  # (P, D)
-            weighted = (weights.to(h.device)[:, None] * h).sum(dim=0)
-            for kind, vec in (("egtp", weighted), ("mean", h.mean(dim=0)),
-                              ("max", h.max(dim=0).values), ("last", h[-1])):
-                pooled[f"{kind}_l{layer}"] = _fp16_safe(vec)
-            steps[f"step_states_l{layer}"] = _fp16_safe(tensor[row, p: p + min(self.steps, t)].float())
-            if self.first_k:
-                k = min(self.first_k, p)
-                w = torch.softmax(h_ent[:k], dim=0).to(h.device)
-                pooled[first_k_column(self.first_k, layer)] = _fp16_safe((w[:, None] * h[:k]).sum(0))
-        return Recorded(entropy[:p].copy(), entropy[p: p + t].copy(), pooled, steps)
+
+def pool_prompt(states: dict, entropy: np.ndarray, first_k: int | None = None) -> dict[str, np.ndarray]:
+    """Pooled prompt vectors per layer from its (P, D) float32 states and the (P,) prompt entropies.
+
+    EGTP (the paper's eq. for h): softmax over the prompt tokens' entropies weights their states;
+    mean, max and last are the pooling ablation. Shared by the recorder and the `hf` engine.
+    """
+    import torch
+
+    h_ent = torch.from_numpy(np.ascontiguousarray(entropy, dtype=np.float32))
+    weights = torch.softmax(h_ent, dim=0)  # (P,)
+    pooled = {}
+    for layer, h in states.items():  # h: (P, D)
+        weighted = (weights.to(h.device)[:, None] * h).sum(dim=0)
+        for kind, vec in (("egtp", weighted), ("mean", h.mean(dim=0)),
+                          ("max", h.max(dim=0).values), ("last", h[-1])):
+            pooled[f"{kind}_l{layer}"] = fp16_safe(vec)
+        if first_k:
+            k = min(first_k, h.shape[0])
+            w = torch.softmax(h_ent[:k], dim=0).to(h.device)
+            pooled[first_k_column(first_k, layer)] = fp16_safe((w[:, None] * h[:k]).sum(0))
+    return pooled
 
 
 def _len(prompts, responses, i) -> int:
     return len(prompts[i]) + len(responses[i])
 
 
-def _fp16_safe(t) -> np.ndarray:
+def fp16_safe(t) -> np.ndarray:
     return t.clamp(-FP16_MAX, FP16_MAX).cpu().numpy()

@@ -33,7 +33,9 @@ def _console():
 def build(
     split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot or rl."),
     model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
-    engine: str = typer.Option("hf", help="Generation engine: hf or vllm."),
+    engine: str = typer.Option(
+        "hf", help="Generation engine: hf (continuous batching, features recorded while it "
+                   "generates), hf-static (static batches + recorder pass) or vllm (CUDA)."),
     source: Optional[List[str]] = typer.Option(
         None, "--source", help="Registered source or a .jsonl/.json/.parquet/.csv file; repeatable. "
                                "Default: the split's offline mix."),
@@ -50,7 +52,13 @@ def build(
     steps: int = typer.Option(64, help="Generated-token states kept per sample."),
     egtp_first_k: Optional[int] = typer.Option(
         None, help="Also record EGTP pooled over only the first K prompt tokens."),
-    batch_size: int = typer.Option(32, help="Sequences per generation batch and per shard."),
+    batch_size: int = typer.Option(32, help="Sequences per shard (hf-static: per batch)."),
+    slots: int = typer.Option(64, help="hf: sequences decoded together, at most."),
+    kv_budget: float = typer.Option(4.0, help="hf: GiB for the slot KV cache (bounds the slots)."),
+    attention: str = typer.Option("sdpa", help="hf: decode attention kernel: sdpa, grouped, eager."),
+    prefill_chunk: int = typer.Option(512, help="hf: prompt tokens per prefill forward."),
+    work_unit: Optional[int] = typer.Option(
+        None, help="Sequences per engine call (hf 1024, vllm 4096, hf-static one shard)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
@@ -67,19 +75,22 @@ def build(
                         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
                         seed=seed, layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
-                        batch_size=batch_size,
+                        batch_size=batch_size, slots=slots, kv_budget=kv_budget,
+                        attention=attention, prefill_chunk=prefill_chunk, work_unit=work_unit,
                         device=device, dtype=dtype, out=out, overwrite=overwrite,
                         skip_complete=skip_complete)
     entry = run_build(opts, console)
     s = entry["stats"]
     t = entry["timing"]
-    rate = t["generated_tokens"] / max(t["generate_s"], 1e-9)
+    build_s = t["generate_s"] + t["record_s"]
+    rate = t["generated_tokens"] / max(build_s, 1e-9)
+    feature_s = t["record_s"] + t.get("feature_s", 0.0)
     console.print(
         f"[green]built[/green] {entry['build']['model_slug']}-{entry['build']['split']} in {out}: "
         f"{s['rows']} rows from {s['groups']} prompts, output tokens mean {s['output_tokens']['mean']} "
         f"(max {s['output_tokens']['max']}), truncated {s['truncation_rate']:.1%}; "
-        f"generation {rate:.1f} tok/s, recorder {t['record_s'] / max(t['generate_s'], 1e-9):.1%} "
-        "of generation time")
+        f"{rate:.1f} tok/s with features ({entry['build']['engine']}), features "
+        f"{feature_s / max(build_s, 1e-9):.1%} of build time")
 
 
 @app.command()

@@ -46,7 +46,7 @@ _LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several inst
 class PIA(Predictor):
     """The generator predicts its response length when asked (Perception In Advance)."""
 
-    info = PredictorInfo(name="pia", version="1", family="text-proxy",
+    info = PredictorInfo(name="pia", version="2", family="text-proxy",
                          reference="Zheng et al., NeurIPS 2023 (arXiv:2305.13144)",
                          requires=("prompt",))
 
@@ -82,7 +82,7 @@ class PIA(Predictor):
 
     def predict(self, table) -> np.ndarray:
         self.check_fitted()
-        from forelen_bench.builders.engines import GenerationRequest
+        from forelen_bench.builders.engines import EngineSettings, GenerationRequest
         from forelen_bench.builders.engines.hf import HFEngine
 
         prompts = np.asarray(table["prompt"], dtype=object)
@@ -99,7 +99,8 @@ class PIA(Predictor):
                                       ["input_ids"], max_new_tokens=self.max_new_tokens,
                                       temperature=0.0, top_p=1.0, seed=self.seed + i)
                     for i, q in enumerate(queries)]
-        gens = HFEngine(model, tokenizer, self.batch_size).generate(requests)
+        engine = HFEngine(model, tokenizer, EngineSettings(slots=self.batch_size, record=False))
+        gens = engine.generate(requests)
         answers = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens]
         parsed = [parse_length(a) for a in answers]
         out = np.array([self.median_ if v is None else v for v in parsed], dtype=np.float64)

@@ -1,4 +1,9 @@
-"""Generation: per-sample seeded sampling, `finish`, and the `hf` engine on the tiny model."""
+"""Generation: per-sample seeded sampling, `finish`, and both `hf` engines on the tiny model.
+
+The behaviour a build relies on is tested on the continuous `hf` engine and on `hf-static` alike;
+what only the continuous engine does (slots, prefix sharing, fused features) is in
+test_engine_continuous.py.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from forelen_bench.builders.engines import ENGINES, Generation, GenerationRequest, finish
-from forelen_bench.builders.engines.hf import HFEngine, _SeededSampler, eos_ids, sample_seeded
+from forelen_bench.builders.engines import (ENGINES, EngineSettings, Generation, GenerationRequest,
+                                            finish)
+from forelen_bench.builders.engines.hf import HFEngine
+from forelen_bench.builders.engines.hf_static import HFStaticEngine, _SeededSampler
+from forelen_bench.builders.engines.sampling import eos_ids, sample_seeded
 
 V = 50
 
@@ -128,7 +136,7 @@ def test_finish_never_exceeds_the_budget():
 
 
 # ---------------------------------------------------------------------------------------------
-# HFEngine on the tiny model
+# both engines on the tiny model
 
 
 def requests_for(tokenizer, texts, max_new=(6, 12, 20), temperature=1.0, top_p=1.0, seed0=100):
@@ -145,15 +153,26 @@ def requests_for(tokenizer, texts, max_new=(6, 12, 20), temperature=1.0, top_p=1
 TEXTS = ["Hi.", "Write a haiku about autumn leaves.", "What is 2 + 2?",
          "List five animals that live in the ocean and say one fact about each of them.",
          "Explain in two sentences why ice floats on water.", "Name a color."]
+KINDS = ["hf", "hf-static"]
+
+
+def make_engine(kind: str, model, tokenizer, width: int, record: bool = False):
+    """`width`: slots of the continuous engine, batch size of the static one."""
+    if kind == "hf":
+        return HFEngine(model, tokenizer, EngineSettings(slots=width, record=record))
+    return HFStaticEngine(model, tokenizer, batch_size=width)
 
 
 def test_engine_registry_and_eos_ids(tiny_model):
     model, tokenizer = tiny_model
-    assert ENGINES.get("hf") is HFEngine
+    assert ENGINES.get("hf") is HFEngine and ENGINES.get("hf-static") is HFStaticEngine
     HFEngine.check("cpu")
     assert eos_ids(model, tokenizer) == {tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    engine = HFEngine.create(model, tokenizer, None, 4)
-    assert engine.batch_size == 4 and engine.pad_id == tokenizer.pad_token_id
+    static = HFStaticEngine.create(model, tokenizer, None, EngineSettings(batch_size=4))
+    assert static.batch_size == 4 and static.pad_id == tokenizer.pad_token_id
+    assert not static.records_features
+    engine = HFEngine.create(model, tokenizer, None, EngineSettings(slots=5))
+    assert engine.records_features and engine.settings.slots == 5
 
 
 def test_eos_ids_merges_model_list_and_tokenizer(tiny_model, monkeypatch):
@@ -162,11 +181,12 @@ def test_eos_ids_merges_model_list_and_tokenizer(tiny_model, monkeypatch):
     assert eos_ids(model, tokenizer) == {7, 8, tokenizer.eos_token_id}
 
 
-def test_hf_engine_order_budget_and_finish_reasons(tiny_model):
+@pytest.mark.parametrize("kind", KINDS)
+def test_engine_order_budget_and_finish_reasons(tiny_model, kind):
     model, tokenizer = tiny_model
     reqs = requests_for(tokenizer, TEXTS * 2)
     done = []
-    out = HFEngine(model, tokenizer, batch_size=4).generate(reqs, on_done=done.append)
+    out = make_engine(kind, model, tokenizer, 4).generate(reqs, on_done=done.append)
     assert [g.uid for g in out] == [r.uid for r in reqs]
     assert sorted(g.uid for g in done) == sorted(r.uid for r in reqs)
     eos = eos_ids(model, tokenizer)
@@ -178,31 +198,33 @@ def test_hf_engine_order_budget_and_finish_reasons(tiny_model):
     assert reasons == {"stop", "length"}, [(len(g.token_ids), g.finish_reason) for g in out]
 
 
-def test_hf_engine_is_deterministic_across_runs_and_batchings(tiny_model):
+@pytest.mark.parametrize("kind", KINDS)
+def test_engine_is_deterministic_across_runs_and_batchings(tiny_model, kind):
     model, tokenizer = tiny_model
     reqs = requests_for(tokenizer, TEXTS)
-    a = HFEngine(model, tokenizer, batch_size=8).generate(reqs)
-    b = HFEngine(model, tokenizer, batch_size=8).generate(reqs)
+    a = make_engine(kind, model, tokenizer, 8).generate(reqs)
+    b = make_engine(kind, model, tokenizer, 8).generate(reqs)
     assert a == b
     # Another batch composition (and order) gives every request the same tokens.
-    c = HFEngine(model, tokenizer, batch_size=2).generate(reqs[::-1])[::-1]
-    alone = [HFEngine(model, tokenizer, batch_size=1).generate([r])[0] for r in reqs[:3]]
+    c = make_engine(kind, model, tokenizer, 2).generate(reqs[::-1])[::-1]
+    alone = [make_engine(kind, model, tokenizer, 1).generate([r])[0] for r in reqs[:3]]
     assert [g.token_ids for g in c] == [g.token_ids for g in a]
     assert [g.token_ids for g in alone] == [g.token_ids for g in a[:3]]
 
 
-def test_hf_engine_seed_changes_the_sample(tiny_model):
+@pytest.mark.parametrize("kind", KINDS)
+def test_engine_seed_changes_the_sample(tiny_model, kind):
     model, tokenizer = tiny_model
-    engine = HFEngine(model, tokenizer, batch_size=8)
     base = requests_for(tokenizer, [TEXTS[3]] * 4, max_new=(20,), seed0=0)
-    out = engine.generate(base)
+    out = make_engine(kind, model, tokenizer, 8).generate(base)
     assert len({g.token_ids for g in out}) > 1
 
 
-def test_hf_engine_temperature_zero_is_greedy(tiny_model):
+@pytest.mark.parametrize("kind", KINDS)
+def test_engine_temperature_zero_is_greedy(tiny_model, kind):
     model, tokenizer = tiny_model
     reqs = requests_for(tokenizer, TEXTS[:3], max_new=(10,), temperature=0.0)
-    out = HFEngine(model, tokenizer, batch_size=4).generate(reqs)
+    out = make_engine(kind, model, tokenizer, 4).generate(reqs)
     for r, g in zip(reqs, out):
         ids = list(r.prompt_ids)
         expected = []
@@ -216,13 +238,14 @@ def test_hf_engine_temperature_zero_is_greedy(tiny_model):
         assert list(g.token_ids) == expected
 
 
-def test_hf_engine_mixed_settings_in_one_call(tiny_model):
+@pytest.mark.parametrize("kind", KINDS)
+def test_engine_mixed_settings_in_one_call(tiny_model, kind):
     model, tokenizer = tiny_model
     hot = requests_for(tokenizer, TEXTS[:3], temperature=1.0)
     cold = [GenerationRequest(f"c{i}", r.prompt_ids, r.max_new_tokens, 0.0, 1.0, r.seed)
             for i, r in enumerate(hot)]
     mixed = [x for pair in zip(hot, cold) for x in pair]
-    engine = HFEngine(model, tokenizer, batch_size=8)
+    engine = make_engine(kind, model, tokenizer, 8)
     out = engine.generate(mixed)
     assert [g.uid for g in out] == [r.uid for r in mixed]
     assert out[0::2] == engine.generate(hot)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
 
 from forelen_bench.registry import Registry
 
@@ -32,10 +32,30 @@ class Generation:
     uid: str
     token_ids: tuple[int, ...]  # generated tokens, EOS excluded
     finish_reason: str  # "stop" (EOS) or "length" (cut at max_new_tokens: censored)
+    # `Recorded` features, from engines that record them in the generation pass (`hf`)
+    features: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What a build asks of its engine. Defaults live here; the build resolves them into the manifest."""
+
+    batch_size: int = 32  # hf-static: sequences per static batch
+    slots: int = 64  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)
+    kv_budget_gib: float = 4.0  # hf: memory of the pre-allocated slot KV cache
+    attention: str = "sdpa"  # hf: decode attention kernel (see engines/slots.py)
+    prefill_chunk: int = 512  # hf: prompt tokens per prefill forward (bounds prefill memory)
+    record: bool = True  # hf: record features in the generation pass
+    layers: tuple[int, ...] = ()  # recorded hidden-state indices (0 = embeddings, L = final norm)
+    steps: int = 64  # generated-token states kept per sample
+    first_k: int | None = None  # also EGTP over the first k prompt tokens
+    max_prompt_tokens: int = 0  # longest prompt the engine will see (sizes the slots; 0: unknown)
+    max_new_tokens: int = 0  # largest generation budget (sizes the slots; 0: unknown)
 
 
 class Engine(Protocol):
     info: EngineInfo
+    records_features: bool  # True: every Generation carries `features`; no recorder pass needed
 
     def generate(self, requests: Sequence[GenerationRequest],
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]: ...

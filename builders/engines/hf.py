@@ -1,149 +1,411 @@
-"""`hf` engine: batched transformers generation with per-sample seeds, batches formed by length."""
+"""`hf` engine: continuous batching over the model's forward pass, features recorded as it generates.
+
+A fixed number of slots share a pre-allocated KV cache (`engines/slots.py`). A row that ends frees
+its slot at once and the next request, in plan order, is prefilled into it; the samples of one
+prompt (an `rl` group) prefill it once and copy its cache. Prefill runs the prompt through the
+model in pieces of `prefill_chunk` tokens, capturing the recorded layers and the exact entropy of
+every prompt position (LM head in chunks); each decode step keeps the recorded layers' state of
+the token it feeds (steps 1..S) and the entropy of the distribution it samples from, so no second
+pass over prompt + response is needed. Alignment is schema v1's, identical to the teacher-forced
+recorder's (`builders/recorder.py`); a row cut at `max_new_tokens` feeds its last token once more,
+without sampling, to record that token's state and entropy.
+
+Why a loop of our own rather than `generate` or `generate_batch`: `generate` keeps a static batch
+running until its longest row ends and exposes neither per-step states of chosen rows nor prompt
+states without materialising (tokens x vocab) logits; `generate_batch` (transformers' continuous
+batching) neither records features nor shares a prefix, and ran at 58-74 tok/s on 2 cores where
+this engine's decode step alone beats it. The model's own modules do all the maths.
+
+Exactness: a sample's tokens depend only on its seed and its own logits (`sample_seeded`); which
+rows share a step never enters a row's computation except through floating-point blocking.
+The build makes the schedule itself a function of the plan (work units, `builders/runner.py`), so a
+resumed build repeats the very same computation.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from forelen_bench.builders.engines import (ENGINES, EngineInfo, Generation, GenerationRequest,
-                                            finish)
+import numpy as np
+
+from forelen_bench.builders.engines import (ENGINES, EngineInfo, EngineSettings, Generation,
+                                            GenerationRequest)
+from forelen_bench.builders.engines.sampling import eos_ids, sample_seeded
+from forelen_bench.errors import ForelenError
+
+ENTROPY_CHUNK = 128  # prompt positions per LM-head call: (128 x vocab) logits at most
 
 
-def sample_seeded(scores, generators, temperature: float, top_p: float, top_k_first: int = 256):
-    """Draw one token per row from its own generator; (B, V) scores -> (B,) token ids.
+@dataclass
+class _Prefix:
+    """A prefilled prompt: its KV sits in the scratch slot."""
 
-    Per-row generators make a sample depend only on its own seed and logits, not on which other
-    requests share its batch, so a resumed build regenerates exactly the same tokens. Each row draws
-    one uniform u and inverts the CDF of its (nucleus-restricted) distribution. The nucleus is found
-    among the `top_k_first` most likely tokens, falling back to a full sort only for rows whose
-    nucleus is wider: exact, and a full (B, V) sort per step would cost more than the forward pass.
-    """
-    import torch
-
-    scores = scores.float()
-    if temperature <= 0:
-        return scores.argmax(dim=-1)
-    probs = torch.softmax(scores / temperature, dim=-1)  # (B, V)
-    # u in (0, 1]: a zero draw must not select a zero-probability token at the start of the CDF.
-    u = 1 - torch.cat([torch.rand(1, generator=g) for g in generators]).to(probs.device)  # (B,)
-    if top_p >= 1.0:
-        return _invert_cdf(probs, u).clamp_(max=probs.shape[-1] - 1)
-    sorted_p, order = probs.topk(min(top_k_first, probs.shape[-1]), dim=-1)  # (B, k), descending
-    chosen = _nucleus_draw(sorted_p, order, u, top_p)
-    wide = (sorted_p.sum(dim=-1) < top_p).nonzero().flatten()
-    if len(wide):
-        full_p, full_order = probs[wide].sort(dim=-1, descending=True)
-        chosen[wide] = _nucleus_draw(full_p, full_order, u[wide], top_p)
-    return chosen
+    ids: tuple[int, ...]
+    last_logits: object  # (V,) float32: the first generated token's distribution
+    prompt_entropy: np.ndarray | None = None  # (P,)
+    pooled: dict = field(default_factory=dict)
 
 
-def _invert_cdf(probs, u):
-    cdf = probs.cumsum(dim=-1)  # (B, V)
-    return torch_searchsorted(cdf, u * cdf[:, -1])
-
-
-def _nucleus_draw(sorted_p, order, u, top_p: float):
-    """Keep the smallest prefix of descending probabilities whose mass reaches top_p, then draw."""
-    keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # the top token is always kept
-    j = _invert_cdf(sorted_p * keep, u).clamp_(max=sorted_p.shape[-1] - 1)
-    return order.gather(1, j[:, None]).squeeze(1)
-
-
-def torch_searchsorted(cdf, values):
-    import torch
-
-    return torch.searchsorted(cdf.contiguous(), values[:, None].contiguous()).squeeze(1)
-
-
-class _SeededSampler:
-    """A logits processor that samples with per-row generators and leaves one finite logit per row,
-    so greedy decoding inside `generate` returns exactly the drawn token."""
-
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
-        import torch
-
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.temperature, self.top_p = temperature, top_p
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        chosen = sample_seeded(scores, self.generators, self.temperature, self.top_p)  # (B,)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, chosen.to(scores.device)[:, None], 0.0)
-        return out
+@dataclass
+class _Row:
+    index: int  # position in the request list
+    request: GenerationRequest
+    generator: object
+    prefix: _Prefix
+    tokens: list[int]
+    pos: int  # cache length = position of the next token fed
+    final: bool = False  # cut at the budget: one more step records the last token's features
+    done: str | None = None  # finish reason once ended
 
 
 @ENGINES.register("hf")
 class HFEngine:
-    info = EngineInfo("hf", "transformers generate, batched by prompt length, per-sample seeds",
+    info = EngineInfo("hf", "continuous batching over a slot KV cache, features recorded during "
+                      "generation, rl groups prefilled once, per-sample seeds",
                       devices="cpu, cuda", requires="transformers, torch")
+    # Sequences per `generate` call in a build: slots stay full across shard boundaries, and only
+    # the end of a unit drains them. A resumed build repeats at most one unit's work.
+    work_unit = 1024
 
     @classmethod
     def check(cls, device: str) -> None:
         """transformers runs on any device torch has."""
 
     @classmethod
-    def create(cls, model, tokenizer, resolved_model, batch_size: int) -> "HFEngine":
-        return cls(model, tokenizer, batch_size)
+    def create(cls, model, tokenizer, resolved_model, settings: EngineSettings) -> "HFEngine":
+        return cls(model, tokenizer, settings)
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, max_batch_tokens: int = 32768):
-        """`max_batch_tokens` bounds B x longest prompt, so long-prompt prefill stays in memory."""
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.max_batch_tokens = max_batch_tokens
+    def __init__(self, model, tokenizer, settings: EngineSettings = EngineSettings()):
+        from forelen_bench.builders.engines import slots
+        from forelen_bench.builders.recorder import default_layers
+
+        if settings.attention not in slots.KERNELS:
+            raise ForelenError(f"unknown attention kernel {settings.attention!r}; known: "
+                               + ", ".join(slots.KERNELS))
+        self.model, self.settings = model, settings
         self.eos_ids = eos_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else min(self.eos_ids))
+        self._parts = decoder_parts(model)
+        cfg = model.config
+        self.num_layers = cfg.num_hidden_layers
+        self.layers = (sorted(settings.layers) if settings.layers else default_layers(self.num_layers)
+                       ) if settings.record else []
+        self.records_features = settings.record
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.cache = None
+        self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "feature_s": 0.0, "steps": 0}
+        slots.register()
+
+    # ------------------------------------------------------------------ sizing
+
+    def slot_count(self, max_prompt: int, max_new: int) -> int:
+        """Slots that fit in the KV budget at a capacity of max_prompt + max_new tokens each."""
+        s = self.settings
+        per_token = slot_bytes_per_token(self.model, self.kv_heads, self.head_dim)
+        per_slot = per_token * (max_prompt + max_new)
+        fit = int(s.kv_budget_gib * 2**30 // per_slot) - 1  # one slot is the prefill scratch
+        if fit < 1:
+            raise ForelenError(
+                f"--kv-budget {s.kv_budget_gib:g} GiB cannot hold one prompt of {max_prompt} tokens "
+                f"plus {max_new} new tokens (one slot and the prefill slot need "
+                f"{2 * per_slot / 2**30:.3f} GiB); raise --kv-budget or lower --max-new-tokens / "
+                "--max-prompt-tokens")
+        return min(s.slots, fit)
+
+    def _setup(self, requests: Sequence[GenerationRequest]) -> None:
+        import torch
+
+        from forelen_bench.builders.engines.slots import SlotCache
+
+        s = self.settings
+        max_prompt = max(s.max_prompt_tokens, max(len(r.prompt_ids) for r in requests))
+        max_new = max(s.max_new_tokens, max(r.max_new_tokens for r in requests))
+        self.n_slots = self.slot_count(max_prompt, max_new)
+        capacity = max_prompt + max_new
+        device, dtype = self.model.device, self.model.dtype
+        key = (self.n_slots, capacity)
+        if self.cache is None or self._cache_key != key:
+            self.cache = None  # free the old one first
+            self.cache = SlotCache(self.num_layers, self.n_slots, self.kv_heads, capacity,
+                                   self.head_dim, dtype, device)
+            self._cache_key = key
+        hidden = self.model.config.hidden_size
+        steps = s.steps if s.record else 0
+        self.ent = torch.zeros((self.n_slots, max_new), dtype=torch.float32)
+        self.states = {x: torch.zeros((self.n_slots, steps, hidden), dtype=torch.float32)
+                       for x in self.layers}
+        self.rows: list[_Row | None] = [None] * self.n_slots
+        self.prefix: _Prefix | None = None
+
+    # ------------------------------------------------------------------ the loop
 
     def generate(self, requests: Sequence[GenerationRequest],
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
-        """Batches group requests of similar prompt length and equal sampling settings."""
-        order = sorted(range(len(requests)), key=lambda i: (
-            requests[i].temperature, requests[i].top_p, len(requests[i].prompt_ids), i))
+        """Slots are filled in plan order; each result is handed to `on_done` as soon as it ends."""
+        import torch
+
+        if not requests:
+            return []
+        self._setup(requests)
+        queue = deque(range(len(requests)))
         results: dict[int, Generation] = {}
-        batch: list[int] = []
-        for i in order + [None]:
-            if batch and (i is None or len(batch) == self.batch_size
-                          or (len(batch) + 1) * len(requests[i].prompt_ids) > self.max_batch_tokens
-                          or _settings(requests[i]) != _settings(requests[batch[0]])):
-                for j, gen in zip(batch, self._generate_batch([requests[j] for j in batch])):
-                    results[j] = gen
-                    if on_done:
-                        on_done(gen)
-                batch = []
-            if i is not None:
-                batch.append(i)
+
+        def emit(index: int, gen: Generation) -> None:
+            results[index] = gen
+            if on_done:
+                on_done(gen)
+
+        n = 0
+        with self._slot_attention(), torch.inference_mode():
+            while queue or n:
+                while n < self.n_slots and self._fill(n, requests, queue, emit):
+                    n += 1
+                if not n:
+                    continue
+                self._step(n)
+                for s in range(n):
+                    row = self.rows[s]
+                    if row.done:
+                        emit(row.index, self._finish(s, row))
+                        self.rows[s] = None
+                        self._fill(s, requests, queue, emit)
+                n = self._compact(n)
         return [results[i] for i in range(len(requests))]
 
-    def _generate_batch(self, reqs: list[GenerationRequest]) -> list[Generation]:
+    def _fill(self, s: int, requests, queue: deque, emit) -> bool:
+        """Place the next request(s) into slot s until one occupies it; False if none is left."""
+        while queue:
+            i = queue.popleft()
+            row = self._place(s, i, requests[i])
+            if row.done:  # EOS as the first token: nothing to decode
+                emit(i, self._finish(s, row))
+                continue
+            self.rows[s] = row
+            return True
+        return False
+
+    def _compact(self, n: int) -> int:
+        """Keep active rows in slots 0..n-1: move the last row into the lowest hole."""
+        while n and self.rows[n - 1] is None:
+            n -= 1
+        for hole in range(n):
+            if hole >= n:
+                break
+            if self.rows[hole] is None:
+                self._move(n - 1, hole)
+                n -= 1
+                while n and self.rows[n - 1] is None:
+                    n -= 1
+        return n
+
+    def _move(self, src: int, dst: int) -> None:
+        row = self.rows[src]
+        self.cache.copy_slot(src, dst, row.pos)
+        self.ent[dst] = self.ent[src]
+        for buf in self.states.values():
+            buf[dst] = buf[src]
+        self.rows[dst], self.rows[src] = row, None
+
+    # ------------------------------------------------------------------ prefill
+
+    def _place(self, s: int, index: int, req: GenerationRequest) -> _Row:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
 
-        width = max(len(r.prompt_ids) for r in reqs)
-        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)  # (B, P) left-padded
-        mask = torch.zeros_like(ids)
-        for row, r in enumerate(reqs):
-            ids[row, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[row, width - len(r.prompt_ids):] = 1
-        budget = max(r.max_new_tokens for r in reqs)
-        config = GenerationConfig(do_sample=False, max_new_tokens=budget, pad_token_id=self.pad_id,
-                                  eos_token_id=sorted(self.eos_ids), num_beams=1)
-        sampler = _SeededSampler([r.seed for r in reqs], reqs[0].temperature, reqs[0].top_p)
+        if self.prefix is None or self.prefix.ids != tuple(req.prompt_ids):
+            self.prefix = self._prefill(tuple(req.prompt_ids))
+        prompt_len = len(req.prompt_ids)
+        if prompt_len + req.max_new_tokens > self.cache.capacity:
+            raise ForelenError(f"request {req.uid}: {prompt_len} prompt + {req.max_new_tokens} new "
+                               f"tokens exceed the slot capacity {self.cache.capacity}")
+        self.cache.copy_slot(self.cache.scratch, s, prompt_len)
+        generator = torch.Generator().manual_seed(int(req.seed))
+        first = int(sample_seeded(self.prefix.last_logits[None], [generator], req.temperature,
+                                  req.top_p)[0])
+        row = _Row(index, req, generator, self.prefix, [], prompt_len)
+        self._append(row, first)
+        return row
+
+    def _append(self, row: _Row, token: int) -> None:
+        if token in self.eos_ids:
+            row.done = "stop"
+        else:
+            row.tokens.append(token)
+            if len(row.tokens) >= row.request.max_new_tokens:
+                # Recording: feed the last token once more for its state and entropy.
+                row.final, row.done = (True, None) if self.records_features else (False, "length")
+
+    def _prefill(self, ids: tuple[int, ...]) -> _Prefix:
+        import torch
+
+        from forelen_bench.builders.engines.slots import Plan
+        from forelen_bench.builders.recorder import pool_prompt
+
+        t0 = time.perf_counter()
+        chunk = self.settings.prefill_chunk
+        pieces: dict[int, list] = {x: [] for x in self.layers}
+        finals = []
+        for start in range(0, len(ids), chunk):
+            piece = torch.tensor([ids[start: start + chunk]], device=self.model.device)  # (1, c)
+            positions = torch.arange(start, start + piece.shape[1], device=piece.device)[None]
+            captured, final = self._forward(piece, positions, Plan(decode=False, start=start))
+            for x in self.layers:
+                pieces[x].append(captured[x][0])
+            finals.append(final[0])  # (c, D)
+        head = self.model.get_output_embeddings()
+        last = head(finals[-1][-1:]).float()[0]  # (V,)
+        t1 = time.perf_counter()
+        prefix = _Prefix(ids, last)
+        if self.records_features:
+            final = torch.cat(finals)  # (P, D)
+            prefix.prompt_entropy = np.concatenate([
+                entropy(head(final[i: i + ENTROPY_CHUNK]).float()).cpu().numpy()
+                for i in range(0, final.shape[0], ENTROPY_CHUNK)])
+            states = {x: torch.cat(pieces[x]).float() for x in self.layers}
+            prefix.pooled = pool_prompt(states, prefix.prompt_entropy, self.settings.first_k)
+        t2 = time.perf_counter()
+        self.timing["prefill_s"] += t1 - t0
+        self.timing["feature_s"] += t2 - t1
+        return prefix
+
+    # ------------------------------------------------------------------ decode
+
+    def _step(self, n: int) -> None:
+        """One decode step of rows 0..n-1: feed each row's last token, record, sample."""
+        import torch
+
+        from forelen_bench.builders.engines.slots import Plan
+
+        t0 = time.perf_counter()
+        rows = self.rows[:n]
         device = self.model.device
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      generation_config=config,
-                                      logits_processor=LogitsProcessorList([sampler]))
-        new = out[:, width:].tolist()  # (B, <=budget)
-        return [finish(r.uid, toks[: r.max_new_tokens], self.eos_ids, r.max_new_tokens)
-                for r, toks in zip(reqs, new)]
+        ids = torch.tensor([[r.tokens[-1]] for r in rows], device=device)  # (n, 1)
+        positions = torch.tensor([r.pos for r in rows], device=device)  # (n,)
+        plan = Plan.for_decode(positions, self.settings.attention, self.model.dtype)
+        captured, final = self._forward(ids, positions[:, None], plan)
+        logits = self.model.get_output_embeddings()(final[:, -1]).float()  # (n, V)
+        t1 = time.perf_counter()
+        if self.records_features:
+            self._record(rows, logits, captured)
+        t2 = time.perf_counter()
+        live = [i for i, r in enumerate(rows) if not r.final]
+        chosen = self._sample(rows, live, logits)
+        for i, r in enumerate(rows):
+            r.pos += 1
+            if r.final:
+                r.done = "length"
+        for i, token in zip(live, chosen):
+            self._append(rows[i], token)
+        t3 = time.perf_counter()
+        self.timing["decode_s"] += (t1 - t0) + (t3 - t2)
+        self.timing["feature_s"] += t2 - t1
+        self.timing["steps"] += 1
+
+    def _record(self, rows, logits, captured) -> None:
+        import torch
+
+        fed = torch.tensor([len(r.tokens) - 1 for r in rows])  # j: this step feeds token j+1
+        n = len(rows)
+        self.ent[torch.arange(n), fed] = entropy(logits).cpu()
+        keep = (fed < self.settings.steps).nonzero().flatten()
+        if len(keep):
+            for x, buf in self.states.items():
+                buf[keep, fed[keep]] = captured[x][keep.to(logits.device), -1].float().cpu()
+
+    def _sample(self, rows, live: list[int], logits) -> list[int]:
+        """Rows with equal sampling settings are drawn together, each from its own generator."""
+        import torch
+
+        chosen: dict[int, int] = {}
+        by_settings: dict[tuple, list[int]] = {}
+        for i in live:
+            by_settings.setdefault((rows[i].request.temperature, rows[i].request.top_p), []).append(i)
+        for (temperature, top_p), idx in by_settings.items():
+            picked = sample_seeded(logits[torch.tensor(idx, device=logits.device)],
+                                   [rows[i].generator for i in idx], temperature, top_p)
+            chosen.update(zip(idx, picked.tolist()))
+        return [chosen[i] for i in live]
+
+    def _finish(self, s: int, row: _Row) -> Generation:
+        from forelen_bench.builders.recorder import Recorded, fp16_safe
+
+        t = len(row.tokens)
+        features = None
+        if self.records_features:
+            features = Recorded(
+                row.prefix.prompt_entropy, self.ent[s, :t].numpy().copy(), row.prefix.pooled,
+                {f"step_states_l{x}": fp16_safe(buf[s, : min(self.settings.steps, t)].clone())
+                 for x, buf in self.states.items()})
+        return Generation(row.request.uid, tuple(row.tokens), row.done, features)
+
+    # ------------------------------------------------------------------ the model
+
+    def _forward(self, ids, positions, plan):
+        """Recorded layers' states and the final normed state for ids (B, q) at positions (B, q)."""
+        embed, layers, norm, rotary, cache_kw = self._parts
+        self.cache.plan = plan
+        h = embed(ids)  # (B, q, D)
+        captured = {0: h} if 0 in self.layers else {}
+        pos_emb = rotary(h, positions)
+        for i, layer in enumerate(layers[: self.num_layers]):
+            out = layer(h, attention_mask=plan, position_ids=positions,
+                        position_embeddings=pos_emb, **{cache_kw: self.cache})
+            h = out[0] if isinstance(out, tuple) else out
+            if i + 1 in self.layers:
+                captured[i + 1] = h
+        final = norm(h)
+        if self.num_layers in self.layers:
+            captured[self.num_layers] = final
+        return captured, final
+
+    def _slot_attention(self):
+        """Route the model's attention modules to the slot kernel for the engine's forwards only."""
+        from contextlib import contextmanager
+
+        from forelen_bench.builders.engines.slots import ATTENTION_NAME
+
+        @contextmanager
+        def ctx():
+            config = self.model.config
+            previous = config._attn_implementation
+            config._attn_implementation = ATTENTION_NAME
+            try:
+                yield
+            finally:
+                config._attn_implementation = previous
+        return ctx()
 
 
-def eos_ids(model, tokenizer) -> set[int]:
-    """The model's EOS ids (a list for Qwen2.5 and Llama 3) plus the tokenizer's."""
-    eos = model.generation_config.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-    return {int(e) for e in eos + [tokenizer.eos_token_id] if e is not None}
+def entropy(logits):
+    """Exact entropy (nats) of softmax(logits) per row; logits (N, V) float32."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
-def _settings(r: GenerationRequest) -> tuple:
-    return (r.temperature, r.top_p)
+def slot_bytes_per_token(model, kv_heads: int, head_dim: int) -> int:
+    itemsize = next(model.parameters()).element_size()
+    return 2 * model.config.num_hidden_layers * kv_heads * head_dim * itemsize
+
+
+def decoder_parts(model):
+    """(embeddings, decoder layers, final norm, rotary embedding, cache keyword) of a decoder model.
+
+    Llama-style families (Llama, Qwen2/2.5/3, Mistral, SmolLM) have them all; others get one line
+    pointing at `--engine hf-static`, which drives any model through `generate`.
+    """
+    import inspect
+
+    base = model.base_model
+    names = ("embed_tokens", "layers", "norm", "rotary_emb")
+    missing = [n for n in names if not hasattr(base, n)]
+    if missing or getattr(model.config, "use_sliding_window", False):
+        raise ForelenError(f"engine 'hf' cannot drive {type(model).__name__} "
+                           f"({'no ' + ', '.join(missing) if missing else 'sliding-window attention'}); "
+                           "use --engine hf-static")
+    params = inspect.signature(type(base.layers[0]).forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return base.embed_tokens, base.layers, base.norm, base.rotary_emb, cache_kw

@@ -18,6 +18,10 @@ class VLLMEngine:
     info = EngineInfo("vllm", "vLLM offline generation, prefix caching, per-sample seeds",
                       devices="cuda", requires="pip install 'forelen[vllm]' and a CUDA GPU",
                       offline=True)
+    records_features = False  # states come from the teacher-forced recorder pass
+    # Sequences per `generate` call: the build hands vLLM whole work units of many shards, so its
+    # scheduler sees enough sequences to fill a GPU (one 32-sequence chunk per call starves it).
+    work_unit = 4096
 
     @classmethod
     def check(cls, device: str) -> None:
@@ -30,9 +34,9 @@ class VLLMEngine:
             raise ForelenError("engine 'vllm' needs vLLM: pip install 'forelen[vllm]'")
 
     @classmethod
-    def create(cls, model, tokenizer, resolved_model, batch_size: int,
+    def create(cls, model, tokenizer, resolved_model, settings,
                gpu_memory_utilization: float = 0.6) -> "VLLMEngine":
-        from forelen_bench.builders.engines.hf import eos_ids
+        from forelen_bench.builders.engines.sampling import eos_ids
         from forelen_bench.models import model_dir
 
         return cls(model_dir(resolved_model), eos_ids(model, tokenizer),
