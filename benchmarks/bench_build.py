@@ -1,96 +1,252 @@
-"""Throughput of the build path versus a naive per-prompt `generate` loop, same model, same prompts.
+"""Build throughput, side by side in one run on the same real packaged prompts and SmolLM2-135M:
 
-Build path: the `hf` engine (batched by prompt length, per-sample seeds) + the teacher-forced
-recorder. Naive loop: one `model.generate(..., output_hidden_states=True, output_scores=True)` per
-prompt, which is how features are usually collected. Both run here, in one process, on SmolLM2 and
-the `cot` split's real prompts, so the ratio does not depend on what else the machine is doing.
+(a) naive: one `model.generate(..., output_hidden_states=True, output_scores=True)` per prompt;
+(b) static: the previous path, `hf-static` (static batches by prompt length) + the teacher-forced
+    recorder pass;
+(c) build: the continuous `hf` engine, features recorded during generation;
+(d) roofline: bf16 matmul throughput measured here at the model's own GEMM shapes (M = slots),
+    turned into tokens/s with the model's FLOPs per token.
 
-    python benchmarks/bench_build.py [--prompts 32] [--naive-prompts 4] [--max-new-tokens 256]
+Scenarios: cot at 256 new tokens, rl groups of 8 samples, long prompts up to 1,024 tokens. Every
+throughput counts generated tokens over generation + feature time. `--attention-sweep` also times
+one decode step of each attention kernel (and torch.compile of the decode attention) at the
+scenario's slot count. The last line printed is one JSON object.
+
+    python benchmarks/bench_build.py [--quick] [--attention-sweep]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
 
-# 2 cores x ~205 GFLOP/s bf16 GEMM each, ~0.27 GFLOP per SmolLM2-135M token: the compute roofline
-# at batch >= 8, where weights stream from cache once per step for the whole batch.
-ROOFLINE_TOK_S = 1500.0
 
-
-def prompts_for(tokenizer, n: int):
+def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096):
     from forelen_bench.builders.build import load_prompts, plan_prompts
     from forelen_bench.builders.splits import SPLITS
 
-    recipe = SPLITS.get("cot")
-    return plan_prompts(load_prompts(recipe.sources, "prompt", n, 0), recipe, tokenizer, 4096)
+    recipe = SPLITS.get(split)
+    return plan_prompts(load_prompts(recipe.sources, "prompt", n, 0), recipe, tokenizer,
+                        max_prompt_tokens)
 
 
-def naive(model, planned, max_new_tokens: int) -> tuple[int, float]:
+def requests(planned, samples: int, max_new: int, temperature: float, top_p: float):
+    """Ordered as a build plans them: by prompt length, a group's samples together."""
+    from forelen_bench.builders.build import sample_seed, uid_of
+    from forelen_bench.builders.engines import GenerationRequest
+
+    ordered = sorted(planned, key=lambda p: (len(p.prompt_ids), p.group_id))
+    return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), max_new, temperature,
+                              top_p, sample_seed(0, uid_of(p.group_id, s)))
+            for p in ordered for s in range(samples)]
+
+
+def naive(model, reqs) -> dict:
     import torch
 
     tokens, start = 0, time.perf_counter()
-    for p in planned:
-        ids = torch.tensor([p.prompt_ids])
+    for r in reqs:
+        ids = torch.tensor([r.prompt_ids])
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                 temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens,
-                                 output_hidden_states=True, output_scores=True,
-                                 return_dict_in_generate=True)
+                                 temperature=r.temperature, top_p=r.top_p,
+                                 max_new_tokens=r.max_new_tokens, output_hidden_states=True,
+                                 output_scores=True, return_dict_in_generate=True)
         tokens += out.sequences.shape[1] - ids.shape[1]
-    return tokens, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
 
 
-def build_path(model, tokenizer, planned, max_new_tokens: int, batch_size: int):
-    from forelen_bench.builders.build import sample_seed
-    from forelen_bench.builders.engines import GenerationRequest
-    from forelen_bench.builders.engines.hf import HFEngine
+def static(model, tokenizer, reqs, batch_size: int, layers) -> dict:
+    from forelen_bench.builders.engines.hf_static import HFStaticEngine
     from forelen_bench.builders.recorder import Recorder
 
-    requests = [GenerationRequest(p.group_id, tuple(p.prompt_ids), max_new_tokens, 0.6, 0.95,
-                                  sample_seed(0, p.group_id)) for p in planned]
     t0 = time.perf_counter()
-    gens = HFEngine(model, tokenizer, batch_size).generate(requests)
+    gens = HFStaticEngine(model, tokenizer, batch_size).generate(reqs)
     t1 = time.perf_counter()
-    Recorder(model).record([r.prompt_ids for r in requests], [g.token_ids for g in gens])
+    Recorder(model, layers).record([r.prompt_ids for r in reqs], [g.token_ids for g in gens])
     t2 = time.perf_counter()
-    return sum(len(g.token_ids) for g in gens), t1 - t0, t2 - t1
+    tokens = sum(len(g.token_ids) for g in gens)
+    return {"tokens": tokens, "generate_s": t1 - t0, "feature_s": t2 - t1,
+            "tok_s": tokens / (t2 - t0), "feature_share": (t2 - t1) / (t2 - t0),
+            "truncated": sum(g.finish_reason == "length" for g in gens) / len(gens)}
+
+
+def continuous(model, tokenizer, reqs, settings) -> dict:
+    from forelen_bench.builders.engines.hf import HFEngine
+
+    engine = HFEngine(model, tokenizer, settings)
+    t0 = time.perf_counter()
+    gens = engine.generate(reqs)
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(g.token_ids) for g in gens)
+    t = engine.timing
+    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
+            "feature_share": t["feature_s"] / seconds, "prefill_s": t["prefill_s"],
+            "decode_s": t["decode_s"], "feature_s": t["feature_s"], "steps": t["steps"],
+            "slots": engine.n_slots,
+            "truncated": sum(g.finish_reason == "length" for g in gens) / len(gens)}
+
+
+def roofline(model, m: int) -> dict:
+    """Tokens/s if every GEMM of a decode step ran at the bf16 rate measured at its own shape."""
+    import torch
+
+    cfg = model.config
+    d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    hd = d // heads
+    per_layer = [(d, heads * hd), (d, kv * hd), (d, kv * hd), (heads * hd, d), (d, f), (d, f), (f, d)]
+    shapes = per_layer * cfg.num_hidden_layers + [(d, v)]
+    seconds, flops = 0.0, 0.0
+    cache: dict[tuple, float] = {}
+    with torch.inference_mode():
+        for k, n in shapes:
+            if (k, n) not in cache:
+                a = torch.randn(m, k, dtype=model.dtype)
+                b = torch.randn(k, n, dtype=model.dtype)
+                for _ in range(3):
+                    torch.mm(a, b)
+                reps = 20
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    torch.mm(a, b)
+                cache[(k, n)] = (time.perf_counter() - t0) / reps
+            seconds += cache[(k, n)]
+            flops += 2 * m * k * n
+    return {"tok_s": m / seconds, "gflop_s": flops / seconds / 1e9,
+            "gflop_per_token": flops / m / 1e9, "m": m}
+
+
+def attention_sweep(model, slots: int, context: int) -> dict:
+    """Time of one decode step's attention over all layers for each kernel, at `slots` rows."""
+    import torch
+
+    from forelen_bench.builders.engines import slots as slot_mod
+
+    cfg = model.config
+    kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    k = torch.randn(slots + 1, kv, context + 64, hd, dtype=model.dtype)
+    v = torch.randn_like(k)
+    q = torch.randn(slots, cfg.num_attention_heads, 1, hd, dtype=model.dtype)
+    positions = torch.randint(context // 2, context, (slots,))
+    plan = slot_mod.Plan.for_decode(positions, "sdpa", model.dtype)
+    views = k[:slots, :, : plan.length], v[:slots, :, : plan.length]
+    kernels = {"sdpa": slot_mod._sdpa, "grouped": slot_mod._grouped, "eager": slot_mod._eager}
+    out = {}
+    with torch.inference_mode():
+        for name, fn in kernels.items():
+            out[name] = _time(lambda: fn(q, *views, plan.bias, hd ** -0.5)) * cfg.num_hidden_layers
+        try:
+            compiled = torch.compile(slot_mod._grouped, dynamic=True)
+            t0 = time.perf_counter()
+            compiled(q, *views, plan.bias, hd ** -0.5)
+            out["compile_s"] = time.perf_counter() - t0
+            out["grouped+compile"] = _time(
+                lambda: compiled(q, *views, plan.bias, hd ** -0.5)) * cfg.num_hidden_layers
+        except Exception as exc:  # no compiler toolchain: say so, keep the other figures
+            out["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    return {"slots": slots, "context": context, "step_ms": {
+        key: round(val * 1000, 2) if isinstance(val, float) and key != "compile_s" else val
+        for key, val in out.items()}}
+
+
+def _time(fn, reps: int = 10) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("model name"))
+        return name + (" (AMX)" if "amx_bf16" in info else " (no AMX)")
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--naive-prompts", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes")
+    parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--attention", default="sdpa")
+    parser.add_argument("--static-batch", type=int, default=32, help="hf-static batch size")
+    parser.add_argument("--attention-sweep", action="store_true")
     args = parser.parse_args()
+    q = args.quick
+    sizes = {"cot": (24 if q else 64, 128 if q else 256), "rl": (3 if q else 8, 128 if q else 256),
+             "long": (6 if q else 24, 64 if q else 256), "naive": (2 if q else 4, 64 if q else 256)}
 
     import torch
     from transformers.utils import logging as hf_logging
 
+    from forelen_bench.builders.engines import EngineSettings
+    from forelen_bench.builders.recorder import default_layers
     from forelen_bench.models import load_model, resolve_model
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     model, tokenizer, revision = load_model(resolve_model("smollm2-135m"))
-    planned = prompts_for(tokenizer, args.prompts)
-    mean_prompt = sum(len(p.prompt_ids) for p in planned) / len(planned)
-    print(f"SmolLM2-135M ({revision}, {model.dtype}), {torch.get_num_threads()} threads, "
-          f"{len(planned)} cot prompts (mean {mean_prompt:.0f} prompt tokens), "
-          f"max_new_tokens {args.max_new_tokens}")
-    n_tok, t_naive = naive(model, planned[: args.naive_prompts], args.max_new_tokens)
-    naive_rate = n_tok / t_naive
-    print(f"naive loop (batch 1, output_hidden_states+scores): {n_tok} tokens in {t_naive:.1f} s"
-          f" = {naive_rate:.1f} tok/s")
-    n_tok, t_gen, t_rec = build_path(model, tokenizer, planned, args.max_new_tokens,
-                                     args.batch_size)
-    rate = n_tok / (t_gen + t_rec)
-    print(f"build path (hf engine batch {args.batch_size} + recorder): {n_tok} tokens, "
-          f"generate {t_gen:.1f} s + record {t_rec:.1f} s = {rate:.1f} tok/s end to end "
-          f"({n_tok / t_gen:.1f} tok/s generation alone)")
-    print(f"speed-up over the naive loop: {rate / naive_rate:.2f}x (target >= 3x)")
-    print(f"recorder time / generation time: {t_rec / t_gen:.1%} (target <= 25%)")
-    print(f"roofline fraction: {rate / ROOFLINE_TOK_S:.1%} of ~{ROOFLINE_TOK_S:.0f} tok/s")
+    layers = default_layers(model.config.num_hidden_layers)
+    print(f"SmolLM2-135M ({revision}, {model.dtype}) on {cpu_name()}, "
+          f"{torch.get_num_threads()} threads; slots {args.slots}, attention {args.attention}, "
+          f"static batch {args.static_batch}{', quick' if q else ''}")
+    settings = EngineSettings(slots=args.slots, attention=args.attention, layers=tuple(layers))
+    cot = planned_prompts(tokenizer, "cot", sizes["cot"][0])
+    scenarios = {
+        "cot": requests(cot, 1, sizes["cot"][1], 0.6, 0.95),
+        "rl": requests(planned_prompts(tokenizer, "rl", sizes["rl"][0]), 8, sizes["rl"][1], 1.0, 1.0),
+        "long": requests(planned_prompts(tokenizer, "long", sizes["long"][0], 1024), 1,
+                         sizes["long"][1], 0.7, 0.8),
+    }
+    report: dict = {}
+    for name, reqs in scenarios.items():
+        mean_prompt = sum(len(r.prompt_ids) for r in reqs) / len(reqs)
+        s = static(model, tokenizer, reqs, args.static_batch, layers)
+        c = continuous(model, tokenizer, reqs, settings)
+        report[name] = {"sequences": len(reqs), "max_new_tokens": reqs[0].max_new_tokens,
+                        "mean_prompt_tokens": round(mean_prompt, 1), "static": s, "build": c,
+                        "speedup_vs_static": c["tok_s"] / s["tok_s"]}
+        print(f"{name:5s} {len(reqs):4d} seqs, prompt {mean_prompt:6.1f} tok, "
+              f"{reqs[0].max_new_tokens} new: static {s['tok_s']:7.1f} tok/s "
+              f"(features {s['feature_share']:.0%}), build {c['tok_s']:7.1f} tok/s "
+              f"(features {c['feature_share']:.0%}, {c['slots']} slots) -> "
+              f"{report[name]['speedup_vs_static']:.2f}x")
+    n = naive(model, requests(cot[: sizes["naive"][0]], 1, sizes["naive"][1], 0.6, 0.95))
+    print(f"naive {n['tokens']} tokens, batch 1 generate with states and scores: "
+          f"{n['tok_s']:.1f} tok/s")
+    roof = roofline(model, args.slots)
+    print(f"roofline: bf16 GEMMs at the model's shapes, M={args.slots}: {roof['gflop_s']:.0f} "
+          f"GFLOP/s x {roof['gflop_per_token']:.3f} GFLOP/token = {roof['tok_s']:.0f} tok/s")
+    if args.attention_sweep:
+        context = max(len(r.prompt_ids) for r in scenarios["cot"]) + sizes["cot"][1]
+        sweep = attention_sweep(model, args.slots, context)
+        report["attention_sweep"] = sweep
+        print(f"decode attention, all layers, {args.slots} rows, context {context}: "
+              + ", ".join(f"{k} {v}" for k, v in sweep["step_ms"].items()))
+    cot_build = report["cot"]["build"]
+    summary = {
+        "naive_tok_s": round(n["tok_s"], 1),
+        "static_tok_s": round(report["cot"]["static"]["tok_s"], 1),
+        "build_tok_s": round(cot_build["tok_s"], 1),
+        "roofline_tok_s": round(roof["tok_s"], 1),
+        "roofline_fraction": round(cot_build["tok_s"] / roof["tok_s"], 3),
+        "feature_share": round(cot_build["feature_share"], 3),
+        "speedup_vs_static": round(report["cot"]["speedup_vs_static"], 2),
+        "rl_speedup_vs_static": round(report["rl"]["speedup_vs_static"], 2),
+        "long_speedup_vs_static": round(report["long"]["speedup_vs_static"], 2),
+        "machine": cpu_name(), "threads": torch.get_num_threads(), "quick": q,
+        "slots": args.slots, "attention": args.attention, "scenarios": report,
+    }
+    print(json.dumps(summary, default=float))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ EXPECTED_NAMES = {
     "splits": ["long", "cot", "rl"],
     "models": ["smollm2-135m", "Qwen2.5-3B", "Qwen2.5-7B", "Llama3.2-1B",
                "DeepSeek-R1-Distill-Qwen-7B", "HuggingFaceTB/SmolLM2-135M-Instruct"],
-    "engines": ["hf", "vllm"],
+    "engines": ["hf", "hf-static", "vllm"],
 }
 
 

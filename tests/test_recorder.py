@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from forelen_bench.builders.recorder import FP16_MAX, Recorder, _fp16_safe, default_layers
+from forelen_bench.builders.recorder import FP16_MAX, Recorder, fp16_safe, default_layers
 
 ATOL = 2e-5
 
@@ -184,9 +184,9 @@ def test_features_are_float32_numpy(model, samples):
         assert isinstance(arr, np.ndarray) and arr.dtype == np.float32
 
 
-def test_fp16_safe_clamps_outliers():
+def testfp16_safe_clamps_outliers():
     t = torch.tensor([1e6, -1e6, 3.0])
-    out = _fp16_safe(t)
+    out = fp16_safe(t)
     assert out.tolist() == [FP16_MAX, -FP16_MAX, 3.0]
     assert np.isfinite(out.astype(np.float16)).all()
 

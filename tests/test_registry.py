@@ -122,7 +122,7 @@ def test_discovery_registers_the_packaged_sources():
 def test_discovery_registers_the_engines():
     from forelen_bench.builders.engines import ENGINES
 
-    assert ENGINES.names() == ["hf", "vllm"]
+    assert ENGINES.names() == ["hf", "hf-static", "vllm"]
     assert ENGINES.get("HF").info.name == "hf"
 
 
