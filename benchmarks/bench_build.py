@@ -176,7 +176,7 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes")
-    parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--slots", type=int, default=128)
     parser.add_argument("--attention", default="sdpa")
     parser.add_argument("--static-batch", type=int, default=32, help="hf-static batch size")
     parser.add_argument("--attention-sweep", action="store_true")

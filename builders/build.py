@@ -38,7 +38,7 @@ class BuildOptions:
     steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
     egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
     batch_size: int = 32  # sequences per shard (the unit of resume); hf-static: per batch
-    slots: int = 64  # hf: sequences decoded together, at most (the KV budget may allow fewer)
+    slots: int = 128  # hf: sequences decoded together, at most (the KV budget may allow fewer)
     kv_budget: float = 4.0  # hf: GiB of the pre-allocated slot KV cache
     attention: str = "sdpa"  # hf: decode attention kernel (engines/slots.py; README figures)
     prefill_chunk: int = 512  # hf: prompt tokens per prefill forward

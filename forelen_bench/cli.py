@@ -53,7 +53,7 @@ def build(
     egtp_first_k: Optional[int] = typer.Option(
         None, help="Also record EGTP pooled over only the first K prompt tokens."),
     batch_size: int = typer.Option(32, help="Sequences per shard (hf-static: per batch)."),
-    slots: int = typer.Option(64, help="hf: sequences decoded together, at most."),
+    slots: int = typer.Option(128, help="hf: sequences decoded together, at most."),
     kv_budget: float = typer.Option(4.0, help="hf: GiB for the slot KV cache (bounds the slots)."),
     attention: str = typer.Option("sdpa", help="hf: decode attention kernel: sdpa, grouped, eager."),
     prefill_chunk: int = typer.Option(512, help="hf: prompt tokens per prefill forward."),

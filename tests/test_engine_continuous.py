@@ -155,3 +155,57 @@ def test_model_attention_setting_is_restored(tiny_model, reference):
     before = model.config._attn_implementation
     engine(model, tokenizer, slots=2).generate(reference[0][:3])
     assert model.config._attn_implementation == before
+
+
+def test_split_ranges_reads_fewer_keys_and_covers_every_row():
+    from forelen_bench.builders.engines.slots import BUCKET_OVERHEAD_KEYS, split_ranges
+
+    lengths = [100] * 60 + [2000] * 4 + [120] * 60
+    cost, ranges = split_ranges(lengths)
+    assert [r for a, b, _ in ranges for r in range(a, b)] == list(range(len(lengths)))
+    for a, b, size in ranges:
+        assert size == max(lengths[a:b])
+    assert cost < len(lengths) * 2000 / 4
+    assert split_ranges([50] * 10) == (10 * 50 + BUCKET_OVERHEAD_KEYS, [(0, 10, 50)])
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "grouped", "eager"])
+def test_ranged_attention_equals_one_padded_batch(kernel):
+    import torch
+
+    from forelen_bench.builders.engines.slots import Plan, slot_attention
+
+    g = torch.Generator().manual_seed(0)
+    n, hq, hkv, d = 12, 4, 2, 8
+    positions = torch.tensor([3, 40, 5, 7, 60, 2, 9, 11, 50, 4, 6, 8])
+    key = torch.randn(n, hkv, 61, d, generator=g)
+    value = torch.randn(n, hkv, 61, d, generator=g)
+    query = torch.randn(n, hq, 1, d, generator=g)
+    padded = Plan.for_decode(positions, kernel, torch.float32)
+    ranged = Plan.for_decode(positions, kernel, torch.float32, [(0, 4, 41), (4, 9, 61), (9, 12, 9)])
+    a, _ = slot_attention(None, query, key, value, padded, 0.3)
+    b, _ = slot_attention(None, query, key, value, ranged, 0.3)
+    torch.testing.assert_close(a, b)
+
+
+def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, reference, monkeypatch):
+    import forelen_bench.builders.engines.hf as hf
+    import forelen_bench.builders.engines.slots as slots
+
+    model, tokenizer = tiny_model
+    reqs, static = reference
+    # Tiny prompts: make ranges pay and re-sort whenever the slot order is not the ideal one.
+    monkeypatch.setattr(slots, "BUCKET_OVERHEAD_KEYS", 0)
+    monkeypatch.setattr(hf, "RESORT_RATIO", 1.0)
+    shuffled = [reqs[i] for i in np.random.default_rng(5).permutation(len(reqs))]
+    eng = engine(model, tokenizer, slots=9)
+    out = eng.generate(shuffled)
+    assert eng.timing.get("resorts", 0) > 0
+    expected = {g.uid: g.token_ids for g in static}
+    assert [g.token_ids for g in out] == [expected[g.uid] for g in out]
+    recorded = Recorder(model, list(LAYERS), steps=STEPS).record(
+        [r.prompt_ids for r in shuffled], [g.token_ids for g in out])
+    for gen, rec in zip(out, recorded):
+        np.testing.assert_allclose(gen.features.response_entropy, rec.response_entropy, atol=1e-4)
+        for name, states in rec.step_states.items():
+            np.testing.assert_allclose(gen.features.step_states[name], states, atol=1e-3)

@@ -41,7 +41,7 @@ class EngineSettings:
     """What a build asks of its engine. Defaults live here; the build resolves them into the manifest."""
 
     batch_size: int = 32  # hf-static: sequences per static batch
-    slots: int = 64  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)
+    slots: int = 128  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)
     kv_budget_gib: float = 4.0  # hf: memory of the pre-allocated slot KV cache
     attention: str = "sdpa"  # hf: decode attention kernel (see engines/slots.py)
     prefill_chunk: int = 512  # hf: prompt tokens per prefill forward (bounds prefill memory)

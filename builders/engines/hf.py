@@ -37,6 +37,9 @@ from forelen_bench.builders.engines.sampling import eos_ids, sample_seeded
 from forelen_bench.errors import ForelenError
 
 ENTROPY_CHUNK = 128  # prompt positions per LM-head call: (128 x vocab) logits at most
+# Re-sort the slots by length when the attention ranges of their current order read this many
+# times the keys of the sorted order: a sort copies each cache once, about one padded step.
+RESORT_RATIO = 1.3
 
 
 @dataclass
@@ -279,11 +282,12 @@ class HFEngine:
         from forelen_bench.builders.engines.slots import Plan
 
         t0 = time.perf_counter()
+        ranges = self._ranges(n)
         rows = self.rows[:n]
         device = self.model.device
         ids = torch.tensor([[r.tokens[-1]] for r in rows], device=device)  # (n, 1)
         positions = torch.tensor([r.pos for r in rows], device=device)  # (n,)
-        plan = Plan.for_decode(positions, self.settings.attention, self.model.dtype)
+        plan = Plan.for_decode(positions, self.settings.attention, self.model.dtype, ranges)
         captured, final = self._forward(ids, positions[:, None], plan)
         logits = self.model.get_output_embeddings()(final[:, -1]).float()  # (n, V)
         t1 = time.perf_counter()
@@ -302,6 +306,34 @@ class HFEngine:
         self.timing["decode_s"] += (t1 - t0) + (t3 - t2)
         self.timing["feature_s"] += t2 - t1
         self.timing["steps"] += 1
+
+    def _ranges(self, n: int):
+        """Attention ranges for this step; re-sorts the slots by length when their order drifted."""
+        from forelen_bench.builders.engines.slots import split_ranges
+
+        lengths = [r.pos + 1 for r in self.rows[:n]]
+        cost, ranges = split_ranges(lengths)
+        ideal, sorted_ranges = split_ranges(sorted(lengths))
+        if cost > RESORT_RATIO * ideal:
+            self._sort_slots(n)
+            return sorted_ranges
+        return ranges
+
+    def _sort_slots(self, n: int) -> None:
+        """Permute rows 0..n-1 into length order: caches, feature buffers and row states."""
+        import torch
+
+        order = sorted(range(n), key=lambda s: (self.rows[s].pos, s))
+        perm = torch.tensor(order)
+        length = max(r.pos for r in self.rows[:n])
+        for cache in (self.cache.k, self.cache.v):
+            for layer in cache:
+                layer[:n, :, :length] = layer[:n, :, :length].index_select(0, perm.to(layer.device))
+        self.ent[:n] = self.ent[:n].index_select(0, perm)
+        for buf in self.states.values():
+            buf[:n] = buf[:n].index_select(0, perm)
+        self.rows[:n] = [self.rows[s] for s in order]
+        self.timing["resorts"] = self.timing.get("resorts", 0) + 1
 
     def _record(self, rows, logits, captured) -> None:
         import torch
@@ -323,8 +355,9 @@ class HFEngine:
         for i in live:
             by_settings.setdefault((rows[i].request.temperature, rows[i].request.top_p), []).append(i)
         for (temperature, top_p), idx in by_settings.items():
-            picked = sample_seeded(logits[torch.tensor(idx, device=logits.device)],
-                                   [rows[i].generator for i in idx], temperature, top_p)
+            scores = (logits if len(idx) == len(rows)  # every row: no (n, V) copy
+                      else logits[torch.tensor(idx, device=logits.device)])
+            picked = sample_seeded(scores, [rows[i].generator for i in idx], temperature, top_p)
             chosen.update(zip(idx, picked.tolist()))
         return [chosen[i] for i in live]
 

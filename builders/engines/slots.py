@@ -11,6 +11,12 @@ Decode attention kernels (`attention=`), one generated token per slot over the s
 - `sdpa`: `F.scaled_dot_product_attention(..., enable_gqa=True)` over the same views.
 - `eager`: transformers' eager recipe (`repeat_kv`, then matmuls), for comparison.
 Measured by `benchmarks/bench_build.py --attention-sweep`; figures in the README.
+
+Decode attention reads every active row's keys up to the longest row's length, and on CPU it is
+bound by those reads: with a long prompt among short ones most of them are padding. So a step's
+rows are split into up to four contiguous slot ranges, each attended up to its own longest length
+(`split_ranges`, views of the cache, no copy), and the engine re-sorts its slots by length when
+their order has drifted so far that ranges no longer help (new rows land in freed slots).
 """
 
 from __future__ import annotations
@@ -74,9 +80,11 @@ class Plan:
     length: int = 0  # decode: longest cache length after this step
     bias: object = None  # decode: (n, 1, 1, length) additive mask, -inf past each row's length
     start: int = 0  # prefill: position of the first token of this piece
+    buckets: list | None = None  # decode: [(start, stop, length)] slot ranges; None: one batch
 
     @classmethod
-    def for_decode(cls, positions, kernel: str, dtype) -> "Plan":
+    def for_decode(cls, positions, kernel: str, dtype, ranges=None) -> "Plan":
+        """`ranges`: [(start, stop, length)] of `split_ranges`; None: one padded batch."""
         import torch
 
         n = positions.shape[0]
@@ -84,8 +92,51 @@ class Plan:
         keys = torch.arange(length, device=positions.device)
         bias = torch.zeros((n, 1, 1, length), dtype=dtype, device=positions.device)
         bias.masked_fill_(keys[None, None, None, :] > positions[:, None, None, None], float("-inf"))
+        if ranges is not None and len(ranges) < 2:
+            ranges = None
         return cls(True, kernel, n, torch.arange(n, device=positions.device), positions, length,
-                   bias)
+                   bias, buckets=ranges)
+
+
+MAX_BUCKETS = 4
+CUT_POINTS = 16  # candidate range boundaries: the dynamic programme stays ~1k operations a step
+# A bucket costs ~4 extra kernel launches per layer, ~1.5 ms a step here: about 1k keys' reads.
+BUCKET_OVERHEAD_KEYS = 1024
+
+
+def split_ranges(lengths: list[int]) -> tuple[float, list[tuple[int, int, int]]]:
+    """Cheapest split of rows, in slot order, into up to MAX_BUCKETS contiguous ranges.
+
+    Cost = keys read: a range of r rows whose longest has length L reads r * L keys (views of the
+    cache, no copy), plus BUCKET_OVERHEAD_KEYS per range. Returns (cost, [(start, stop, L)]).
+    """
+    n = len(lengths)
+    cuts = sorted({round(n * q / CUT_POINTS) for q in range(CUT_POINTS + 1)})
+    m = len(cuts) - 1
+    longest = [[0] * (m + 1) for _ in range(m + 1)]  # longest[i][j]: max over cuts[i]:cuts[j]
+    for i in range(m):
+        run = 0
+        for j in range(i + 1, m + 1):
+            run = max(run, max(lengths[cuts[j - 1]: cuts[j]]))
+            longest[i][j] = run
+    inf = float("inf")
+    best = [[inf] * (m + 1) for _ in range(MAX_BUCKETS + 1)]
+    back = [[0] * (m + 1) for _ in range(MAX_BUCKETS + 1)]
+    best[0][0] = 0.0
+    for k in range(1, MAX_BUCKETS + 1):
+        for j in range(1, m + 1):
+            for i in range(k - 1, j):
+                cost = (best[k - 1][i] + (cuts[j] - cuts[i]) * longest[i][j]
+                        + BUCKET_OVERHEAD_KEYS)
+                if cost < best[k][j]:
+                    best[k][j], back[k][j] = cost, i
+    k = min(range(1, MAX_BUCKETS + 1), key=lambda kk: best[kk][m])
+    ranges, j = [], m
+    for kk in range(k, 0, -1):
+        i = back[kk][j]
+        ranges.append((cuts[i], cuts[j], longest[i][j]))
+        j = i
+    return best[k][m], ranges[::-1]
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
@@ -97,11 +148,14 @@ def slot_attention(module, query, key, value, attention_mask, scaling: float, dr
     plan: Plan = attention_mask
     if not plan.decode:
         return _prefill(query, key, value, plan.start, scaling), None
-    if plan.kernel == "grouped":
-        return _grouped(query, key, value, plan.bias, scaling), None
-    if plan.kernel == "sdpa":
-        return _sdpa(query, key, value, plan.bias, scaling), None
-    return _eager(query, key, value, plan.bias, scaling), None
+    kernel = DECODE[plan.kernel]
+    if plan.buckets is None:
+        return kernel(query, key, value, plan.bias, scaling), None
+    out = query.new_empty((query.shape[0], 1, query.shape[1], query.shape[3]))  # (n, 1, Hq, d)
+    for a, b, size in plan.buckets:  # views of the cache: no copy
+        out[a:b] = kernel(query[a:b], key[a:b, :, :size], value[a:b, :, :size],
+                          plan.bias[a:b, :, :, :size], scaling)
+    return out, None
 
 
 def _grouped(query, key, value, bias, scaling: float):
@@ -150,6 +204,9 @@ def _prefill(query, key, value, start: int, scaling: float):
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling,
                                              enable_gqa=True)
     return out.transpose(1, 2)  # (1, c, Hq, d)
+
+
+DECODE = {"grouped": _grouped, "sdpa": _sdpa, "eager": _eager}
 
 
 def register() -> None:
