@@ -284,6 +284,13 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _out_of_memory() -> None:
+    print("error: out of memory; finished shards are kept. Free memory and rerun the same command "
+          "to resume, or rebuild with a smaller --kv-budget / --slots and --overwrite",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point: people get one line and exit 2 for their errors, 130 on Ctrl-C."""
     try:
@@ -297,10 +304,15 @@ def main() -> None:
         sys.exit(130)
     except typer.Abort:
         sys.exit(130)
+    except MemoryError:
+        _out_of_memory()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
         # Usage errors (bad option, bad choice) arrive here with standalone_mode=False.
+        if isinstance(exc, RuntimeError) and ("out of memory" in str(exc)
+                                              or "can't allocate memory" in str(exc)):
+            _out_of_memory()
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             message = " ".join(exc.format_message().split())
             if message:

@@ -135,6 +135,12 @@ CASES = {
     "negative temperature": (lambda b, t: b + ["--temperature", "-0.5"], ["--temperature must be >= 0"]),
     "negative steps": (lambda b, t: b + ["--steps", "-1"], ["--steps must be >= 0"]),
     "unknown engine": (lambda b, t: b + ["--engine", "vlm"], ["unknown engine 'vlm'", "did you mean 'vllm'?"]),
+    "kv budget too small": (lambda b, t: b + ["--kv-budget", "0.00001"],
+                            ["--kv-budget 1e-05 GiB cannot hold one prompt of", "raise --kv-budget"]),
+    "kv budget zero": (lambda b, t: b + ["--kv-budget", "0"], ["--kv-budget must be a positive"]),
+    "unknown attention": (lambda b, t: b + ["--attention", "flash"],
+                          ["--attention must be one of sdpa, grouped, eager"]),
+    "slots 0": (lambda b, t: b + ["--slots", "0"], ["--slots must be a positive integer"]),
     "missing gguf": (lambda b, t: b + ["--model", str(t / "m.gguf")], ["GGUF file not found", "m.gguf"]),
     "folder without config": (lambda b, t: b + ["--model", str(t)], ["not a HF model folder"]),
     "cuda without gpu": (lambda b, t: b + ["--device", "cuda"], ["no CUDA GPU"]),
@@ -144,6 +150,31 @@ CASES = {
     "unknown option": (lambda b, t: b + ["--bogus"], ["No such option: --bogus"]),
     "missing split": (lambda b, t: ["build"], ["Missing option '--split'"]),
 }
+
+
+@pytest.mark.parametrize("exc", [
+    MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                "can't allocate memory: you tried to allocate 4294967296 bytes")])
+def test_out_of_memory_mid_build_is_one_line_and_keeps_shards(base, monkeypatch, capsys, exc,
+                                                               tmp_path):
+    import json
+
+    from forelen_bench.builders.engines.hf import HFEngine
+
+    original, calls = HFEngine._step, []
+
+    def step(self, n):
+        calls.append(n)
+        if len(calls) == 8:  # rows of at most 4 tokens: some shards are written by now
+            raise exc
+        return original(self, n)
+
+    monkeypatch.setattr(HFEngine, "_step", step)
+    code, out, err = call_main(monkeypatch, capsys, *base, "--batch-size", "1", "--slots", "2")
+    line = assert_one_line_error(code, out, err)
+    assert "out of memory" in line and "rerun the same command to resume" in line
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["configs"]["tiny-llama-rl"]
+    assert entry["status"] == "partial" and entry["shards"]  # what was written is kept
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ATTENTION_NAME = "forelen_slots"
-KERNELS = ("grouped", "sdpa", "eager")
+KERNELS = ("sdpa", "grouped", "eager")
 
 
 class SlotCache:
