@@ -236,7 +236,7 @@ def resolved_engine(engine, settings) -> dict:
         slots = engine.slot_count(settings.max_prompt_tokens, settings.max_new_tokens)
         return {"slots": slots, "kv_budget_gib": settings.kv_budget_gib,
                 "attention": settings.attention, "prefill_chunk": settings.prefill_chunk,
-                "features": "recorded during generation"}
+                "entropy": engine.entropy_kernel, "features": "recorded during generation"}
     return {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
 
 

@@ -209,3 +209,17 @@ def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, refere
         np.testing.assert_allclose(gen.features.response_entropy, rec.response_entropy, atol=1e-4)
         for name, states in rec.step_states.items():
             np.testing.assert_allclose(gen.features.step_states[name], states, atol=1e-3)
+
+
+def test_compiled_entropy_agrees_with_eager(monkeypatch):
+    import torch
+
+    from forelen_bench.builders.engines import hf
+
+    logits = torch.randn(5, 20000, generator=torch.Generator().manual_seed(0)) * 6
+    fn, name = hf.entropy_kernel(20000)
+    assert name == "compiled" or name.startswith("eager (")  # a toolchain may be missing
+    torch.testing.assert_close(fn(logits), hf.entropy(logits), atol=1e-4, rtol=0)
+    monkeypatch.setenv("FORELEN_COMPILE", "0")
+    assert hf.entropy_kernel(20000) == (hf.entropy, "eager")
+    assert hf.entropy_kernel(300)[1] == "eager"  # small vocabularies are not worth compiling

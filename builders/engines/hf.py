@@ -66,8 +66,8 @@ class _Row:
 
 @ENGINES.register("hf")
 class HFEngine:
-    info = EngineInfo("hf", "continuous batching over a slot KV cache, features recorded during "
-                      "generation, rl groups prefilled once, per-sample seeds",
+    info = EngineInfo("hf", "continuous batching, slot KV cache, features recorded while "
+                      "generating, per-sample seeds",
                       devices="cpu, cuda", requires="transformers, torch")
     # Sequences per `generate` call in a build: slots stay full across shard boundaries, and only
     # the end of a unit drains them. A resumed build repeats at most one unit's work.
@@ -100,6 +100,8 @@ class HFEngine:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.cache = None
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "feature_s": 0.0, "steps": 0}
+        self._entropy, self.entropy_kernel = (entropy_kernel(cfg.vocab_size) if settings.record
+                                              else (entropy, "eager"))
         slots.register()
 
     # ------------------------------------------------------------------ sizing
@@ -264,7 +266,7 @@ class HFEngine:
         if self.records_features:
             final = torch.cat(finals)  # (P, D)
             prefix.prompt_entropy = np.concatenate([
-                entropy(head(final[i: i + ENTROPY_CHUNK]).float()).cpu().numpy()
+                self._entropy(head(final[i: i + ENTROPY_CHUNK]).float()).cpu().numpy()
                 for i in range(0, final.shape[0], ENTROPY_CHUNK)])
             states = {x: torch.cat(pieces[x]).float() for x in self.layers}
             prefix.pooled = pool_prompt(states, prefix.prompt_entropy, self.settings.first_k)
@@ -342,7 +344,7 @@ class HFEngine:
 
         fed = torch.tensor([len(r.tokens) - 1 for r in rows])  # j: this step feeds token j+1
         n = len(rows)
-        self.ent[torch.arange(n), fed] = entropy(logits).cpu()
+        self.ent[torch.arange(n), fed] = self._entropy(logits).cpu()
         keep = (fed < self.settings.steps).nonzero().flatten()
         if len(keep):
             for x, buf in self.states.items():
@@ -419,6 +421,39 @@ def entropy(logits):
 
     logp = torch.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
+
+
+COMPILE_MIN_VOCAB = 16384
+_KERNELS: dict = {}
+
+
+def entropy_kernel(vocab_size: int):
+    """(entropy function, its name): `torch.compile`d where inductor works and the vocabulary is
+    large, else eager.
+
+    Eager entropy makes four passes over (rows x vocab) float32; inductor fuses them into one.
+    Measured here (2 cores, AMX Xeon), 128 x 49,152 logits: 19.8 ms eager, 3.2 ms compiled, after a
+    3.6 s compilation; results within 2e-5 nats. The choice is resolved once, before a build starts,
+    and recorded with the build (float16 storage can round the two differently).
+    FORELEN_COMPILE=0 forces eager.
+    """
+    import os
+
+    if vocab_size < COMPILE_MIN_VOCAB or os.environ.get("FORELEN_COMPILE", "1") == "0":
+        return entropy, "eager"
+    if "compiled" not in _KERNELS:
+        try:
+            import torch
+
+            fn = torch.compile(entropy, dynamic=True)
+            with torch.inference_mode():
+                probe = torch.randn(3, vocab_size)
+                if not torch.allclose(fn(probe), entropy(probe), atol=1e-4):
+                    raise RuntimeError("compiled entropy disagrees with eager")
+            _KERNELS["compiled"] = (fn, "compiled")
+        except Exception as exc:  # no C++ toolchain, unsupported platform: eager is exact too
+            _KERNELS["compiled"] = (entropy, f"eager ({type(exc).__name__})")
+    return _KERNELS["compiled"]
 
 
 def slot_bytes_per_token(model, kv_heads: int, head_dim: int) -> int:

@@ -35,8 +35,8 @@ class _SeededSampler:
 
 @ENGINES.register("hf-static")
 class HFStaticEngine:
-    info = EngineInfo("hf-static", "transformers generate in static batches by prompt length, "
-                      "teacher-forced features (the previous engine)",
+    info = EngineInfo("hf-static", "static generate batches, then a teacher-forced "
+                      "recorder pass (the previous engine)",
                       devices="cpu, cuda", requires="transformers, torch")
     records_features = False
 
