@@ -10,7 +10,11 @@ Decode attention kernels (`attention=`), one generated token per slot over the s
   layer attends over the cache as it lies: no `repeat_kv` copy, no concatenation.
 - `sdpa`: `F.scaled_dot_product_attention(..., enable_gqa=True)` over the same views.
 - `eager`: transformers' eager recipe (`repeat_kv`, then matmuls), for comparison.
-Measured by `benchmarks/bench_build.py --attention-sweep`; figures in the README.
+`benchmarks/bench_build.py --attention-sweep`, one decode step over SmolLM2-135M's 30 layers, 128
+rows, 722-token context, bf16, 2 cores of an AMX Xeon: sdpa 151.6 ms, grouped 535.8 ms, eager
+2,101 ms, grouped under torch.compile 535.5 ms (after 5.3 s of compiling: it does not pay). Here
+bf16 batched matmuls copy strided cache views before multiplying; the SDPA kernel reads them in
+place. Hence `sdpa` is the default.
 
 Decode attention reads every active row's keys up to the longest row's length, and on CPU it is
 bound by those reads: with a long prompt among short ones most of them are padding. So a step's
