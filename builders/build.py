@@ -24,7 +24,7 @@ DEFAULT_OUT = "forelen"
 class BuildOptions:
     split: str
     model: str = "smollm2-135m"
-    engine: str = "hf"
+    engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
     sources: tuple[str, ...] = ()  # empty: the split recipe's offline default mix
     prompt_column: str = "prompt"
     limit: int | None = None  # prompts (groups), over all sources
@@ -43,6 +43,8 @@ class BuildOptions:
     attention: str = "sdpa"  # hf: decode attention kernel (engines/slots.py; README figures)
     prefill_chunk: int = 512  # hf: prompt tokens per prefill forward
     work_unit: int | None = None  # sequences per engine call; None: the engine's default
+    num_shards: int = 1  # split the plan's work units over this many independent jobs ...
+    shard_index: int = 0  # ... of which this is one; `forelen merge` joins their folders
     device: str = "auto"
     dtype: str = "auto"
     out: str = DEFAULT_OUT
@@ -93,6 +95,9 @@ def check_options(opts: BuildOptions) -> None:
         raise ForelenError(f"--temperature must be >= 0, got {opts.temperature}")
     if opts.top_p is not None and not 0 < opts.top_p <= 1:
         raise ForelenError(f"--top-p must be in (0, 1], got {opts.top_p}")
+    if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
+        raise ForelenError(f"--shard-index must lie in 0..{opts.num_shards - 1} and --num-shards "
+                           f"be >= 1, got {opts.shard_index} of {opts.num_shards}")
     if not opts.kv_budget > 0:
         raise ForelenError(f"--kv-budget must be a positive number of GiB, got {opts.kv_budget}")
     from forelen_bench.builders.engines.slots import KERNELS
@@ -153,7 +158,7 @@ def fingerprint(resolved: dict, prompts: list[PlannedPrompt]) -> str:
 
 
 def prepare_config(folder, config: str, print_fn: Callable[[str], None],
-                   fp: str, overwrite: bool) -> dict:
+                   fp: str, overwrite: bool, shard: dict | None = None) -> dict:
     """Decide between a fresh build, a resume, or a refusal; returns the done shards."""
     entry = folder.config(config)
     if entry and overwrite:
@@ -170,6 +175,10 @@ def prepare_config(folder, config: str, print_fn: Callable[[str], None],
         raise ForelenError(f"config {config!r} in {folder.root} holds a partial build with other "
                            "settings or prompts; rerun with the same settings to resume, "
                            "or pass --overwrite")
+    if _shard_id(entry.get("shard")) != _shard_id(shard):
+        raise ForelenError(f"config {config!r} in {folder.root} holds a partial build of "
+                           f"{_shard_label(entry.get('shard'))}, not {_shard_label(shard)}; rerun "
+                           "with the same --shard-index/--num-shards, or pass --overwrite")
     done = {n: s for n, s in entry.get("shards", {}).items() if folder.shard_ok(config, n, s)}
     cdir = folder.config_dir(config)
     for path in cdir.glob("*") if cdir.exists() else []:
@@ -179,15 +188,36 @@ def prepare_config(folder, config: str, print_fn: Callable[[str], None],
     return done
 
 
+def _shard_id(shard: dict | None) -> tuple:
+    return (shard["index"], shard["count"]) if shard else (0, 1)
+
+
+def _shard_label(shard: dict | None) -> str:
+    return f"shard {shard['index']} of {shard['count']}" if shard else "an unsharded build"
+
+
+def choose_engine(name: str, device: str) -> tuple[str, str]:
+    """(engine, why): `auto` is vllm on CUDA where vllm is installed, else hf."""
+    import importlib.util
+
+    if name != "auto":
+        return name, "chosen with --engine"
+    if not device.startswith("cuda"):
+        return "hf", "auto: no CUDA GPU"
+    if importlib.util.find_spec("vllm") is None:
+        return "hf", "auto: vllm is not installed (pip install 'forelen[vllm]')"
+    return "vllm", "auto: CUDA GPU and vllm installed"
+
+
 def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str,
-            layers: list[int], device: str, dtype: str) -> dict:
+            layers: list[int], device: str, dtype: str, engine: str) -> dict:
     """The fully resolved build configuration, written into the manifest and the card."""
     max_new = opts.max_new_tokens or recipe.max_new_tokens
     context = getattr(model_cfg, "max_position_embeddings", None) or 1 << 20
     return {
         "split": recipe.name, "model": resolved_model.spec, "model_slug": resolved_model.slug,
         "model_location": resolved_model.hub_id or resolved_model.location,
-        "model_revision": revision, "engine": opts.engine,
+        "model_revision": revision, "engine": engine,
         "sources": list(opts.sources or recipe.sources), "prompt_column": opts.prompt_column,
         "limit": opts.limit, "seed": opts.seed,
         "samples_per_prompt": opts.samples_per_prompt or recipe.samples_per_prompt,
@@ -262,7 +292,8 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     say = console.print if console else print
     check_options(opts)
     recipe = SPLITS.get(opts.split)
-    engine_cls = ENGINES.get(opts.engine)
+    if opts.engine != "auto":
+        ENGINES.get(opts.engine)  # an unknown name fails before anything is loaded
     resolved_model = resolve_model(opts.model)
     config = f"{resolved_model.slug}-{recipe.name}"
     folder = DatasetFolder(opts.out)
@@ -272,15 +303,17 @@ def run_build(opts: BuildOptions, console=None) -> dict:
         return existing
     mixed = load_prompts(opts.sources or recipe.sources, opts.prompt_column, opts.limit, opts.seed)
     device = pick_device(opts.device)
+    engine_name, why = choose_engine(opts.engine, device)
+    engine_cls = ENGINES.get(engine_name)
     engine_cls.check(device)
-    say(f"loading {resolved_model.spec} on {device} ...")
+    say(f"engine {engine_name} ({why}); loading {resolved_model.spec} on {device} ...")
     model, tokenizer, revision = load_model(resolved_model, device, opts.dtype)
     num_layers = model.config.num_hidden_layers
     layers = sorted(set(opts.layers)) if opts.layers else default_layers(num_layers)
     if any(not 0 <= x <= num_layers for x in layers):
         raise ForelenError(f"--layer must lie in 0..{num_layers} for {resolved_model.spec}")
     resolved = resolve(opts, recipe, model.config, resolved_model, revision, layers, device,
-                       str(model.dtype).removeprefix("torch."))
+                       str(model.dtype).removeprefix("torch."), engine_name)
     prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
@@ -289,14 +322,17 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     resolved.update(engine_settings=resolved_engine(engine, settings),
                     work_unit=opts.work_unit or getattr(engine_cls, "work_unit", opts.batch_size))
     fp = fingerprint(resolved, prompts)
-    done = prepare_config(folder, config, say, fp, opts.overwrite)
+    units, shard = shard_units(chunks, resolved["work_unit"], opts.num_shards, opts.shard_index)
+    done = prepare_config(folder, config, say, fp, opts.overwrite, shard)
 
     def start(m):
         entry = m["configs"].setdefault(config, {})
         entry.update(status="partial", build=resolved, fingerprint=fp, shards=done,
-                     chunks=len(chunks), versions=library_versions(),
-                     git_commit=git_commit(),
+                     chunks=sum(len(u) for u in units), versions=library_versions(),
+                     git_commit=git_commit(), engine_choice=why,
                      licenses=sorted({p.license for p in prompts}))
+        if shard:
+            entry["shard"] = shard
         entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "feature_s": 0.0,
                                      "generated_tokens": 0})
@@ -305,8 +341,26 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     recorder = Recorder(model, layers, steps=opts.steps, first_k=opts.egtp_first_k)
     from forelen_bench.builders.runner import run_chunks
 
-    run_chunks(chunks, done, config, resolved, engine, recorder, tokenizer, folder, console)
+    run_chunks(units, done, config, resolved, engine, recorder, tokenizer, folder, console)
     return finish_config(folder, config)
+
+
+def shard_units(chunks: list[Chunk], work_unit: int, num_shards: int, index: int):
+    """This job's work units (every num_shards-th unit of the whole plan) and its shard record.
+
+    Whole units, never single chunks, go to a job, so each unit runs exactly as in a one-process
+    build and the merged rows equal that build's.
+    """
+    from forelen_bench.builders.runner import plan_units
+
+    units = plan_units(chunks, work_unit)
+    if num_shards == 1:
+        return units, None
+    if num_shards > len(units):
+        raise ForelenError(f"--num-shards {num_shards} exceeds the plan's {len(units)} work "
+                           f"unit(s); use at most {len(units)} shards, or a smaller --work-unit")
+    return units[index::num_shards], {"index": index, "count": num_shards,
+                                      "plan_chunks": [c.name for c in chunks]}
 
 
 def finish_config(folder, config: str) -> dict:

@@ -109,11 +109,10 @@ def _feature_s(engine) -> float:
     return float(getattr(engine, "timing", {}).get("feature_s", 0.0))
 
 
-def run_chunks(chunks, done: dict, config: str, resolved: dict, engine, recorder, tokenizer,
-               folder, console=None) -> None:
-    """Run every work unit holding a chunk not in `done` and write the missing shards."""
-    units = [u for u in plan_units(chunks, resolved["work_unit"])
-             if any(c.name not in done for c in u)]
+def run_chunks(units: list[list], done: dict, config: str, resolved: dict, engine, recorder,
+               tokenizer, folder, console=None) -> None:
+    """Run every work unit (of `plan_units`) holding a chunk not in `done`; write missing shards."""
+    units = [u for u in units if any(c.name not in done for c in u)]
     total = sum(len(c.items) for u in units for c in u)
     writer = _ShardWriter(config, resolved, engine, recorder, tokenizer, folder, set(done))
     tokens = 0

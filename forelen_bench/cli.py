@@ -34,8 +34,9 @@ def build(
     split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot or rl."),
     model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
     engine: str = typer.Option(
-        "hf", help="Generation engine: hf (continuous batching, features recorded while it "
-                   "generates), hf-static (static batches + recorder pass) or vllm (CUDA)."),
+        "auto", help="Generation engine: auto (vllm on CUDA where installed, else hf), hf "
+                     "(continuous batching, features recorded while it generates), hf-static "
+                     "(static batches + recorder pass) or vllm (CUDA)."),
     source: Optional[List[str]] = typer.Option(
         None, "--source", help="Registered source or a .jsonl/.json/.parquet/.csv file; repeatable. "
                                "Default: the split's offline mix."),
@@ -59,6 +60,8 @@ def build(
     prefill_chunk: int = typer.Option(512, help="hf: prompt tokens per prefill forward."),
     work_unit: Optional[int] = typer.Option(
         None, help="Sequences per engine call (hf 1024, vllm 4096, hf-static one shard)."),
+    num_shards: int = typer.Option(1, help="Split the build over this many jobs (then merge)."),
+    shard_index: int = typer.Option(0, help="This job's share, 0..num_shards-1."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
@@ -77,7 +80,7 @@ def build(
                         seed=seed, layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
                         batch_size=batch_size, slots=slots, kv_budget=kv_budget,
                         attention=attention, prefill_chunk=prefill_chunk, work_unit=work_unit,
-                        device=device, dtype=dtype, out=out, overwrite=overwrite,
+                        num_shards=num_shards, shard_index=shard_index, device=device, dtype=dtype, out=out, overwrite=overwrite,
                         skip_complete=skip_complete)
     entry = run_build(opts, console)
     s = entry["stats"]
@@ -91,6 +94,18 @@ def build(
         f"(max {s['output_tokens']['max']}), truncated {s['truncation_rate']:.1%}; "
         f"{rate:.1f} tok/s with features ({entry['build']['engine']}), features "
         f"{feature_s / max(build_s, 1e-9):.1%} of build time")
+
+
+@app.command()
+def merge(
+    out: str = typer.Argument(..., help="New dataset folder for the merged configs."),
+    inputs: List[str] = typer.Argument(..., help="Folders of the jobs of one sharded build."),
+):
+    """Join the folders of a build split with --num-shards/--shard-index into one folder."""
+    from forelen_bench.builders.merge import merge as merge_folders
+
+    console = _console()
+    merge_folders(out, list(inputs), console.print)
 
 
 @app.command()

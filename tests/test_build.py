@@ -392,3 +392,22 @@ def test_resume_after_sigkill_gives_the_same_rows(reference, opts, tmp_path):
     assert len(set(rows["uid"].to_pylist())) == rows.num_rows
     assert_same_rows(rows, reference[2])
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_engine_auto_is_hf_without_cuda_and_is_recorded(reference):
+    _, entry, _ = reference
+    assert entry["build"]["engine"] == "hf" and entry["engine_choice"] == "auto: no CUDA GPU"
+
+
+def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
+    import importlib.util
+
+    from forelen_bench.builders.build import choose_engine
+
+    assert choose_engine("hf-static", "cuda") == ("hf-static", "chosen with --engine")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert choose_engine("auto", "cuda:0")[0] == "hf"
+    assert "vllm is not installed" in choose_engine("auto", "cuda:0")[1]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert choose_engine("auto", "cuda:0") == ("vllm", "auto: CUDA GPU and vllm installed")
+    assert choose_engine("auto", "cpu")[0] == "hf"
