@@ -223,3 +223,5 @@ def test_compiled_entropy_agrees_with_eager(monkeypatch):
     monkeypatch.setenv("FORELEN_COMPILE", "0")
     assert hf.entropy_kernel(20000) == (hf.entropy, "eager")
     assert hf.entropy_kernel(300)[1] == "eager"  # small vocabularies are not worth compiling
+    monkeypatch.delenv("FORELEN_COMPILE")
+    assert hf.entropy_kernel(20000, "cuda") == (hf.entropy, "eager")

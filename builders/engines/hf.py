@@ -100,8 +100,9 @@ class HFEngine:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.cache = None
         self.timing = {"prefill_s": 0.0, "decode_s": 0.0, "feature_s": 0.0, "steps": 0}
-        self._entropy, self.entropy_kernel = (entropy_kernel(cfg.vocab_size) if settings.record
-                                              else (entropy, "eager"))
+        self._entropy, self.entropy_kernel = (
+            entropy_kernel(cfg.vocab_size, model.device.type) if settings.record
+            else (entropy, "eager"))
         slots.register()
 
     # ------------------------------------------------------------------ sizing
@@ -427,7 +428,7 @@ COMPILE_MIN_VOCAB = 16384
 _KERNELS: dict = {}
 
 
-def entropy_kernel(vocab_size: int):
+def entropy_kernel(vocab_size: int, device_type: str = "cpu"):
     """(entropy function, its name): `torch.compile`d where inductor works and the vocabulary is
     large, else eager.
 
@@ -435,11 +436,13 @@ def entropy_kernel(vocab_size: int):
     Measured here (2 cores, AMX Xeon), 128 x 49,152 logits: 19.8 ms eager, 3.2 ms compiled, after a
     3.6 s compilation; results within 2e-5 nats. The choice is resolved once, before a build starts,
     and recorded with the build (float16 storage can round the two differently).
-    FORELEN_COMPILE=0 forces eager.
+    FORELEN_COMPILE=0 forces eager. Only CPU runs compile: on a GPU eager entropy is cheap beside
+    the step, and a compile failure there would surface mid-build.
     """
     import os
 
-    if vocab_size < COMPILE_MIN_VOCAB or os.environ.get("FORELEN_COMPILE", "1") == "0":
+    if (vocab_size < COMPILE_MIN_VOCAB or device_type != "cpu"
+            or os.environ.get("FORELEN_COMPILE", "1") == "0"):
         return entropy, "eager"
     if "compiled" not in _KERNELS:
         try:
