@@ -214,7 +214,7 @@ def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, refere
 def test_compiled_entropy_agrees_with_eager(monkeypatch):
     import torch
 
-    from forelen_bench.builders.engines import hf
+    from forelen_bench.builders.engines import entropy as hf
 
     logits = torch.randn(5, 20000, generator=torch.Generator().manual_seed(0)) * 6
     fn, name = hf.entropy_kernel(20000)

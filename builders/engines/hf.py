@@ -33,7 +33,9 @@ import numpy as np
 
 from forelen_bench.builders.engines import (ENGINES, EngineInfo, EngineSettings, Generation,
                                             GenerationRequest)
+from forelen_bench.builders.engines.entropy import entropy, entropy_kernel
 from forelen_bench.builders.engines.sampling import eos_ids, sample_seeded
+from forelen_bench.builders.engines.slots import decoder_parts, slot_bytes_per_token
 from forelen_bench.errors import ForelenError
 
 ENTROPY_CHUNK = 128  # prompt positions per LM-head call: (128 x vocab) logits at most
@@ -414,71 +416,3 @@ class HFEngine:
             finally:
                 config._attn_implementation = previous
         return ctx()
-
-
-def entropy(logits):
-    """Exact entropy (nats) of softmax(logits) per row; logits (N, V) float32."""
-    import torch
-
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
-
-
-COMPILE_MIN_VOCAB = 16384
-_KERNELS: dict = {}
-
-
-def entropy_kernel(vocab_size: int, device_type: str = "cpu"):
-    """(entropy function, its name): `torch.compile`d where inductor works and the vocabulary is
-    large, else eager.
-
-    Eager entropy makes four passes over (rows x vocab) float32; inductor fuses them into one.
-    Measured here (2 cores, AMX Xeon), 128 x 49,152 logits: 19.8 ms eager, 3.2 ms compiled, after a
-    3.6 s compilation; results within 2e-5 nats. The choice is resolved once, before a build starts,
-    and recorded with the build (float16 storage can round the two differently).
-    FORELEN_COMPILE=0 forces eager. Only CPU runs compile: on a GPU eager entropy is cheap beside
-    the step, and a compile failure there would surface mid-build.
-    """
-    import os
-
-    if (vocab_size < COMPILE_MIN_VOCAB or device_type != "cpu"
-            or os.environ.get("FORELEN_COMPILE", "1") == "0"):
-        return entropy, "eager"
-    if "compiled" not in _KERNELS:
-        try:
-            import torch
-
-            fn = torch.compile(entropy, dynamic=True)
-            with torch.inference_mode():
-                probe = torch.randn(3, vocab_size)
-                if not torch.allclose(fn(probe), entropy(probe), atol=1e-4):
-                    raise RuntimeError("compiled entropy disagrees with eager")
-            _KERNELS["compiled"] = (fn, "compiled")
-        except Exception as exc:  # no C++ toolchain, unsupported platform: eager is exact too
-            _KERNELS["compiled"] = (entropy, f"eager ({type(exc).__name__})")
-    return _KERNELS["compiled"]
-
-
-def slot_bytes_per_token(model, kv_heads: int, head_dim: int) -> int:
-    itemsize = next(model.parameters()).element_size()
-    return 2 * model.config.num_hidden_layers * kv_heads * head_dim * itemsize
-
-
-def decoder_parts(model):
-    """(embeddings, decoder layers, final norm, rotary embedding, cache keyword) of a decoder model.
-
-    Llama-style families (Llama, Qwen2/2.5/3, Mistral, SmolLM) have them all; others get one line
-    pointing at `--engine hf-static`, which drives any model through `generate`.
-    """
-    import inspect
-
-    base = model.base_model
-    names = ("embed_tokens", "layers", "norm", "rotary_emb")
-    missing = [n for n in names if not hasattr(base, n)]
-    if missing or getattr(model.config, "use_sliding_window", False):
-        raise ForelenError(f"engine 'hf' cannot drive {type(model).__name__} "
-                           f"({'no ' + ', '.join(missing) if missing else 'sliding-window attention'}); "
-                           "use --engine hf-static")
-    params = inspect.signature(type(base.layers[0]).forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"
-    return base.embed_tokens, base.layers, base.norm, base.rotary_emb, cache_kw

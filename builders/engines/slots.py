@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from forelen_bench.errors import ForelenError
+
 ATTENTION_NAME = "forelen_slots"
 KERNELS = ("sdpa", "grouped", "eager")
 
@@ -217,3 +219,28 @@ def register() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, slot_attention)
+
+
+def slot_bytes_per_token(model, kv_heads: int, head_dim: int) -> int:
+    itemsize = next(model.parameters()).element_size()
+    return 2 * model.config.num_hidden_layers * kv_heads * head_dim * itemsize
+
+
+def decoder_parts(model):
+    """(embeddings, decoder layers, final norm, rotary embedding, cache keyword) of a decoder model.
+
+    Llama-style families (Llama, Qwen2/2.5/3, Mistral, SmolLM) have them all; others get one line
+    pointing at `--engine hf-static`, which drives any model through `generate`.
+    """
+    import inspect
+
+    base = model.base_model
+    names = ("embed_tokens", "layers", "norm", "rotary_emb")
+    missing = [n for n in names if not hasattr(base, n)]
+    if missing or getattr(model.config, "use_sliding_window", False):
+        raise ForelenError(f"engine 'hf' cannot drive {type(model).__name__} "
+                           f"({'no ' + ', '.join(missing) if missing else 'sliding-window attention'}); "
+                           "use --engine hf-static")
+    params = inspect.signature(type(base.layers[0]).forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return base.embed_tokens, base.layers, base.norm, base.rotary_emb, cache_kw
