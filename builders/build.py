@@ -25,7 +25,7 @@ class BuildOptions:
     split: str
     model: str = "smollm2-135m"
     engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
-    sources: tuple[str, ...] = ()  # empty: the split recipe's offline default mix
+    sources: tuple[str, ...] = ()  # empty: the recipe's paper mix, or its packaged mix offline
     prompt_column: str = "prompt"
     limit: int | None = None  # prompts (groups), over all sources
     samples_per_prompt: int | None = None  # None: the recipe's
@@ -119,6 +119,25 @@ def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int)
     if not mixed:
         raise ForelenError("the sources yielded no prompts")
     return mixed if limit is None else mixed[:limit]
+
+
+def source_mix(opts: BuildOptions, recipe, say) -> tuple[list, tuple[str, ...], str]:
+    """(prompts, sources, mix): --source as given; else the recipe's paper mix where the hub or a
+    cached copy serves it, and its packaged offline mix otherwise, said in one line."""
+    from forelen_bench.hub import HubUnreachable
+
+    def load(sources):
+        return load_prompts(sources, opts.prompt_column, opts.limit, opts.seed)
+
+    if opts.sources:
+        return load(opts.sources), opts.sources, "--source"
+    try:
+        return load(recipe.hub_sources), recipe.hub_sources, "paper (hub)"
+    except HubUnreachable:
+        say(f"the paper's {recipe.name} mix ({', '.join(recipe.hub_sources)}) cannot be reached "
+            "(no Hugging Face hub and no cached copy); building with the packaged offline mix "
+            f"({', '.join(recipe.sources)})")
+        return load(recipe.sources), recipe.sources, "packaged (offline fallback)"
 
 
 def render(tokenizer, text: str) -> str:
@@ -301,7 +320,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     if opts.skip_complete and not opts.overwrite and existing and existing["status"] == "complete":
         say(f"{config} is already built in {opts.out}; skipped")
         return existing
-    mixed = load_prompts(opts.sources or recipe.sources, opts.prompt_column, opts.limit, opts.seed)
+    mixed, sources, mix = source_mix(opts, recipe, say)
     device = pick_device(opts.device)
     engine_name, why = choose_engine(opts.engine, device)
     engine_cls = ENGINES.get(engine_name)
@@ -314,6 +333,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
         raise ForelenError(f"--layer must lie in 0..{num_layers} for {resolved_model.spec}")
     resolved = resolve(opts, recipe, model.config, resolved_model, revision, layers, device,
                        str(model.dtype).removeprefix("torch."), engine_name)
+    resolved.update(sources=list(sources), source_mix=mix)
     prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),

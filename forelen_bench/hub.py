@@ -22,6 +22,10 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+class HubUnreachable(ForelenError):
+    """The hub (and any cached copy) cannot serve a repo: callers with an offline fallback use it."""
+
+
 def connection_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the hub cannot be reached" (not "the repo does not exist")."""
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
@@ -62,7 +66,7 @@ def snapshot(repo: str, repo_type: str, patterns: Sequence[str] | None, label: s
     except RepositoryNotFoundError:
         raise ForelenError(f"{label}: {repo} was not found on the hub (or needs a login)") from None
     except connection_errors():
-        raise ForelenError(unreachable) from None
+        raise HubUnreachable(unreachable) from None
     except OSError as exc:
         raise ForelenError(f"{label}: cannot download {repo}: {short(exc)}") from None
     return Path(folder)

@@ -411,3 +411,40 @@ def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     assert choose_engine("auto", "cuda:0") == ("vllm", "auto: CUDA GPU and vllm installed")
     assert choose_engine("auto", "cpu")[0] == "hf"
+
+
+def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
+    from forelen_bench.builders import build
+    from forelen_bench.builders.splits import SPLITS
+    from forelen_bench.hub import HubUnreachable
+
+    recipe = SPLITS.get("cot")
+    said, asked = [], []
+
+    def hub_up(specs, column, limit, seed):
+        asked.append(tuple(specs))
+        return [f"prompt from {specs[0]}"]
+
+    monkeypatch.setattr(build, "load_prompts", hub_up)
+    opts = BuildOptions(split="cot")
+    assert build.source_mix(opts, recipe, said.append) == (
+        ["prompt from math500"], recipe.hub_sources, "paper (hub)")
+    assert not said
+
+    def hub_down(specs, column, limit, seed):
+        asked.append(tuple(specs))
+        if specs == recipe.hub_sources:
+            raise HubUnreachable("source 'math500' needs the Hugging Face hub")
+        return ["packaged prompt"]
+
+    monkeypatch.setattr(build, "load_prompts", hub_down)
+    assert build.source_mix(opts, recipe, said.append) == (
+        ["packaged prompt"], recipe.sources, "packaged (offline fallback)")
+    assert len(said) == 1 and "building with the packaged offline mix (mmath-pkg" in said[0]
+    given = dataclasses.replace(opts, sources=("x.jsonl",))
+    assert build.source_mix(given, recipe, said.append)[1:] == (("x.jsonl",), "--source")
+
+
+def test_manifest_records_the_mix_used(reference):
+    _, entry, _ = reference
+    assert entry["build"]["source_mix"] == "--source"
