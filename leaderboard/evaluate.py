@@ -147,7 +147,8 @@ def dataset_block(folder, data: Split3) -> dict:
             "config": data.config, "partition": "test", "schema_version": SCHEMA_VERSION,
             "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],
             "model_revision": build["model_revision"], "split": build["split"],
-            "recorded_layers": build["recorded_layers"]}
+            "recorded_layers": build["recorded_layers"], "sources": build.get("sources"),
+            "source_mix": build.get("source_mix")}
 
 
 def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,

@@ -173,6 +173,7 @@ def config_meta(recs: list[dict], block: dict | None) -> dict:
     d, ref = recs[0]["dataset"], recs[0].get("references") or {}
     return {"model": d.get("model"), "model_revision": d.get("model_revision"),
             "split": d.get("split"), "partition": d.get("partition"),
+            "sources": d.get("sources") or [], "source_mix": d.get("source_mix"),
             "fingerprint": d.get("fingerprint"), "test_rows": ref.get("test_rows"),
             "mean_len": ref.get("test_mean_output_tokens"),
             "truncation": ref.get("test_truncation_rate"), "floor": ref.get("static_floor_mae"),

@@ -83,7 +83,8 @@ def make_record(config: str, name: str, fingerprint: str, dataset_path: str | No
         "dataset": {"path": dataset_path, "repo": None, "revision": None, "config": config,
                     "partition": "test", "schema_version": 1, "fingerprint": fingerprint,
                     "model": "tiny/model", "model_revision": "r1", "split": config.split("-")[-1],
-                    "recorded_layers": [10, 30]},
+                    "recorded_layers": [10, 30], "sources": ["mmath-pkg", "gsm-symbolic"],
+                    "source_mix": "packaged (offline fallback)"},
         "protocol": {"fit": "train", "select": "validation", "score": "test", "seed": 42},
         "metrics": metrics,
         "per_step": ({str(t): {"n": 40, "mae": mae * (1 - t / 100)} for t in (0, 1, 2, 4, 8, 16, 32, 64)}

@@ -219,6 +219,7 @@ def test_page_has_every_section(results):
     assert page.count('aria-label="MAE versus observed step') == len(CONFIGS)
     assert page.count("<polyline") == 2 * len(CONFIGS)  # plp and tpv
     assert "rl static floor" in page
+    assert "<code>mmath-pkg, gsm-symbolic</code> (packaged (offline fallback))" in page
     for name in PREDICTORS:
         assert f'id="card-{name}"' in page
     assert 'id="records-table"' in page and "preview of a results folder" in page
