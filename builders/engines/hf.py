@@ -14,7 +14,8 @@ Why a loop of our own rather than `generate` or `generate_batch`: `generate` kee
 running until its longest row ends and exposes neither per-step states of chosen rows nor prompt
 states without materialising (tokens x vocab) logits; `generate_batch` (transformers' continuous
 batching) neither records features nor shares a prefix, and ran 64 requests x 128 tokens at
-58-74 tok/s on a 2-core machine without AMX (measured for this engine's issue). The model's own modules do all the maths.
+58-74 tok/s on a 2-core machine without AMX (measured for this engine's issue). The model's
+own modules do all the maths.
 
 Exactness: a sample's tokens depend only on its seed and its own logits (`sample_seeded`); which
 rows share a step never enters a row's computation except through floating-point blocking.
