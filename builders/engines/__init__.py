@@ -38,7 +38,7 @@ class Generation:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What a build asks of its engine. Defaults live here; the build resolves them into the manifest."""
+    """What a build asks of its engine; defaults live here, the build resolves them (manifest)."""
 
     batch_size: int = 32  # hf-static: sequences per static batch
     slots: int = 128  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)

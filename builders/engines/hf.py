@@ -1,4 +1,4 @@
-"""`hf` engine: continuous batching over the model's forward pass, features recorded as it generates.
+"""`hf` engine: continuous batching over the model's forward pass, features recorded as it goes.
 
 A fixed number of slots share a pre-allocated KV cache (`engines/slots.py`). A row that ends frees
 its slot at once and the next request, in plan order, is prefilled into it; the samples of one
@@ -96,8 +96,8 @@ class HFEngine:
         self._parts = decoder_parts(model)
         cfg = model.config
         self.num_layers = cfg.num_hidden_layers
-        self.layers = (sorted(settings.layers) if settings.layers else default_layers(self.num_layers)
-                       ) if settings.record else []
+        layers = sorted(settings.layers) if settings.layers else default_layers(self.num_layers)
+        self.layers = layers if settings.record else []
         self.records_features = settings.record
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -118,8 +118,8 @@ class HFEngine:
         fit = int(s.kv_budget_gib * 2**30 // per_slot) - 1  # one slot is the prefill scratch
         if fit < 1:
             raise ForelenError(
-                f"--kv-budget {s.kv_budget_gib:g} GiB cannot hold one prompt of {max_prompt} tokens "
-                f"plus {max_new} new tokens (one slot and the prefill slot need "
+                f"--kv-budget {s.kv_budget_gib:g} GiB cannot hold one prompt of {max_prompt} "
+                f"tokens plus {max_new} new tokens (one slot and the prefill slot need "
                 f"{2 * per_slot / 2**30:.3f} GiB); raise --kv-budget or lower --max-new-tokens / "
                 "--max-prompt-tokens")
         return min(s.slots, fit)
@@ -361,7 +361,8 @@ class HFEngine:
         chosen: dict[int, int] = {}
         by_settings: dict[tuple, list[int]] = {}
         for i in live:
-            by_settings.setdefault((rows[i].request.temperature, rows[i].request.top_p), []).append(i)
+            key = (rows[i].request.temperature, rows[i].request.top_p)
+            by_settings.setdefault(key, []).append(i)
         for (temperature, top_p), idx in by_settings.items():
             scores = (logits if len(idx) == len(rows)  # every row: no (n, V) copy
                       else logits[torch.tensor(idx, device=logits.device)])

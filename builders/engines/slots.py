@@ -1,8 +1,8 @@
 """The slot KV cache and the attention kernels of the continuous `hf` engine.
 
 The cache is handed to the model's own attention modules as their `cache` (transformers calls
-`cache.update(k, v, layer_idx, ...)` and attends over what it returns), and the attention function is
-registered in transformers' `AttentionInterface`, so the model's projections, rotary embeddings and
+`cache.update(k, v, layer_idx, ...)` and attends over what it returns), and the attention function
+is registered in transformers' `AttentionInterface`, so the model's projections, rotary embeddings and
 norms run unchanged; only where keys live and how one query token attends over them is ours.
 
 Decode attention kernels (`attention=`), one generated token per slot over the slots' own caches:
@@ -76,7 +76,7 @@ class SlotCache:
 
 @dataclass
 class Plan:
-    """What one forward pass writes and attends over; passed to attention as its `attention_mask`."""
+    """What one forward writes and attends over; handed to attention as its `attention_mask`."""
 
     decode: bool
     kernel: str = "grouped"
@@ -238,8 +238,8 @@ def decoder_parts(model):
     names = ("embed_tokens", "layers", "norm", "rotary_emb")
     missing = [n for n in names if not hasattr(base, n)]
     if missing or getattr(model.config, "use_sliding_window", False):
-        raise ForelenError(f"engine 'hf' cannot drive {type(model).__name__} "
-                           f"({'no ' + ', '.join(missing) if missing else 'sliding-window attention'}); "
+        why = "no " + ", ".join(missing) if missing else "sliding-window attention"
+        raise ForelenError(f"engine 'hf' cannot drive {type(model).__name__} ({why}); "
                            "use --engine hf-static")
     params = inspect.signature(type(base.layers[0]).forward).parameters
     cache_kw = "cache" if "cache" in params else "past_key_values"
