@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -45,6 +44,9 @@ class BuildOptions:
     work_unit: int | None = None  # sequences per engine call; None: the engine's default
     num_shards: int = 1  # split the plan's work units over this many independent jobs ...
     shard_index: int = 0  # ... of which this is one; `forelen merge` joins their folders
+    ray: str | None = None  # build on Ray: "" for ray.init()'s default, else a cluster address
+    workers: int | None = None  # Ray: model replicas; None: one per GPU, else one per node
+    max_retries: int = 3  # Ray: restarts of a lost worker, and retries of its work unit
     device: str = "auto"
     dtype: str = "auto"
     out: str = DEFAULT_OUT
@@ -95,6 +97,14 @@ def check_options(opts: BuildOptions) -> None:
         raise ForelenError(f"--temperature must be >= 0, got {opts.temperature}")
     if opts.top_p is not None and not 0 < opts.top_p <= 1:
         raise ForelenError(f"--top-p must be in (0, 1], got {opts.top_p}")
+    if opts.workers is not None and opts.workers <= 0:
+        raise ForelenError(f"--workers must be a positive integer, got {opts.workers}")
+    if opts.max_retries < 0:
+        raise ForelenError(f"--max-retries must be >= 0, got {opts.max_retries}")
+    if opts.ray is None and opts.workers is not None:
+        raise ForelenError("--workers sets the replicas of a Ray build; add --ray")
+    if opts.ray is not None and opts.num_shards > 1:
+        raise ForelenError("--ray and --num-shards are two ways to spread one build; use one")
     if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
         raise ForelenError(f"--shard-index must lie in 0..{opts.num_shards - 1} and --num-shards "
                            f"be >= 1, got {opts.shard_index} of {opts.num_shards}")
@@ -181,28 +191,27 @@ def prepare_config(folder, config: str, print_fn: Callable[[str], None],
     """Decide between a fresh build, a resume, or a refusal; returns the done shards."""
     entry = folder.config(config)
     if entry and overwrite:
-        shutil.rmtree(folder.config_dir(config), ignore_errors=True)
+        folder.remove(config)
         folder.update(lambda m: m["configs"].pop(config, None))
         entry = None
     if entry is None:
-        shutil.rmtree(folder.config_dir(config), ignore_errors=True)
+        folder.remove(config)
         return {}
     if entry.get("status") == "complete":
-        raise ForelenError(f"config {config!r} is already built in {folder.root}; "
+        raise ForelenError(f"config {config!r} is already built in {folder.location}; "
                            "pass --overwrite to rebuild it")
     if entry.get("fingerprint") != fp:
-        raise ForelenError(f"config {config!r} in {folder.root} holds a partial build with other "
+        raise ForelenError(f"config {config!r} in {folder.location} holds a partial build with other "
                            "settings or prompts; rerun with the same settings to resume, "
                            "or pass --overwrite")
     if _shard_id(entry.get("shard")) != _shard_id(shard):
-        raise ForelenError(f"config {config!r} in {folder.root} holds a partial build of "
+        raise ForelenError(f"config {config!r} in {folder.location} holds a partial build of "
                            f"{_shard_label(entry.get('shard'))}, not {_shard_label(shard)}; rerun "
                            "with the same --shard-index/--num-shards, or pass --overwrite")
     done = {n: s for n, s in entry.get("shards", {}).items() if folder.shard_ok(config, n, s)}
-    cdir = folder.config_dir(config)
-    for path in cdir.glob("*") if cdir.exists() else []:
-        if path.name not in done:  # shards of an interrupted chunk; redone identically
-            path.unlink()
+    for name in folder.config_files(config):
+        if name not in done:  # shards of an interrupted chunk; redone identically
+            folder.remove(config, name)
     print_fn(f"resuming {config}: {len(done)} shard(s) already written")
     return done
 
@@ -302,11 +311,10 @@ def pick_device(device: str) -> str:
 def run_build(opts: BuildOptions, console=None) -> dict:
     """Build (or resume) one config; returns its manifest entry."""
     from forelen_bench.builders.engines import ENGINES
-    from forelen_bench.builders.recorder import Recorder, default_layers
+    from forelen_bench.builders.recorder import Recorder
     from forelen_bench.builders.splits import SPLITS
     from forelen_bench.dataset import DatasetFolder
     from forelen_bench.models import load_model, resolve_model
-    from forelen_bench.provenance import git_commit, library_versions
 
     say = console.print if console else print
     check_options(opts)
@@ -320,29 +328,71 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     if opts.skip_complete and not opts.overwrite and existing and existing["status"] == "complete":
         say(f"{config} is already built in {opts.out}; skipped")
         return existing
-    mixed, sources, mix = source_mix(opts, recipe, say)
+    if opts.ray is not None:
+        from forelen_bench.builders.distributed import run_ray_build
+
+        return run_ray_build(opts, recipe, resolved_model, config, folder, console)
+    mixed = source_mix(opts, recipe, say)
     device = pick_device(opts.device)
     engine_name, why = choose_engine(opts.engine, device)
     engine_cls = ENGINES.get(engine_name)
     engine_cls.check(device)
     say(f"engine {engine_name} ({why}); loading {resolved_model.spec} on {device} ...")
     model, tokenizer, revision = load_model(resolved_model, device, opts.dtype)
-    num_layers = model.config.num_hidden_layers
+    plan = plan_build(opts, recipe, resolved_model, mixed, model.config, tokenizer, revision,
+                      device, str(model.dtype).removeprefix("torch."), engine_name)
+    engine = engine_cls.create(model, tokenizer, resolved_model, plan.settings)
+    plan.resolved.update(engine_settings=resolved_engine(engine, plan.settings),
+                         work_unit=opts.work_unit or getattr(engine_cls, "work_unit",
+                                                             opts.batch_size))
+    units, done = start_config(opts, folder, config, plan, why, say)
+    recorder = Recorder(model, plan.layers, steps=opts.steps, first_k=opts.egtp_first_k)
+    from forelen_bench.builders.runner import run_chunks
+
+    run_chunks(units, done, config, plan.resolved, engine, recorder, tokenizer, folder, console)
+    return finish_config(folder, config)
+
+
+@dataclass
+class BuildPlan:
+    """Everything planned before an engine runs: the same on a local build and on Ray's driver."""
+
+    resolved: dict  # the manifest's `build`; engine_settings and work_unit are added once known
+    prompts: list[PlannedPrompt]
+    chunks: list[Chunk]
+    layers: list[int]
+    settings: object  # EngineSettings
+
+
+def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tokenizer,
+               revision: str, device: str, dtype: str, engine_name: str) -> BuildPlan:
+    from forelen_bench.builders.recorder import default_layers
+
+    prompts_mix, sources, mix = mixed
+    num_layers = model_cfg.num_hidden_layers
     layers = sorted(set(opts.layers)) if opts.layers else default_layers(num_layers)
     if any(not 0 <= x <= num_layers for x in layers):
         raise ForelenError(f"--layer must lie in 0..{num_layers} for {resolved_model.spec}")
-    resolved = resolve(opts, recipe, model.config, resolved_model, revision, layers, device,
-                       str(model.dtype).removeprefix("torch."), engine_name)
+    resolved = resolve(opts, recipe, model_cfg, resolved_model, revision, layers, device, dtype,
+                       engine_name)
     resolved.update(sources=list(sources), source_mix=mix)
-    prompts = plan_prompts(mixed, recipe, tokenizer, resolved["max_prompt_tokens"])
+    prompts = plan_prompts(prompts_mix, recipe, tokenizer, resolved["max_prompt_tokens"])
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
                                resolved["max_new_tokens"])
-    engine = engine_cls.create(model, tokenizer, resolved_model, settings)
-    resolved.update(engine_settings=resolved_engine(engine, settings),
-                    work_unit=opts.work_unit or getattr(engine_cls, "work_unit", opts.batch_size))
+    return BuildPlan(resolved, prompts, chunks, layers, settings)
+
+
+def start_config(opts: BuildOptions, folder, config: str, plan: BuildPlan, why: str, say):
+    """Fingerprint the plan, decide fresh/resume/refuse, write the partial manifest entry.
+
+    Returns (this job's work units, the shards already done)."""
+    from forelen_bench.provenance import git_commit, library_versions
+
+    resolved, prompts = plan.resolved, plan.prompts
     fp = fingerprint(resolved, prompts)
-    units, shard = shard_units(chunks, resolved["work_unit"], opts.num_shards, opts.shard_index)
+    units, shard = shard_units(plan.chunks, resolved["work_unit"], opts.num_shards,
+                               opts.shard_index)
     done = prepare_config(folder, config, say, fp, opts.overwrite, shard)
 
     def start(m):
@@ -357,12 +407,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
         entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "feature_s": 0.0,
                                      "generated_tokens": 0})
     folder.update(start)
-
-    recorder = Recorder(model, layers, steps=opts.steps, first_k=opts.egtp_first_k)
-    from forelen_bench.builders.runner import run_chunks
-
-    run_chunks(units, done, config, resolved, engine, recorder, tokenizer, folder, console)
-    return finish_config(folder, config)
+    return units, done
 
 
 def shard_units(chunks: list[Chunk], work_unit: int, num_shards: int, index: int):

@@ -21,11 +21,12 @@ def merge(out: str, inputs: list[str], say=print) -> dict[str, dict]:
         raise ForelenError("forelen merge needs at least one input folder")
     folders = []
     for path in inputs:
-        if not (Path(path) / MANIFEST).is_file():
+        folder = DatasetFolder(path)
+        if not folder.exists(MANIFEST):
             raise ForelenError(f"{path} is not a forelen dataset folder (no {MANIFEST})")
-        if Path(path).resolve() == Path(out).resolve():
+        if _key(folder) == _key(DatasetFolder(out)):
             raise ForelenError(f"merge into a folder other than its inputs ({out})")
-        folders.append(DatasetFolder(path))
+        folders.append(folder)
     target = DatasetFolder(out)
     configs = sorted({c for f in folders for c in f.manifest()["configs"]})
     if not configs:
@@ -35,28 +36,32 @@ def merge(out: str, inputs: list[str], say=print) -> dict[str, dict]:
     return {config: _write(config, parts, target, say) for config, parts in plans.items()}
 
 
+def _key(folder) -> str:
+    return str(folder.root.resolve()) if folder.fs is None else folder.location.rstrip("/")
+
+
 def _check(config: str, parts: list, target) -> list:
     """Every refusal happens here, before anything is written."""
     first = parts[0][1]
     for folder, entry in parts:
         shard = entry.get("shard")
         if shard is None:
-            raise ForelenError(f"config {config!r} in {folder.root} was not built with "
+            raise ForelenError(f"config {config!r} in {folder.location} was not built with "
                                "--num-shards; there is nothing to merge")
         if (entry["fingerprint"], shard["count"], shard["plan_chunks"]) != (
                 first["fingerprint"], first["shard"]["count"], first["shard"]["plan_chunks"]):
-            raise ForelenError(f"config {config!r} in {folder.root} comes from another build plan "
-                               f"than in {parts[0][0].root} (settings, prompts or shard count "
+            raise ForelenError(f"config {config!r} in {folder.location} comes from another build plan "
+                               f"than in {parts[0][0].location} (settings, prompts or shard count "
                                "differ); merge only the jobs of one build command")
         if entry.get("status") != "complete":
-            raise ForelenError(f"config {config!r} in {folder.root} is unfinished (shard "
+            raise ForelenError(f"config {config!r} in {folder.location} is unfinished (shard "
                                f"{shard['index']}); rerun its build command to complete it")
     owner: dict[str, tuple] = {}
     for folder, entry in parts:
         for name, shard_entry in entry["shards"].items():
             if name in owner:
-                raise ForelenError(f"chunk {name} of {config!r} is in both {owner[name][0].root} "
-                                   f"and {folder.root}; give each job's folder once")
+                raise ForelenError(f"chunk {name} of {config!r} is in both {owner[name][0].location} "
+                                   f"and {folder.location}; give each job's folder once")
             owner[name] = (folder, shard_entry)
     missing = [n for n in first["shard"]["plan_chunks"] if n not in owner]
     if missing:
@@ -66,10 +71,10 @@ def _check(config: str, parts: list, target) -> list:
                            f"{first['shard']['count']}")
     for name, (folder, shard_entry) in owner.items():
         if not folder.shard_ok(config, name, shard_entry):
-            raise ForelenError(f"shard {folder.config_dir(config) / name} is missing or corrupt "
+            raise ForelenError(f"shard {folder.shard_path(config, name)} is missing or corrupt "
                                "(sha256 differs from its manifest); rebuild that job")
     if target.config(config):
-        raise ForelenError(f"{target.root} already holds config {config!r}; merge into a new "
+        raise ForelenError(f"{target.location} already holds config {config!r}; merge into a new "
                            "folder")
     return [(name, folder, shard_entry) for name, (folder, shard_entry) in sorted(owner.items())]
 
@@ -79,15 +84,14 @@ def _write(config: str, parts: list, target, say) -> dict:
     import hashlib
 
     from forelen_bench.builders.build import finish_config
-    from forelen_bench.dataset import atomic_write_bytes
 
     sources = {}
     for name, folder, shard_entry in parts:
-        data = (folder.config_dir(config) / name).read_bytes()
+        data = folder.read_bytes(f"data/{config}/{name}")
         if hashlib.sha256(data).hexdigest() != shard_entry["sha256"]:
-            raise ForelenError(f"shard {folder.config_dir(config) / name} changed during the merge")
-        atomic_write_bytes(target.config_dir(config) / name, data)
-        sources[str(folder.root)] = folder.config(config)
+            raise ForelenError(f"shard {folder.shard_path(config, name)} changed during the merge")
+        target.write_bytes(f"data/{config}/{name}", data)
+        sources[folder.location] = folder.config(config)
     entries = list(sources.values())
 
     def record(m):
@@ -102,5 +106,5 @@ def _write(config: str, parts: list, target, say) -> dict:
         m["configs"][config] = entry
     target.update(record)
     merged = finish_config(target, config)
-    say(f"merged {config}: {len(parts)} shards from {len(entries)} job folder(s) into {target.root}")
+    say(f"merged {config}: {len(parts)} shards from {len(entries)} job folder(s) into {target.location}")
     return merged

@@ -49,9 +49,12 @@ def requests_of(chunk, resolved: dict) -> list:
 class _ShardWriter:
     """Collects a unit's generations per chunk and writes each chunk's shard once it is whole."""
 
-    def __init__(self, config, resolved, engine, recorder, tokenizer, folder, done: set[str]):
+    def __init__(self, config, resolved, engine, recorder, tokenizer, folder, done: set[str],
+                 sink=None):
         self.config, self.resolved, self.engine = config, resolved, engine
         self.recorder, self.tokenizer, self.folder, self.done = recorder, tokenizer, folder, done
+        # where a written shard is reported: the manifest (a local build) or the Ray driver
+        self.sink = sink or (lambda shard: record_shard(folder, config, shard))
         self.mark = time.perf_counter()
         self.feature_mark = _feature_s(engine)
 
@@ -88,20 +91,23 @@ class _ShardWriter:
                             r.get("egtp_first_k"))
         entry = self.folder.write_shard(self.config, chunk.name, table)
         self.done.add(chunk.name)
-        generate_s, record_s = t0 - self.mark, t1 - t0
-        feature_s = _feature_s(self.engine) - self.feature_mark
+        shard = {"name": chunk.name, "entry": entry, "generate_s": t0 - self.mark,
+                 "record_s": t1 - t0,
+                 "feature_s": _feature_s(self.engine) - self.feature_mark,
+                 "generated_tokens": sum(len(g.token_ids) for g in gens)}
         self.mark, self.feature_mark = time.perf_counter(), _feature_s(self.engine)
-        n_tokens = sum(len(g.token_ids) for g in gens)
+        self.sink(shard)
 
-        def update(m):
-            cfg = m["configs"][self.config]
-            cfg["shards"][chunk.name] = entry
-            timing = cfg["timing"]
-            timing["generate_s"] += generate_s
-            timing["record_s"] += record_s
-            timing["feature_s"] = timing.get("feature_s", 0.0) + feature_s
-            timing["generated_tokens"] += n_tokens
-        self.folder.update(update)
+
+def record_shard(folder, config: str, shard: dict) -> None:
+    """Enter a written shard and its timing into the manifest (only ever by one process)."""
+    def update(m):
+        cfg = m["configs"][config]
+        cfg["shards"][shard["name"]] = shard["entry"]
+        timing = cfg["timing"]
+        for key in ("generate_s", "record_s", "feature_s", "generated_tokens"):
+            timing[key] = timing.get(key, 0) + shard[key]
+    folder.update(update)
 
 
 def _feature_s(engine) -> float:

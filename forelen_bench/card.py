@@ -7,7 +7,7 @@ import importlib.resources
 import numpy as np
 
 from forelen_bench import __version__
-from forelen_bench.dataset import CARD, DatasetFolder, atomic_write_bytes, partitions_present
+from forelen_bench.dataset import CARD, DatasetFolder, partitions_present
 from forelen_bench.schema import PARTITIONS, SCHEMA_VERSION
 
 
@@ -44,4 +44,4 @@ def render_card(folder: DatasetFolder) -> str:
 
 
 def write_card(folder: DatasetFolder) -> None:
-    atomic_write_bytes(folder.root / CARD, render_card(folder).encode())
+    folder.write_bytes(CARD, render_card(folder).encode())

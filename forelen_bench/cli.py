@@ -62,6 +62,14 @@ def build(
         None, help="Sequences per engine call (hf 1024, vllm 4096, hf-static one shard)."),
     num_shards: int = typer.Option(1, help="Split the build over this many jobs (then merge)."),
     shard_index: int = typer.Option(0, help="This job's share, 0..num_shards-1."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="[ADDRESS]",
+        help="Build on Ray: alone, ray.init()'s default (RAY_ADDRESS or a local cluster); with an "
+             "address, that cluster. Needs pip install 'forelen[distributed]'."),
+    workers: Optional[int] = typer.Option(
+        None, help="Ray: model replicas (default one per GPU, else one per node)."),
+    max_retries: int = typer.Option(3, help="Ray: restarts of a lost worker and retries of its "
+                                            "work unit."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
@@ -80,19 +88,25 @@ def build(
                         seed=seed, layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
                         batch_size=batch_size, slots=slots, kv_budget=kv_budget,
                         attention=attention, prefill_chunk=prefill_chunk, work_unit=work_unit,
-                        num_shards=num_shards, shard_index=shard_index, device=device, dtype=dtype, out=out, overwrite=overwrite,
-                        skip_complete=skip_complete)
+                        num_shards=num_shards, shard_index=shard_index, ray=ray,
+                        workers=workers, max_retries=max_retries, device=device, dtype=dtype,
+                        out=out, overwrite=overwrite, skip_complete=skip_complete)
     entry = run_build(opts, console)
     s = entry["stats"]
     t = entry["timing"]
-    build_s = t["generate_s"] + t["record_s"]
-    rate = t["generated_tokens"] / max(build_s, 1e-9)
+    build_s = t["generate_s"] + t["record_s"]  # summed over replicas on Ray
     feature_s = t["record_s"] + t.get("feature_s", 0.0)
+    if "ray" in entry:  # replicas run side by side: the rate that counts is the wall clock's
+        rate = t["generated_tokens"] / max(t.get("wall_s", build_s), 1e-9)
+        where = f"{entry['build']['engine']} on {entry['ray']['workers']} Ray worker(s), wall clock"
+    else:
+        rate = t["generated_tokens"] / max(build_s, 1e-9)
+        where = entry["build"]["engine"]
     console.print(
         f"[green]built[/green] {entry['build']['model_slug']}-{entry['build']['split']} in {out}: "
         f"{s['rows']} rows from {s['groups']} prompts, output tokens mean {s['output_tokens']['mean']} "
         f"(max {s['output_tokens']['max']}), truncated {s['truncation_rate']:.1%}; "
-        f"{rate:.1f} tok/s with features ({entry['build']['engine']}), features "
+        f"{rate:.1f} tok/s with features ({where}), features "
         f"{feature_s / max(build_s, 1e-9):.1%} of build time")
 
 
@@ -306,10 +320,23 @@ def _out_of_memory() -> None:
     sys.exit(2)
 
 
+# Options whose value may be left out (`--ray` alone means ray.init()'s default). Typer's parser
+# has no optional values, so a bare one is rewritten to `--ray=` before it parses.
+OPTIONAL_VALUE = ("--ray",)
+
+
+def _optional_values(argv: list[str]) -> list[str]:
+    out = []
+    for i, arg in enumerate(argv):
+        bare = arg in OPTIONAL_VALUE and (i + 1 == len(argv) or argv[i + 1].startswith("-"))
+        out.append(f"{arg}=" if bare else arg)
+    return out
+
+
 def main() -> None:
     """Entry point: people get one line and exit 2 for their errors, 130 on Ctrl-C."""
     try:
-        rc = app(standalone_mode=False)
+        rc = app(args=_optional_values(sys.argv[1:]), standalone_mode=False)
     except ForelenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

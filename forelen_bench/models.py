@@ -209,10 +209,26 @@ def load_model(resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto"
     return model, tokenizer, _revision(resolved, model)
 
 
-def _revision(resolved: ResolvedModel, model) -> str:
+def load_tokenizer(resolved: ResolvedModel):
+    """(tokenizer, model config, revision) without the weights: what a build's planner needs."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    location = model_dir(resolved)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        config = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        if resolved.kind in ("alias", "hub"):
+            raise ForelenError(f"model {resolved.spec!r} ({resolved.hub_id}) is not in the local "
+                               f"cache and the hub cannot be reached; {OFFLINE_HINT}") from None
+        raise ForelenError(f"cannot load model from {location}: {str(exc).splitlines()[0]}") from None
+    return tokenizer, config, _revision(resolved, config)
+
+
+def _revision(resolved: ResolvedModel, model_or_config) -> str:
     if resolved.package:
         return resolved.package
-    commit = getattr(model.config, "_commit_hash", None)
+    commit = getattr(getattr(model_or_config, "config", model_or_config), "_commit_hash", None)
     if commit:
         return commit
     return f"local:{resolved.location}"

@@ -143,7 +143,8 @@ def dataset_block(folder, data: Split3) -> dict:
     from forelen_bench.schema import SCHEMA_VERSION
 
     build = data.entry["build"]
-    return {"path": str(Path(folder.root).resolve()), "repo": None, "revision": None,
+    path = folder.location if folder.fs is not None else str(Path(folder.root).resolve())
+    return {"path": path, "repo": None, "revision": None,
             "config": data.config, "partition": "test", "schema_version": SCHEMA_VERSION,
             "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],
             "model_revision": build["model_revision"], "split": build["split"],

@@ -13,4 +13,15 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${FORELEN_CHROMIUM:-}" ] \
          && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
     || echo "note: could not install chromium; the browser test will skip" >&2
 fi
+# vllm's API is checked against the real package in its own virtualenv (tests/test_vllm_api.py;
+# vllm pins its own torch). It takes about 10 GB; where it cannot be made, those tests skip.
+if [ "${FORELEN_VLLM_VENV:-1}" = 1 ]; then
+  free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -ge 20 ]; then
+    bash scripts/vllm_venv.sh \
+      || { rm -rf .venv-vllm; echo "note: could not make .venv-vllm; the vllm API tests skip" >&2; }
+  else
+    echo "note: ${free_gb} GB free, too little for .venv-vllm (~10 GB); the vllm API tests skip" >&2
+  fi
+fi
 exec .venv/bin/python -m pytest -q "$@"

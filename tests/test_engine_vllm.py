@@ -37,6 +37,7 @@ class SamplingParams:
 @dataclass
 class _Completion:
     token_ids: list
+    finish_reason: str
 
 
 @dataclass
@@ -60,7 +61,7 @@ class LLM:
             tokens = [rng.randint(5, 250) for _ in range(n)]
             if n < p.max_tokens:
                 tokens.append(EOS)
-            outs.append(_Output([_Completion(tokens)]))
+            outs.append(_Output([_Completion(tokens, "stop" if n < p.max_tokens else "length")]))
         return outs
 '''
 
@@ -129,3 +130,22 @@ def test_vllm_resume_repeats_the_interrupted_unit_exactly(fake_vllm, tiny_model_
     assert fake_vllm.CALLS == ref_calls[1:]
     assert len(written) == entry["chunks"] - 3 and entry["chunks"] == 12
     assert_same_rows(sorted_rows(DatasetFolder(out.out)), ref_rows)
+
+
+def test_vllm_completions_follow_the_hf_conventions():
+    """EOS is cut from the tokens; "length" from vLLM (budget or context) stays censored."""
+    from types import SimpleNamespace
+
+    from forelen_bench.builders.engines import GenerationRequest
+    from forelen_bench.builders.engines.vllm import from_vllm
+
+    req = GenerationRequest("g#0", (1, 2), 4, 1.0, 1.0, 7)
+    eos = {0}
+    done = from_vllm(req, SimpleNamespace(token_ids=[5, 6, 0], finish_reason="stop"), eos)
+    assert (done.token_ids, done.finish_reason) == ((5, 6), "stop")
+    last = from_vllm(req, SimpleNamespace(token_ids=[5, 6, 7, 0], finish_reason="stop"), eos)
+    assert (last.token_ids, last.finish_reason) == ((5, 6, 7), "stop")
+    full = from_vllm(req, SimpleNamespace(token_ids=[5, 6, 7, 8], finish_reason="length"), eos)
+    assert (full.token_ids, full.finish_reason) == ((5, 6, 7, 8), "length")
+    context = from_vllm(req, SimpleNamespace(token_ids=[5, 6], finish_reason="length"), eos)
+    assert (context.token_ids, context.finish_reason) == ((5, 6), "length")

@@ -13,6 +13,18 @@ from forelen_bench.builders.engines import (ENGINES, EngineInfo, Generation, Gen
 from forelen_bench.errors import ForelenError
 
 
+# Every name this engine passes to or reads from vLLM. tests/test_vllm_api.py checks them against
+# the installed package (in its own virtualenv: vllm pins its own torch).
+VLLM_API = {
+    "LLM": ("model", "dtype", "enable_prefix_caching", "gpu_memory_utilization"),
+    "LLM.generate": ("prompts", "sampling_params", "use_tqdm"),
+    "SamplingParams": ("n", "temperature", "top_p", "max_tokens", "seed"),
+    "TokensPrompt": ("prompt_token_ids",),
+    "RequestOutput": ("outputs",),
+    "CompletionOutput": ("token_ids", "finish_reason"),
+}
+
+
 @ENGINES.register("vllm")
 class VLLMEngine:
     info = EngineInfo("vllm", "vLLM offline generation, prefix caching, per-sample seeds",
@@ -62,8 +74,30 @@ class VLLMEngine:
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for r, out in zip(requests, outputs):
-            gen = finish(r.uid, out.outputs[0].token_ids, self.eos_ids, r.max_new_tokens)
+            gen = from_vllm(r, out.outputs[0], self.eos_ids)
             results.append(gen)
             if on_done:
                 on_done(gen)
         return results
+
+
+def from_vllm(request: GenerationRequest, completion, eos: set[int]) -> Generation:
+    """A vLLM completion as a Generation, with the `hf` engines' conventions.
+
+    EOS, stop and finish_reason, compared:
+    - Both stop a sample at the first token in the same EOS set: the tokenizer's EOS plus the
+      model's generation_config `eos_token_id` (vLLM adds the latter to its stop tokens; the `hf`
+      engines read it through `sampling.eos_ids`). Neither uses stop strings, `min_tokens` or
+      `ignore_eos`.
+    - vLLM keeps the EOS token at the end of `token_ids`; `hf` never appends it. `finish` cuts at
+      the first EOS, so `token_ids` and `output_tokens` exclude EOS on every engine.
+    - `finish_reason` is "stop" (EOS) or "length" on both. `hf` says "length" when a sample fills
+      `max_new_tokens` without EOS, and an EOS drawn as the last allowed token is "stop" on both.
+      vLLM also says "length" when a sample reaches the model's context (`max_model_len`) before
+      `max_tokens`; the build clamps prompts so that cannot happen, but if it does the row is
+      kept censored ("length"), as vLLM reports it, rather than re-labelled "stop".
+    """
+    gen = finish(request.uid, completion.token_ids, eos, request.max_new_tokens)
+    if completion.finish_reason == "length" and gen.finish_reason != "length":
+        return Generation(gen.uid, gen.token_ids, "length")
+    return gen
