@@ -26,13 +26,14 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
+    """CPU model name, and whether it has AMX (bf16 figures differ with and without it)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown")
+    return f"{name} ({'with' if 'amx_bf16' in info else 'without'} AMX)"
 
 
 def main() -> None:

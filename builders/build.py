@@ -325,9 +325,12 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     config = f"{resolved_model.slug}-{recipe.name}"
     folder = DatasetFolder(opts.out)
     existing = folder.config(config)
-    if opts.skip_complete and not opts.overwrite and existing and existing["status"] == "complete":
-        say(f"{config} is already built in {opts.out}; skipped")
-        return existing
+    if existing and existing.get("status") == "complete" and not opts.overwrite:
+        if opts.skip_complete:
+            say(f"{config} is already built in {opts.out}; skipped")
+            return existing
+        raise ForelenError(f"config {config!r} is already built in {folder.location}; "
+                           "pass --overwrite to rebuild it")
     if opts.ray is not None:
         from forelen_bench.builders.distributed import run_ray_build
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forelen_bench.schema import column_names, features
+from forelen_bench.schema import features
 
 
 def _float16_lists(arrays: list[np.ndarray]):
@@ -32,14 +32,17 @@ def _step_lists(arrays: list[np.ndarray], dim: int):
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
-def build_table(scalars: list[dict], recorded: list, hidden_size: int, layers: list[int],
+def build_table(scalars: list[dict], recorded: list | None, hidden_size: int, layers: list[int],
                 first_k: int | None = None):
-    """`scalars`: identity and generation columns per row; `recorded`: matching `Recorded`s."""
+    """`scalars`: identity and generation columns per row; `recorded`: matching `Recorded`s, or
+    None for a text-only table (no feature columns)."""
     import pyarrow as pa
 
-    schema = features(hidden_size, layers, first_k).arrow_schema
+    with_features = recorded is not None
+    schema = features(hidden_size, layers if with_features else [], first_k if with_features else
+                      None, token_features=with_features).arrow_schema
     columns = {}
-    for name in column_names(layers, first_k):
+    for name in schema.names:
         if name == "prompt_entropy":
             columns[name] = _float16_lists([r.prompt_entropy for r in recorded])
         elif name == "response_entropy":

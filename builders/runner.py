@@ -105,8 +105,9 @@ def record_shard(folder, config: str, shard: dict) -> None:
         cfg = m["configs"][config]
         cfg["shards"][shard["name"]] = shard["entry"]
         timing = cfg["timing"]
-        for key in ("generate_s", "record_s", "feature_s", "generated_tokens"):
-            timing[key] = timing.get(key, 0) + shard[key]
+        for key, value in shard.items():  # generate_s, record_s, feature_s, *_tokens
+            if key not in ("name", "entry"):
+                timing[key] = timing.get(key, 0) + value
     folder.update(update)
 
 

@@ -110,6 +110,64 @@ def build(
         f"{feature_s / max(build_s, 1e-9):.1%} of build time")
 
 
+@app.command("import")
+def import_(
+    source: str = typer.Argument(..., help="File, folder, or hub dataset repo id."),
+    model: str = typer.Option("smollm2-135m", help="The model that generated the responses "
+                                                   "(features and the length check)."),
+    split: Optional[str] = typer.Option(None, help="long, cot or rl (the release's folders say "
+                                                   "it; other formats need it)."),
+    format: str = typer.Option("auto", "--format", help="auto, forelen-release, openai-chat, "
+                                                        "jsonl, csv or parquet."),
+    prompt_column: Optional[str] = typer.Option(None, help="Prompt column (default: prompt)."),
+    response_column: Optional[str] = typer.Option(None, help="Response column (default: "
+                                                             "response)."),
+    length_column: Optional[str] = typer.Option(None, help="Logged output length (default: "
+                                                           "output_tokens where present)."),
+    response_ids_column: Optional[str] = typer.Option(
+        None, help="Logged response token ids (default: response_token_ids where present)."),
+    group_column: Optional[str] = typer.Option(None, help="Group key (default: group_id where "
+                                                          "present, else identical prompts)."),
+    partition_column: Optional[str] = typer.Option(
+        None, help="train/validation/test (default: partition where present, else by hash)."),
+    finish_column: Optional[str] = typer.Option(None, help="stop/length (default: "
+                                                           "finish_reason where present)."),
+    features: bool = typer.Option(True, help="Record hidden states and entropies with --model."),
+    drop_text: bool = typer.Option(False, help="Store sha256 hashes instead of prompt and "
+                                               "response text."),
+    allow_length_mismatch: bool = typer.Option(
+        False, help="Import even when over 5% of logged lengths differ from the re-tokenised "
+                    "responses."),
+    skip_invalid: bool = typer.Option(False, help="Import the usable rows when some cannot be "
+                                                  "used (they are counted)."),
+    layers: Optional[List[int]] = typer.Option(
+        None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
+    steps: int = typer.Option(64, help="Response-token states kept per row."),
+    egtp_first_k: Optional[int] = typer.Option(None, help="Also EGTP over the first K prompt "
+                                                          "tokens."),
+    batch_size: int = typer.Option(32, help="Rows per shard (the unit of resume)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    out: str = typer.Option("forelen", help="Dataset folder (a path or a filesystem URL)."),
+    overwrite: bool = typer.Option(False, help="Import a config that is already there again."),
+):
+    """Import existing responses (serving logs, the ForeLen release, tables) as configs."""
+    from forelen_bench.builders.importer import ImportOptions, run_import
+
+    _quiet_libraries()
+    console = _console()
+    opts = ImportOptions(source=source, model=model, split=split, format=format,
+                         prompt_column=prompt_column, response_column=response_column,
+                         length_column=length_column, response_ids_column=response_ids_column,
+                         group_column=group_column, partition_column=partition_column,
+                         finish_column=finish_column, features=features, drop_text=drop_text,
+                         allow_length_mismatch=allow_length_mismatch, skip_invalid=skip_invalid,
+                         layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
+                         batch_size=batch_size, device=device, dtype=dtype, out=out,
+                         overwrite=overwrite)
+    run_import(opts, console)
+
+
 @app.command()
 def merge(
     out: str = typer.Argument(..., help="New dataset folder for the merged configs."),

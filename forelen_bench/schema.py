@@ -43,11 +43,16 @@ def feature_columns(layers: list[int], first_k: int | None = None) -> list[str]:
     return cols + [feature_column("step_states", layer) for layer in layers]
 
 
-def column_names(layers: list[int], first_k: int | None = None) -> list[str]:
-    return list(IDENTITY) + list(GENERATION) + list(TOKEN_FEATURES) + feature_columns(layers, first_k)
+def column_names(layers: list[int], first_k: int | None = None,
+                 token_features: bool = True) -> list[str]:
+    """A config's columns; a text-only config (imported with --no-features) has no feature
+    columns at all: no layers and no entropies."""
+    tokens = list(TOKEN_FEATURES) if token_features else []
+    return list(IDENTITY) + list(GENERATION) + tokens + feature_columns(layers, first_k)
 
 
-def features(hidden_size: int, layers: list[int], first_k: int | None = None):
+def features(hidden_size: int, layers: list[int], first_k: int | None = None,
+             token_features: bool = True):
     """HF `Features` of a config; vectors as fixed-length float16 lists, never `Array2D`."""
     from datasets import Features, List, Value
 
@@ -61,8 +66,9 @@ def features(hidden_size: int, layers: list[int], first_k: int | None = None):
         "response_token_ids": List(Value("int32")), "output_tokens": Value("int32"),
         "finish_reason": Value("string"), "temperature": Value("float32"),
         "top_p": Value("float32"), "max_new_tokens": Value("int32"), "seed": Value("int64"),
-        "prompt_entropy": List(Value("float16")), "response_entropy": List(Value("float16")),
     }
+    if token_features:
+        spec.update(prompt_entropy=List(Value("float16")), response_entropy=List(Value("float16")))
     for layer in layers:
         for kind in POOLINGS:
             spec[feature_column(kind, layer)] = vec

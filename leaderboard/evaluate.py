@@ -152,8 +152,25 @@ def dataset_block(folder, data: Split3) -> dict:
             "source_mix": build.get("source_mix")}
 
 
+def runnable_on(entry: dict | None, config: str, classes: list, say=None) -> list:
+    """The predictors that can run on a config: on a text-only config (imported with
+    --no-features) a hidden-state predictor asked for alone is one clear error, and among
+    several (`--predictor all`) the hidden-state ones are left out, said in one line."""
+    if entry is None or entry.get("build", {}).get("features", True):
+        return classes
+    hidden = [c.info.name for c in classes if c.info.family == "hidden-state"]
+    if hidden and len(hidden) == len(classes):
+        raise ForelenError(f"config {config!r} has no features (imported with --no-features); "
+                           f"{', '.join(hidden)} needs hidden states: import it again with "
+                           "features, or evaluate a text-proxy or reference predictor")
+    if hidden and say:
+        say(f"{config}: no features (imported with --no-features); leaving out "
+            f"{', '.join(hidden)}")
+    return [c for c in classes if c.info.family != "hidden-state"]
+
+
 def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,
-                   results_dir: str, on_result=None, sim=None) -> list[dict]:
+                   results_dir: str, on_result=None, sim=None, say=None) -> list[dict]:
     """Evaluate every (config, predictor) pair; write and return the result records.
 
     `sim` (simulator.endtoend.SimSettings) sets up the `end_to_end` section; default settings
@@ -162,10 +179,11 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
     from forelen_bench.leaderboard.records import predictions_hash, stamp, write_record
     from forelen_bench.predictors import PREDICTORS
 
-    classes = [PREDICTORS.get(n) for n in predictor_names]
+    requested = [PREDICTORS.get(n) for n in predictor_names]
     records = []
     for config in configs:
         entry = folder.config(config)
+        classes = runnable_on(entry, config, requested, say)
         layers = entry["build"]["recorded_layers"] if entry else []
         columns = {c for cls in classes for c in make_predictor(cls, seed).columns(layers)} if entry else set()
         data = load_config(folder, config, sorted(columns))

@@ -24,10 +24,10 @@ def resolve_names(predictor: str, data: str, config: str, families: tuple[str, .
     from forelen_bench.dataset import DatasetFolder
     from forelen_bench.leaderboard.evaluate import _unknown
     names = predictor_names(predictor, families)
-    if not (Path(data) / "manifest.json").is_file():
+    folder = DatasetFolder(data)
+    if not folder.exists("manifest.json"):
         raise ForelenError(f"no dataset folder at {data} (no manifest.json); build one with "
                            "`forelen build` or pass --data")
-    folder = DatasetFolder(data)
     built = sorted(n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete")
     if config == "all":
         if not built:
@@ -60,7 +60,7 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
         rows.append(record)
 
     console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
-    run_evaluation(folder, configs, names, seed, results, on_result=show)
+    run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print)
     for cfg in configs:
         recs = sorted((r for r in rows if r["dataset"]["config"] == cfg),
                       key=lambda r: (not r["predictor"]["ranked"], r["metrics"].get("mae") or 1e18))

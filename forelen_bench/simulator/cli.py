@@ -27,6 +27,7 @@ def simulate_command(predictor: str, data: str, config: str, batching: str, sett
     console.print(f"simulating {len(names)} predictor(s) on {len(configs)} config(s), "
                   f"seed {settings.seed}")
     records = run_evaluation(folder, configs, names, settings.seed, results, sim=settings,
+                             say=console.print,
                              on_result=lambda r: console.print(
                                  f"  {r['dataset']['config']:>24}  {r['predictor']['name']}"))
     modes = MODES if batching == "both" else (batching,)
