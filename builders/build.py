@@ -288,14 +288,19 @@ def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_
                           max_prompt_tokens=max_prompt, max_new_tokens=max_new)
 
 
-def resolved_engine(engine, settings) -> dict:
+def resolved_engine(engine, settings, model=None) -> dict:
     """The engine settings that shape the computation (and so the rows): part of the fingerprint."""
     if hasattr(engine, "slot_count"):  # hf: the slot count the KV budget allows, fixed for the build
         slots = engine.slot_count(settings.max_prompt_tokens, settings.max_new_tokens)
         return {"slots": slots, "kv_budget_gib": settings.kv_budget_gib,
                 "attention": settings.attention, "prefill_chunk": settings.prefill_chunk,
                 "entropy": engine.entropy_kernel, "features": "recorded during generation"}
-    return {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
+    out = {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
+    if model is not None:  # the recorder's entropy kernel (engines/entropy.py)
+        from forelen_bench.builders.engines.entropy import entropy_kernel
+
+        out["entropy"] = entropy_kernel(model.config.vocab_size, model.device.type)[1]
+    return out
 
 
 def pick_device(device: str) -> str:
@@ -345,7 +350,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     plan = plan_build(opts, recipe, resolved_model, mixed, model.config, tokenizer, revision,
                       device, str(model.dtype).removeprefix("torch."), engine_name)
     engine = engine_cls.create(model, tokenizer, resolved_model, plan.settings)
-    plan.resolved.update(engine_settings=resolved_engine(engine, plan.settings),
+    plan.resolved.update(engine_settings=resolved_engine(engine, plan.settings, model),
                          work_unit=opts.work_unit or getattr(engine_cls, "work_unit",
                                                              opts.batch_size))
     units, done = start_config(opts, folder, config, plan, why, say)

@@ -84,7 +84,7 @@ class BuildWorker:
 
         return {"pid": os.getpid(), "device": self.device, "revision": self.revision,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
-                "engine_settings": resolved_engine(self.engine, self.settings),
+                "engine_settings": resolved_engine(self.engine, self.settings, self.model),
                 "threads": torch.get_num_threads()}
 
     def run(self, config: str, resolved: dict, unit: list, done: list[str]) -> dict:

@@ -374,7 +374,7 @@ def _finish(value):
 
 def _resolved(plan: Plan, opts: ImportOptions, resolved_model, model_cfg, revision: str,
               model) -> dict:
-    from forelen_bench.builders.recorder import default_layers
+    from forelen_bench.builders.recorder import BATCH_TOKENS, default_layers
 
     num_layers = model_cfg.num_hidden_layers
     layers = (sorted(set(opts.layers)) or default_layers(num_layers)) if opts.features else []
@@ -396,8 +396,16 @@ def _resolved(plan: Plan, opts: ImportOptions, resolved_model, model_cfg, revisi
         "dtype": str(model.dtype).removeprefix("torch.") if model is not None else None,
         "entropy": ("nats, temperature 1, full vocabulary, position-aligned (see schema); "
                     "teacher-forced over the logged response") if opts.features else None,
+        "entropy_kernel": _entropy_kernel(model) if model is not None else None,
+        "recorder_batch_tokens": BATCH_TOKENS if opts.features else None,
         "import": plan.report,
     }
+
+
+def _entropy_kernel(model) -> str:
+    from forelen_bench.builders.engines.entropy import entropy_kernel
+
+    return entropy_kernel(model.config.vocab_size, model.device.type)[1]
 
 
 def _fingerprint(resolved: dict, rows: list[Row]) -> str:
@@ -416,7 +424,7 @@ def _write(plan: Plan, opts: ImportOptions, folder, resolved_model, model_cfg, r
     from forelen_bench.builders.runner import _progress, record_shard
     from forelen_bench.provenance import git_commit, library_versions
 
-    say = console.print if console else print
+    say = console.print if console else _plain
     resolved = _resolved(plan, opts, resolved_model, model_cfg, revision, model)
     fp = _fingerprint(resolved, plan.rows)
     done = prepare_config(folder, plan.config, say, fp, opts.overwrite)
@@ -451,6 +459,13 @@ def _write(plan: Plan, opts: ImportOptions, folder, resolved_model, model_cfg, r
     say(f"[green]imported[/green] {plan.config} into {folder.location}: "
         f"{entry['stats']['rows']} rows from {entry['stats']['groups']} prompts{rate}")
     return entry
+
+
+def _plain(message: str) -> None:
+    """print, without the rich markup a console would render."""
+    from rich.text import Text
+
+    print(Text.from_markup(message).plain)
 
 
 def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, recorder) -> dict:

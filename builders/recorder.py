@@ -13,6 +13,9 @@ import numpy as np
 
 from forelen_bench.schema import first_k_column
 
+# Tokens (padded) a recorder forward takes at once. Measured on 64 rows of 246 tokens on average
+# (2-core AMX Xeon, SmolLM2 bf16): 8192 -> 899, 4096 -> 1091, 2048 -> 1060, 1024 -> 942 tok/s.
+BATCH_TOKENS = 4096
 FP16_MAX = 65504.0  # residual streams can carry outliers; clamp instead of storing inf
 
 
@@ -44,7 +47,7 @@ class Recorded:
 
 class Recorder:
     def __init__(self, model, layers: Sequence[int] | None = None, steps: int = 64,
-                 chunk_tokens: int = 128, batch_tokens: int = 8192, first_k: int | None = None):
+                 chunk_tokens: int = 512, batch_tokens: int = BATCH_TOKENS, first_k: int | None = None):
         self.model = model
         self.num_layers = model.config.num_hidden_layers
         self.layers = list(layers) if layers else default_layers(self.num_layers)
@@ -53,6 +56,11 @@ class Recorder:
             raise ValueError(f"layers {bad} out of range 0..{self.num_layers}")
         self.steps, self.chunk_tokens, self.batch_tokens = steps, chunk_tokens, batch_tokens
         self.first_k = first_k
+        from forelen_bench.builders.engines.entropy import entropy_kernel
+
+        # fused by torch.compile on CPU where it works (see entropy.py); recorded with the data
+        self._entropy, self.entropy_kernel = entropy_kernel(model.config.vocab_size,
+                                                            model.device.type)
 
     def record(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
                ) -> list[Recorded]:
@@ -120,9 +128,7 @@ class Recorder:
         parts = []
         with torch.inference_mode():
             for start in range(0, flat.shape[0], self.chunk_tokens):
-                logits = head(flat[start: start + self.chunk_tokens]).float()  # (c, V)
-                logp = torch.log_softmax(logits, dim=-1)
-                parts.append(-(logp.exp() * logp).sum(dim=-1))
+                parts.append(self._entropy(head(flat[start: start + self.chunk_tokens])))
         ent = torch.cat(parts).cpu().numpy()
         return np.split(ent, np.cumsum(lengths)[:-1])
 

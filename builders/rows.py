@@ -49,7 +49,7 @@ def build_table(scalars: list[dict], recorded: list | None, hidden_size: int, la
             columns[name] = _float16_lists([r.response_entropy for r in recorded])
         elif name.startswith("step_states_l"):
             columns[name] = _step_lists([r.step_states[name] for r in recorded], hidden_size)
-        elif name in recorded[0].pooled:
+        elif with_features and name in recorded[0].pooled:
             columns[name] = _vectors([r.pooled[name] for r in recorded], hidden_size)
         else:
             columns[name] = pa.array([row[name] for row in scalars], type=schema.field(name).type)

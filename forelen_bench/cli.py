@@ -306,7 +306,7 @@ def push(
     private: bool = typer.Option(False, help="Create the repo private."),
 ):
     """Upload a dataset folder (card, manifest, parquet) to the hub as a dataset repo."""
-    from forelen_bench.leaderboard.push import push_dataset
+    from forelen_bench.builders.push import push_dataset
 
     print(push_dataset(folder, repo_id, tag, private))
 

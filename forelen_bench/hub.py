@@ -6,7 +6,9 @@ where per-file calls retry for tens of seconds; with a cached copy it works offl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -70,3 +72,58 @@ def snapshot(repo: str, repo_type: str, patterns: Sequence[str] | None, label: s
     except OSError as exc:
         raise ForelenError(f"{label}: cannot download {repo}: {short(exc)}") from None
     return Path(folder)
+
+
+# -- pushing (a dataset folder: builders/push.py; a leaderboard release: leaderboard/push.py)
+
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# Lock files, temp files of interrupted atomic writes, caches: never published.
+IGNORE = [".*", "**/.*", "*.lock", "**/*.lock", "*.tmp", "**/*.tmp", "**/__pycache__/**"]
+NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "socket", "ssl"}
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not REPO_ID_RE.match(repo_id or ""):
+        raise ForelenError(f"--repo-id {repo_id!r} is not of the form ORG/NAME")
+    return repo_id
+
+
+def hub_api(what: str):
+    """An HfApi with a token, or a one-line error: no token, or the hub switched off."""
+    from huggingface_hub import HfApi, get_token
+
+    if not get_token():
+        raise ForelenError(f"cannot push {what}: no Hugging Face token; run `hf auth login` or set "
+                           "HF_TOKEN")
+    if hub_offline():
+        raise ForelenError(f"cannot push {what}: the hub is switched off (HF_HUB_OFFLINE is set)")
+    return HfApi()
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str):
+    """Turn hub and network failures into one line naming the repo."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise ForelenError(f"cannot push to {repo_id}: the hub is switched off (HF_HUB_OFFLINE)") \
+            from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise ForelenError(f"the hub refused {repo_id} (HTTP {status}): the token has no write "
+                               "access to it") from None
+        if status == 409:
+            raise ForelenError(f"conflict on {repo_id}: {short(exc)}") from None
+        raise ForelenError(f"hub error on {repo_id}: {short(exc)}") from None
+    except connection_errors() as exc:
+        raise ForelenError(f"cannot reach the Hugging Face hub to push {repo_id}: {short(exc)}") \
+            from None
+    except Exception as exc:
+        # Whatever HTTP stack this huggingface_hub version uses, its transport errors are network.
+        if type(exc).__module__.split(".")[0] in NETWORK_MODULES:
+            raise ForelenError(f"cannot reach the Hugging Face hub to push {repo_id}: "
+                               f"{short(exc)}") from None
+        raise

@@ -45,6 +45,8 @@ class Predictor:
 
     def columns(self, layers: list[int]) -> list[str]:
         """The columns this instance reads, given the layers a config recorded."""
+        if not any("{" in c for c in self.info.requires):  # no per-layer column (text, references)
+            return list(self.info.requires)
         layer = resolve_layer(getattr(self, "layer", "final"), layers)
         return [c.format(layer=layer, mid=resolve_layer("mid", layers)) for c in self.info.requires]
 

@@ -1,4 +1,4 @@
-"""Publishing to the hub (leaderboard/push.py), tested up to the HfApi boundary with a fake HfApi."""
+"""Publishing to the hub (builders/push.py: datasets; leaderboard/push.py: releases), tested up to the HfApi boundary with a fake HfApi."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from forelen_bench import cli
 from forelen_bench.errors import ForelenError
+from forelen_bench.builders import push as dataset_push
 from forelen_bench.leaderboard import push
 from forelen_bench.leaderboard.release import make_release
 from leaderboard_records import CONFIGS, make_dataset, write_results
@@ -73,7 +74,7 @@ def names(calls) -> list[str]:
 
 def test_push_dataset_uploads_card_manifest_parquet_and_tags(hub, dataset):
     before = snapshot(dataset)
-    url = push.push_dataset(dataset, "org/forelen", tag="v1.0", private=True)
+    url = dataset_push.push_dataset(dataset, "org/forelen", tag="v1.0", private=True)
     assert url == "https://hub.example/datasets/org/forelen"
     assert names(hub.calls) == ["create_repo", "upload_folder", "create_tag"]
     _, args, kw = hub.calls[0]
@@ -93,19 +94,19 @@ def test_push_dataset_uploads_card_manifest_parquet_and_tags(hub, dataset):
 
 
 def test_push_dataset_without_tag_does_not_tag(hub, dataset):
-    push.push_dataset(dataset, "org/forelen")
+    dataset_push.push_dataset(dataset, "org/forelen")
     assert names(hub.calls) == ["create_repo", "upload_folder"]
     assert hub.calls[0][2]["private"] is False
 
 
 def test_push_checks_the_folder_before_the_hub(hub, dataset, tmp_path):
     with pytest.raises(ForelenError, match="no dataset folder"):
-        push.push_dataset(tmp_path / "nothing", "org/x")
+        dataset_push.push_dataset(tmp_path / "nothing", "org/x")
     with pytest.raises(ForelenError, match="not of the form ORG/NAME"):
-        push.push_dataset(dataset, "just-a-name")
+        dataset_push.push_dataset(dataset, "just-a-name")
     (dataset / "README.md").unlink()
     with pytest.raises(ForelenError, match="no dataset card"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     assert hub.calls == []
 
 
@@ -115,25 +116,25 @@ def test_push_refuses_an_unfinished_config_or_a_broken_shard(hub, dataset):
     folder = DatasetFolder(dataset)
     folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "building"))
     with pytest.raises(ForelenError, match=f"config {CONFIGS[1]} .* is not complete"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "complete"))
     (dataset / "data" / CONFIGS[0] / "test-00000.parquet").write_bytes(b"short")
     with pytest.raises(ForelenError, match="missing or differs from the manifest"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     assert hub.calls == []
 
 
 def test_no_token_fails_in_one_line(hub, dataset, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(ForelenError, match="no Hugging Face token"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     assert hub.calls == []
 
 
 def test_offline_fails_in_one_line(hub, dataset, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ForelenError, match="HF_HUB_OFFLINE"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     assert hub.calls == []
 
 
@@ -143,7 +144,7 @@ def test_connection_failure_is_one_line_and_writes_nothing(hub, dataset, release
     before = snapshot(dataset), snapshot(release)
     hub.fail["upload_folder"] = requests.ConnectionError("Max retries exceeded with url: /api")
     with pytest.raises(ForelenError, match="cannot reach the Hugging Face hub to push org/x"):
-        push.push_dataset(dataset, "org/x", tag="v1")
+        dataset_push.push_dataset(dataset, "org/x", tag="v1")
     with pytest.raises(ForelenError, match="cannot reach the Hugging Face hub"):
         push.push_leaderboard(release, "org/x")
     assert "create_tag" not in names(hub.calls)
@@ -156,11 +157,11 @@ def test_hub_refusals_are_one_line(hub, dataset):
     response = type("Response", (), {"status_code": 403, "headers": {}, "url": "u", "request": None})()
     hub.fail["create_repo"] = HfHubHTTPError("403 Forbidden", response=response)
     with pytest.raises(ForelenError, match=r"refused org/x \(HTTP 403\)"):
-        push.push_dataset(dataset, "org/x")
+        dataset_push.push_dataset(dataset, "org/x")
     response.status_code = 409
     hub.fail = {"create_tag": HfHubHTTPError("409 Conflict: tag v1 exists", response=response)}
     with pytest.raises(ForelenError, match="conflict on org/x"):
-        push.push_dataset(dataset, "org/x", tag="v1")
+        dataset_push.push_dataset(dataset, "org/x", tag="v1")
 
 
 def test_push_leaderboard_as_a_static_space(hub, release):

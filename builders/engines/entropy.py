@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 def entropy(logits):
-    """Exact entropy (nats) of softmax(logits) per row; logits (N, V) float32."""
+    """Exact entropy (nats) of softmax(logits) per row, in float32; logits (N, V) of any float
+    dtype (compiled, the cast is fused into the one pass)."""
     import torch
 
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
 
 

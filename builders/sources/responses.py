@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,6 @@ DEFAULT_COLUMNS = {"prompt": "prompt", "response": "response", "length": "output
                    "ids": "response_token_ids", "group": "group_id", "partition": "partition",
                    "finish": "finish_reason"}
 REQUIRED = ("prompt", "response")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 @dataclass
@@ -57,10 +55,10 @@ def locate(source: str) -> tuple[Path, str]:
     path = Path(source).expanduser()
     if path.exists():
         return path, "local"
-    if not HUB_ID.match(source):
-        raise ForelenError(f"no such file or folder: {source}")
-    from forelen_bench.hub import snapshot
+    from forelen_bench.hub import REPO_ID_RE, snapshot
 
+    if not REPO_ID_RE.match(source):
+        raise ForelenError(f"no such file or folder: {source}")
     folder = snapshot(source, "dataset", None, f"forelen import {source}",
                       f"cannot import {source}: the Hugging Face hub cannot be reached and no "
                       "cached copy exists; download the dataset where the hub is reachable and "
@@ -109,12 +107,12 @@ def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None]
         return [Part(path.stem, split, _nonempty(records, path), {str(path): sha256_of(path)},
                      {"prompt": "messages", "response": "choices[0].message.content",
                       "length": "usage.completion_tokens", "finish": "choices[0].finish_reason"})]
-    rows, names = _table(path, fmt)
+    rows, names, lines = _table(path, fmt)
     mapping = _mapping(columns, names, path)
     records = [Record(*(row.get(mapping[k]) if mapping[k] else None
                         for k in ("prompt", "response", "length", "ids", "group", "partition",
-                                  "finish")), where=f"{path.name}:{i + 1}")
-               for i, row in enumerate(rows)]
+                                  "finish")), where=f"{path.name}:{line}")
+               for line, row in zip(lines, rows)]
     return [Part(path.stem, split, _nonempty(records, path), {str(path): sha256_of(path)},
                  mapping)]
 
@@ -149,8 +147,10 @@ def _nonempty(records: list, path: Path) -> list:
     return records
 
 
-def _table(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
-    """Rows as dicts, every CSV value a string (the release mixes types across its files)."""
+def _table(path: Path, fmt: str) -> tuple[list[dict], list[str], list[str]]:
+    """(rows as dicts, column names, where each row is: its line, or "row N" in Parquet).
+
+    Every CSV value is read as a string (the release mixes types across its files)."""
     try:
         if fmt == "csv":
             import pandas as pd
@@ -162,7 +162,8 @@ def _table(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
             except (pd.errors.ParserError, UnicodeDecodeError) as exc:
                 raise ForelenError(f"cannot parse {path} as CSV: "
                                    f"{str(exc).strip().splitlines()[0]}") from None
-            return frame.to_dict("records"), list(frame.columns)
+            rows = frame.to_dict("records")  # a CSV row spanning lines is rare; header is 1
+            return rows, list(frame.columns), [str(i + 2) for i in range(len(rows))]
         if fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -171,12 +172,14 @@ def _table(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
                 table = pq.read_table(path)
             except pa.ArrowInvalid as exc:
                 raise ForelenError(f"cannot read {path} as Parquet: {exc}") from None
-            return table.to_pylist(), table.column_names
-        rows = [obj for _, obj in _json_lines(path)]
-        if any(not isinstance(r, dict) for r in rows):
+            return (table.to_pylist(), table.column_names,
+                    [f"row {i + 1}" for i in range(table.num_rows)])
+        numbered = _json_lines(path)
+        if any(not isinstance(obj, dict) for _, obj in numbered):
             raise ForelenError(f"{path}: every line must be a JSON object")
+        rows = [obj for _, obj in numbered]
         names = list(dict.fromkeys(k for r in rows for k in r))
-        return rows, names
+        return rows, names, [str(i) for i, _ in numbered]
     except OSError as exc:
         raise ForelenError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -274,7 +277,7 @@ def _release(path: Path, split: str | None) -> list[Part]:
             if part not in files:
                 continue
             f = files[part]
-            rows, names = _table(f, "csv")
+            rows, names, lines = _table(f, "csv")
             missing = [c for c in RELEASE_COLUMNS.values() if c not in names]
             if missing:
                 raise ForelenError(f"{f} has no column {missing[0]!r}; the release's files have "
@@ -285,8 +288,8 @@ def _release(path: Path, split: str | None) -> list[Part]:
             sums[str(f)] = sha256_of(f)
             records += [Record(r[RELEASE_COLUMNS["prompt"]], r[RELEASE_COLUMNS["response"]],
                                r[RELEASE_COLUMNS["length"]], None, None, part, None,
-                               f"{f.parent.name}/{f.name}:{i + 2}")
-                        for i, r in enumerate(rows)]
+                               f"{f.parent.name}/{f.name}:{line}")
+                        for line, r in zip(lines, rows)]
         parts.append(Part(f"{generator}-{s}", s, records, sums,
                           dict(RELEASE_COLUMNS, partition="file name (train/validation/test)")))
     return parts

@@ -1,0 +1,273 @@
+"""`forelen import`: the ForeLen release's layout, chat-completions logs and forelen's own export,
+imported with the tiny float32 model; the features of a round trip equal the built ones; bad input
+is one line and exit 2 with nothing written."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from forelen_bench.builders.importer import ImportOptions, run_import
+from forelen_bench.dataset import DatasetFolder
+from forelen_bench.errors import ForelenError
+from test_build import CONFIG, STEPS, opts, reference  # noqa: F401 (fixtures)
+from test_cli import assert_one_line_error, call_main
+
+RESPONSES = [
+    "The answer is 42 because six times seven is forty two.",
+    "First add the numbers, then divide by two. The result is 7.",
+    "A quiet town by the sea has a small museum.",
+    "def add(a, b):\n    return a + b",
+    "Start at zero and count to ten, one step at a time.",
+    "Paintings are shown every summer.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return tiny_model[1]
+
+
+def n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory, tokenizer):
+    """Qwen2.5_7B/RL/{train,validation,test}.csv in the release's columns; validation's lengths
+    are written as strings ("7.0"), as some of the release's files have them."""
+    root = tmp_path_factory.mktemp("release")
+    folder = root / "Qwen2.5_7B" / "RL"
+    folder.mkdir(parents=True)
+    for p, part in enumerate(("train", "validation", "test")):
+        with open(folder / f"{part}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["user_prompt_content", "response_content", "target_length"])
+            for i in range(4):
+                prompt = f"Question {p}-{i // 2}: what is {i // 2} plus {p}?"  # 2 samples each
+                response = RESPONSES[(i + p) % len(RESPONSES)]
+                length = n_tokens(tokenizer, response)
+                w.writerow([prompt, response, f"{length}.0" if part == "validation" else length])
+    return root
+
+
+@pytest.fixture(scope="module")
+def chat_log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chat") / "logs.jsonl"
+    lines = []
+    for i in range(20):
+        reply = RESPONSES[i % len(RESPONSES)]
+        lines.append({"request": {"model": "served", "messages": [
+                          {"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": f"Tell me thing number {i}."}]},
+                      "response": {"choices": [{"message": {"role": "assistant",
+                                                            "content": reply},
+                                                "finish_reason": "length" if i == 0 else "stop"}],
+                                   "usage": {"prompt_tokens": 20, "completion_tokens": None}}})
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def import_opts(source, model_dir, out, **kw) -> ImportOptions:
+    return ImportOptions(source=str(source), model=str(model_dir), out=str(out), dtype="float32",
+                         device="cpu", steps=STEPS, batch_size=4, **kw)
+
+
+def test_release_layout_keeps_partitions_and_names_the_config(release, tiny_model_dir, tmp_path):
+    (entry,) = run_import(import_opts(release, tiny_model_dir, tmp_path / "ds"))
+    folder = DatasetFolder(tmp_path / "ds")
+    assert list(folder.manifest()["configs"]) == ["qwen2.5-7b-rl"]
+    assert entry["origin"] == "imported" and entry["build"]["split"] == "rl"
+    report = entry["build"]["import"]
+    assert report["format"] == "forelen-release" and report["rows_read"] == 12
+    assert report["rows_used"] == 12 and report["unusable"] == {}
+    assert report["length_mismatch_rate"] == 0.0
+    assert len(report["files"]) == 3 and all(len(h) == 64 for h in report["files"].values())
+    table = folder.read("qwen2.5-7b-rl")
+    assert entry["stats"]["partition_rows"] == {"train": 4, "validation": 4, "test": 4}
+    # the validation file's "7.0" strings were cast; targets are the logged lengths
+    parts = table["partition"].to_pylist()
+    lengths = table["output_tokens"].to_pylist()
+    ids = table["response_token_ids"].to_pylist()
+    assert all(n == len(i) for n, i in zip(lengths, ids))
+    assert parts.count("validation") == 4
+    # identical prompts form groups of 2 samples; prompts were given the chat template
+    assert entry["stats"]["groups"] == 6
+    assert all(p.startswith("<|im_start|>") for p in table["prompt"].to_pylist())
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "imported" in card and "forelen-release" in card
+
+
+def test_openai_chat_logs_text_only(chat_log, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ds"
+    (entry,) = run_import(import_opts(chat_log, tiny_model_dir, out, split="cot", features=False))
+    assert entry["build"]["features"] is False and entry["build"]["recorded_layers"] == []
+    table = DatasetFolder(out).read("tiny-llama-cot")
+    assert "egtp_l3" not in table.column_names and "prompt_entropy" not in table.column_names
+    assert table.num_rows == 20 and table["finish_reason"].to_pylist().count("length") == 1
+    assert all("Be brief." in p and p.rstrip().endswith("assistant")
+               for p in table["prompt"].to_pylist())
+    assert entry["build"]["import"]["length_mismatch_rate"] is None  # no logged lengths
+    # a text-only config: references and text proxies evaluate, a hidden-state predictor says no
+    results = str(tmp_path / "results")
+    code, stdout, err = call_main(monkeypatch, capsys, "evaluate", "--data", str(out),
+                                  "--predictor", "egtp", "--results", results)
+    assert "has no features" in assert_one_line_error(code, stdout, err)
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+
+    notes = []
+    records = run_evaluation(DatasetFolder(out), ["tiny-llama-cot"],
+                             ["constant-median", "prompt-length", "egtp"], 0, results,
+                             say=notes.append)
+    assert [r["predictor"]["name"] for r in records] == ["constant-median", "prompt-length"]
+    assert notes and "leaving out egtp" in notes[0]
+
+
+def export(reference_folder, path, with_ids: bool = True) -> None:
+    rows = DatasetFolder(reference_folder).read(CONFIG).to_pylist()
+    keys = ["prompt", "response", "output_tokens", "group_id", "partition", "finish_reason"]
+    keys += ["response_token_ids"] if with_ids else []
+    path.write_text("".join(json.dumps({k: r[k] for k in keys}) + "\n" for r in rows))
+
+
+def test_round_trip_features_equal_the_built_ones(reference, tiny_model_dir, tmp_path):
+    """Build, export prompts, responses and token ids, import with features: same rows, and
+    features within float16 storage of the built ones (cosine >= 0.9999; entropies within 1e-4
+    plus one float16 step, the precision they are stored at)."""
+    folder, entry, built = reference
+    source = tmp_path / "export.jsonl"
+    export(folder.root, source)
+    (imported,) = run_import(import_opts(source, tiny_model_dir, tmp_path / "ds", split="rl"))
+    assert imported["build"]["import"]["prompts_already_rendered"] == built.num_rows
+    got = DatasetFolder(tmp_path / "ds").read(CONFIG).sort_by("uid")
+    assert got["uid"].to_pylist() == built["uid"].to_pylist()
+    for name in ("output_tokens", "response_token_ids", "partition", "group_id", "prompt",
+                 "finish_reason", "prompt_tokens"):
+        assert got[name].to_pylist() == built[name].to_pylist(), name
+    for name in built.column_names:
+        if re.match(r"^(egtp|mean|max|last)_l\d+$", name):
+            a = np.asarray(built[name].to_pylist(), float)
+            b = np.asarray(got[name].to_pylist(), float)
+            cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            assert cos.min() >= 0.9999, name
+        elif name.endswith("_entropy"):
+            for x, y in zip(built[name].to_pylist(), got[name].to_pylist()):
+                x, y = np.asarray(x, float), np.asarray(y, float)
+                assert x.shape == y.shape
+                assert np.all(np.abs(x - y) <= 1e-4 + np.abs(x) * 2.0 ** -10), name
+        elif name.startswith("step_states_l"):
+            for x, y in zip(built[name].to_pylist(), got[name].to_pylist()):
+                assert np.asarray(x).shape == np.asarray(y).shape
+
+
+def test_evaluate_and_resume_on_an_import(reference, tiny_model_dir, tmp_path, monkeypatch):
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from test_build import interrupt_on_call
+
+    folder, _, _ = reference
+    source = tmp_path / "export.jsonl"
+    export(folder.root, source)
+    o = import_opts(source, tiny_model_dir, tmp_path / "full", split="rl")
+    run_import(o)
+    whole = DatasetFolder(o.out).read(CONFIG).sort_by("uid")
+    cut = dataclasses.replace(o, out=str(tmp_path / "cut"))
+    interrupt_on_call(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(cut)
+    monkeypatch.undo()
+    partial = DatasetFolder(cut.out).config(CONFIG)
+    assert partial["status"] == "partial" and len(partial["shards"]) == 2
+    run_import(cut)
+    again = DatasetFolder(cut.out).read(CONFIG).sort_by("uid")
+    assert again.equals(whole)
+    records = run_evaluation(DatasetFolder(cut.out), [CONFIG], ["constant-median", "egtp"], 0,
+                             str(tmp_path / "results"))
+    assert [r["predictor"]["name"] for r in records] == ["constant-median", "egtp"]
+    assert all(np.isfinite(r["metrics"]["mae"]) for r in records)
+
+
+def test_drop_text_keeps_ids_and_hashes_text(release, tiny_model_dir, tmp_path):
+    run_import(import_opts(release, tiny_model_dir, tmp_path / "ds", drop_text=True,
+                           features=False))
+    table = DatasetFolder(tmp_path / "ds").read("qwen2.5-7b-rl")
+    assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", t)
+               for t in table["prompt"].to_pylist() + table["response"].to_pylist())
+    assert all(len(ids) == n for ids, n in zip(table["response_token_ids"].to_pylist(),
+                                               table["output_tokens"].to_pylist()))
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line, exit 2, nothing written
+
+
+def _bad(tmp_path, name: str, text: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _refused(monkeypatch, capsys, tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    code, stdout, err = call_main(monkeypatch, capsys, "import", *map(str, args), "--out",
+                                  str(out), "--dtype", "float32", "--device", "cpu")
+    line = assert_one_line_error(code, stdout, err)
+    assert not out.exists(), "a refused import wrote into the output folder"
+    return line
+
+
+def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, tiny_model_dir, release,
+                               tokenizer):
+    model = ("--model", tiny_model_dir)
+    no_length = tmp_path / "rel" / "M_1B" / "RL"
+    no_length.mkdir(parents=True)
+    (no_length / "train.csv").write_text("user_prompt_content,response_content\nhi,there\n")
+    assert "no column 'target_length'" in _refused(monkeypatch, capsys, tmp_path,
+                                                   tmp_path / "rel", *model)
+    assert "empty" in _refused(monkeypatch, capsys, tmp_path, _bad(tmp_path, "e.jsonl", ""),
+                               "--split", "rl", *model)
+    words = _bad(tmp_path, "w.csv", "prompt,response,output_tokens\nhi,there,12\nhi,you,many\n")
+    line = _refused(monkeypatch, capsys, tmp_path, words, "--split", "cot", *model)
+    assert "whole number" in line and "w.csv:3" in line
+    # lengths counted in characters: not this model's tokens
+    chars = tmp_path / "chars.csv"
+    with open(chars, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "response", "output_tokens"])
+        w.writerows([f"q{i}", r, len(r)] for i, r in enumerate(RESPONSES))
+    assert "not the model that generated" in _refused(monkeypatch, capsys, tmp_path, chars,
+                                                      "--split", "cot", *model)
+    latin = _bad(tmp_path, "l.jsonl", b'{"prompt": "caf\xe9", "response": "x"}\n')
+    assert "cannot read" in _refused(monkeypatch, capsys, tmp_path, latin, "--split", "cot",
+                                     *model)
+    if os.geteuid() != 0:  # root reads a chmod-000 file anyway
+        locked = _bad(tmp_path, "locked.csv", "prompt,response\nhi,there\n")
+        locked.chmod(0)
+        assert "cannot read" in _refused(monkeypatch, capsys, tmp_path, locked, "--split", "cot",
+                                         *model)
+    missing = _bad(tmp_path, "m.csv", "question,answer\nhi,there\n")
+    assert "--prompt-column" in _refused(monkeypatch, capsys, tmp_path, missing, "--split", "cot",
+                                         *model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _refused(monkeypatch, capsys, tmp_path, "someorg/forelen-logs", "--split", "rl",
+                    *model)
+    assert "hub cannot be reached" in line
+    assert "--split is needed" in _refused(monkeypatch, capsys, tmp_path, words, *model)
+
+
+def test_skip_invalid_counts_the_rows_it_leaves_out(tmp_path, tiny_model_dir, tokenizer):
+    good = RESPONSES[0]
+    path = _bad(tmp_path, "mixed.csv", "prompt,response,output_tokens\n"
+                f"a,{good},{n_tokens(tokenizer, good)}\nb,{good},lots\n,{good},3\n")
+    with pytest.raises(ForelenError, match="--skip-invalid"):
+        run_import(import_opts(path, tiny_model_dir, tmp_path / "ds", split="cot"))
+    (entry,) = run_import(import_opts(path, tiny_model_dir, tmp_path / "ds", split="cot",
+                                      skip_invalid=True, features=False))
+    report = entry["build"]["import"]
+    assert report["rows_used"] == 1
+    assert report["unusable"] == {"length not a whole number >= 0": 1, "no prompt": 1}
