@@ -73,7 +73,8 @@ def main() -> None:
                 "tokens": t["generated_tokens"], "loop_s": t["wall_s"],
                 "tok_s": t["generated_tokens"] / t["wall_s"], "busy_s": t["busy_s"],
                 "startup_s": t["ray_startup_s"], "total_s": time.perf_counter() - start,
-                "threads_per_worker": e["ray"]["threads_per_worker"], "units": e["ray"]["units_run"]}
+                "threads_per_worker": e["ray"]["threads_per_worker"],
+                "units": e["ray"]["units_run"]}
     finally:
         ray.shutdown()
     r1 = results["ray1"]

@@ -47,7 +47,8 @@ class Recorded:
 
 class Recorder:
     def __init__(self, model, layers: Sequence[int] | None = None, steps: int = 64,
-                 chunk_tokens: int = 512, batch_tokens: int = BATCH_TOKENS, first_k: int | None = None):
+                 chunk_tokens: int = 512, batch_tokens: int = BATCH_TOKENS,
+                 first_k: int | None = None):
         self.model = model
         self.num_layers = model.config.num_hidden_layers
         self.layers = list(layers) if layers else default_layers(self.num_layers)

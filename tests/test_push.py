@@ -1,4 +1,5 @@
-"""Publishing to the hub (builders/push.py: datasets; leaderboard/push.py: releases), tested up to the HfApi boundary with a fake HfApi."""
+"""Publishing to the hub (builders/push.py: datasets; leaderboard/push.py: releases), tested up to
+the HfApi boundary with a fake HfApi."""
 
 from __future__ import annotations
 

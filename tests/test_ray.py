@@ -21,7 +21,8 @@ from test_build import CONFIG, assert_same_rows, cli_args, opts, sorted_rows  # 
 from test_cli import assert_one_line_error, call_main
 from conftest import cli_env
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'forelen[distributed]'")
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: "
+                                       "pip install 'forelen[distributed]'")
 psutil = pytest.importorskip("psutil")
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def plan(opts, tmp_path_factory):
     """Work units of eight sequences: several units, so both replicas get work."""
-    return dataclasses.replace(opts, work_unit=8, out=str(tmp_path_factory.mktemp("ray-local") / "ds"))
+    return dataclasses.replace(opts, work_unit=8,
+                               out=str(tmp_path_factory.mktemp("ray-local") / "ds"))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def _replicas() -> list:
 
 
 def test_a_killed_replica_is_restarted_and_its_unit_redone(cluster, plan, tmp_path):
-    """SIGKILL one replica as soon as the first shard lands: Ray restarts it and retries its unit."""
+    """SIGKILL one replica as soon as the first shard lands: Ray restarts it, retries its unit."""
     slow = dataclasses.replace(plan, max_new_tokens=160, samples_per_prompt=4, work_unit=16,
                                batch_size=8, out=str(tmp_path / "local"))
     run_build(slow)

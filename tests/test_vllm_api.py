@@ -30,7 +30,8 @@ def api() -> dict:
         python = str(ROOT / ".venv-vllm" / "bin" / "python")
     probe = subprocess.run([python, str(Path(__file__).with_name("vllm_api_probe.py"))],
                            capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, CUDA_VISIBLE_DEVICES="", VLLM_LOGGING_LEVEL="ERROR"))
+                           env=dict(os.environ, CUDA_VISIBLE_DEVICES="",
+                                    VLLM_LOGGING_LEVEL="ERROR"))
     assert probe.returncode == 0, probe.stderr[-3000:]
     return json.loads(probe.stdout.strip().splitlines()[-1])
 
