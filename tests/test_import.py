@@ -271,3 +271,47 @@ def test_skip_invalid_counts_the_rows_it_leaves_out(tmp_path, tiny_model_dir, to
     report = entry["build"]["import"]
     assert report["rows_used"] == 1
     assert report["unusable"] == {"length not a whole number >= 0": 1, "no prompt": 1}
+
+
+def test_import_resumes_after_sigkill(tiny_model_dir, tmp_path):
+    """kill -9 once the first shard is in the manifest; the same command resumes and ends with
+    the rows of an uninterrupted import."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import FORELEN, cli_env
+
+    source = tmp_path / "many.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"Question {i}: say something.",
+                                          "response": RESPONSES[i % len(RESPONSES)] * 3})
+                              + "\n" for i in range(80)))
+    args = [FORELEN, "import", str(source), "--split", "cot", "--model", str(tiny_model_dir),
+            "--dtype", "float32", "--device", "cpu", "--batch-size", "1", "--steps", "4"]
+    run_import(ImportOptions(source=str(source), model=str(tiny_model_dir), split="cot",
+                             dtype="float32", device="cpu", batch_size=1, steps=4,
+                             out=str(tmp_path / "whole")))
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads((out / "manifest.json").read_text())["configs"]["tiny-llama-cot"][
+                    "shards"]:
+                proc.send_signal(signal.SIGKILL)
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the import finished before the kill"
+    entry = json.loads((out / "manifest.json").read_text())["configs"]["tiny-llama-cot"]
+    assert entry["status"] == "partial" and 0 < len(entry["shards"]) < entry["chunks"]
+    again = subprocess.run(args + ["--out", str(out)], env=cli_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stdout + again.stderr
+    rows = DatasetFolder(out).read("tiny-llama-cot").sort_by("uid")
+    assert rows.equals(DatasetFolder(tmp_path / "whole").read("tiny-llama-cot").sort_by("uid"))
+    assert not list(out.rglob(".tmp-*"))
