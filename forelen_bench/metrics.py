@@ -7,8 +7,16 @@ import numpy as np
 OBSERVED_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 
 
-def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000) -> dict:
-    """MAE (+ bootstrap 95% CI), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100."""
+def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=None,
+                   censored=None) -> dict:
+    """MAE (+ bootstrap 95% CI), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100,
+    and the censoring metrics.
+
+    `groups` (one key per row): the bootstrap resamples groups (prompts), not rows, since the
+    samples of one prompt are correlated; without it every row is its own group. `censored`
+    (bool per row, `finish_reason == "length"`): those rows' targets are lower bounds (see
+    `censoring_metrics`).
+    """
     from scipy.stats import kendalltau, spearmanr
     from sklearn.metrics import mean_absolute_error, mean_squared_error, median_absolute_error
 
@@ -17,19 +25,83 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000) -> dict
     if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
         raise ValueError(f"need two equal 1-d non-empty arrays, got {y.shape} and {p.shape}")
     err = np.abs(y - p)
-    lo, hi = bootstrap_ci(err, seed=seed, n_boot=n_boot)
+    lo, hi = bootstrap_ci(err, seed=seed, n_boot=n_boot, groups=groups)
     constant = np.ptp(p) == 0 or np.ptp(y) == 0  # rank correlations are undefined
     return {
         "n": int(len(y)),
+        "groups": int(len(np.unique(np.asarray(groups)))) if groups is not None else int(len(y)),
         "mae": float(mean_absolute_error(y, p)),
         "mae_ci95": [lo, hi],
+        "ci_unit": "group" if groups is not None else "row",
         "rmse": float(np.sqrt(mean_squared_error(y, p))),
         "median_ae": float(median_absolute_error(y, p)),
         "kendall_tau": None if constant else float(kendalltau(y, p).statistic),
         "spearman_rho": None if constant else float(spearmanr(y, p).statistic),
         "acc_50": float(np.mean(err <= 50)),
         "acc_100": float(np.mean(err <= 100)),
+        **censoring_metrics(y, p, censored),
     }
+
+
+def censoring_metrics(y_true, y_pred, censored=None) -> dict:
+    """A row cut at max_new_tokens gives a lower bound (the cap), not a length.
+
+    - `censored_fraction`: the share of such rows;
+    - `mae_complete`: MAE over the rows that ended by themselves (None if there are none);
+    - `mae_censor_aware`: MAE in which a censored row's error counts only under-prediction,
+      max(0, cap - prediction): predicting beyond the cap is not an error, since the true length
+      is at least the cap.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    cut = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+    err = np.where(cut, np.maximum(0.0, y - p), np.abs(y - p))
+    return {"censored_fraction": float(cut.mean()),
+            "mae_complete": float(np.abs(y - p)[~cut].mean()) if (~cut).any() else None,
+            "mae_censor_aware": float(err.mean())}
+
+
+def _group_index(groups, n: int) -> tuple[np.ndarray, int]:
+    """(group index per row, number of groups); every row its own group without `groups`."""
+    if groups is None:
+        return np.arange(n), n
+    _, index = np.unique(np.asarray(groups), return_inverse=True)
+    return index.ravel(), int(index.max()) + 1
+
+
+def group_bootstrap_means(values, groups=None, *, seed: int = 0, n_boot: int = 1000) -> np.ndarray:
+    """Bootstrap replicates of the mean of per-row `values` (1-d, or 2-d rows x series: one
+    replicate set shared by every series, as a paired test needs), resampling whole groups with
+    replacement: each replicate is sum(values of the drawn groups) / rows of the drawn groups."""
+    v = np.asarray(values, dtype=np.float64)
+    flat = v.ndim == 1
+    v = v[:, None] if flat else v
+    index, g = _group_index(groups, v.shape[0])
+    sums = np.zeros((g, v.shape[1]))
+    np.add.at(sums, index, v)
+    counts = np.bincount(index, minlength=g).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, g, size=(n_boot, g))
+    weight = np.zeros((n_boot, g))
+    np.add.at(weight, (np.repeat(np.arange(n_boot), g), draws.ravel()), 1.0)
+    means = (weight @ sums) / (weight @ counts)[:, None]
+    return means[:, 0] if flat else means
+
+
+def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int = 2000,
+                      level: float = 0.95) -> dict:
+    """Paired group bootstrap of MAE(a) - MAE(b) over the same test rows.
+
+    `significant` when the percentile interval of the difference excludes 0: then `a` is
+    significantly better (diff < 0) or worse (diff > 0) than `b` at `level`."""
+    a, b = np.asarray(err_a, np.float64), np.asarray(err_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired errors need the same rows, got {a.shape} and {b.shape}")
+    reps = group_bootstrap_means(a - b, groups, seed=seed, n_boot=n_boot)
+    tail = (1 - level) / 2 * 100
+    lo, hi = float(np.percentile(reps, tail)), float(np.percentile(reps, 100 - tail))
+    return {"diff": float(np.mean(a - b)), "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0),
+            "p_value": float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))}
 
 
 def ranking_metrics(y_true, scores) -> dict:
@@ -43,11 +115,11 @@ def ranking_metrics(y_true, scores) -> dict:
             "spearman_rho": None if constant else float(spearmanr(y, s).statistic)}
 
 
-def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95) -> list[float]:
-    """Percentile bootstrap CI of the mean absolute error (resampling test rows)."""
-    err = np.asarray(abs_err, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = err[rng.integers(0, len(err), size=(n_boot, len(err)))].mean(axis=1)
+def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95,
+                 groups=None) -> list[float]:
+    """Percentile bootstrap CI of the mean absolute error, resampling groups (prompts) when
+    `groups` is given, else rows."""
+    means = group_bootstrap_means(abs_err, groups, seed=seed, n_boot=n_boot)
     tail = (1 - level) / 2 * 100
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
 

@@ -82,13 +82,32 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     if pred.info.outputs == "ranking":
         out["metrics"] = ranking_metrics(y_test, predictions)
     else:
-        out["metrics"] = length_metrics(y_test, predictions, seed=seed)
+        out["metrics"] = length_metrics(y_test, predictions, seed=seed,
+                                        groups=np.asarray(data.test["group_id"]),
+                                        censored=np.asarray(data.test["finish_reason"]) == "length")
     if pred.info.progressive:
         out["remaining"] = remaining_matrix(pred, test, y_test)
         col = {t: j for j, t in enumerate(OBSERVED_STEPS)}
         out["per_step"] = per_step_mae(
             y_test, lambda t, mask: out["remaining"][mask, col[t]], OBSERVED_STEPS)
     return out
+
+
+def per_row(data: Split3, result: dict) -> dict | None:
+    """What the page's paired significance tests need, in test-row order: each row's absolute
+    error and group (prompt) index, and a hash of the row order so that only records over the
+    very same rows are paired. None for ranking-only predictors (no lengths, no errors)."""
+    import hashlib
+
+    if result["metrics"].get("mae") is None:
+        return None
+    y = data.test["output_tokens"].astype(np.float64)
+    groups = np.asarray(data.test["group_id"])
+    _, index = np.unique(groups, return_inverse=True)
+    order = hashlib.sha256("\n".join(map(str, groups)).encode()
+                           + np.asarray(y, "<f8").tobytes()).hexdigest()
+    return {"abs_error": np.round(np.abs(y - result["predictions"]), 3).tolist(),
+            "group": index.ravel().tolist(), "rows_sha256": order}
 
 
 def remaining_matrix(pred, test, y_test) -> np.ndarray:
@@ -204,6 +223,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "metrics": result["metrics"], "per_step": result.get("per_step"),
                 "references": context, "timing": result["timing"],
                 "predictions_sha256": predictions_hash(result["predictions"]),
+                "per_row": per_row(data, result),
                 "end_to_end": end_to_end(scenario, result),
             }
             record["path"] = str(write_record(results_dir, record))

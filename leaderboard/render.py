@@ -19,6 +19,9 @@ from forelen_bench.leaderboard import plots
 
 ACCURACY = (  # key, header, digits, tooltip
     ("mae", "MAE", 1, "mean absolute error in tokens (lower is better)"),
+    ("mae_censor_aware", "MAE cens.", 1, "censoring-aware MAE: a row cut at max_new_tokens counts "
+     "only under-prediction, max(0, cap - prediction)"),
+    ("mae_complete", "MAE compl.", 1, "MAE over the rows that ended by themselves (EOS)"),
     ("rmse", "RMSE", 1, "root mean squared error in tokens"),
     ("median_ae", "MedAE", 1, "median absolute error in tokens"),
     ("kendall_tau", "τ", 3, "Kendall tau between predicted and true lengths (higher is better)"),
@@ -52,6 +55,53 @@ def kind(p: dict) -> str:
     return "ranking" if p.get("outputs") == "ranking" else "ranked"
 
 
+SIGNIFICANCE = {"level": 0.95, "n_boot": 2000, "seed": 0,
+                "test": "paired group bootstrap of the MAE difference (groups = prompts)"}
+
+
+def significance(records: list[dict]) -> dict[str, dict]:
+    """Per ranked predictor of one config: its rank = 1 + the number of predictors whose MAE is
+    significantly lower (a paired group bootstrap over the same test rows, 95%), and whether it
+    is significantly better than the best reference and than the best predictor.
+
+    Ties are honest: predictors no test separates share a rank, as on Chatbot-Arena-style boards.
+    Records without per-row errors (older ones) fall back to their MAE order.
+    """
+    import numpy as np
+
+    from forelen_bench.metrics import group_bootstrap_means
+
+    ranked = [r for r in records if kind(r["predictor"]) == "ranked"
+              and isinstance(r["metrics"].get("mae"), (int, float))
+              and math.isfinite(r["metrics"]["mae"])]
+    rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
+    if not ranked or None in rows or len(rows) != 1:
+        return {name: {"rank": rank, "tested": False} for name, rank in mae_ranks(records).items()}
+    names = [r["predictor"]["name"] for r in ranked]
+    errors = np.array([r["per_row"]["abs_error"] for r in ranked]).T  # rows x predictors
+    reps = group_bootstrap_means(errors, ranked[0]["per_row"]["group"], seed=SIGNIFICANCE["seed"],
+                                 n_boot=SIGNIFICANCE["n_boot"])
+    tail = (1 - SIGNIFICANCE["level"]) / 2 * 100
+    mae = errors.mean(axis=0)
+
+    def better(i: int, j: int) -> bool:  # is i significantly better (lower MAE) than j?
+        return bool(np.percentile(reps[:, i] - reps[:, j], 100 - tail) < 0)
+
+    refs = [i for i, r in enumerate(ranked) if r["predictor"].get("family") == "reference"]
+    best_ref = min(refs, key=lambda i: mae[i]) if refs else None
+    best = int(np.argmin(mae))
+    out = {}
+    for i, name in enumerate(names):
+        out[name] = {
+            "rank": 1 + sum(better(j, i) for j in range(len(names)) if j != i), "tested": True,
+            "vs_ref": None if best_ref is None or i == best_ref else
+            "better" if better(i, best_ref) else "worse" if better(best_ref, i) else "n.s.",
+            "best_ref": names[best_ref] if best_ref is not None else None,
+            "vs_best": "best" if i == best else "worse" if better(best, i) else "n.s.",
+            "best": names[best]}
+    return out
+
+
 def mae_ranks(records: list[dict]) -> dict[str, float]:
     """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config."""
     scored = sorted((r["metrics"]["mae"], r["predictor"]["name"]) for r in records
@@ -77,8 +127,8 @@ def by_config(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def overview(groups: dict[str, list[dict]]) -> list[dict]:
-    """One row per predictor: mean MAE rank over the configs it was scored on."""
-    ranks = {c: mae_ranks(rs) for c, rs in groups.items()}
+    """One row per predictor: mean significance rank over the configs it was scored on."""
+    ranks = {c: {n: v["rank"] for n, v in significance(rs).items()} for c, rs in groups.items()}
     rows: dict[str, dict] = {}
     for config, recs in groups.items():
         for r in recs:
@@ -113,16 +163,39 @@ def _table_order(ranks: dict[str, float]):
     return lambda name, k: (KIND_ORDER[k], ranks.get(name, 0), name)
 
 
+VERDICT_ORDER = {"better": "0", "best": "0", "n.s.": "1", "worse": "2"}
+
+
+def verdict(sig: dict | None, key: str) -> dict:
+    """The significance cell: vs the best reference, or vs the best predictor."""
+    text = (sig or {}).get(key)
+    if text is None:
+        return cell(None)
+    other = sig["best_ref"] if key == "vs_ref" else sig["best"]
+    label = {"better": "better", "worse": "worse", "n.s.": "n.s.", "best": "best"}[text]
+    return {"text": label, "v": VERDICT_ORDER[text],
+            "title": f"vs {other}: " + {"better": "significantly lower MAE",
+                                        "worse": "significantly higher MAE",
+                                        "n.s.": "no significant difference",
+                                        "best": "lowest MAE"}[text]}
+
+
 def config_table(recs: list[dict]) -> list[dict]:
-    ranks = mae_ranks(recs)
-    order = _table_order(ranks)
+    sig = significance(recs)
+    ranks = {name: v["rank"] for name, v in sig.items()}
+    order = lambda name, k: (KIND_ORDER[k], ranks.get(name, 0),  # noqa: E731
+                             next((r["metrics"].get("mae") or 0 for r in recs
+                                   if r["predictor"]["name"] == name), 0), name)
     rows = []
     for r in sorted(recs, key=lambda r: order(r["predictor"]["name"], kind(r["predictor"]))):
         m, p = r["metrics"], r["predictor"]
         ci = m.get("mae_ci95") or [None, None]
+        s = sig.get(p["name"])
         cols = [cell(ranks.get(p["name"]), 0), cell(m.get("mae"), 1)]
         cols.append({"text": f"{ci[0]:.1f}–{ci[1]:.1f}", "v": repr(float(ci[1] - ci[0]))}
                     if None not in ci else cell(None))
+        cols += [verdict(s, "vs_ref") if s and s.get("tested") else cell(None),
+                 verdict(s, "vs_best") if s and s.get("tested") else cell(None)]
         cols += [cell(m.get(k), d) for k, _h, d, _t in ACCURACY[1:]]
         cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
         rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols})
@@ -197,6 +270,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
                         "hist_stats": (block or {}).get("length_histogram")})
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
             "overview": overview(groups), "accuracy": ACCURACY, "e2e_cols": E2E,
+            "significance": SIGNIFICANCE,
             "cards": cards_for(records), "has_e2e": any(c["e2e"] for c in configs),
             "has_steps": any(c["steps"] for c in configs),
             "manifest_text": json.dumps(manifest, indent=2, sort_keys=True),

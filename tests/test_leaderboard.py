@@ -347,3 +347,37 @@ def test_cli_release_and_render(results, tmp_path, monkeypatch, capsys):
     code, _, err = call_main(monkeypatch, capsys, "leaderboard", "render",
                              str(tmp_path / "missing"))
     assert "no results folder" in one_line_error(code, err)
+
+
+def _sig_record(name: str, family: str, errors, groups):
+    import numpy as np
+
+    return {"predictor": {"name": name, "family": family, "outputs": "lengths", "ranked": True},
+            "dataset": {"config": "c"}, "metrics": {"mae": float(np.mean(errors))},
+            "per_row": {"abs_error": list(map(float, errors)), "group": list(groups),
+                        "rows_sha256": "same"}}
+
+
+def test_ranks_count_only_significantly_better_predictors():
+    """rank = 1 + predictors significantly better; the constant is beaten or not, said so."""
+    import numpy as np
+
+    from forelen_bench.leaderboard.render import config_table, significance
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(50), 4)
+    base = np.repeat(rng.exponential(50, 50), 4) + rng.exponential(5, 200)
+    recs = [_sig_record("constant-median", "reference", base, groups),
+            _sig_record("good", "hidden-state", base * 0.6, groups),  # clearly better
+            _sig_record("twin", "hidden-state", base * 0.6 + rng.normal(0, 0.5, 200), groups),
+            _sig_record("noise", "text-proxy", base + rng.normal(0, 0.5, 200), groups)]
+    sig = significance(recs)
+    assert sig["good"]["rank"] == sig["twin"]["rank"] == 1  # not separable: they share rank 1
+    assert sig["constant-median"]["rank"] == sig["noise"]["rank"] == 3
+    assert sig["good"]["vs_ref"] == "better" and sig["noise"]["vs_ref"] == "n.s."
+    assert sig["twin"]["vs_best"] in ("best", "n.s.") and sig["noise"]["vs_best"] == "worse"
+    rows = {r["name"]: r for r in config_table(recs)}
+    assert rows["noise"]["cols"][3]["text"] == "n.s."  # the page says it does not beat the ref.
+    # records without per-row errors (older ones) fall back to the MAE order
+    old = [dict(r, per_row=None) for r in recs]
+    assert not significance(old)["good"]["tested"]
