@@ -275,7 +275,8 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int) -> list[PlannedPrompt]:
             ids = truncate_middle(ids, budget)
             rendered = tokenizer.decode(ids)
         planned.append(PlannedPrompt(prompt.group_id, prompt.source, prompt.source_id, rendered,
-                                     list(ids), partition_of(prompt.group_id), source.info.license))
+                                     list(ids), partition_of(prompt.partition_unit),
+                                     source.info.license))
     return planned
 
 
@@ -385,6 +386,8 @@ def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tok
                        engine_name)
     resolved.update(sources=list(sources), source_mix=mix)
     prompts = plan_prompts(prompts_mix, recipe, tokenizer, resolved["max_prompt_tokens"])
+    # what keeps related prompts in one partition, per source (no train/test leakage)
+    resolved["partition_by"] = {src.info.name: src.info.partition_by for src, _ in prompts_mix}
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
                                resolved["max_new_tokens"])

@@ -75,7 +75,11 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     test = data.test.select(cols)
     predictions = np.asarray(pred.predict(test), dtype=np.float64)
     t2 = time.perf_counter()
-    out = {"columns": cols, "predictions": predictions,
+    # rates a predictor reports about its own test predictions (pia: parse_failure_rate_), read
+    # now: the latency measurement below predicts single rows and would overwrite them
+    diagnostics = {k[:-1]: float(v) for k, v in vars(pred).items()
+                   if k.endswith("_rate_") and isinstance(v, (int, float))}
+    out = {"columns": cols, "predictions": predictions, "diagnostics": diagnostics,
            "head": pred.training_config(),
            "timing": {"fit_s": t1 - t0, "predict_s": t2 - t1,
                       "per_request_ms": per_request_ms(pred, test)}}
@@ -223,6 +227,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "metrics": result["metrics"], "per_step": result.get("per_step"),
                 "references": context, "timing": result["timing"],
                 "predictions_sha256": predictions_hash(result["predictions"]),
+                "diagnostics": result["diagnostics"],
                 "per_row": per_row(data, result),
                 "end_to_end": end_to_end(scenario, result),
             }

@@ -198,7 +198,10 @@ def config_table(recs: list[dict]) -> list[dict]:
                  verdict(s, "vs_best") if s and s.get("tested") else cell(None)]
         cols += [cell(m.get(k), d) for k, _h, d, _t in ACCURACY[1:]]
         cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
-        rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols})
+        notes = ", ".join(f"{k.replace('_', ' ')} {v:.0%}"
+                          for k, v in sorted((r.get("diagnostics") or {}).items()))
+        rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols,
+                     "note": notes})
     return rows
 
 

@@ -94,3 +94,52 @@ def test_family_filter(built, tmp_path):
     assert {p.stem for p in (results / CONFIG).glob("*.json")} == expected
     bad = run("evaluate", "--predictor", "all", "--family", "hidden", "--data", str(built))
     assert bad.returncode == 2 and "unknown predictor family 'hidden'" in bad.stderr
+
+
+def test_a_spy_sees_only_its_partition_and_the_record_recomputes(built):
+    """fit sees train rows only, eval_set validation rows only, predict the test rows; the
+    record's metrics are recomputed here from the stored test rows and the predictions; a rate the
+    predictor reports about its test predictions survives the latency measurement."""
+    import numpy as np
+
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
+    from forelen_bench.predictors import Predictor, PredictorInfo
+
+    folder = DatasetFolder(built)
+    data = load_config(folder, "tiny-llama-rl", ["output_tokens", "group_id", "prompt_tokens",
+                                                 "finish_reason"])
+    table = folder.read("tiny-llama-rl", columns=["group_id", "partition", "output_tokens",
+                                                  "prompt_tokens", "finish_reason"])
+    parts = dict(zip(table["group_id"].to_pylist(), table["partition"].to_pylist()))
+
+    class Spy(Predictor):
+        info = PredictorInfo(name="spy", version="1", family="reference", reference="test",
+                             requires=("prompt_tokens", "group_id"))
+        seen: dict = {}
+
+        def fit(self, table, y, eval_set=None):
+            self.seen["fit"] = {parts[g] for g in table["group_id"]}
+            self.seen["eval"] = {parts[g] for g in eval_set[0]["group_id"]} if eval_set else set()
+            self.slope_ = float(np.mean(y) / np.mean(table["prompt_tokens"]))
+            return self
+
+        def predict(self, table):
+            self.seen.setdefault("predict", []).append({parts[g] for g in table["group_id"]})
+            self.made_up_rate_ = 0.25 if len(table) > 1 else 0.0  # one-row calls: latency
+            return self.slope_ * np.asarray(table["prompt_tokens"], float)
+
+    spy = Spy()
+    result = evaluate_one(spy, data, seed=0)
+    assert spy.seen["fit"] == {"train"} and spy.seen["eval"] <= {"validation"}
+    assert spy.seen["predict"][0] == {"test"} and len(spy.seen["predict"]) > 1  # then latency
+    assert result["diagnostics"] == {"made_up_rate": 0.25}
+    y = np.asarray(data.test["output_tokens"], float)
+    p = spy.slope_ * np.asarray(data.test["prompt_tokens"], float)
+    m = result["metrics"]
+    assert m["n"] == len(y) and m["mae"] == pytest.approx(np.mean(np.abs(y - p)))
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean((y - p) ** 2)))
+    assert m["acc_50"] == pytest.approx(np.mean(np.abs(y - p) <= 50))
+    assert m["ci_unit"] == "group" and m["groups"] == len(set(data.test["group_id"]))
+    cut = np.asarray(data.test["finish_reason"]) == "length"
+    assert m["censored_fraction"] == pytest.approx(cut.mean())

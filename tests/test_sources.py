@@ -352,3 +352,34 @@ def test_unknown_source_suggests_close_match():
     message = str(excinfo.value)
     assert message.startswith("unknown source 'longbnech'; did you mean 'longbench'?")
     assert "\n" not in message
+
+
+def _partitions_by(prompts, key) -> dict:
+    from forelen_bench.builders.build import partition_of
+
+    out: dict = {}
+    for p in prompts:
+        out.setdefault(key(p), set()).add(partition_of(p.partition_unit))
+    return out
+
+
+@pytest.mark.slow
+def test_no_template_and_no_document_spans_two_partitions():
+    """gsm-symbolic instances of one template, and the questions over one SQuAD article, land in
+    one partition: nothing the model saw in train comes back in test."""
+    pytest.importorskip("reasoning_gym")
+    from forelen_bench.builders.sources.packaged import gsm_template
+
+    gsm = SOURCES.get("gsm-symbolic").load(None, 0)
+    by_template = _partitions_by(gsm, lambda p: p.partition_key)
+    assert 50 <= len(by_template) <= 200  # ~85 templates behind 1,000 instances
+    assert all(len(parts) == 1 for parts in by_template.values())
+    assert {p for parts in by_template.values() for p in parts} == {"train", "validation", "test"}
+    assert SOURCES.get("gsm-symbolic").info.partition_by == "template"
+    assert gsm_template({"metadata": {"variables": {"a": 1, "b": 2}}}) == gsm_template(
+        {"metadata": {"variables": {"b": 5, "a": 9}}})
+    docs = [p for p in SOURCES.get("longdocs-pkg").load(None, 0)
+            if p.meta.get("task") == "singledoc_qa"]
+    by_article = _partitions_by(docs, lambda p: p.partition_key)
+    assert len(by_article) > 10 and all(len(parts) == 1 for parts in by_article.values())
+    assert all(p.partition_key.startswith("squad:") for p in docs)

@@ -25,6 +25,9 @@ class SourceInfo:
     offline_alternative: str | None = None  # the packaged source to use when the hub is unreachable
     package: str | None = None  # the PyPI package that ships the data, for packaged sources
     domain: str = "general"  # long | math | code | instruction | general
+    # What keeps related prompts in one partition: "prompt" (each its own), or the unit a source
+    # derives several prompts from ("template", "document"), carried by Prompt.partition_key.
+    partition_by: str = "prompt"
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,18 @@ class Prompt:
     source_id: str
     text: str
     meta: dict = field(default_factory=dict, compare=False)
+    # Prompts sharing a key share a partition (one template's instances, one document's
+    # questions), so nothing leaks from train to test; None: the prompt's own group.
+    partition_key: str | None = None
 
     @property
     def group_id(self) -> str:
         return f"{self.source}:{self.source_id}"
+
+    @property
+    def partition_unit(self) -> str:
+        """What `partition_of` hashes."""
+        return f"{self.source}:{self.partition_key}" if self.partition_key else self.group_id
 
 
 class Source(Protocol):

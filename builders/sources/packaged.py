@@ -258,6 +258,15 @@ SOURCES.add(
 # gsm-symbolic: procedural GSM8K-style problems
 
 
+def gsm_template(item: dict) -> str:
+    """The GSM-Symbolic template an instance came from: reasoning_gym does not name it, but each
+    template has its own set of variable names, so that set identifies it."""
+    import hashlib
+
+    names = sorted((item.get("metadata") or {}).get("variables") or {})
+    return "template-" + hashlib.sha256("\0".join(names).encode()).hexdigest()[:12]
+
+
 class GsmSymbolic:
     """GSM-Symbolic templates instantiated by reasoning_gym: a fixed pool of `size` problems."""
 
@@ -273,6 +282,7 @@ class GsmSymbolic:
             offline=True,
             package="reasoning-gym",
             domain="math",
+            partition_by="template",
         )
 
     def load(self, limit: int | None, seed: int) -> list[Prompt]:
@@ -286,7 +296,8 @@ class GsmSymbolic:
         for i in select(range(self.size), limit, seed):
             item = dataset[i]
             meta = {"answer": item["answer"]}
-            prompts.append(Prompt(self.info.name, f"{self.data_seed}-{i}", item["question"], meta=meta))
+            prompts.append(Prompt(self.info.name, f"{self.data_seed}-{i}", item["question"],
+                                  meta=meta, partition_key=gsm_template(item)))
         return prompts
 
 
@@ -411,6 +422,7 @@ class LongDocs:
             offline=True,
             package=f"{LONG_CONTEXT[0]}=={LONG_CONTEXT[1]}",
             domain="long",
+            partition_by="document",
         )
 
     def load(self, limit: int | None, seed: int) -> list[Prompt]:
@@ -426,28 +438,31 @@ class LongDocs:
 
     def _multidoc_tasks(self, items: list[dict]) -> list[tuple]:
         target = self.target_words
-        return [("multidoc_qa", item["_id"], partial(_multidoc, items, i, target)) for i, item in enumerate(items)]
+        return [("multidoc_qa", item["_id"], partial(_multidoc, items, i, target), None)
+                for i, item in enumerate(items)]  # each HotpotQA item has its own documents
 
     def _singledoc_tasks(self, paras: list[tuple[str, dict]]) -> list[tuple]:
         tasks = []
-        for i, (_, para) in enumerate(paras):
+        for i, (title, para) in enumerate(paras):
             answerable = [q for q in para["qas"] if q["answers"] and not q.get("is_impossible")]
             if answerable:
                 q = answerable[0]
-                tasks.append(("singledoc_qa", q["id"], partial(_singledoc, paras, i, q, self.target_words)))
+                tasks.append(("singledoc_qa", q["id"],
+                              partial(_singledoc, paras, i, q, self.target_words),
+                              f"squad:{title}"))  # one article's questions share a partition
         return tasks
 
     def _summary_tasks(self, chunks: list[tuple[int, str]]) -> list[tuple]:
         return [
-            ("summarization", f"w{start}", partial(_summary, chunk))
+            ("summarization", f"w{start}", partial(_summary, chunk), None)  # disjoint chunks
             for start, chunk in chunks
         ]
 
     def _build(self, task: tuple) -> Prompt:
-        kind, key, make = task
+        kind, key, make, document = task
         text, answer = make()
         meta = {"task": kind, "words": _words(text), "target_words": self.target_words, "answer": answer}
-        return Prompt(self.info.name, f"{kind}-{key}", text, meta=meta)
+        return Prompt(self.info.name, f"{kind}-{key}", text, meta=meta, partition_key=document)
 
 
 def _round_robin(groups: list[list]) -> Iterator:
