@@ -11,6 +11,11 @@ of the MSE term (targets divided by the train standard deviation, so that the 0.
 swamped by squared token counts), input standardisation, the output bias (initialised to the log of
 the mean soft target, so an untrained head predicts about the train mean rather than the mean of the
 centres), and early stopping on validation MAE.
+
+Bin centres (`centres`): the paper says "bin centre" without defining it for open-ended or skewed
+bins. The default, "mean", is the mean train target inside each bin (the end bins absorb the tails,
+whose midpoints would be arbitrary); "midpoint" is the literal middle of each bin, the outer bins
+bounded by the train minimum and maximum. Either is recorded in the head's config.
 """
 
 from __future__ import annotations
@@ -74,8 +79,14 @@ def bin_edges(y: np.ndarray, k: int, layout: str = "uniform") -> np.ndarray:
     return np.concatenate([[-np.inf], inner, [np.inf]])
 
 
-def bin_centres(y: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Centre of each bin: the mean train target inside it, or the bin midpoint when empty."""
+CENTRES = ("mean", "midpoint")
+
+
+def bin_centres(y: np.ndarray, edges: np.ndarray, kind: str = "mean") -> np.ndarray:
+    """Centre of each bin: "mean", the mean train target inside it (the bin midpoint when it is
+    empty); or "midpoint", the middle of the bin (outer bins bounded by the train min and max)."""
+    if kind not in CENTRES:
+        raise ValueError(f"unknown bin centres {kind!r}; one of {CENTRES}")
     y = np.asarray(y, dtype=np.float64)
     idx = assign_bins(y, edges)
     finite = edges[1:-1]
@@ -84,7 +95,10 @@ def bin_centres(y: np.ndarray, edges: np.ndarray) -> np.ndarray:
     for j in range(k):
         lo = finite[j - 1] if j > 0 else (finite[0] if len(finite) else y.min())
         hi = finite[j] if j < k - 1 else (finite[-1] if len(finite) else y.max())
-        mids[j] = y[idx == j].mean() if np.any(idx == j) else (lo + hi) / 2
+        if kind == "midpoint":
+            lo = finite[j - 1] if j > 0 else min(y.min(), finite[0] if len(finite) else y.min())
+            hi = finite[j] if j < k - 1 else max(y.max(), finite[-1] if len(finite) else y.max())
+        mids[j] = y[idx == j].mean() if kind == "mean" and np.any(idx == j) else (lo + hi) / 2
     return mids
 
 
@@ -149,8 +163,8 @@ class SoftLabelHead:
 
     def __init__(self, n_bins: int = 20, layout: str = "uniform", ce_weight: float = 0.95,
                  preset: str = "paper", seed: int = 42, standardize: bool = True,
-                 dropout: float = 0.1):
-        self.n_bins, self.layout, self.ce_weight = n_bins, layout, ce_weight
+                 dropout: float = 0.1, centres: str = "mean"):
+        self.n_bins, self.layout, self.ce_weight, self.centres = n_bins, layout, ce_weight, centres
         self.preset, self.seed, self.standardize, self.dropout = preset, seed, standardize, dropout
 
     def fit(self, X, y, X_val=None, y_val=None) -> "SoftLabelHead":
@@ -162,7 +176,7 @@ class SoftLabelHead:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.edges_ = bin_edges(y, self.n_bins, self.layout)
-        self.centres_ = bin_centres(y, self.edges_)
+        self.centres_ = bin_centres(y, self.edges_, self.centres)
         ones = np.ones(X.shape[1], np.float32)
         self.mu_, self.sd_ = _moments(X) if self.standardize else (0 * ones, ones)
         self.scale_ = float(np.std(y)) or 1.0
@@ -230,6 +244,7 @@ class SoftLabelHead:
 
     def config(self) -> dict:
         return {"n_bins": self.n_bins, "layout": self.layout, "ce_weight": self.ce_weight,
+                "centres": self.centres,
                 "preset": self.preset, "train": asdict(train_preset(self.preset)),
                 "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
                 "mse_scale": "train std of y", "output_bias_init": "log of mean soft label",

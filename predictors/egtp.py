@@ -21,8 +21,10 @@ class PooledHead(Predictor):
     """The shared soft-label head (predictors/_head.py) on the single pooled column in `requires`."""
 
     def __init__(self, layer: int | str = "final", n_bins: int = 20, layout: str = "uniform",
-                 ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, seed: int = 42):
+                 ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, seed: int = 42,
+                 centres: str = "mean"):
         self.layer = layer
+        self.centres = centres
         self.n_bins = n_bins
         self.layout = layout
         self.ce_weight = ce_weight
@@ -36,7 +38,7 @@ class PooledHead(Predictor):
         if eval_set is not None:
             val = (_matrix(eval_set[0], column), np.asarray(eval_set[1], np.float64))
         head = SoftLabelHead(n_bins=self.n_bins, layout=self.layout, ce_weight=self.ce_weight,
-                             preset=self.preset, seed=self.seed)
+                             preset=self.preset, seed=self.seed, centres=self.centres)
         self.head_ = head.fit(_matrix(table, column), np.asarray(y, np.float64), *val)
         self.column_ = column
         return self
@@ -68,9 +70,9 @@ class EGTP(PooledHead):
 
     def __init__(self, layer: int | str = "final", n_bins: int = 20, layout: str = "uniform",
                  ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, seed: int = 42,
-                 first_k: int | None = None):
+                 first_k: int | None = None, centres: str = "mean"):
         super().__init__(layer=layer, n_bins=n_bins, layout=layout, ce_weight=ce_weight,
-                         preset=preset, seed=seed)
+                         preset=preset, seed=seed, centres=centres)
         self.first_k = first_k
 
     def columns(self, layers: list[int]) -> list[str]:

@@ -62,7 +62,7 @@ class PLP(Predictor):
     def __init__(self, layer: int | str = "final", aggregator: str = "mean",
                  step_feature: bool = True, n_bins: int = 20, layout: str = "uniform",
                  ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, dropout: float = 0.1,
-                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42):
+                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42, centres: str = "mean"):
         self.layer = layer
         self.aggregator = aggregator
         self.step_feature = step_feature
@@ -73,6 +73,7 @@ class PLP(Predictor):
         self.dropout = dropout
         self.steps = steps
         self.seed = seed
+        self.centres = centres
 
     def columns(self, layers: list[int]) -> list[str]:
         cols = super().columns(layers)
@@ -87,7 +88,8 @@ class PLP(Predictor):
         if eval_set is not None:
             val = self._training_rows(*eval_set)
         head = SoftLabelHead(n_bins=self.n_bins, layout=self.layout, ce_weight=self.ce_weight,
-                             preset=self.preset, seed=self.seed, dropout=self.dropout)
+                             preset=self.preset, seed=self.seed, dropout=self.dropout,
+                             centres=self.centres)
         self.head_ = head.fit(X, target, *val)
         return self
 

@@ -96,3 +96,18 @@ def test_float16_input_and_history():
     assert head.epochs_run_ == len(head.history_) <= 10
     assert np.isfinite(head.predict(X.astype(np.float16))).all()
     assert head.config()["train"]["lr"] == 2e-5
+
+
+def test_bin_centres_mean_or_midpoint_recorded():
+    import numpy as np
+
+    from forelen_bench.predictors._head import SoftLabelHead, bin_centres, bin_edges
+
+    y = np.array([1, 2, 3, 10, 11, 50, 90, 100], float)
+    edges = np.array([-np.inf, 5, 20, np.inf])
+    assert bin_centres(y, edges).tolist() == [2.0, 10.5, 80.0]  # means of each bin's targets
+    assert bin_centres(y, edges, "midpoint").tolist() == [3.0, 12.5, 60.0]  # 1..5, 5..20, 20..100
+    with pytest.raises(ValueError):
+        bin_centres(y, edges, "median")
+    assert len(bin_edges(y, 4)) == 5
+    assert SoftLabelHead(centres="midpoint").config()["centres"] == "midpoint"
