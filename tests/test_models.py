@@ -207,3 +207,14 @@ def test_packaged_smollm2_builds(prompts_file, tmp_path):
             steps = r[f"step_states_l{layer}"]
             assert len(steps) == r["output_tokens"] and all(len(v) == 576 for v in steps)
         assert "egtp_l1" not in r
+
+
+def test_a_file_that_is_not_gguf_is_one_line(tmp_path, monkeypatch, capsys):
+    from test_cli import assert_one_line_error, call_main
+
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a gguf file")
+    monkeypatch.setenv("FORELEN_CACHE", str(tmp_path / "cache"))
+    code, out, err = call_main(monkeypatch, capsys, "build", "--split", "cot", "--model",
+                               str(fake), "--limit", "1", "--out", str(tmp_path / "ds"))
+    assert "not a GGUF file" in assert_one_line_error(code, out, err)
