@@ -190,12 +190,17 @@ def evaluate(
     family: Optional[List[str]] = typer.Option(
         None, "--family", help="With --predictor all: only these families (hidden-state, "
                                "text-proxy, reference); repeatable."),
+    json_out: bool = typer.Option(False, "--json", help="Also print the records' results as "
+                                                        "JSON on stdout (tables go to stderr)."),
 ):
     """Fit on train, select on validation, score on test; print a table, write result records."""
-    from forelen_bench.leaderboard.report import evaluate_command
+    from forelen_bench.leaderboard.report import evaluate_command, print_json
 
     _quiet_libraries()
-    evaluate_command(predictor, data, config, seed, results, _console(), tuple(family or ()))
+    records = evaluate_command(predictor, data, config, seed, results, _console(),
+                               tuple(family or ()))
+    if json_out:
+        print_json(records)
 
 
 class Batching(str, Enum):
@@ -224,14 +229,19 @@ def simulate(
     results: str = typer.Option("results", help="Folder of the JSON result records."),
     family: Optional[List[str]] = typer.Option(
         None, "--family", help="With --predictor all: only these families; repeatable."),
+    json_out: bool = typer.Option(False, "--json", help="Also print the results, end_to_end "
+                                                        "included, as JSON on stdout."),
 ):
     """Serve each config's test rows in a simulated engine ordered by each predictor."""
+    from forelen_bench.leaderboard.report import print_json
     from forelen_bench.simulator.cli import settings_from_options, simulate_command
 
     settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model)
     _quiet_libraries()
-    simulate_command(predictor, data, config, batching.value, settings, results, _console(),
-                     tuple(family or ()))
+    records = simulate_command(predictor, data, config, batching.value, settings, results,
+                               _console(), tuple(family or ()))
+    if json_out:
+        print_json(records, end_to_end=True)
 
 
 @app.command()
@@ -312,16 +322,24 @@ def push(
 
 
 @app.command("ls")
-def ls(kind: Kind = typer.Argument(..., help="What to list.")):
+def ls(kind: Kind = typer.Argument(..., help="What to list."),
+       json_out: bool = typer.Option(False, "--json", help="Print JSON (one object per entry).")):
     """List registered sources, splits, models or engines with their metadata."""
+    import json
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     rows, columns = _listing(kind.value)
+    if json_out:
+        print(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2, default=str))
+        return
     table = Table(title=f"forelen {kind.value}")
     for c in columns:
-        table.add_column(c, overflow="fold", max_width=40 if c in ("reference", "description") else None)
+        # names are never wrapped mid-word, so `forelen ls predictors | grep pool-mean` works
+        table.add_column(c, overflow="fold", no_wrap=c == "name",
+                         max_width=40 if c in ("reference", "description") else None)
     for r in rows:
         table.add_row(*[escape(str(r.get(c, ""))) for c in columns])
     Console().print(table)

@@ -44,8 +44,20 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def print_json(records: list[dict], end_to_end: bool = False) -> None:
+    """One JSON list on stdout: per (config, predictor) its metrics, per-step MAE and record path
+    (the per-row errors stay in the record files)."""
+    import json
+
+    keys = ["metrics", "per_step", "diagnostics", "timing"] + (["end_to_end"] if end_to_end
+                                                                 else [])
+    print(json.dumps([{"config": r["dataset"]["config"], "predictor": r["predictor"]["name"],
+                       "version": r["predictor"]["version"], "path": r.get("path"),
+                       **{k: r.get(k) for k in keys}} for r in records], indent=2, default=str))
+
+
 def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
-                     console, families: tuple[str, ...] = ()) -> None:
+                     console, families: tuple[str, ...] = ()) -> list[dict]:
     from rich.table import Table
 
     from forelen_bench.leaderboard.evaluate import run_evaluation
@@ -67,7 +79,8 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
         table = Table(title=f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
         for col in ("predictor", "MAE", "95% CI", "RMSE", "MedAE", "tau", "rho", "±50", "±100",
                     "ms/req"):
-            table.add_column(col, justify="left" if col == "predictor" else "right")
+            table.add_column(col, justify="left" if col == "predictor" else "right",
+                             no_wrap=col == "predictor")  # names stay whole in a pipe
         for r in recs:
             m, p = r["metrics"], r["predictor"]
             ci = m.get("mae_ci95")
@@ -86,3 +99,4 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
                 steps = "  ".join(f"t={t}: {v['mae']:.1f}" for t, v in r["per_step"].items())
                 console.print(f"  {r['predictor']['name']} remaining-length MAE by observed step: {steps}")
     console.print(f"result records: {Path(results) / '<config>' / '<predictor>.json'}")
+    return rows

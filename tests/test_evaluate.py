@@ -143,3 +143,23 @@ def test_a_spy_sees_only_its_partition_and_the_record_recomputes(built):
     assert m["ci_unit"] == "group" and m["groups"] == len(set(data.test["group_id"]))
     cut = np.asarray(data.test["finish_reason"]) == "length"
     assert m["censored_fraction"] == pytest.approx(cut.mean())
+
+
+def test_evaluate_and_simulate_print_json(built, tmp_path):
+    for command in ("evaluate", "simulate"):
+        done = run(command, "--data", str(built), "--predictor", "constant-median",
+                   "--results", str(tmp_path / command), "--json")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert [r["predictor"] for r in out] == ["constant-median"]
+        assert out[0]["metrics"]["ci_unit"] == "group"
+        assert ("end_to_end" in out[0]) == (command == "simulate")
+
+
+def test_ls_json_and_whole_names_in_a_pipe():
+    done = run("ls", "predictors", "--json")
+    names = [p["name"] for p in json.loads(done.stdout)]
+    assert "pool-mean" in names and "egtp" in names
+    narrow = subprocess.run([FORELEN, "ls", "predictors"], capture_output=True, text=True,
+                            env=cli_env(COLUMNS="80"), timeout=300)
+    assert any("pool-mean" in line for line in narrow.stdout.splitlines())
