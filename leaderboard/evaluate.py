@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,9 @@ def dataset_block(folder, data: Split3) -> dict:
     from forelen_bench.schema import SCHEMA_VERSION
 
     build = data.entry["build"]
-    path = folder.location if folder.fs is not None else str(Path(folder.root).resolve())
+    # a URL, or a path relative to where forelen ran: records and pages travel, and the dataset is
+    # identified by its fingerprint, never by an absolute local path
+    path = folder.location if folder.fs is not None else os.path.relpath(folder.root)
     return {"path": path, "repo": None, "revision": None,
             "config": data.config, "partition": "test", "schema_version": SCHEMA_VERSION,
             "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],

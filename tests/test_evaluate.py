@@ -163,3 +163,17 @@ def test_ls_json_and_whole_names_in_a_pipe():
     narrow = subprocess.run([FORELEN, "ls", "predictors"], capture_output=True, text=True,
                             env=cli_env(COLUMNS="80"), timeout=300)
     assert any("pool-mean" in line for line in narrow.stdout.splitlines())
+
+
+def test_records_and_page_carry_no_absolute_local_path(built, tmp_path):
+    results = tmp_path / "results"
+    done = subprocess.run([FORELEN, "evaluate", "--data", built.name, "--predictor",
+                           "constant-median", "--results", str(results)], cwd=built.parent,
+                          capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((results / "tiny-llama-rl" / "constant-median.json").read_text())
+    assert record["dataset"]["path"] == built.name and record["dataset"]["fingerprint"]
+    page = run("leaderboard", "render", "--results", str(results))
+    assert page.returncode == 0, page.stderr
+    html = (results / "index.html").read_text()
+    assert str(built) not in html and str(built.parent) not in html
