@@ -1,4 +1,4 @@
-"""Scoring of length predictions (DESIGN.md section 7). Predictors never score themselves."""
+"""Scoring of length predictions (docs/DESIGN.md section 7). Predictors never score themselves."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dataset row, schema v1 (DESIGN.md section 5): column names, Arrow/HF features, version.
+"""The dataset row, schema v1 (docs/DESIGN.md section 5): column names, Arrow/HF features, version.
 
 Feature columns are per recorded layer, named `<kind>_l<layer>`, where `layer` indexes hidden states
 the way `model(..., output_hidden_states=True).hidden_states` does: 0 is the embedding output, L (the

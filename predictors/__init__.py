@@ -1,6 +1,6 @@
 """Length predictors: one file per family, registered by name, scikit-learn-style contract.
 
-Contract (DESIGN.md section 6): `__init__` only stores hyper-parameters under their own names;
+Contract (docs/DESIGN.md section 6): `__init__` only stores hyper-parameters under their own names;
 `fit(table, y) -> self`; `predict(table) -> (N,) float lengths in tokens`; learned state in
 attributes ending in `_`; `predict` before `fit` raises `NotFittedError`. Progressive predictors also
 implement `predict_remaining(table, t)`: the remaining length after t generated tokens.

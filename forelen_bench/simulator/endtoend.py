@@ -7,7 +7,7 @@ deterministic simulator over each config's test rows, for every predictor.
 Metrics of a run: throughput (output tokens/s and requests/s over the makespan, from the first
 arrival to the last completion), mean and p90 job completion time (completion - arrival) and the
 padding ratio. Static batching: sum over batches (b * L_max - sum L_i) / sum over batches
-(b * L_max), b the batch's size (DESIGN.md section 7). Continuous batching has no padding rows, so
+(b * L_max), b the batch's size (docs/DESIGN.md section 7). Continuous batching has no padding rows, so
 the same quantity (slot-steps that generate no token / slot-steps of capacity) counts slots left
 empty, summed over decode steps with B slots: the batch draining behind stragglers, or starved
 (no request waiting, or none fits the KV budget). Both lie in [0, 1).
