@@ -182,7 +182,8 @@ def merge(
 
 @app.command()
 def evaluate(
-    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, or all."),
+    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, all, an entry "
+                                                           "point, or file.py:Class / module:Class."),
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
     config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
     seed: int = typer.Option(42, help="Seed of every predictor's training and of the bootstrap."),
@@ -190,15 +191,21 @@ def evaluate(
     family: Optional[List[str]] = typer.Option(
         None, "--family", help="With --predictor all: only these families (hidden-state, "
                                "text-proxy, reference); repeatable."),
+    predictor_args: Optional[str] = typer.Option(
+        None, help="key=value,... set through the predictor's set_params (names are checked); "
+                   "records of non-default parameters are kept apart."),
     json_out: bool = typer.Option(False, "--json", help="Also print the records' results as "
                                                         "JSON on stdout (tables go to stderr)."),
 ):
-    """Fit on train, select on validation, score on test; print a table, write result records."""
+    """Fit on train, select on validation, score on test; print a table, write result records.
+
+    --predictor takes a registered name, `all`, an entry point of the `forelen.predictors` group,
+    or a plugin: path/to/file.py:ClassName or package.module:ClassName."""
     from forelen_bench.leaderboard.report import evaluate_command, print_json
 
     _quiet_libraries()
     records = evaluate_command(predictor, data, config, seed, results, _console(),
-                               tuple(family or ()))
+                               tuple(family or ()), predictor_args)
     if json_out:
         print_json(records)
 

@@ -53,11 +53,14 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint} known: {', '.join(sorted(known)) or 'none'}"
 
 
-def make_predictor(cls, seed: int):
-    """An instance with its defaults, the run's seed set where it takes one."""
+def make_predictor(cls, seed: int, params: dict | None = None):
+    """An instance with its defaults, the run's seed set where it takes one, then `params`
+    (--predictor-args) through `set_params`, which refuses unknown names."""
     pred = cls()
     if "seed" in pred.get_params():
         pred.seed = seed
+    if params:
+        pred.set_params(**params)
     return pred
 
 
@@ -196,30 +199,41 @@ def runnable_on(entry: dict | None, config: str, classes: list, say=None) -> lis
 
 
 def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,
-                   results_dir: str, on_result=None, sim=None, say=None) -> list[dict]:
+                   results_dir: str, on_result=None, sim=None, say=None,
+                   predictor_args: dict | None = None) -> list[dict]:
     """Evaluate every (config, predictor) pair; write and return the result records.
 
+    `predictor_names`: registered names, entry points or plugin specs (`file.py:Class`).
     `sim` (simulator.endtoend.SimSettings) sets up the `end_to_end` section; default settings
-    with the run's seed when None.
+    with the run's seed when None. `predictor_args` go to every predictor's `set_params`.
     """
     from forelen_bench.leaderboard.records import predictions_hash, stamp, write_record
-    from forelen_bench.predictors import PREDICTORS
+    from forelen_bench.predictors import load_predictor
+    from forelen_bench.predictors._plugins import params_key
 
-    requested = [PREDICTORS.get(n) for n in predictor_names]
+    loaded = [load_predictor(n) for n in predictor_names]
+    origins = {cls: origin for cls, origin in loaded}
+    requested = [cls for cls, _ in loaded]
+    for cls in requested:  # unknown --predictor-args fail before any work
+        make_predictor(cls, seed, predictor_args)
     records = []
     for config in configs:
         entry = folder.config(config)
         classes = runnable_on(entry, config, requested, say)
         layers = entry["build"]["recorded_layers"] if entry else []
-        columns = {c for cls in classes for c in make_predictor(cls, seed).columns(layers)} if entry else set()
+        columns = ({c for cls in classes
+                    for c in make_predictor(cls, seed, predictor_args).columns(layers)}
+                   if entry else set())
         data = load_config(folder, config, sorted(columns))
         context = references(data)
         scenario = scenario_for(data, sim or _default_sim(seed))
         for cls in classes:
-            pred = make_predictor(cls, seed)
+            pred = make_predictor(cls, seed, predictor_args)
+            key, changed = params_key(pred)
             result = evaluate_one(pred, data, seed)
             record = stamp() | {
-                "predictor": {"name": pred.info.name, "version": pred.info.version,
+                "predictor": {"name": pred.info.name, "key": key, "non_default_params": changed,
+                              "origin": origins[cls], "version": pred.info.version,
                               "family": pred.info.family, "reference": pred.info.reference,
                               "outputs": pred.info.outputs, "progressive": pred.info.progressive,
                               "ranked": pred.info.ranked, "params": pred.get_params(),

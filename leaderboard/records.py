@@ -29,7 +29,9 @@ def predictions_hash(pred: np.ndarray) -> str:
 
 
 def write_record(results_dir: str | Path, record: dict) -> Path:
-    path = Path(results_dir) / record["dataset"]["config"] / f"{record['predictor']['name']}.json"
+    # keyed by name, plus a hash of any non-default parameters: variants never overwrite each other
+    key = record["predictor"].get("key") or record["predictor"]["name"]
+    path = Path(results_dir) / record["dataset"]["config"] / f"{key}.json"
     atomic_write_bytes(path, (json.dumps(record, indent=2, default=_json) + "\n").encode())
     return path
 

@@ -258,7 +258,17 @@ def config_meta(recs: list[dict], block: dict | None) -> dict:
             "revision": (block or {}).get("revision") or d.get("revision")}
 
 
+def keyed(record: dict) -> dict:
+    """The record as the tables see it: a predictor run with non-default parameters is its own
+    row, named by its key (`egtp@1a2b3c4d`); cards stay per predictor."""
+    p = record["predictor"]
+    key = p.get("key") or p["name"]
+    return record if key == p["name"] else {**record, "predictor": {**p, "name": key}}
+
+
 def page_context(records: list[dict], manifest: dict) -> dict:
+    cards = cards_for(records)
+    records = [keyed(r) for r in records]
     groups = by_config(records)
     progressive = sorted({r["predictor"]["name"] for r in records if r.get("per_step")})
     palette = plots.colors(progressive)
@@ -274,7 +284,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
             "overview": overview(groups), "accuracy": ACCURACY, "e2e_cols": E2E,
             "significance": SIGNIFICANCE,
-            "cards": cards_for(records), "has_e2e": any(c["e2e"] for c in configs),
+            "cards": cards, "has_e2e": any(c["e2e"] for c in configs),
             "has_steps": any(c["steps"] for c in configs),
             "manifest_text": json.dumps(manifest, indent=2, sort_keys=True),
             "manifest_script": script_json(manifest)}

@@ -8,16 +8,24 @@ from forelen_bench.errors import ForelenError
 
 
 def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]:
-    """`all` (optionally narrowed to some families) or one registered name."""
-    from forelen_bench.predictors import PREDICTORS
+    """`all` (registered and entry-point predictors, optionally narrowed to some families), one
+    registered name, an entry point, or a plugin spec (`path/file.py:Class`, `module:Class`)."""
+    from forelen_bench.predictors import PREDICTORS, load_predictor
+    from forelen_bench.predictors._plugins import entry_points, is_spec
 
     if predictor != "all":
-        return [PREDICTORS.get(predictor).info.name]
+        cls, _ = load_predictor(predictor)
+        return [predictor if is_spec(predictor) else cls.info.name]
     known = sorted({cls.info.family for _, cls in PREDICTORS.items()})
     bad = [f for f in families if f not in known]
     if bad:
         raise ForelenError(f"unknown predictor family {bad[0]!r}; known: {', '.join(known)}")
-    return [n for n, cls in PREDICTORS.items() if not families or cls.info.family in families]
+    names = [n for n, cls in PREDICTORS.items() if not families or cls.info.family in families]
+    for name in sorted(entry_points()):
+        if name not in names and (not families or load_predictor(name)[0].info.family
+                                  in families):
+            names.append(name)
+    return names
 
 
 def resolve_names(predictor: str, data: str, config: str, families: tuple[str, ...] = ()):
@@ -52,12 +60,14 @@ def print_json(records: list[dict], end_to_end: bool = False) -> None:
     keys = ["metrics", "per_step", "diagnostics", "timing"] + (["end_to_end"] if end_to_end
                                                                  else [])
     print(json.dumps([{"config": r["dataset"]["config"], "predictor": r["predictor"]["name"],
+                       "key": r["predictor"].get("key"),
                        "version": r["predictor"]["version"], "path": r.get("path"),
                        **{k: r.get(k) for k in keys}} for r in records], indent=2, default=str))
 
 
 def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
-                     console, families: tuple[str, ...] = ()) -> list[dict]:
+                     console, families: tuple[str, ...] = (),
+                     predictor_args: str | None = None) -> list[dict]:
     from rich.table import Table
 
     from forelen_bench.leaderboard.evaluate import run_evaluation
@@ -67,12 +77,16 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
 
     def show(record):
         m = record["metrics"]
-        console.print(f"  {record['dataset']['config']:>24}  {record['predictor']['name']:<20} "
+        console.print(f"  {record['dataset']['config']:>24}  "
+                      f"{record['predictor'].get('key', record['predictor']['name']):<20} "
                       f"MAE {_fmt(m.get('mae'))}")
         rows.append(record)
 
     console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
-    run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print)
+    from forelen_bench.predictors._plugins import parse_args
+
+    run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print,
+                   predictor_args=parse_args(predictor_args))
     for cfg in configs:
         recs = sorted((r for r in rows if r["dataset"]["config"] == cfg),
                       key=lambda r: (not r["predictor"]["ranked"], r["metrics"].get("mae") or 1e18))
@@ -84,7 +98,7 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
         for r in recs:
             m, p = r["metrics"], r["predictor"]
             ci = m.get("mae_ci95")
-            name = p["name"] + ("" if p["ranked"] else " (oracle ref.)")
+            name = p.get("key", p["name"]) + ("" if p["ranked"] else " (oracle ref.)")
             table.add_row(name, _fmt(m.get("mae")), f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "-",
                           _fmt(m.get("rmse")), _fmt(m.get("median_ae")),
                           _fmt(m.get("kendall_tau"), 3), _fmt(m.get("spearman_rho"), 3),

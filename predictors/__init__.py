@@ -36,12 +36,39 @@ class NotFittedError(RuntimeError):
 
 
 class Predictor:
+    """The whole contract of a length predictor, the project's and third parties' alike.
+
+    - `info`: a `PredictorInfo` (name, version, family, reference, the columns it reads, ...).
+    - `__init__(**params)`: stores each hyper-parameter under its own name, nothing else.
+    - `fit(table, y, eval_set=None) -> self`: `table` holds only the declared columns of the train
+      rows, `y` their lengths; `eval_set` is (validation table, validation lengths) or None.
+      Learned state goes in attributes ending in `_`.
+    - `predict(table) -> (N,) float`: lengths in tokens (>= 0), or ranking scores when
+      `info.outputs == "ranking"`; before `fit` it raises `NotFittedError`.
+    - `predict_remaining(table, t) -> (N,) float`: progressive predictors only (`info.progressive`),
+      the remaining length after t generated tokens.
+    `check_predictor(cls)` runs these checks on a class.
+    """
+
     info: ClassVar[PredictorInfo]
 
     def get_params(self) -> dict:
         """Hyper-parameters, read back from the attributes named like `__init__`'s arguments."""
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def set_params(self, **params) -> "Predictor":
+        """Set hyper-parameters by name (scikit-learn style); an unknown name is one clear error."""
+        known = self.get_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            from forelen_bench.errors import ForelenError
+
+            raise ForelenError(f"{self.info.name} has no parameter {unknown[0]!r}; its "
+                               f"parameters: {', '.join(sorted(known))}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
 
     def columns(self, layers: list[int]) -> list[str]:
         """The columns this instance reads, given the layers a config recorded."""
@@ -80,3 +107,18 @@ def resolve_layer(layer, layers: list[int]) -> int:
 
 
 PREDICTORS: Registry[type] = Registry("predictor", package="forelen_bench.predictors")
+
+
+def load_predictor(spec: str) -> tuple[type, dict]:
+    """(class, origin) of a registered name, a `forelen.predictors` entry point, or a plugin
+    given as `path/to/file.py:Class` or `package.module:Class`."""
+    from forelen_bench.predictors._plugins import load
+
+    return load(spec)
+
+
+def check_predictor(cls_or_instance) -> None:
+    """The project's contract checks, for plugin authors (see predictors/_plugins.py)."""
+    from forelen_bench.predictors._plugins import check_predictor as check
+
+    check(cls_or_instance)

@@ -16,30 +16,10 @@ D = 8
 
 
 def synthetic_table(n: int = 48, seed: int = 0) -> tuple[FeatureTable, np.ndarray]:
-    """Every schema column a predictor may read; lengths depend weakly on the vectors."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(5, 120, size=n)
-    cols = {"output_tokens": y, "prompt_tokens": rng.integers(10, 200, size=n),
-            "group_id": np.array([f"g{i // 4}" for i in range(n)], dtype=object),
-            "finish_reason": np.array(["stop"] * n, dtype=object),
-            "prompt": np.array([("briefly " if y[i] < 60 else "in detail ") + f"question {i}: name "
-                                f"{i % 5 + 1} colours." for i in range(n)], dtype=object)}
-    for layer in LAYERS:
-        base = rng.normal(size=(n, D)) + (y[:, None] / 60.0)
-        for kind in ("egtp", "mean", "max", "last"):
-            cols[f"{kind}_l{layer}"] = (base + rng.normal(scale=0.1, size=(n, D))).astype(np.float16)
-        steps = np.empty(n, dtype=object)
-        for i in range(n):
-            s = min(64, int(y[i]))
-            remaining = (y[i] - np.arange(1, s + 1))[:, None] / 60.0
-            steps[i] = (rng.normal(size=(s, D)) + remaining).astype(np.float16)
-        cols[f"step_states_l{layer}"] = steps
-    for name, lengths in (("prompt_entropy", cols["prompt_tokens"]), ("response_entropy", y)):
-        arr = np.empty(n, dtype=object)
-        for i, m in enumerate(lengths):
-            arr[i] = rng.uniform(0, 5, size=int(m)).astype(np.float16)
-        cols[name] = arr
-    return FeatureTable(cols, {"recorded_layers": LAYERS}), y.astype(np.float64)
+    """Every schema column a predictor may read (the table `check_predictor` uses too)."""
+    from forelen_bench.predictors._plugins import synthetic
+
+    return synthetic(n, seed)
 
 
 NAMES = PREDICTORS.names()
