@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from forelen_bench.builders.plan import partition_of, sample_seed, uid_of  # noqa: F401
 from forelen_bench.errors import ForelenError
 
 DEFAULT_OUT = "forelen"
@@ -69,20 +70,6 @@ class PlannedPrompt:
 class Chunk:
     name: str  # shard file name, `train-00003.parquet`
     items: list[tuple[PlannedPrompt, int]] = field(default_factory=list)  # (prompt, sample_index)
-
-
-def partition_of(group_id: str) -> str:
-    """60/20/20 by a hash of the group, so every sample of one prompt lands in one partition."""
-    bucket = int(hashlib.sha256(group_id.encode()).hexdigest(), 16) % 100
-    return "train" if bucket < 60 else "validation" if bucket < 80 else "test"
-
-
-def sample_seed(seed: int, uid: str) -> int:
-    return int(hashlib.sha256(f"{seed}:{uid}".encode()).hexdigest()[:15], 16)
-
-
-def uid_of(group_id: str, sample_index: int) -> str:
-    return f"{group_id}#{sample_index}"
 
 
 def check_options(opts: BuildOptions) -> None:

@@ -37,7 +37,7 @@ def plan_units(chunks: list, work_unit: int) -> list[list]:
 
 
 def requests_of(chunk, resolved: dict) -> list:
-    from forelen_bench.builders.build import sample_seed, uid_of
+    from forelen_bench.builders.plan import sample_seed, uid_of
     from forelen_bench.builders.engines import GenerationRequest
 
     return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), resolved["max_new_tokens"],

@@ -241,7 +241,8 @@ def simulate(
 ):
     """Serve each config's test rows in a simulated engine ordered by each predictor."""
     from forelen_bench.leaderboard.report import print_json
-    from forelen_bench.simulator.cli import settings_from_options, simulate_command
+    from forelen_bench.leaderboard.simulate import simulate_command
+    from forelen_bench.simulator.cli import settings_from_options
 
     settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model)
     _quiet_libraries()

@@ -84,6 +84,12 @@ def check_consistency(records: list[Record]) -> None:
         _agree(group, lambda b: b["dataset"].get("fingerprint"),
                f"records disagree on the dataset fingerprint of config {config} (scored on "
                "different builds; re-evaluate them on one build)")
+        _agree(group, lambda b: (b.get("protocol") or {}).get("seed"),
+               f"records of config {config} disagree on the seed (evaluate them with one --seed)")
+        _agree([r for r in group if (r.body.get("end_to_end") or {}).get("settings")],
+               lambda b: json.dumps(b["end_to_end"]["settings"], sort_keys=True, default=str),
+               f"records of config {config} disagree on the simulator settings (evaluate them "
+               "with one set of settings)")
 
 
 def _agree(records: list[Record], key, message: str) -> None:

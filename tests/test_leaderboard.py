@@ -381,3 +381,17 @@ def test_ranks_count_only_significantly_better_predictors():
     # records without per-row errors (older ones) fall back to the MAE order
     old = [dict(r, per_row=None) for r in recs]
     assert not significance(old)["good"]["tested"]
+
+
+def test_release_refuses_records_with_another_seed_or_simulator_settings(results, tmp_path):
+    path = next((results / "tiny-cot").glob("egtp.json"))
+    body = json.loads(path.read_text())
+    body["protocol"]["seed"] = 7
+    path.write_text(json.dumps(body))
+    with pytest.raises(ForelenError, match="disagree on the seed"):
+        rel.make_release("v9.0", results, tmp_path / "rel")
+    body["protocol"]["seed"] = 42
+    body["end_to_end"]["settings"]["slots"] = 99
+    path.write_text(json.dumps(body))
+    with pytest.raises(ForelenError, match="simulator settings"):
+        rel.make_release("v9.0", results, tmp_path / "rel")

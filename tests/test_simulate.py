@@ -351,7 +351,10 @@ def test_simulate_prints_tables_and_writes_records(built, tmp_path):
     assert "continuous batching, 3 slots, Poisson 5 req/s" in proc.stderr
     assert "FCFS" in proc.stderr and "oracle SJF" in proc.stderr and "prompt-length" in proc.stderr
     assert "static batching" not in proc.stderr
-    rec = json.loads((tmp_path / "res" / CONFIG / "constant-median.json").read_text())
+    # simulate's records live apart: evaluate's are never overwritten, and a release ignores them
+    (path,) = (tmp_path / "res" / "simulate").glob(f"*/{CONFIG}/constant-median.json")
+    assert not (tmp_path / "res" / CONFIG).exists()
+    rec = json.loads(path.read_text())
     s = rec["end_to_end"]["settings"]
     assert s["slots"] == 3 and s["arrival"] == "poisson" and s["rate"] == 5
     assert s["cost_model"]["source"] == str(cost) and s["cost_model"]["decode_base_s"] == 0.01
