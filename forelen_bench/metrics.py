@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 OBSERVED_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One accuracy metric as every table shows it: the terminal, the page and the ranking."""
+
+    key: str  # in a record's `metrics`
+    label: str  # page header
+    text: str  # terminal header (plain ASCII)
+    digits: int
+    better: str  # "lower" or "higher"
+    ci: str | None  # the key of its confidence interval, where it has one
+    tip: str
+
+
+# The ranking metric is MAE over all test rows, a censored row counted at its cap (the same
+# targets the paper scores); the censoring-aware MAE and the MAE over complete rows stand beside
+# it, so that a reader sees when censoring changes the order.
+RANKED_BY = "mae"
+METRICS = (
+    Metric("mae", "MAE", "MAE", 1, "lower", "mae_ci95",
+           "mean absolute error in tokens (lower is better); ranks"),
+    Metric("mae_censor_aware", "MAE cens.", "cens", 1, "lower", None,
+           "censoring-aware MAE: a row cut at max_new_tokens counts only under-prediction, "
+           "max(0, cap - prediction)"),
+    Metric("mae_complete", "MAE compl.", "compl", 1, "lower", None,
+           "MAE over the rows that ended by themselves (EOS)"),
+    Metric("rmse", "RMSE", "RMSE", 1, "lower", None, "root mean squared error in tokens"),
+    Metric("median_ae", "MedAE", "MedAE", 1, "lower", None, "median absolute error in tokens"),
+    Metric("kendall_tau", "τ", "tau", 3, "higher", None,
+           "Kendall tau between predicted and true lengths (higher is better)"),
+    Metric("spearman_rho", "ρ", "rho", 3, "higher", None,
+           "Spearman rho between predicted and true lengths"),
+    Metric("acc_50", "±50", "±50", 2, "higher", None, "share of predictions within 50 tokens"),
+    Metric("acc_100", "±100", "±100", 2, "higher", None, "share of predictions within 100 tokens"),
+)
 
 
 def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=None,

@@ -16,19 +16,9 @@ from pathlib import Path
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.leaderboard import plots
+from forelen_bench.metrics import METRICS  # the one list of metrics (terminal, page, ranking)
 
-ACCURACY = (  # key, header, digits, tooltip
-    ("mae", "MAE", 1, "mean absolute error in tokens (lower is better)"),
-    ("mae_censor_aware", "MAE cens.", 1, "censoring-aware MAE: a row cut at max_new_tokens counts "
-     "only under-prediction, max(0, cap - prediction)"),
-    ("mae_complete", "MAE compl.", 1, "MAE over the rows that ended by themselves (EOS)"),
-    ("rmse", "RMSE", 1, "root mean squared error in tokens"),
-    ("median_ae", "MedAE", 1, "median absolute error in tokens"),
-    ("kendall_tau", "τ", 3, "Kendall tau between predicted and true lengths (higher is better)"),
-    ("spearman_rho", "ρ", 3, "Spearman rho between predicted and true lengths"),
-    ("acc_50", "±50", 2, "share of predictions within 50 tokens"),
-    ("acc_100", "±100", 2, "share of predictions within 100 tokens"),
-)
+ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
     ("throughput_tok_s", "throughput", "tok/s", 1),
     ("jct_mean_s", "average JCT", "s", 2),

@@ -91,19 +91,23 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
         recs = sorted((r for r in rows if r["dataset"]["config"] == cfg),
                       key=lambda r: (not r["predictor"]["ranked"], r["metrics"].get("mae") or 1e18))
         table = Table(title=f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
-        for col in ("predictor", "MAE", "95% CI", "RMSE", "MedAE", "tau", "rho", "±50", "±100",
-                    "ms/req"):
+        from forelen_bench.metrics import METRICS
+
+        headers = ["predictor"] + [h for m in METRICS
+                                   for h in ([m.text, "95% CI"] if m.ci else [m.text])]
+        for col in headers + ["ms/req"]:
             table.add_column(col, justify="left" if col == "predictor" else "right",
-                             no_wrap=col == "predictor")  # names stay whole in a pipe
+                             no_wrap=True, min_width=len(col))  # names stay whole in a pipe
         for r in recs:
             m, p = r["metrics"], r["predictor"]
-            ci = m.get("mae_ci95")
             name = p.get("key", p["name"]) + ("" if p["ranked"] else " (oracle ref.)")
-            table.add_row(name, _fmt(m.get("mae")), f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "-",
-                          _fmt(m.get("rmse")), _fmt(m.get("median_ae")),
-                          _fmt(m.get("kendall_tau"), 3), _fmt(m.get("spearman_rho"), 3),
-                          _fmt(m.get("acc_50"), 2), _fmt(m.get("acc_100"), 2),
-                          _fmt(r["timing"]["per_request_ms"], 2))
+            cells = [name]
+            for metric in METRICS:
+                cells.append(_fmt(m.get(metric.key), metric.digits))
+                if metric.ci:
+                    ci = m.get(metric.ci)
+                    cells.append(f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "-")
+            table.add_row(*cells, _fmt(r["timing"]["per_request_ms"], 2))
         console.print(table)
         floor = recs[0]["references"].get("static_floor_mae")
         if floor is not None:
