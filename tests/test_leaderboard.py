@@ -395,3 +395,14 @@ def test_release_refuses_records_with_another_seed_or_simulator_settings(results
     path.write_text(json.dumps(body))
     with pytest.raises(ForelenError, match="simulator settings"):
         rel.make_release("v9.0", results, tmp_path / "rel")
+
+
+def test_card_markdown_and_links_cannot_inject_script():
+    from forelen_bench.leaderboard.render import _safe_url, markdown
+
+    html = str(markdown("see [here](javascript:alert(1)) and <script>alert(2)</script> "
+                        "<img src=x onerror=alert(3)> [ok](https://example.org)"))
+    assert 'href="javascript' not in html and "<script" not in html and "<img" not in html
+    assert 'href="https://example.org"' in html
+    assert _safe_url("javascript:alert(1)") is None and _safe_url("data:text/html,x") is None
+    assert _safe_url("https://arxiv.org/abs/1") == "https://arxiv.org/abs/1"
