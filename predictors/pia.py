@@ -1,10 +1,25 @@
-"""`pia`: the generator is asked to predict its own response length (Zheng et al., NeurIPS 2023).
+"""`pia`: the generator predicts its own response length (Zheng et al., NeurIPS 2023).
 
 "Response Length Perception and Sequence Scheduling: An LLM-Empowered LLM Inference Pipeline"
-(arXiv:2305.13144). The instruction below is appended to the user's prompt, the model answers
-greedily in a few tokens, and the first number in its answer is the prediction. The wording is the
-`QUERY_PROMPT` of the authors' repository (github.com/zhengzangw/Sequence-Scheduling,
-src/construct.py), which appends it, newline first, to the user turn's content.
+(arXiv:2305.13144), following the authors' repository (github.com/zhengzangw/Sequence-Scheduling).
+Two modes, as there:
+
+- `mode="zero-shot"` (the default): Perception in Advance. `PIA_PROMPT` (src/utils.py) is appended
+  to the user's message: predict the length, print it on the first line, then answer. The model
+  answers greedily; the first line of its answer is parsed.
+- `mode="lora"`: the instruction-tuned length predictor. `QUERY_PROMPT` (src/construct.py) asks for
+  one number only, and LoRA adapters are trained to answer it with the repository's settings
+  (train.sh, src/train_lora.py): r 8, alpha 16, dropout 0.05 on q_proj/v_proj, lr 2e-5, 3 epochs,
+  effective batch 32, warmup 3% then cosine decay, no weight decay. The label is the repository's
+  `buckit` (round up to a multiple of 50) of the longest of the prompt's sampled lengths (the
+  repository samples each prompt at four temperatures; here, the group's samples). Needs `peft`.
+
+Where forelen differs from the repository, on purpose: generation takes `max_new_tokens` (8, as
+the repository's `predict_length`); an answer with no number falls back to the train median (the
+repository returns 0) and is counted in `parse_failure_rate_`, which the record keeps; the base
+model is the config's generator rather than Vicuna-7B, the tuning data its train partition rather
+than Alpaca-10k, and training runs in float32 micro-batches of 8 accumulated 4 times (the
+repository: bf16, 2 x 16).
 
 Where the instruction goes: the `prompt` column holds the chat-templated prompt the generator saw
 (`builders.build.render`). The user text is recovered by rendering a sentinel with the same
@@ -14,11 +29,6 @@ content and the turn is rendered again, so the model sees exactly the paper's us
 its own template. A prompt that does not match (another model's template, or a middle-truncated
 over-long prompt) is rendered as if its whole stored text were the user content, instruction
 appended; `prompt_recovery_rate_` reports the share that matched.
-
-An unparsable answer falls back to the train median; `parse_failure_rate_` is the share of rows of
-the last `predict` call that fell back. `lora=True` instruction-tunes LoRA adapters (r=8, alpha=16)
-on the train partition, as the paper does (targets: train lengths rounded up to a multiple of 50,
-the repository's `buckit`); it needs `peft`.
 """
 
 from __future__ import annotations
@@ -30,13 +40,21 @@ import numpy as np
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
 
-INSTRUCTION = ("\nDon't output the response for the above instruction. Instead, you need to predict "
-               "the number of tokens in your response. Output one number only.")
+# src/utils.py PIA_PROMPT (zero-shot) and src/construct.py QUERY_PROMPT (the LoRA predictor)
+PIA_PROMPT = ("\nBefore responding to the above instruction, you have to predict the length of your "
+              "response. Print the estimated number of tokens in your response in the first line. "
+              "Then change to a new line to respond to the instruction.")
+QUERY_PROMPT = ("\nDon't output the response for the above instruction. Instead, you need to "
+                "predict the number of tokens in your response. Output one number only.")
+INSTRUCTIONS = {"zero-shot": PIA_PROMPT, "lora": QUERY_PROMPT}
+MODES = tuple(INSTRUCTIONS)
 FALLBACK_MODEL = "smollm2-135m"  # the packaged default, when neither `model` nor the table names one
 MAX_LENGTH = 1e6  # a parsed answer above this is treated as unparsable
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 8, 16, 0.05
 LORA_TARGETS = ("q_proj", "v_proj")
-LORA_LR, LORA_EPOCHS, LORA_BUCKET = 1e-4, 1, 50
+# train.sh: lr 2e-5, 3 epochs, 2 per device x 16 accumulation, warmup 3%, cosine, no decay
+LORA_LR, LORA_EPOCHS, LORA_BUCKET = 2e-5, 3, 50
+LORA_MICRO_BATCH, LORA_ACCUMULATE, LORA_WARMUP = 8, 4, 0.03
 
 _SENTINEL = "\x00FORELEN-PIA-SENTINEL\x00"
 _LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several instances share it
@@ -46,17 +64,17 @@ _LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several inst
 class PIA(Predictor):
     """The generator predicts its response length when asked (Perception In Advance)."""
 
-    info = PredictorInfo(name="pia", version="2", family="text-proxy",
+    info = PredictorInfo(name="pia", version="3", family="text-proxy",
                          reference="Zheng et al., NeurIPS 2023 (arXiv:2305.13144)",
-                         requires=("prompt",))
+                         requires=("prompt", "group_id"))
 
-    def __init__(self, model: str | None = None, max_new_tokens: int = 16,
-                 instruction: str = INSTRUCTION, lora: bool = False, batch_size: int = 16,
-                 seed: int = 42, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model: str | None = None, mode: str = "zero-shot", max_new_tokens: int = 8,
+                 instruction: str | None = None, batch_size: int = 16, seed: int = 42,
+                 device: str = "auto", dtype: str = "auto"):
         self.model = model
+        self.mode = mode
         self.max_new_tokens = max_new_tokens
-        self.instruction = instruction
-        self.lora = lora
+        self.instruction = instruction  # None: the mode's own (PIA_PROMPT or QUERY_PROMPT)
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
@@ -65,7 +83,9 @@ class PIA(Predictor):
     def fit(self, table, y, eval_set=None) -> "PIA":
         from forelen_bench.models import resolve_model
 
-        if self.lora:
+        if self.mode not in MODES:
+            raise ForelenError(f"pia mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "lora":
             _require_peft()
         y = np.asarray(y, np.float64)
         spec = self.model or table.meta.get("model") or FALLBACK_MODEL
@@ -74,10 +94,11 @@ class PIA(Predictor):
         self.median_ = float(np.median(y)) if len(y) else 0.0
         self.lora_state_ = None
         model, tokenizer = self._load()  # loaded (and cached) here: predict times inference only
-        if self.lora:
+        if self.mode == "lora":
             prompts = [self._query(tokenizer, str(p)) for p in np.asarray(table["prompt"], dtype=object)]
             _LOADED["dirty"] = True  # training changes the shared copy's weights
-            self.lora_state_ = _train_lora(model, tokenizer, prompts, y, self.seed)
+            labels = group_max(y, np.asarray(table["group_id"], dtype=object))
+            self.lora_state_ = _train_lora(model, tokenizer, prompts, labels, self.seed)
         return self
 
     def predict(self, table) -> np.ndarray:
@@ -102,7 +123,7 @@ class PIA(Predictor):
         engine = HFEngine(model, tokenizer, EngineSettings(slots=self.batch_size, record=False))
         gens = engine.generate(requests)
         answers = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens]
-        parsed = [parse_length(a) for a in answers]
+        parsed = [parse_length(first_line(a) if self.mode == "zero-shot" else a) for a in answers]
         out = np.array([self.median_ if v is None else v for v in parsed], dtype=np.float64)
         self.parse_failure_rate_ = float(np.mean([v is None for v in parsed]))
         self.prompt_recovery_rate_ = recovered / len(prompts)
@@ -116,7 +137,8 @@ class PIA(Predictor):
         from forelen_bench.builders.build import render
 
         user = recover_user_text(tokenizer, prompt)
-        text = render(tokenizer, (prompt if user is None else user) + self.instruction)
+        instruction = INSTRUCTIONS[self.mode] if self.instruction is None else self.instruction
+        text = render(tokenizer, (prompt if user is None else user) + instruction)
         return (text, user is not None) if report else text
 
     def _load(self):
@@ -156,11 +178,26 @@ def recover_user_text(tokenizer, prompt: str) -> str | None:
     return None
 
 
+def first_line(answer: str) -> str:
+    """Perception in Advance prints the length on the first line: the first non-empty one."""
+    return next((line for line in answer.splitlines() if line.strip()), answer)
+
+
+def group_max(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each row's label: the longest length among its group's samples (the repository labels a
+    prompt with the longest of its four sampled responses)."""
+    out = np.asarray(y, np.float64).copy()
+    for g in set(groups):
+        rows = groups == g
+        out[rows] = out[rows].max()
+    return out
+
+
 def _require_peft():
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise ForelenError("pia lora=True needs the peft package: pip install peft") from None
+        raise ForelenError("pia mode='lora' needs the peft package: pip install peft") from None
 
 
 def _bucket(length: float, cell: int = LORA_BUCKET) -> int:
@@ -171,7 +208,8 @@ def _bucket(length: float, cell: int = LORA_BUCKET) -> int:
 def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) -> dict:
     """Instruction-tune LoRA adapters to answer each query with its bucketed length; merged weights.
 
-    Loss on the answer tokens only (the query is masked with -100), AdamW, one epoch by default.
+    Loss on the answer tokens only (the query is masked with -100); AdamW without weight decay,
+    the repository's lr, epochs, effective batch, warmup and cosine schedule (see the module).
     Returns the merged weights of the adapted linear layers, so `predict` needs no peft.
     """
     import torch
@@ -192,13 +230,19 @@ def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) 
         a_ids = tokenizer(f"{_bucket(length)}{eos}", add_special_tokens=False)["input_ids"]
         examples.append((q_ids + a_ids, [-100] * len(q_ids) + a_ids))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LORA_LR)
+    from transformers import get_cosine_schedule_with_warmup
+
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LORA_LR,
+                            weight_decay=0.0)
+    bs, effective = LORA_MICRO_BATCH, LORA_MICRO_BATCH * LORA_ACCUMULATE
+    updates = LORA_EPOCHS * max(1, -(-len(examples) // effective))
+    schedule = get_cosine_schedule_with_warmup(opt, int(np.ceil(LORA_WARMUP * updates)), updates)
     rng = np.random.default_rng(seed)
     device = next(peft_model.parameters()).device
-    bs = 8
     for _ in range(LORA_EPOCHS):
         order = rng.permutation(len(examples))
-        for k in range(0, len(order), bs):
+        starts = list(range(0, len(order), bs))
+        for n, k in enumerate(starts):
             batch = [examples[i] for i in order[k: k + bs]]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, T), right-padded
@@ -209,9 +253,11 @@ def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) 
                 mask[row, : len(x)] = 1
             loss = peft_model(input_ids=ids.to(device), attention_mask=mask.to(device),
                               labels=labels.to(device)).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            (loss * len(batch) / effective).backward()  # accumulate to the effective batch
+            if (n + 1) % LORA_ACCUMULATE == 0 or n + 1 == len(starts):
+                opt.step()
+                schedule.step()
+                opt.zero_grad()
     peft_model.eval()
     merged = peft_model.merge_and_unload()
     merged.to(dtype)

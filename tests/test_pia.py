@@ -7,7 +7,10 @@ import pytest
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.predictors.pia import INSTRUCTION, PIA, parse_length, recover_user_text
+from forelen_bench.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, first_line, group_max,
+                                          parse_length, recover_user_text)
+
+INSTRUCTION = PIA_PROMPT  # the default, zero-shot mode's
 from forelen_bench.tables import FeatureTable
 
 from conftest import PROMPTS
@@ -46,11 +49,22 @@ def test_parse_garbage_negative_absurd(text):
 
 def test_registered_with_paper_instruction():
     assert PREDICTORS.get("pia") is PIA
-    assert PIA.info.requires == ("prompt",) and PIA.info.family == "text-proxy"
-    assert PIA().instruction == INSTRUCTION
-    assert INSTRUCTION == ("\nDon't output the response for the above instruction. Instead, you "
-                           "need to predict the number of tokens in your response. Output one "
-                           "number only.")
+    assert PIA.info.requires == ("prompt", "group_id") and PIA.info.family == "text-proxy"
+    assert PIA().mode == "zero-shot" and PIA().instruction is None
+    # the repository's two prompts, word for word (src/utils.py, src/construct.py)
+    assert PIA_PROMPT == ("\nBefore responding to the above instruction, you have to predict the "
+                          "length of your response. Print the estimated number of tokens in your "
+                          "response in the first line. Then change to a new line to respond to "
+                          "the instruction.")
+    assert QUERY_PROMPT == ("\nDon't output the response for the above instruction. Instead, you "
+                            "need to predict the number of tokens in your response. Output one "
+                            "number only.")
+
+
+def test_zero_shot_reads_the_first_line_and_lora_labels_the_group_max():
+    assert parse_length(first_line("\n 120\nHere is a long answer of 3 parts")) == 120
+    labels = group_max(np.array([10.0, 30.0, 5.0]), np.array(["a", "a", "b"], dtype=object))
+    assert labels.tolist() == [30.0, 30.0, 5.0]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +78,9 @@ def _table(tokenizer, prompts, meta=None) -> FeatureTable:
     from forelen_bench.builders.build import render
 
     rendered = np.array([render(tokenizer, p) for p in prompts], dtype=object)
-    return FeatureTable({"prompt": rendered}, meta or {"recorded_layers": [1, 2]})
+    groups = np.array([f"g{i}" for i in range(len(prompts))], dtype=object)
+    return FeatureTable({"prompt": rendered, "group_id": groups},
+                        meta or {"recorded_layers": [1, 2]})
 
 
 def test_recover_user_text(tiny_tokenizer):
@@ -153,7 +169,7 @@ def test_lora_without_peft_is_one_line_error(tiny_model_dir, tiny_tokenizer, mon
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_peft)
-    pred = PIA(model=str(tiny_model_dir), lora=True)
+    pred = PIA(model=str(tiny_model_dir), mode="lora")
     with pytest.raises(ForelenError) as err:
         pred.fit(_table(tiny_tokenizer, PROMPTS[:2]), np.array([1.0, 2.0]))
     assert "pip install peft" in str(err.value) and "\n" not in str(err.value)
