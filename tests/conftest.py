@@ -154,3 +154,25 @@ def cli_env(**extra) -> dict:
                TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
     env.update(extra)
     return env
+
+
+# An honest `slow` marker: every test that builds or loads a model (the tiny test model, SmolLM2,
+# the MiniLM encoder of the text baselines), runs a build, a browser, a Ray cluster or the vllm
+# virtualenv is slow; `pytest -m "not slow"` is the fast loop for development, CI runs everything.
+SLOW_FIXTURES = {"tiny_model", "tiny_model_dir", "built", "reference", "opts", "release",
+                 "cluster", "api"}
+SLOW_MODULES = {"test_text_predictors", "test_html_browser", "test_vllm_api", "test_ray",
+                "test_build", "test_engine_hf", "test_engine_continuous", "test_engine_vllm",
+                "test_merge", "test_import", "test_evaluate", "test_plugins", "test_pia"}
+
+
+def pytest_collection_modifyitems(config, items):
+    from forelen_bench.predictors import PREDICTORS
+
+    text = {n for n, cls in PREDICTORS.items() if cls.info.family == "text-proxy"}
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames)
+                or params.get("name") in text):
+            item.add_marker(pytest.mark.slow)

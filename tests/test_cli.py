@@ -232,6 +232,7 @@ def test_vllm_without_gpu_from_the_executable(tiny_model_dir, prompts_file, tmp_
     assert "engine 'vllm' needs a CUDA GPU" in line
 
 
+@pytest.mark.slow
 def test_hub_model_offline_names_the_model_and_the_alternatives(prompts_file, tmp_path):
     res = run("build", "--split", "rl", "--model", "Qwen2.5-3B", "--source", str(prompts_file),
               "--out", str(tmp_path / "out"), "--device", "cpu",

@@ -57,6 +57,7 @@ def fit_score(name: str, task, **params) -> float:
     return float(np.mean(np.abs(out - y_test)))
 
 
+@pytest.mark.slow
 def test_egtp_beats_mean_pooling_when_the_signal_is_in_high_entropy_tokens(task):
     egtp, mean = fit_score("egtp", task), fit_score("pool-mean", task)
     baseline = float(np.mean(np.abs(task[2][1] - np.median(task[0][1]))))

