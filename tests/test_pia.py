@@ -174,3 +174,18 @@ def test_lora_without_peft_is_one_line_error(tiny_model_dir, tiny_tokenizer, mon
         pred.fit(_table(tiny_tokenizer, PROMPTS[:2]), np.array([1.0, 2.0]))
     assert "pip install peft" in str(err.value) and "\n" not in str(err.value)
     assert not [k for k in vars(pred) if k.endswith("_")]
+
+
+def test_lora_mode_tunes_adapters_with_the_repository_schedule(tiny_model_dir, tiny_tokenizer):
+    """Where peft is installed: the LoRA predictor trains (3 epochs, accumulation, warmup and
+    cosine), keeps the merged q/v projection weights, and predicts with them."""
+    pytest.importorskip("peft", reason="pia mode='lora' needs peft (not a forelen dependency)")
+    train = _table(tiny_tokenizer, PROMPTS[:12])
+    y = np.array([50.0, 100.0] * 6)
+    pred = PIA(model=str(tiny_model_dir), mode="lora", device="cpu", dtype="float32")
+    pred.fit(train, y)
+    assert pred.lora_state_ and all(k.endswith(("q_proj.weight", "v_proj.weight"))
+                                    for k in pred.lora_state_)
+    out = pred.predict(_table(tiny_tokenizer, PROMPTS[:4]))
+    assert out.shape == (4,) and np.all(np.isfinite(out))
+    assert 0.0 <= pred.parse_failure_rate_ <= 1.0
