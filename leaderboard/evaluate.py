@@ -234,6 +234,8 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
             record = stamp() | {
                 "predictor": {"name": pred.info.name, "key": key, "non_default_params": changed,
                               "origin": origins[cls], "version": pred.info.version,
+                              "card": getattr(cls, "card", None) if origins[cls]["kind"]
+                              != "registered" else None,
                               "family": pred.info.family, "reference": pred.info.reference,
                               "outputs": pred.info.outputs, "progressive": pred.info.progressive,
                               "ranked": pred.info.ranked, "params": pred.get_params(),

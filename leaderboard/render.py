@@ -300,12 +300,17 @@ def render_page(records: list[dict], manifest: dict) -> str:
 
 # -- predictor cards -------------------------------------------------------------------------
 
-def read_card(name: str) -> dict | None:
-    """cards/predictors/<name>.md: `key: value` front matter between `---` lines, Markdown body."""
+def read_card(name: str, shipped: str | None = None) -> dict | None:
+    """cards/predictors/<name>.md, or the card a plugin ships (its class's `card` text, kept in
+    its records): `key: value` front matter between `---` lines, then a Markdown body. A plugin's
+    card is rendered like ours: Markdown without raw HTML, links only to http(s)."""
     path = importlib.resources.files("forelen_bench.cards").joinpath(f"predictors/{name}.md")
-    if not path.is_file():
+    if path.is_file():
+        text = path.read_text()
+    elif shipped:
+        text = shipped
+    else:
         return None
-    text = path.read_text()
     meta: dict[str, str] = {}
     if text.startswith("---\n"):
         head, _, text = text[4:].partition("\n---\n")
@@ -337,7 +342,7 @@ def cards_for(records: list[dict]) -> list[dict]:
     for name in sorted({r["predictor"]["name"] for r in records}):
         recs = [r for r in records if r["predictor"]["name"] == name]
         p = recs[0]["predictor"]
-        card = read_card(name) or {"meta": {}, "body": ""}
+        card = read_card(name, p.get("card")) or {"meta": {}, "body": ""}
         params: dict[str, list] = {}
         for r in recs:
             for k, v in sorted((r["predictor"].get("params") or {}).items()):

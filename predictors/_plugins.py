@@ -6,7 +6,8 @@
     [project.entry-points."forelen.predictors"]
     my-predictor = "mypackage.length:MyPredictor"
 
-A plugin subclasses `forelen_bench.predictors.Predictor` and follows its contract; `check_predictor`
+A plugin subclasses `forelen_bench.predictors.Predictor` and follows its contract (a class attribute
+`card`, Markdown with `---` front matter, is its card on the leaderboard page); `check_predictor`
 runs the same checks as the project's own contract test, so an author can test a class before
 publishing. Every record says where its predictor came from (`origin`): the module and file sha256,
 or the distribution and version.

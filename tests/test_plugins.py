@@ -26,6 +26,7 @@ class ScaledPromptLength(Predictor):
 
     info = PredictorInfo(name="scaled-prompt-length", version="1", family="reference",
                          reference="a test plugin", requires=("prompt_tokens",))
+    card = "---\\ntitle: Scaled prompt length\\n---\\nA *plugin* card. <script>x</script>"
 
     def __init__(self, scale: float = 1.0, seed: int = 0):
         self.scale = scale
@@ -64,6 +65,12 @@ def test_a_plugin_from_a_file_evaluates_and_variants_do_not_clobber(built, plugi
     files = sorted(p.name for p in (results / "tiny-llama-rl").glob("*.json"))
     assert files == sorted([f"{a['predictor']['key']}.json", f"{b['predictor']['key']}.json"])
     assert b["metrics"]["mae"] != a["metrics"]["mae"]
+    # the plugin's card reaches the page, escaped like ours; both variants are rows
+    from forelen_bench.leaderboard.render import render_command
+
+    html = render_command(None, str(results), None).read_text()
+    assert "Scaled prompt length" in html and "<em>plugin</em>" in html and "<script>x" not in html
+    assert b["predictor"]["key"] in html
 
 
 def test_an_entry_point_of_an_installed_distribution(built, tmp_path, monkeypatch):
