@@ -155,9 +155,14 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
     from forelen_bench.provenance import git_commit
 
     check_consistency(records)
+    from forelen_bench.leaderboard.render import SIGNIFICANCE, keyed, significance
+
     configs = dataset_blocks(records)
     for name, block in configs.items():
         block["length_histogram"] = length_histogram(block["path"], name, block["fingerprint"])
+        # the page's ranks and marks, for scripts: rank = 1 + predictors significantly better
+        block["significance"] = {"test": SIGNIFICANCE, "predictors": significance(
+            [keyed(r.body) for r in records if r.body["dataset"]["config"] == name])}
     first = records[0].body
     return {
         "release": version, "supersedes": supersedes, "notes": notes, "created_at": created_at,

@@ -64,6 +64,8 @@ def test_release_freezes_records_manifest_and_page(results, tmp_path):
     assert block["path"] == str(tmp_path / "data") and block["fingerprint"]
     assert {"repo", "revision", "model", "split"} <= set(block)
     assert sum(block["length_histogram"]["counts"]) == block["length_histogram"]["rows"] == 40
+    ranks = block["significance"]["predictors"]
+    assert block["significance"]["test"]["level"] == 0.95 and ranks["egtp"]["rank"] >= 1
     assert len(manifest["records"]) == len(CONFIGS) * len(PREDICTORS)
     for path, info in manifest["records"].items():
         copied = (dest / path).read_bytes()
