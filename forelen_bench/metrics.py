@@ -22,6 +22,10 @@ class Metric:
     tip: str
 
 
+# Below this many test groups (prompts) a group bootstrap has too few distinct resamples to mean
+# anything: no CI is reported and no difference is called significant.
+MIN_GROUPS = 10
+
 # The ranking metric is MAE over all test rows, a censored row counted at its cap (the same
 # targets the paper scores); the censoring-aware MAE and the MAE over complete rows stand beside
 # it, so that a reader sees when censoring changes the order.
@@ -63,13 +67,15 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=
     if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
         raise ValueError(f"need two equal 1-d non-empty arrays, got {y.shape} and {p.shape}")
     err = np.abs(y - p)
-    lo, hi = bootstrap_ci(err, seed=seed, n_boot=n_boot, groups=groups)
+    n_groups = int(len(np.unique(np.asarray(groups)))) if groups is not None else int(len(y))
+    ci = bootstrap_ci(err, seed=seed, n_boot=n_boot, groups=groups) if n_groups >= MIN_GROUPS \
+        else None
     constant = np.ptp(p) == 0 or np.ptp(y) == 0  # rank correlations are undefined
     return {
         "n": int(len(y)),
-        "groups": int(len(np.unique(np.asarray(groups)))) if groups is not None else int(len(y)),
+        "groups": n_groups,
         "mae": float(mean_absolute_error(y, p)),
-        "mae_ci95": [lo, hi],
+        "mae_ci95": ci,  # None with fewer than MIN_GROUPS groups
         "ci_unit": "group" if groups is not None else "row",
         "rmse": float(np.sqrt(mean_squared_error(y, p))),
         "median_ae": float(median_absolute_error(y, p)),

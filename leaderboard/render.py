@@ -64,9 +64,14 @@ def significance(records: list[dict]) -> dict[str, dict]:
     ranked = [r for r in records if kind(r["predictor"]) == "ranked"
               and isinstance(r["metrics"].get("mae"), (int, float))
               and math.isfinite(r["metrics"]["mae"])]
+    from forelen_bench.metrics import MIN_GROUPS
+
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
     if not ranked or None in rows or len(rows) != 1:
         return {name: {"rank": rank, "tested": False} for name, rank in mae_ranks(records).items()}
+    if len(set(ranked[0]["per_row"]["group"])) < MIN_GROUPS:  # too few prompts to test anything
+        return {r["predictor"]["name"]: {"rank": 1, "tested": False, "too_few_groups": True}
+                for r in ranked}
     names = [r["predictor"]["name"] for r in ranked]
     errors = np.array([r["per_row"]["abs_error"] for r in ranked]).T  # rows x predictors
     reps = group_bootstrap_means(errors, ranked[0]["per_row"]["group"], seed=SIGNIFICANCE["seed"],
@@ -184,8 +189,11 @@ def config_table(recs: list[dict]) -> list[dict]:
         cols = [cell(ranks.get(p["name"]), 0), cell(m.get("mae"), 1)]
         cols.append({"text": f"{ci[0]:.1f}–{ci[1]:.1f}", "v": repr(float(ci[1] - ci[0]))}
                     if None not in ci else cell(None))
-        cols += [verdict(s, "vs_ref") if s and s.get("tested") else cell(None),
-                 verdict(s, "vs_best") if s and s.get("tested") else cell(None)]
+        untested = ({"text": "n.t.", "v": "3", "title": "fewer test prompts than a paired "
+                     "bootstrap needs: no difference can be called significant"}
+                    if s and s.get("too_few_groups") else cell(None))
+        cols += [verdict(s, "vs_ref") if s and s.get("tested") else untested,
+                 verdict(s, "vs_best") if s and s.get("tested") else untested]
         cols += [cell(m.get(k), d) for k, _h, d, _t in ACCURACY[1:]]
         cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
         notes = ", ".join(f"{k.replace('_', ' ')} {v:.0%}"

@@ -44,7 +44,10 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert len(rec["predictions_sha256"]) == 64 and rec["timing"]["per_request_ms"] > 0
         assert "static_floor_mae" in rec["references"]  # an rl config
         if rec["predictor"]["outputs"] == "length":
-            assert rec["metrics"]["mae"] >= 0 and len(rec["metrics"]["mae_ci95"]) == 2
+            m = rec["metrics"]
+            assert m["mae"] >= 0 and m["ci_unit"] == "group"
+            # a tiny config: fewer test prompts than a group bootstrap needs, so no interval
+            assert (m["mae_ci95"] is None) == (m["groups"] < 10)
         e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
         assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
         assert e2e["modes"]["continuous"]["policy"] == ("srpt" if rec["predictor"]["progressive"]

@@ -367,7 +367,7 @@ def test_ranks_count_only_significantly_better_predictors():
     from forelen_bench.leaderboard.render import config_table, significance
 
     rng = np.random.default_rng(0)
-    groups = np.repeat(np.arange(50), 4)
+    groups = np.repeat(np.arange(50), 4)  # 50 prompts: enough to test
     base = np.repeat(rng.exponential(50, 50), 4) + rng.exponential(5, 200)
     recs = [_sig_record("constant-median", "reference", base, groups),
             _sig_record("good", "hidden-state", base * 0.6, groups),  # clearly better
@@ -408,3 +408,19 @@ def test_card_markdown_and_links_cannot_inject_script():
     assert 'href="https://example.org"' in html
     assert _safe_url("javascript:alert(1)") is None and _safe_url("data:text/html,x") is None
     assert _safe_url("https://arxiv.org/abs/1") == "https://arxiv.org/abs/1"
+
+
+def test_too_few_prompts_are_never_called_significant():
+    """One rl test prompt x 8 samples (the demo's size): the bootstrap has nothing to resample."""
+    import numpy as np
+
+    from forelen_bench.leaderboard.render import significance
+    from forelen_bench.metrics import length_metrics
+
+    groups = np.zeros(8, int)
+    recs = [_sig_record("constant-median", "reference", np.full(8, 70.0), groups),
+            _sig_record("egtp", "hidden-state", np.full(8, 10.0), groups)]
+    sig = significance(recs)
+    assert sig["egtp"]["rank"] == sig["constant-median"]["rank"] == 1
+    assert sig["egtp"]["too_few_groups"] and not sig["egtp"]["tested"]
+    assert length_metrics(np.arange(8.0), np.zeros(8), groups=groups)["mae_ci95"] is None
