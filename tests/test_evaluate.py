@@ -180,3 +180,19 @@ def test_records_and_page_carry_no_absolute_local_path(built, tmp_path):
     assert page.returncode == 0, page.stderr
     html = (results / "index.html").read_text()
     assert str(built) not in html and str(built.parent) not in html
+
+
+def test_the_pia_record_keeps_its_parse_failure_rate(built, tmp_path):
+    """Measured on the test predictions, not on the one-row latency runs, and shown on the page."""
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen_bench.leaderboard.render import render_command
+
+    (record,) = run_evaluation(DatasetFolder(built), ["tiny-llama-rl"], ["pia"], 42,
+                               str(tmp_path / "results"))
+    diag = record["diagnostics"]
+    assert set(diag) == {"parse_failure_rate", "prompt_recovery_rate"}
+    assert 0.0 <= diag["parse_failure_rate"] <= 1.0 and diag["prompt_recovery_rate"] == 1.0
+    assert record["predictor"]["params"]["mode"] == "zero-shot"
+    html = render_command(None, str(tmp_path / "results"), None).read_text()
+    assert "parse failure rate" in html
