@@ -113,6 +113,23 @@ def _group_index(groups, n: int) -> tuple[np.ndarray, int]:
     return index.ravel(), int(index.max()) + 1
 
 
+def group_resamples(groups, *, seed: int = 0, n_boot: int = 200) -> list[np.ndarray]:
+    """Row indices of `n_boot` group bootstrap resamples: whole groups drawn with replacement,
+    each drawn group's rows in their order. The same `groups` and `seed` give the same resamples,
+    so statistics computed from two predictors' records over the same rows pair replicate by
+    replicate (the end-to-end bootstrap of `simulator.endtoend`)."""
+    index, g = _group_index(groups, len(np.asarray(groups)))
+    rows_of = [np.flatnonzero(index == k) for k in range(g)]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([rows_of[k] for k in draw]) for draw in rng.integers(0, g, size=(n_boot, g))]
+
+
+def percentile_ci(values, level: float = 0.95) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    v = np.asarray(values, np.float64)
+    return [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+
+
 def group_bootstrap_means(values, groups=None, *, seed: int = 0, n_boot: int = 1000) -> np.ndarray:
     """Bootstrap replicates of the mean of per-row `values` (1-d, or 2-d rows x series: one
     replicate set shared by every series, as a paired test needs), resampling whole groups with

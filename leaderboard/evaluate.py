@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from forelen_bench.errors import ForelenError
-from forelen_bench.metrics import (OBSERVED_STEPS, group_median_floor, length_metrics,
-                                   per_step_mae, ranking_metrics)
+from forelen_bench.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor,
+                                   length_metrics, per_step_mae, ranking_metrics)
 
 BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason")
 
@@ -114,8 +114,15 @@ def per_row(data: Split3, result: dict) -> dict | None:
     _, index = np.unique(groups, return_inverse=True)
     order = hashlib.sha256("\n".join(map(str, groups)).encode()
                            + np.asarray(y, "<f8").tobytes()).hexdigest()
-    return {"abs_error": np.round(np.abs(y - result["predictions"]), 3).tolist(),
-            "group": index.ravel().tolist(), "rows_sha256": order}
+    out = {"abs_error": np.round(np.abs(y - result["predictions"]), 3).tolist(),
+           "group": index.ravel().tolist(), "rows_sha256": order}
+    if result.get("remaining") is not None:
+        # progressive predictors: each row's remaining-length error at each observed step t,
+        # None where the row had ended by t (per_step's MAE is the mean of a column)
+        err = np.abs((y[:, None] - np.asarray(OBSERVED_STEPS)) - result["remaining"])
+        out["step_abs_error"] = {str(t): [None if v != v else round(float(v), 3) for v in col]
+                                 for t, col in zip(OBSERVED_STEPS, err.T)}
+    return out
 
 
 def remaining_matrix(pred, test, y_test) -> np.ndarray:
@@ -129,11 +136,16 @@ def remaining_matrix(pred, test, y_test) -> np.ndarray:
     return out
 
 
-def end_to_end(scenario, result: dict) -> dict:
-    """The record's `end_to_end` section: the predictor's schedules against FCFS and the oracle."""
+def end_to_end(scenario, result: dict, groups=None) -> dict:
+    """The record's `end_to_end` section: the predictor's schedules against FCFS and the oracle,
+    and (with `groups`, the test rows' prompts) the same schedule on group bootstrap resamples,
+    from which the page's paper comparison takes intervals of padding ratio and JCT."""
     remaining = result.get("remaining")
-    return scenario.block(result["predictions"], OBSERVED_STEPS if remaining is not None else None,
-                          remaining)
+    steps = OBSERVED_STEPS if remaining is not None else None
+    block = scenario.block(result["predictions"], steps, remaining)
+    if groups is not None and len(np.unique(np.asarray(groups))) >= MIN_GROUPS:
+        block["bootstrap"] = scenario.bootstrap(result["predictions"], groups, steps, remaining)
+    return block
 
 
 def scenario_for(data: Split3, settings=None):
@@ -248,7 +260,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "predictions_sha256": predictions_hash(result["predictions"]),
                 "diagnostics": result["diagnostics"],
                 "per_row": per_row(data, result),
-                "end_to_end": end_to_end(scenario, result),
+                "end_to_end": end_to_end(scenario, result, np.asarray(data.test["group_id"])),
             }
             record["path"] = str(write_record(results_dir, record))
             records.append(record)

@@ -163,8 +163,12 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
         # the page's ranks and marks, for scripts: rank = 1 + predictors significantly better
         block["significance"] = {"test": SIGNIFICANCE, "predictors": significance(
             [keyed(r.body) for r in records if r.body["dataset"]["config"] == name])}
+    from forelen_bench.leaderboard.paper import paper_comparison
+
+    comparison = paper_comparison([{**r.body, "rel": f"{RECORDS}/{r.rel}"} for r in records])
     first = records[0].body
     return {
+        "paper_comparison": comparison,
         "release": version, "supersedes": supersedes, "notes": notes, "created_at": created_at,
         "forelen_version": __version__, "git_commit": git_commit(),
         "record_version": first.get("record_version"),

@@ -264,6 +264,49 @@ def keyed(record: dict) -> dict:
     return record if key == p["name"] else {**record, "predictor": {**p, "name": key}}
 
 
+VERDICT_CLASS = {"reproduced": "ok", "same direction, not significant": "dir",
+                 "reversed, not significant": "rev", "reversed": "rev", "no difference": "dir",
+                 "not tested": "nt"}
+
+
+def comparison(block: dict | None) -> list[dict]:
+    """The paper comparison's claims as the page shows them: figures formatted per row."""
+    if not block:
+        return []
+
+    def num(v, digits):
+        return "–" if v is None else f"{v:,.{digits}f}"
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:+.1f}%"
+
+    claims = []
+    for claim in block.get("claims") or []:
+        rows = []
+        for r in claim["rows"]:
+            d = r.get("digits", 1)
+            ours = []
+            for side in r["ours"]:
+                ci = side.get("ci95")
+                ours.append(num(side.get("value"), d)
+                            + (f" [{num(ci[0], d)}, {num(ci[1], d)}]" if ci else ""))
+            paper = r.get("paper")
+            eff = r["effect"]
+            rows.append({
+                "scope": r["scope"], "what": r["what"],
+                "paper": " vs ".join(num(v, max(d, 2)) for v in paper) if paper else "–",
+                "paper_effect": pct(r.get("paper_effect")),
+                "ours": " vs ".join(ours),
+                "effect": pct(eff.get("value")) + (
+                    f" [{pct(eff['ci95'][0])}, {pct(eff['ci95'][1])}]" if eff.get("ci95") else ""),
+                "verdict": r["verdict"], "cls": VERDICT_CLASS.get(r["verdict"], "nt"),
+                "hypothesis": r.get("hypothesis"), "note": r.get("note"),
+                "records": r.get("records") or []})
+        claims.append({"id": claim["id"], "title": claim["title"],
+                       "paper_text": claim.get("paper_text"), "rows": rows})
+    return claims
+
+
 def page_context(records: list[dict], manifest: dict) -> dict:
     cards = cards_for(records)
     records = [keyed(r) for r in records]
@@ -282,6 +325,9 @@ def page_context(records: list[dict], manifest: dict) -> dict:
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
             "overview": overview(groups), "accuracy": ACCURACY, "e2e_cols": E2E,
             "significance": SIGNIFICANCE,
+            "comparison": comparison(manifest.get("paper_comparison")),
+            "comparison_test": (manifest.get("paper_comparison") or {}).get("test"),
+            "notes": markdown(manifest["notes"]) if manifest.get("notes") else None,
             "cards": cards, "has_e2e": any(c["e2e"] for c in configs),
             "has_steps": any(c["steps"] for c in configs),
             "manifest_text": json.dumps(manifest, indent=2, sort_keys=True),
@@ -341,7 +387,7 @@ def markdown(text: str) -> str:
     from markdown_it import MarkdownIt
     from markupsafe import Markup
 
-    return Markup(MarkdownIt("commonmark", {"html": False}).render(text))
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
 
 
 def cards_for(records: list[dict]) -> list[dict]:

@@ -52,7 +52,17 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
         assert e2e["modes"]["continuous"]["policy"] == ("srpt" if rec["predictor"]["progressive"]
                                                         else "sjf")
+        # the group bootstrap of the schedule needs as many prompts as the MAE's interval
+        groups = rec["metrics"].get("groups") or len(set(rec["per_row"]["group"])) \
+            if rec.get("per_row") else 0
+        assert ("bootstrap" in e2e) == (groups >= 10)
     assert records["plp"]["per_step"]["0"]["n"] > 0
+    # each row's remaining-length error per observed step: the per-step MAE is a column's mean
+    step_err = records["plp"]["per_row"]["step_abs_error"]
+    for t, v in records["plp"]["per_step"].items():
+        col = [e for e in step_err[t] if e is not None]
+        assert len(col) == v["n"] and sum(col) / len(col) == pytest.approx(v["mae"], abs=1e-3)
+    assert "step_abs_error" not in records["egtp"]["per_row"]
     # Choices the paper leaves open are recorded with the result, not only named by a preset.
     head = records["egtp"]["predictor"]["head"]
     assert head["n_bins"] == 20 and head["ce_weight"] == 0.95 and head["train"]["lr"] > 0

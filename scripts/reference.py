@@ -1,0 +1,368 @@
+"""The reference release of ForeLen: pilot, build, evaluate and release, with pinned sizes and seeds.
+
+Run through `scripts/reference.sh` (which sets up .venv first). Every phase resumes: a build picks up
+its finished shards, evaluation rewrites its records, a release is refused if it already exists.
+
+    bash scripts/reference.sh                       # every phase, packaged SmolLM2-135M on CPU
+    bash scripts/reference.sh --phase build --split cot
+    bash scripts/reference.sh --model Qwen2.5-3B --engine vllm --out /data/forelen-qwen
+
+Sizes (pinned; see REFERENCE): every config's test partition holds at least 250 rows (rl: at
+least 40 prompt groups of 8 samples). The caps come from the pilot (64 prompts per split at 2,048
+new tokens, `--phase pilot`): the smallest of CAPS that censors at most 15% of the pilot's rows,
+with a margin for the pilot's own sampling error (`choose_cap`), else 2,048 with the censored
+fraction reported (runaway repetitions of a small model). No
+repetition penalty: it would change the distribution being measured. With another `--model` the
+caps are the split recipes' own (the pilot measured SmolLM2 only); `--full` takes every prompt of
+the source mix, the paper-scale version on a GPU with the hub.
+
+Each invocation appends what it measured (phase, wall time, tokens/s, the bf16 matmul roofline
+measured in the same process, fingerprints) to `<out>/reference-runs.json`; the release notes are
+written from that file, the pilot's and the builds' manifests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = "smollm2-135m"
+SEED = 0
+THREADS = 2  # the reference machine's cores; bf16 kernels may round differently on other counts
+CAPS = (512, 768, 1024, 1536, 2048)
+MAX_CENSORED = 0.15
+PILOT_MARGIN = 0.10
+# split: build options of the reference configs (packaged SmolLM2-135M). limit None: every prompt
+# of the packaged mix (cot: mmath-pkg 374 + gsm-symbolic 1,000 give 254 test rows, no more to
+# add); rl: 200 groups give 44 test groups x 8 = 352 test rows; long: 1,200 prompts give 252.
+REFERENCE = {
+    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768},
+    "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048},
+    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048},
+}
+# the pilot: about 64 rows per split at a 2,048-token budget (rl: 8 groups x 8 samples)
+PILOT = {
+    "cot": ["--limit", "64"],
+    "rl": ["--limit", "8", "--samples-per-prompt", "8"],
+    "long": ["--limit", "64", "--work-unit", "32", "--batch-size", "8"],
+}
+WORK_UNIT_CPU = 256  # hf on CPU: an interrupted unit is run again whole, so keep units small
+SPLITS = ("cot", "rl", "long")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/reference.sh", description=__doc__.split("\n")[0])
+    ap.add_argument("--phase", choices=("pilot", "build", "evaluate", "release", "notes", "all"),
+                    default="all", help="all = build, evaluate, release (the pilot is separate)")
+    ap.add_argument("--split", action="append", choices=SPLITS,
+                    help="split(s) to build (default: all three)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--out", default="reference/forelen", help="dataset folder")
+    ap.add_argument("--pilot-out", default="reference/pilot", help="pilot dataset folder")
+    ap.add_argument("--results", default="reference/results")
+    ap.add_argument("--releases", default="releases")
+    ap.add_argument("--version", default="v0.1.0")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="CPU threads (pinned so a rebuild on the same CPU type matches)")
+    ap.add_argument("--full", action="store_true",
+                    help="every prompt of each source mix (paper scale), not the pinned limits")
+    args = ap.parse_args(argv)
+    splits = tuple(args.split or SPLITS)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    phases = ("build", "evaluate", "release") if args.phase == "all" else (args.phase,)
+    for phase in phases:
+        if phase == "pilot":
+            pilot(args, splits, env)
+        elif phase == "build":
+            build(args, splits, env)
+        elif phase == "evaluate":
+            evaluate(args, env)
+        elif phase == "release":
+            release(args, env)
+        elif phase == "notes":
+            print(write_notes(args))
+    return 0
+
+
+# -- phases ------------------------------------------------------------------------------------------
+
+def forelen(args: list[str], env: dict) -> None:
+    cmd = [str(REPO / ".venv" / "bin" / "forelen"), *args]
+    print("+ forelen " + " ".join(args), flush=True)
+    done = subprocess.run(cmd, env=env, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"reference: `forelen {' '.join(args)}` exited {done.returncode}")
+
+
+def config_name(args, split: str) -> str:
+    sys.path.insert(0, str(REPO))
+    from forelen_bench.models import resolve_model
+
+    return f"{resolve_model(args.model).slug}-{split}"
+
+
+def sizes(args, split: str) -> dict:
+    s = dict(REFERENCE[split])
+    if args.model != DEFAULT_MODEL:
+        s["max_new_tokens"] = None  # the recipe's cap: the pilot measured SmolLM2 only
+    if args.full:
+        s["limit"] = None
+    return s
+
+
+def build_args(args, split: str, out: str, extra: list[str], pilot: bool = False) -> list[str]:
+    a = ["build", "--split", split, "--model", args.model, "--engine", args.engine, "--out", out,
+         "--seed", str(SEED), "--skip-complete"]
+    if not pilot and args.engine in ("auto", "hf") and not _cuda():
+        a += ["--work-unit", str(WORK_UNIT_CPU)]
+    return a + extra
+
+
+def pilot(args, splits, env) -> None:
+    for split in splits:
+        forelen(build_args(args, split, args.pilot_out, PILOT[split] + ["--max-new-tokens", "2048"],
+                           pilot=True), env)
+    table = pilot_table(args.pilot_out)
+    print(json.dumps(table, indent=2))
+
+
+def build(args, splits, env) -> None:
+    for split in splits:
+        s = sizes(args, split)
+        extra = ["--samples-per-prompt", str(s["samples"])]
+        if s["limit"] is not None:
+            extra += ["--limit", str(s["limit"])]
+        if s["max_new_tokens"] is not None:
+            extra += ["--max-new-tokens", str(s["max_new_tokens"])]
+        roof = roofline(args.model, args.threads) if not _cuda() else None
+        before = _config(args.out, config_name(args, split))
+        t0 = time.time()
+        forelen(build_args(args, split, args.out, extra), env)
+        wall = time.time() - t0
+        entry = _config(args.out, config_name(args, split))
+        log_run(args.out, {"phase": "build", "split": split, "config": config_name(args, split),
+                           "wall_s": round(wall, 1), "roofline": roof,
+                           "new_tokens": _tokens(entry) - _tokens(before),
+                           **summary(entry)})
+        print(f"fingerprint {config_name(args, split)} {summary(entry)['fingerprint']}", flush=True)
+
+
+def evaluate(args, env) -> None:
+    t0 = time.time()
+    forelen(["evaluate", "--predictor", "all", "--data", args.out, "--results", args.results,
+             "--seed", str(SEED)], env)
+    log_run(args.out, {"phase": "evaluate", "wall_s": round(time.time() - t0, 1)})
+
+
+def release(args, env) -> None:
+    notes = Path(args.out) / f"NOTES-{args.version}.md"
+    notes.write_text(write_notes(args))
+    forelen(["leaderboard", "release", args.version, "--results", args.results,
+             "--out", args.releases, "--notes", str(notes)], env)
+
+
+# -- measurements ------------------------------------------------------------------------------------
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def roofline(model: str, threads: int) -> dict | None:
+    """The bf16 matmul roofline at the model's own GEMM shapes (benchmarks/bench_build.py), in
+    this process, so the build's tokens/s can be stated as a fraction of it."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_build import roofline as measure
+
+    from forelen_bench import models
+
+    torch.set_num_threads(threads)
+    loaded = models.load_model(models.resolve_model(model), device="cpu", dtype="bfloat16")
+    m = loaded[0] if isinstance(loaded, tuple) else loaded
+    return {k: round(v, 2) if isinstance(v, float) else v
+            for k, v in measure(m, 128).items()} | {"threads": threads}
+
+
+def _config(out: str, config: str) -> dict | None:
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["configs"].get(config)
+
+
+def _tokens(entry: dict | None) -> int:
+    return int(((entry or {}).get("timing") or {}).get("generated_tokens", 0))
+
+
+def summary(entry: dict | None) -> dict:
+    from forelen_bench.leaderboard.records import dataset_fingerprint
+
+    if not entry:
+        return {"status": None, "fingerprint": None}
+    t = entry.get("timing") or {}
+    busy = t.get("generate_s", 0) + t.get("record_s", 0)
+    return {"status": entry.get("status"),
+            "fingerprint": dataset_fingerprint(entry) if entry.get("shards") else None,
+            "generated_tokens": t.get("generated_tokens"),
+            "generate_s": round(busy, 1),
+            "tok_s": round(t["generated_tokens"] / busy, 1) if busy else None}
+
+
+def log_run(out: str, run: dict) -> None:
+    from forelen_bench.dataset import atomic_write_bytes
+
+    path = Path(out) / "reference-runs.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **run})
+    atomic_write_bytes(path, (json.dumps(runs, indent=2) + "\n").encode())
+
+
+def choose_cap(censored: dict[int, float]) -> int:
+    """The smallest cap censoring at most PILOT_MARGIN of the pilot's rows, else the smallest at
+    most MAX_CENSORED, else the largest (2,048): 64 pilot rows estimate a 12% share to about +-4
+    points, so a cap just under 15% in the pilot can censor more in the full build."""
+    for limit in (PILOT_MARGIN, MAX_CENSORED):
+        fits = [c for c, share in sorted(censored.items()) if share <= limit]
+        if fits:
+            return fits[0]
+    return max(censored)
+
+
+def pilot_table(folder: str) -> dict:
+    """Per split: the pilot's length quantiles and the censored share at each candidate cap."""
+    import numpy as np
+
+    from forelen_bench.dataset import DatasetFolder
+
+    ds = DatasetFolder(folder)
+    out = {}
+    for config, entry in sorted(ds.manifest()["configs"].items()):
+        if entry.get("status") != "complete":
+            continue
+        table = ds.read(config, columns=["output_tokens", "finish_reason", "group_id"])
+        y = np.asarray(table["output_tokens"].to_numpy())
+        cut = np.asarray(table["finish_reason"].to_pylist()) == "length"
+        budget = entry["build"]["max_new_tokens"]
+        # a row censored at the pilot's budget would also be censored at every smaller cap
+        censored = {c: round(float(np.mean((y >= c) | cut)), 3) for c in CAPS if c <= budget}
+        chosen = choose_cap(censored)
+        t = entry.get("timing") or {}
+        out[entry["build"]["split"]] = {
+            "config": config, "rows": int(len(y)), "groups": int(len(set(table["group_id"].to_pylist()))),
+            "budget": budget, "median": float(np.median(y)),
+            "p75": float(np.percentile(y, 75)), "p90": float(np.percentile(y, 90)),
+            "mean": round(float(y.mean()), 1), "censored_at": censored, "cap": chosen,
+            "generated_tokens": t.get("generated_tokens"),
+            "generate_s": round(t.get("generate_s", 0) + t.get("record_s", 0), 1)}
+    return out
+
+
+# -- release notes -------------------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("flags")), "")
+        amx = "with AMX" if "amx_bf16" in flags else "without AMX"
+    except OSError:
+        amx = "AMX unknown"
+    return f"{cpu}, {os.cpu_count()} cores visible, {amx}; no GPU"
+
+
+def write_notes(args) -> str:
+    """The release notes, from measured files only: the pilot, the build manifests, the runs."""
+    out = Path(args.out)
+    runs = json.loads((out / "reference-runs.json").read_text()) \
+        if (out / "reference-runs.json").is_file() else []
+    pilot = pilot_table(args.pilot_out) if (Path(args.pilot_out) / "manifest.json").is_file() else {}
+    lines = [f"# ForeLen reference release {args.version}", "",
+             f"Built with `bash scripts/reference.sh` (model `{args.model}`, engine "
+             f"`{args.engine}`, seed {SEED}, {args.threads} CPU threads) on: {machine()}.", ""]
+    if pilot:
+        lines += ["## Pilot (choice of max_new_tokens)", "",
+                  "| split | rows | median / p75 / p90 tokens | censored at " +
+                  " / ".join(str(c) for c in CAPS) + " | cap chosen |", "|---|---|---|---|---|"]
+        for split in SPLITS:
+            p = pilot.get(split)
+            if p:
+                lines.append(f"| {split} | {p['rows']} ({p['groups']} prompts) | {p['median']:g} / "
+                             f"{p['p75']:g} / {p['p90']:g} | "
+                             + " / ".join(f"{100 * p['censored_at'].get(c, float('nan')):.1f}%"
+                                          for c in CAPS) + f" | {REFERENCE[split]['max_new_tokens']} |")
+        lines += ["", f"Rule: the smallest cap censoring at most {PILOT_MARGIN:.0%} of the pilot's "
+                  f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
+                  f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
+                  "censored fraction reported. No repetition penalty.", ""]
+    lines += ["## Builds", "", "| config | rows | test rows | censored | generated tokens | "
+              "generation s | tok/s | roofline tok/s | fraction | fingerprint |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    for config, entry in sorted((manifest.get("configs") or {}).items()):
+        s = summary(entry)
+        rows, test, cut = _counts(out, config)
+        roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config and r.get("roofline")]
+        roof = sum(roofs) / len(roofs) if roofs else None
+        rate = s["tok_s"]
+        roof_text = "–" if roof is None else f"{roof:,.0f}"
+        frac_text = "–" if roof is None or not rate else f"{rate / roof:.3f}"
+        lines.append(f"| {config} | {rows} | {test} | {cut:.1%} | {s['generated_tokens']:,} | "
+                     f"{s['generate_s']:,.0f} | {rate} | {roof_text} | {frac_text} | "
+                     f"`{(s['fingerprint'] or '')[:16]}` |")
+    walls: dict[str, float] = {}
+    for r in runs:
+        key = f"build {r['split']}" if r["phase"] == "build" else r["phase"]
+        walls[key] = walls.get(key, 0.0) + r["wall_s"]
+    lines += ["", "Wall time per phase (summed over invocations; an interrupted work unit is run "
+              "again, so this can exceed the generation seconds): "
+              + ", ".join(f"{k} {v / 60:,.1f} min" for k, v in walls.items()) + ".",
+              "The roofline is the bf16 matmul rate at the model's own GEMM shapes with 128 rows "
+              "(benchmarks/bench_build.py), measured in the same process before each build; "
+              "tokens/s count generated tokens over generation + feature time.", "",
+              "## Differences from the paper's setting", "",
+              f"- Generator: `{args.model}` (SmolLM2-135M-Instruct, bf16 on CPU), not Qwen2.5-3B/7B "
+              "or Llama-3.2 on GPUs.",
+              "- Sources: the packaged offline mixes (long: longdocs-pkg, ifeval-pkg, "
+              "writingbench-pkg; cot: mmath-pkg, gsm-symbolic; rl: gsm-symbolic, mmath-pkg, "
+              "humaneval-pkg), not LongBench/ZeroSCROLLS/IFEval and MATH/GSM8K from the hub.",
+              "- Caps: " + ", ".join(f"{s} {REFERENCE[s]['max_new_tokens']}" for s in SPLITS)
+              + " new tokens (the paper generates up to the recipes' 4,096-8,192); long prompts "
+              "are cut in the middle to fit SmolLM2's 8,192-token context.",
+              "- Sizes: a few hundred test rows per config, not the paper's thousands; "
+              "significance is tested by a paired group bootstrap over prompts.",
+              "- End to end: schedules are replayed in forelen's simulator with its default cost "
+              "model, not served by vLLM.", ""]
+    return "\n".join(lines)
+
+
+def _counts(out: Path, config: str) -> tuple[int, int, float]:
+    import numpy as np
+
+    from forelen_bench.dataset import DatasetFolder
+
+    table = DatasetFolder(out).read(config, columns=["partition", "finish_reason"])
+    part = np.asarray(table["partition"].to_pylist())
+    cut = np.asarray(table["finish_reason"].to_pylist()) == "length"
+    return int(len(part)), int((part == "test").sum()), float(cut.mean())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The paper comparison: verdicts computed from records alone, each number traceable to a record."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from forelen_bench.leaderboard import release as rel
+from forelen_bench.leaderboard.paper import hypothesis, paper_comparison, verdict
+from forelen_bench.metrics import OBSERVED_STEPS
+from forelen_bench.simulator.endtoend import Scenario, SimSettings
+
+GROUPS = 30  # prompts in the synthetic test partitions
+PER_GROUP = 4
+
+
+def _targets(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(GROUPS), PER_GROUP)
+    y = np.maximum(1, (rng.gamma(2.0, 120.0, GROUPS)[groups] + rng.normal(0, 30, len(groups))))
+    return np.round(y), groups
+
+
+def record(config: str, split: str, name: str, errors, groups, y, *, family="hidden-state",
+           prediction=None, **extra) -> dict:
+    errors = np.asarray(errors, np.float64)
+    r = {"predictor": {"name": name, "key": name, "family": family, "outputs": "length",
+                       "ranked": True},
+         "dataset": {"config": config, "split": split, "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                     "sources": ["mmath-pkg"], "source_mix": "packaged (offline fallback)",
+                     "fingerprint": "f" * 64},
+         "metrics": {"mae": float(errors.mean()), "groups": int(len(set(groups)))},
+         "references": {"test_rows": len(y), "test_truncation_rate": 0.12},
+         "per_row": {"abs_error": errors.round(3).tolist(), "group": list(map(int, groups)),
+                     "rows_sha256": f"rows-{config}"}}
+    r.update(extra)
+    return r
+
+
+def _row(block, claim, scope, what=""):
+    for c in block["claims"]:
+        if c["id"] == claim:
+            rows = [r for r in c["rows"] if r["scope"] == scope and what in r["what"]]
+            assert rows, [r["what"] for r in c["rows"]]
+            return rows[0]
+    raise AssertionError(f"no claim {claim}")
+
+
+def test_verdicts_follow_sign_and_interval():
+    assert verdict(-0.2, [-0.3, -0.1]) == "reproduced"
+    assert verdict(-0.2, [-0.4, 0.05]) == "same direction, not significant"
+    assert verdict(0.2, [0.1, 0.3]) == "reversed"
+    assert verdict(0.2, [-0.1, 0.3]) == "reversed, not significant"
+    assert verdict(-0.2, None) == "not tested"
+    assert verdict(None, [0, 1]) == "not tested"
+
+
+def test_pooling_ablation_and_best_baseline():
+    y, groups = _targets()
+    rng = np.random.default_rng(1)
+    base = np.abs(rng.normal(0, 60, len(y)))
+    errors = {"egtp": base * 0.5,  # clearly better than max: reproduced
+              "pool-max": base,
+              "pool-last": base * 1.0 + rng.normal(0, 3, len(y)).clip(-base),  # ~ max: not sig.
+              "pool-mean": base * 0.7,  # below last: the paper's order reversed
+              "trail": base * 0.8, "s3": base * 1.5, "constant-median": base * 0.1}
+    recs = [record("m-cot", "cot", n, e, groups, y,
+                   family="reference" if n == "constant-median" else
+                   "text-proxy" if n == "s3" else "hidden-state") for n, e in errors.items()]
+    block = paper_comparison(recs)
+    assert _row(block, "a", "m-cot", "EGTP vs max")["verdict"] == "reproduced"
+    assert _row(block, "a", "m-cot", "max vs last")["verdict"].endswith("not significant")
+    assert _row(block, "a", "m-cot", "last token vs mean")["verdict"] == "reversed"
+    # the reversed row says why it might be, labelled as a guess, from facts in the records
+    hyp = _row(block, "a", "m-cot", "last token vs mean")["hypothesis"]
+    assert hyp.startswith("Hypothesis (untested)") and "SmolLM2-135M-Instruct" in hyp
+    assert "12% of test rows are cut" in hyp
+    # paper figures of the reasoning column, ours = the records' MAE; the records are named
+    row = _row(block, "a", "m-cot", "EGTP vs max")
+    assert row["paper"] == [133.57, 137.88]
+    assert row["ours"][0]["value"] == pytest.approx(recs[0]["metrics"]["mae"])
+    assert row["records"] == ["records/m-cot/egtp.json", "records/m-cot/pool-max.json"]
+    assert [side["from"] for side in row["ours"]] == row["records"]
+    lo, hi = row["ours"][0]["ci95"]
+    assert lo < row["ours"][0]["value"] < hi
+    # (b): the best baseline is trail (references and ablations are not baselines)
+    b = _row(block, "b", "m-cot")
+    assert "(trail)" in b["what"] and b["verdict"] == "reproduced"
+    assert b["effect"]["value"] == pytest.approx(0.5 / 0.8 - 1, rel=1e-3)
+
+
+def test_average_rows_need_two_configs_and_use_the_paper_average():
+    y, groups = _targets()
+    recs = []
+    for config, split in (("m-cot", "cot"), ("m-long", "long")):
+        base = np.abs(np.random.default_rng(len(config)).normal(0, 60, len(y))) + 1
+        for i, n in enumerate(("egtp", "pool-max", "pool-last", "pool-mean", "trail")):
+            recs.append(record(config, split, n, base * (1 + 0.3 * i), groups, y))
+    block = paper_comparison(recs)
+    row = _row(block, "a", "average of 2 configs", "EGTP vs max")
+    assert row["paper"] == [103.47, 119.69] and row["verdict"] == "reproduced"
+    avg = _row(block, "b", "average of 2 configs")
+    assert avg["paper_effect"] == pytest.approx(-0.2916)
+    assert len(avg["records"]) == 4
+
+
+def test_too_few_prompts_are_not_tested():
+    y, groups = _targets()
+    few = groups % 5  # 5 prompts
+    recs = [record("m-cot", "cot", n, np.full(len(y), 10.0 * (i + 1)), few, y)
+            for i, n in enumerate(("egtp", "pool-max", "pool-last", "pool-mean"))]
+    row = _row(paper_comparison(recs), "a", "m-cot", "EGTP vs max")
+    assert row["verdict"] == "not tested" and row["effect"]["ci95"] is None
+    assert row["hypothesis"] is None
+
+
+def test_plp_steps_from_per_row_errors():
+    y, groups = _targets()
+    rng = np.random.default_rng(2)
+    steps = {}
+    for t in OBSERVED_STEPS:
+        running = y > t
+        # the remaining-length error shrinks as more tokens are observed
+        err = np.abs(rng.normal(0, 100 * (1 - t / 80), len(y)))
+        steps[str(t)] = [round(float(e), 3) if r else None for e, r in zip(err, running)]
+    per_step = {t: {"n": sum(v is not None for v in col),
+                    "mae": float(np.mean([v for v in col if v is not None]))}
+                for t, col in steps.items()}
+    r = record("m-rl", "rl", "plp", np.array([v for v in steps["0"]]), groups, y,
+               per_step=per_step)
+    r["per_row"]["step_abs_error"] = steps
+    row = _row(paper_comparison([r]), "c", "m-rl")
+    assert row["ours"][0]["value"] == pytest.approx(per_step["32"]["mae"])
+    assert row["ours"][1]["value"] == pytest.approx(per_step["0"]["mae"])
+    assert row["verdict"] == "reproduced" and row["paper"] == [80.86, 95.24]
+    assert row["effect"]["value"] == pytest.approx(per_step["32"]["mae"] / per_step["0"]["mae"] - 1)
+
+
+def test_end_to_end_claim_pairs_the_records_bootstrap():
+    y, groups = _targets()
+    prompt = np.full(len(y), 100)
+    scenario = Scenario(prompt, y, SimSettings(seed=0), int(y.max()))
+    rng = np.random.default_rng(3)
+    good = y + rng.normal(0, 20, len(y))  # EGTP: close to the truth
+    bad = rng.permutation(y)  # TRAIL here: no information
+    recs = []
+    for name, pred in (("egtp", good), ("trail", bad)):
+        e2e = scenario.block(pred)
+        e2e["bootstrap"] = scenario.bootstrap(pred, groups)
+        recs.append(record("m-long", "long", name, np.abs(y - pred), groups, y, end_to_end=e2e))
+    block = paper_comparison(recs)
+    pad = _row(block, "d", "m-long", "padding ratio, EGTP (SJF) vs TRAIL (SJF), static")
+    jct = _row(block, "d", "m-long", "mean JCT (s), EGTP (SJF) vs TRAIL (SJF), static")
+    assert pad["paper"] == [0.18, 0.51] and jct["paper"] == [4.20, 9.45]
+    assert pad["ours"][0]["value"] == recs[0]["end_to_end"]["modes"]["static"]["predictor"]["padding_ratio"]
+    assert jct["verdict"] == "reproduced" and pad["effect"]["value"] < 0
+    # the bootstrap replays the same resamples for both records, so the replicates pair
+    b0, b1 = (r["end_to_end"]["bootstrap"] for r in recs)
+    assert b0["n_boot"] == b1["n_boot"] == len(b0["modes"]["static"]["jct_mean_s"])
+    again = scenario.bootstrap(good, groups)
+    assert again == b0
+
+
+def test_release_page_shows_the_comparison(tmp_path):
+    y, groups = _targets()
+    base = np.abs(np.random.default_rng(5).normal(0, 60, len(y))) + 1
+    results = tmp_path / "results"
+    recs = []
+    for i, n in enumerate(("egtp", "pool-max", "pool-last", "pool-mean", "trail")):
+        r = record("m-cot", "cot", n, base * (1 + 0.3 * i), groups, y)
+        r.update({"record_version": 1, "protocol": {"seed": 0}})
+        r["dataset"]["path"] = "forelen"
+        r["dataset"]["schema_version"] = 1
+        recs.append(r)
+        path = results / "m-cot" / f"{n}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    dest = rel.make_release("v0.1.0", results, tmp_path / "releases",
+                            notes="# Notes\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    claims = {c["id"]: c for c in manifest["paper_comparison"]["claims"]}
+    assert set(claims) == {"a", "b"}  # no plp on rl, no long config: (c) and (d) are absent
+    page = (dest / "index.html").read_text()
+    assert 'id="paper"' in page and "Paper comparison" in page and "reproduced" in page
+    # each row's figures are the named records' own
+    for row in claims["a"]["rows"]:
+        for side in row["ours"]:
+            body = json.loads((dest / side["from"]).read_text())
+            assert side["value"] == pytest.approx(body["metrics"]["mae"])
+            assert f"{side['value']:,.1f}" in page
+    assert "<table>" in page.split('id="notes"')[1]  # notes render as Markdown
+    assert str(tmp_path) not in page
+
+
+def test_hypothesis_mentions_size_only_when_not_significant():
+    recs = [record("m-cot", "cot", "egtp", [1.0], [0], [1.0])]
+    assert "too few" in hypothesis("same direction, not significant", recs, "a")
+    assert "too few" not in hypothesis("reversed", recs, "a")
+    assert hypothesis("not tested", recs, "a") is None
+    recs2 = copy.deepcopy(recs)
+    recs2[0]["dataset"]["source_mix"] = "paper (hub)"
+    assert "packaged" not in hypothesis("reversed", recs2, "a")
+
+
+def test_evaluate_end_to_end_adds_the_bootstrap_from_ten_prompts():
+    from forelen_bench.leaderboard.evaluate import end_to_end
+
+    y, groups = _targets()
+    scenario = Scenario(np.full(len(y), 50), y, SimSettings(seed=0), int(y.max()))
+    steps = np.asarray(OBSERVED_STEPS)
+    remaining = np.where(y[:, None] > steps, np.maximum(y[:, None] - steps, 0), np.nan)
+    result = {"predictions": y.astype(float), "remaining": remaining}
+    block = end_to_end(scenario, result, groups)
+    boot = block["bootstrap"]
+    assert boot["unit"] == "group" and boot["modes"]["continuous"]["policy"] == "srpt"
+    assert boot["modes"]["static"]["policy"] == "sjf"
+    assert len(boot["modes"]["continuous"]["padding_ratio"]) == boot["n_boot"]
+    assert "bootstrap" not in end_to_end(scenario, result, groups % 9)  # 9 prompts: none
