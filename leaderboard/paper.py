@@ -101,7 +101,8 @@ def _paired(recs: list[dict]) -> tuple[np.ndarray, list] | None:
     """Rows x predictors absolute errors and the rows' groups, when all records score the very
     same test rows with at least MIN_GROUPS prompts; else None."""
     rows = [(r.get("per_row") or {}) for r in recs]
-    if any(not pr.get("abs_error") for pr in rows) or len({pr.get("rows_sha256") for pr in rows}) != 1:
+    if any(not pr.get("abs_error") for pr in rows) \
+            or len({pr.get("rows_sha256") for pr in rows}) != 1:
         return None
     groups = rows[0]["group"]
     if len(set(groups)) < MIN_GROUPS:
@@ -117,7 +118,8 @@ def _value(v: float | None, ci=None, source=None) -> dict:
     """One side of a comparison; `source`: the record(s) its figure comes from."""
     out = {"value": None if v is None else float(v), "ci95": None if ci is None else list(ci)}
     if source is not None:
-        out["from"] = sorted({_rel(r) for r in source}) if isinstance(source, list) else _rel(source)
+        out["from"] = (sorted({_rel(r) for r in source}) if isinstance(source, list)
+                       else _rel(source))
     return out
 
 
@@ -128,7 +130,7 @@ def _row(claim: str, scope: str, what: str, paper: tuple | None, paper_effect: f
     return {"claim": claim, "scope": scope, "what": what, "digits": digits,
             "paper": None if paper is None else list(paper), "paper_effect": paper_effect,
             "ours": [a, b], "effect": _value(effect, ci), "verdict": v,
-            "hypothesis": None if v == "reproduced" else hypothesis(v, context or [r for r in recs], claim),
+            "hypothesis": None if v == "reproduced" else hypothesis(v, context or recs, claim),
             "note": note, "records": sorted({_rel(r) for r in recs})}
 
 
@@ -146,8 +148,9 @@ def hypothesis(verdict_text: str, recs: list[dict], claim: str) -> str | None:
                      "caps, which compresses differences between predictors")
     split = d.get("split")
     if d.get("source_mix") != "paper (hub)" and split in PAPER_SOURCES:
-        parts.append(f"the prompts are the packaged offline mix ({', '.join(d.get('sources') or [])})"
-                     f", not the paper's ({PAPER_SOURCES[split]})")
+        sources = ", ".join(d.get("sources") or [])
+        parts.append(f"the prompts are the packaged offline mix ({sources}), not the paper's "
+                     f"({PAPER_SOURCES[split]})")
     if verdict_text.endswith("not significant"):
         groups = m.get("groups") or ref.get("test_rows")
         parts.append(f"{groups} test prompts may be too few to separate an effect this size")

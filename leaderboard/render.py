@@ -296,7 +296,7 @@ def comparison(block: dict | None) -> list[dict]:
                 "scope": r["scope"], "what": r["what"],
                 "paper": " vs ".join(num(v, max(d, 2)) for v in paper) if paper else "–",
                 "paper_effect": pct(r.get("paper_effect")),
-                "ours": " vs ".join(ours),
+                "ours": ours,
                 "effect": pct(eff.get("value")) + (
                     f" [{pct(eff['ci95'][0])}, {pct(eff['ci95'][1])}]" if eff.get("ci95") else ""),
                 "verdict": r["verdict"], "cls": VERDICT_CLASS.get(r["verdict"], "nt"),

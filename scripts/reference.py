@@ -307,7 +307,9 @@ def write_notes(args) -> str:
                 lines.append(f"| {split} | {p['rows']} ({p['groups']} prompts) | {p['median']:g} / "
                              f"{p['p75']:g} / {p['p90']:g} | "
                              + " / ".join(f"{100 * p['censored_at'].get(c, float('nan')):.1f}%"
-                                          for c in CAPS) + f" | {REFERENCE[split]['max_new_tokens']} |")
+                                          for c in CAPS) + f" | {p['cap']}"
+                             + ("" if p["cap"] == REFERENCE[split]["max_new_tokens"] else
+                                f" (pinned: {REFERENCE[split]['max_new_tokens']})") + " |")
         lines += ["", f"Rule: the smallest cap censoring at most {PILOT_MARGIN:.0%} of the pilot's "
                   f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
                   f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
@@ -318,6 +320,10 @@ def write_notes(args) -> str:
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     for config, entry in sorted((manifest.get("configs") or {}).items()):
         s = summary(entry)
+        if s["status"] != "complete":
+            lines.append(f"| {config} | building: {len(entry.get('shards') or {})} shards written "
+                         "| | | | | | | | |")
+            continue
         rows, test, cut = _counts(out, config)
         roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config and r.get("roofline")]
         roof = sum(roofs) / len(roofs) if roofs else None
@@ -344,8 +350,9 @@ def write_notes(args) -> str:
               "writingbench-pkg; cot: mmath-pkg, gsm-symbolic; rl: gsm-symbolic, mmath-pkg, "
               "humaneval-pkg), not LongBench/ZeroSCROLLS/IFEval and MATH/GSM8K from the hub.",
               "- Caps: " + ", ".join(f"{s} {REFERENCE[s]['max_new_tokens']}" for s in SPLITS)
-              + " new tokens (the paper generates up to the recipes' 4,096-8,192); long prompts "
-              "are cut in the middle to fit SmolLM2's 8,192-token context.",
+              + " new tokens, below the split recipes' defaults for the paper's models (long "
+              "4,096, cot 8,192, rl 4,096); long prompts are cut in the middle to fit SmolLM2's "
+              "8,192-token context with the cap.",
               "- Sizes: a few hundred test rows per config, not the paper's thousands; "
               "significance is tested by a paired group bootstrap over prompts.",
               "- End to end: schedules are replayed in forelen's simulator with its default cost "

@@ -181,3 +181,43 @@ def test_screenshot_shows_tables_and_plots(page, tmp_path):
     assert count_colour(page, hist, BAR) > 500  # the bars are drawn
     assert count_colour(page, steps, PLP) > 100  # so is plp's curve
     assert count_colour(page, steps, (0x12, 0x34, 0x56)) == 0  # and the counter is not fooled
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0"
+LOCAL_PATH = r"(?<![\w.:/-])/(?:work|tmp|root|home|Users|mnt|var|opt|data)/"
+
+
+@pytest.mark.skipif(not (REFERENCE / "index.html").is_file(),
+                    reason="the reference release v0.1.0 is not in releases/ yet")
+def test_reference_release_page(browser):
+    """The committed reference release: its page loads cleanly, the paper comparison renders with
+    the manifest's figures, which the records reproduce, and no absolute local path appears."""
+    import json
+    import re
+
+    from forelen_bench.leaderboard.release import load_records
+    from forelen_bench.leaderboard.paper import paper_comparison
+    from forelen_bench.leaderboard.render import comparison
+
+    manifest = json.loads((REFERENCE / "manifest.json").read_text())
+    records = [{**r.body, "rel": f"records/{r.rel}"} for r in load_records(REFERENCE / "records")]
+    assert paper_comparison(records) == manifest["paper_comparison"]  # every figure from a record
+    html = (REFERENCE / "index.html").read_text()
+    assert not re.search(LOCAL_PATH, html), re.search(LOCAL_PATH, html).group(0)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    problems = []
+    tab.on("pageerror", lambda e: problems.append(str(e)))
+    tab.on("request", lambda r: None if r.url.startswith(("file://", "data:"))
+           else problems.append(r.url))
+    tab.goto((REFERENCE / "index.html").as_uri())
+    tab.wait_for_load_state("load")
+    assert problems == []
+    assert tab.locator("#paper").is_visible()
+    shown = tab.eval_on_selector_all("#paper tr.claim-row", "rows => rows.map(r => "
+                                     "Array.from(r.cells).map(c => c.innerText.trim()))")
+    expected = [[r["scope"], r["what"], r["verdict"], r["paper"], r["paper_effect"],
+                 "\nvs ".join(r["ours"]), r["effect"]]
+                for c in comparison(manifest["paper_comparison"]) for r in c["rows"]]
+    assert shown == expected and len(shown) >= 4
+    context.close()

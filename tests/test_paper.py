@@ -192,6 +192,9 @@ def test_release_page_shows_the_comparison(tmp_path):
             assert side["value"] == pytest.approx(body["metrics"]["mae"])
             assert f"{side['value']:,.1f}" in page
     assert "<table>" in page.split('id="notes"')[1]  # notes render as Markdown
+    # the block recomputes from the frozen records alone
+    frozen = [{**r.body, "rel": f"records/{r.rel}"} for r in rel.load_records(dest / "records")]
+    assert paper_comparison(frozen) == manifest["paper_comparison"]
     assert str(tmp_path) not in page
 
 
