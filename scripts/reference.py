@@ -59,8 +59,11 @@ SPLITS = ("cot", "rl", "long")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/reference.sh", description=__doc__.split("\n")[0])
-    ap.add_argument("--phase", choices=("pilot", "build", "evaluate", "release", "notes", "all"),
-                    default="all", help="all = build, evaluate, release (the pilot is separate)")
+    ap.add_argument("--phase", choices=("pilot", "build", "verify", "evaluate", "release", "notes",
+                                        "all"), default="all",
+                    help="all = build, evaluate, release (pilot and verify are separate); verify "
+                         "rebuilds each config's first work unit into <out>-verify and compares "
+                         "its shards' sha256 with the build's")
     ap.add_argument("--split", action="append", choices=SPLITS,
                     help="split(s) to build (default: all three)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -83,6 +86,9 @@ def main(argv=None) -> int:
             pilot(args, splits, env)
         elif phase == "build":
             build(args, splits, env)
+        elif phase == "verify":
+            if not verify(args, splits, env):
+                return 1
         elif phase == "evaluate":
             evaluate(args, env)
         elif phase == "release":
@@ -134,14 +140,19 @@ def pilot(args, splits, env) -> None:
     print(json.dumps(table, indent=2))
 
 
+def build_extra(args, split: str) -> list[str]:
+    s = sizes(args, split)
+    extra = ["--samples-per-prompt", str(s["samples"])]
+    if s["limit"] is not None:
+        extra += ["--limit", str(s["limit"])]
+    if s["max_new_tokens"] is not None:
+        extra += ["--max-new-tokens", str(s["max_new_tokens"])]
+    return extra
+
+
 def build(args, splits, env) -> None:
     for split in splits:
-        s = sizes(args, split)
-        extra = ["--samples-per-prompt", str(s["samples"])]
-        if s["limit"] is not None:
-            extra += ["--limit", str(s["limit"])]
-        if s["max_new_tokens"] is not None:
-            extra += ["--max-new-tokens", str(s["max_new_tokens"])]
+        extra = build_extra(args, split)
         roof = roofline(args.model, args.threads) if not _cuda() else None
         before = _config(args.out, config_name(args, split))
         t0 = time.time()
@@ -153,6 +164,57 @@ def build(args, splits, env) -> None:
                            "new_tokens": _tokens(entry) - _tokens(before),
                            **summary(entry)})
         print(f"fingerprint {config_name(args, split)} {summary(entry)['fingerprint']}", flush=True)
+
+
+def first_unit(entry: dict) -> tuple[int, list[str]]:
+    """(work units in the plan, the chunks of the first), from a complete build's manifest: the
+    plan's chunks are train, validation, test in order, and a unit takes consecutive chunks up to
+    `work_unit` sequences (builders.runner.plan_units)."""
+    order = {"train": 0, "validation": 1, "test": 2}
+    names = sorted(entry["shards"], key=lambda n: (order[n.split("-")[0]], n))
+    units: list[list[str]] = []
+    size, limit = 0, entry["build"]["work_unit"]
+    for name in names:
+        rows = entry["shards"][name]["rows"]
+        if units and size + rows <= limit:
+            units[-1].append(name)
+            size += rows
+        else:
+            units.append([name])
+            size = rows
+    return len(units), units[0]
+
+
+def verify(args, splits, env) -> bool:
+    """Rebuild each config's first work unit (`--num-shards U --shard-index 0`, which runs it
+    exactly as the full build did) and compare the shards byte for byte (sha256)."""
+    ok = True
+    out = args.out.rstrip("/") + "-verify"
+    for split in splits:
+        config = config_name(args, split)
+        entry = _config(args.out, config)
+        if not entry or entry.get("status") != "complete":
+            print(f"verify {config}: no complete build in {args.out} to compare with")
+            ok = False
+            continue
+        n_units, chunks = first_unit(entry)
+        t0 = time.time()
+        if n_units > 1:
+            extra = build_extra(args, split) + ["--num-shards", str(n_units), "--shard-index", "0"]
+        else:
+            extra = build_extra(args, split)
+        forelen(build_args(args, split, out, extra), env)
+        got = _config(out, config) or {}
+        same = [c for c in chunks if (got.get("shards") or {}).get(c, {}).get("sha256")
+                == entry["shards"][c]["sha256"]]
+        log_run(args.out, {"phase": "verify", "split": split, "config": config,
+                           "wall_s": round(time.time() - t0, 1), "chunks": len(chunks),
+                           "identical": len(same), "of_units": n_units})
+        print(f"verify {config}: {len(same)} of {len(chunks)} shards of the first work unit (of "
+              f"{n_units}) identical to the build's" + ("" if len(same) == len(chunks) else
+                                                       f"; differ: {sorted(set(chunks) - set(same))}"))
+        ok &= len(same) == len(chunks)
+    return ok
 
 
 def evaluate(args, env) -> None:

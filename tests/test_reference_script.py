@@ -1,0 +1,70 @@
+"""scripts/reference.py: the cap rule, the verify phase's view of the plan, the release notes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import reference  # noqa: E402
+
+
+@pytest.mark.parametrize("censored, cap", [
+    ({512: 0.141, 768: 0.094, 1024: 0.094, 2048: 0.094}, 768),  # the cot pilot: margin first
+    ({512: 0.141, 768: 0.12, 2048: 0.11}, 512),  # none within the margin: within 15%
+    ({512: 0.344, 768: 0.25, 1024: 0.234, 2048: 0.234}, 2048),  # the rl pilot: unreachable
+])
+def test_cap_rule(censored, cap):
+    assert reference.choose_cap(censored) == cap
+
+
+def test_first_unit_follows_the_plan():
+    """The verify phase reads the plan's units back from a manifest as plan_units cuts them."""
+    from types import SimpleNamespace
+
+    from forelen_bench.builders.runner import plan_units
+
+    sizes = {"train-00000.parquet": 32, "train-00001.parquet": 32, "train-00002.parquet": 8,
+             "validation-00000.parquet": 32, "validation-00001.parquet": 4,
+             "test-00000.parquet": 32, "test-00001.parquet": 16}
+    for work_unit in (16, 40, 64, 100, 1024):
+        chunks = [SimpleNamespace(name=n, items=[0] * k) for n, k in sizes.items()]
+        units = plan_units(chunks, work_unit)
+        entry = {"build": {"work_unit": work_unit},
+                 "shards": {n: {"rows": k, "sha256": n} for n, k in reversed(sizes.items())}}
+        assert reference.first_unit(entry) == (len(units), [c.name for c in units[0]])
+
+
+def test_notes_from_measured_files(tmp_path):
+    import pyarrow as pa
+
+    from forelen_bench.dataset import DatasetFolder
+
+    out = tmp_path / "ds"
+    folder = DatasetFolder(out)
+    table = pa.table({"partition": ["train"] * 6 + ["test"] * 4,
+                      "finish_reason": ["stop"] * 9 + ["length"],
+                      "output_tokens": pa.array([5, 7, 9, 11, 13, 15, 17, 19, 21, 768], pa.int32()),
+                      "group_id": [f"g{i}" for i in range(10)]})
+    shard = folder.write_shard("smollm2-135m-cot", "train-00000.parquet", table)
+    entry = {"status": "complete", "shards": {"train-00000.parquet": shard},
+             "build": {"split": "cot", "max_new_tokens": 768, "work_unit": 256},
+             "timing": {"generated_tokens": 885, "generate_s": 8.85, "record_s": 0.0}}
+    folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-cot", entry))
+    reference.log_run(str(out), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
+                                 "wall_s": 12.0, "roofline": {"tok_s": 1000.0}})
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
+                           "notes", "--out", str(out), "--pilot-out", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout
+    # rows, test rows, censored share, tok/s = tokens / generation seconds, fraction of roofline
+    assert "| smollm2-135m-cot | 10 | 4 | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
+    assert "build cot 0.2 min" in notes and "cores visible" in notes
+    assert json.loads((out / "reference-runs.json").read_text())[0]["phase"] == "build"
