@@ -27,8 +27,9 @@ from forelen_bench.simulator.requests import Workload, make_workload
 
 MODES = ("static", "continuous")
 RATIO_KEYS = ("throughput_tok_s", "jct_mean_s", "jct_p90_s", "padding_ratio")
-# The group bootstrap of a record's schedule (Scenario.bootstrap): 200 replicates give a 95%
-# percentile interval of a padding ratio or a JCT to about a hundredth of its spread.
+# The group bootstrap of a record's schedule (Scenario.bootstrap): 200 replicates, so each end of
+# a 95% percentile interval rests on 5 of them; enough for a verdict that is not borderline, and
+# the record keeps every replicate, so a reader can recompute any interval from it.
 BOOT_N = 200
 BOOT_KEYS = ("padding_ratio", "jct_mean_s", "throughput_tok_s")
 
@@ -162,4 +163,3 @@ class Scenario:
         for mode in MODES:
             out["modes"][mode]["policy"] = self.plan(pred, steps, rem, mode).name
         return out
-
