@@ -151,7 +151,13 @@ def build_extra(args, split: str) -> list[str]:
 
 
 def build(args, splits, env) -> None:
+    pilot = pilot_table(args.pilot_out) if (Path(args.pilot_out) / "manifest.json").is_file() \
+        else {}
     for split in splits:
+        chosen = (pilot.get(split) or {}).get("cap")
+        if args.model == DEFAULT_MODEL and chosen and chosen != REFERENCE[split]["max_new_tokens"]:
+            print(f"note: the pilot in {args.pilot_out} now gives {split} a cap of {chosen}; the "
+                  f"reference pins {REFERENCE[split]['max_new_tokens']}", flush=True)
         extra = build_extra(args, split)
         roof = roofline(args.model, args.threads) if not _cuda() else None
         before = _config(args.out, config_name(args, split))
@@ -362,7 +368,8 @@ def write_notes(args) -> str:
     if pilot:
         lines += ["## Pilot (choice of max_new_tokens)", "",
                   "| split | rows | median / p75 / p90 tokens | censored at " +
-                  " / ".join(str(c) for c in CAPS) + " | cap chosen |", "|---|---|---|---|---|"]
+                  " / ".join(str(c) for c in CAPS) + " | cap chosen | generation s, tok/s |",
+                  "|---|---|---|---|---|---|"]
         for split in SPLITS:
             p = pilot.get(split)
             if p:
@@ -371,7 +378,9 @@ def write_notes(args) -> str:
                              + " / ".join(f"{100 * p['censored_at'].get(c, float('nan')):.1f}%"
                                           for c in CAPS) + f" | {p['cap']}"
                              + ("" if p["cap"] == REFERENCE[split]["max_new_tokens"] else
-                                f" (pinned: {REFERENCE[split]['max_new_tokens']})") + " |")
+                                f" (pinned: {REFERENCE[split]['max_new_tokens']})")
+                             + f" | {p['generate_s']:,.0f}, "
+                             f"{p['generated_tokens'] / max(p['generate_s'], 1e-9):.1f} |")
         lines += ["", f"Rule: the smallest cap censoring at most {PILOT_MARGIN:.0%} of the pilot's "
                   f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
                   f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
