@@ -54,6 +54,7 @@ def test_verdicts_follow_sign_and_interval():
     assert verdict(-0.2, [-0.4, 0.05]) == "same direction, not significant"
     assert verdict(0.2, [0.1, 0.3]) == "reversed"
     assert verdict(0.2, [-0.1, 0.3]) == "reversed, not significant"
+    assert verdict(-0.01, [0.01, 0.2]) == "reversed"  # the interval decides, not the point
     assert verdict(-0.2, None) == "not tested"
     assert verdict(None, [0, 1]) == "not tested"
 
