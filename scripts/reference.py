@@ -42,10 +42,12 @@ PILOT_MARGIN = 0.10
 # split: build options of the reference configs (packaged SmolLM2-135M). limit None: every prompt
 # of the packaged mix (cot: mmath-pkg 374 + gsm-symbolic 1,000 give 254 test rows, no more to
 # add); rl: 200 groups give 44 test groups x 8 = 352 test rows; long: 1,200 prompts give 252.
+# kv_budget (GiB, hf engine): the slot cache, so that rl decodes 128 sequences at a time and long
+# (prompts up to 6,144 tokens + 2,048 new) about 43; cot needs no more than the default 4.
 REFERENCE = {
-    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768},
-    "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048},
-    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048},
+    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768, "kv_budget": 4.0},
+    "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 8.0},
+    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 8.0},
 }
 # the pilot: about 64 rows per split at a 2,048-token budget (rl: 8 groups x 8 samples)
 PILOT = {
@@ -54,7 +56,7 @@ PILOT = {
     "long": ["--limit", "64", "--work-unit", "32", "--batch-size", "8"],
 }
 WORK_UNIT_CPU = 256  # hf on CPU: an interrupted unit is run again whole, so keep units small
-SPLITS = ("cot", "rl", "long")
+SPLITS = ("cot", "long", "rl")
 
 
 def main(argv=None) -> int:
@@ -147,6 +149,8 @@ def build_extra(args, split: str) -> list[str]:
         extra += ["--limit", str(s["limit"])]
     if s["max_new_tokens"] is not None:
         extra += ["--max-new-tokens", str(s["max_new_tokens"])]
+    if args.engine in ("auto", "hf") and not _cuda():
+        extra += ["--kv-budget", str(s["kv_budget"])]
     return extra
 
 
