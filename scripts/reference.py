@@ -217,9 +217,13 @@ def verify(args, splits, env) -> bool:
         got = _config(out, config) or {}
         same = [c for c in chunks if (got.get("shards") or {}).get(c, {}).get("sha256")
                 == entry["shards"][c]["sha256"]]
+        got_summary = summary(got)
         log_run(args.out, {"phase": "verify", "split": split, "config": config,
                            "wall_s": round(time.time() - t0, 1), "chunks": len(chunks),
-                           "identical": len(same), "of_units": n_units})
+                           "identical": len(same), "of_units": n_units,
+                           "generated_tokens": got_summary.get("generated_tokens"),
+                           "generate_s": got_summary.get("generate_s"),
+                           "tok_s": got_summary.get("tok_s")})
         print(f"verify {config}: {len(same)} of {len(chunks)} shards of the first work unit (of "
               f"{n_units}) identical to the build's" + ("" if len(same) == len(chunks) else
                                                        f"; differ: {sorted(set(chunks) - set(same))}"))
@@ -408,12 +412,23 @@ def write_notes(args) -> str:
         lines.append(f"| {config} | {rows} | {test} | {cut:.1%} | {s['generated_tokens']:,} | "
                      f"{s['generate_s']:,.0f} | {rate} | {roof_text} | {frac_text} | "
                      f"`{(s['fingerprint'] or '')[:16]}` |")
+    checks = [r for r in runs if r["phase"] == "verify"]
+    if checks:
+        lines += ["", "Rebuild check (`--phase verify`: each config's first work unit built again "
+                  "in a new process and compared shard by shard; an uninterrupted run, so its "
+                  "tokens/s is the builder's clean rate):", ""]
+        for r in checks:
+            lines.append(f"- {r['config']} ({r['at']}): {r['identical']} of {r['chunks']} shards "
+                         f"identical (sha256), unit 1 of {r['of_units']}; "
+                         f"{r.get('generated_tokens') or 0:,} tokens at {r.get('tok_s')} tok/s.")
     walls: dict[str, float] = {}
     for r in runs:
         key = f"build {r['split']}" if r["phase"] == "build" else r["phase"]
         walls[key] = walls.get(key, 0.0) + r["wall_s"]
-    lines += ["", "Wall time per phase (summed over invocations; an interrupted work unit is run "
-              "again, so this can exceed the generation seconds): "
+    lines += ["", "Generation seconds and tokens/s in the table are sums over every session a "
+              "build ran in: a work unit interrupted by the end of a session is run again, and its "
+              "time counts, so these rates are lower bounds on the builder's.",
+              "", "Wall time per phase (summed over invocations): "
               + ", ".join(f"{k} {v / 60:,.1f} min" for k, v in walls.items()) + ".",
               "The roofline is the bf16 matmul rate at the model's own GEMM shapes with 128 rows "
               "(benchmarks/bench_build.py), measured in the same process before each build; "
