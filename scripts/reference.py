@@ -43,7 +43,7 @@ PILOT_MARGIN = 0.10
 # of the packaged mix (cot: mmath-pkg 374 + gsm-symbolic 1,000 give 254 test rows, no more to
 # add); rl: 200 groups give 44 test groups x 8 = 352 test rows; long: 1,200 prompts give 252.
 # kv_budget (GiB, hf engine): the slot cache, so that rl decodes 128 sequences at a time and long
-# (prompts up to 6,144 tokens + 2,048 new) about 43; cot needs no more than the default 4.
+# (prompts up to 6,144 tokens + 2,048 new) 61; cot needs no more than the default 4.
 REFERENCE = {
     "cot": {"limit": None, "samples": 1, "max_new_tokens": 768, "kv_budget": 4.0},
     "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 8.0},
