@@ -240,7 +240,9 @@ class DatasetFolder:
             if hashlib.sha256(data).hexdigest() != shard["sha256"]:
                 raise ForelenError(f"shard {self.shard_path(config, name)} is missing or corrupt "
                                    "(sha256 differs from the manifest); rebuild the config")
-            tables.append(pq.read_table(io.BytesIO(data), columns=columns))
+            # use_threads=False: pyarrow 26's reader thread pool can abort the interpreter at exit
+            # ("terminate called without an active exception", about half the runs here)
+            tables.append(pq.read_table(io.BytesIO(data), columns=columns, use_threads=False))
         return pa.concat_tables(tables) if tables else None
 
 

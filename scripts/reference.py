@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
+    # a session's end (SIGTERM) unwinds like Ctrl-C, so the interrupted run is still logged
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     splits = tuple(args.split or SPLITS)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     phases = ("build", "evaluate", "release") if args.phase == "all" else (args.phase,)
@@ -166,13 +169,17 @@ def build(args, splits, env) -> None:
         roof = roofline(args.model, args.threads) if not _cuda() else None
         before = _config(args.out, config_name(args, split))
         t0 = time.time()
-        forelen(build_args(args, split, args.out, extra), env)
-        wall = time.time() - t0
-        entry = _config(args.out, config_name(args, split))
-        log_run(args.out, {"phase": "build", "split": split, "config": config_name(args, split),
-                           "wall_s": round(wall, 1), "roofline": roof,
-                           "new_tokens": _tokens(entry) - _tokens(before),
-                           **summary(entry)})
+        finished = False
+        try:
+            forelen(build_args(args, split, args.out, extra), env)
+            finished = True
+        finally:  # an interrupted session's build time counts too (the notes sum wall times)
+            entry = _config(args.out, config_name(args, split))
+            log_run(args.out, {"phase": "build", "split": split,
+                               "config": config_name(args, split),
+                               "wall_s": round(time.time() - t0, 1), "roofline": roof,
+                               "interrupted": not finished,
+                               "new_tokens": _tokens(entry) - _tokens(before), **summary(entry)})
         print(f"fingerprint {config_name(args, split)} {summary(entry)['fingerprint']}", flush=True)
 
 

@@ -59,7 +59,7 @@ def _read_table(path: Path) -> list[dict]:
         # Text everywhere: ids like "007" stay as written and empty cells are "", not NaN.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     else:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(path, use_threads=False)  # see dataset.DatasetFolder.read
     return frame.to_dict("records")
 
 

@@ -169,7 +169,7 @@ def _table(path: Path, fmt: str) -> tuple[list[dict], list[str], list[str]]:
             import pyarrow.parquet as pq
 
             try:
-                table = pq.read_table(path)
+                table = pq.read_table(path, use_threads=False)  # see dataset.DatasetFolder.read
             except pa.ArrowInvalid as exc:
                 raise ForelenError(f"cannot read {path} as Parquet: {exc}") from None
             return (table.to_pylist(), table.column_names,
