@@ -77,4 +77,12 @@ class LTRClassifier(_LTRBase):
         return cross_entropy(out, t)
 
     def _decode(self, out: np.ndarray) -> np.ndarray:
-        return self.values_[np.argmax(out, axis=1)]
+        """Argmax class -> its centre, as the LTR code decodes (`outputs.argmax`). Argmax predicts
+        the mode of the bucket distribution: where many train rows stop at the budget, the cap's
+        bucket is the mode, and a head that learnt little predicts it for every prompt. The share
+        of predictions in the most frequent class is reported (`modal_class_rate`) so a record
+        shows when that happened."""
+        cls = np.argmax(out, axis=1)
+        if len(cls):
+            self.modal_class_rate_ = float(np.bincount(cls).max() / len(cls))
+        return self.values_[cls]

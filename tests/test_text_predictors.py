@@ -130,3 +130,16 @@ def test_training_config_is_recorded(data):
     assert _text.resolve_precision("auto") in ("bf16", "fp32")
     with pytest.raises(ForelenError, match="precision"):
         _text.resolve_precision("fp8")
+
+
+def test_ltr_c_reports_when_it_predicts_one_class(data):
+    """A head that learnt little predicts the commonest bucket: here the budget's, as when many train
+    rows are censored; the record's diagnostic then reads 100%. A head that learnt the wording does
+    not."""
+    (train, y), (test, y_test) = data
+    censored = np.where(np.arange(len(y)) % 3 == 0, 768.0, y)  # a third stop at a 768 budget
+    flat = make("ltr-c", epochs=1, lr=1e-9).fit(train, censored)
+    assert set(flat.predict(test)) == {765.0} and flat.modal_class_rate_ == 1.0
+    learnt = make("ltr-c").fit(train, y, eval_set=(test, y_test))
+    learnt.predict(test)
+    assert learnt.modal_class_rate_ < 0.9
