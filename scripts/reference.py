@@ -1,7 +1,8 @@
 """The reference release of ForeLen: pilot, build, evaluate and release, with pinned sizes and seeds.
 
 Run through `scripts/reference.sh` (which sets up .venv first). Every phase resumes: a build picks up
-its finished shards, evaluation rewrites its records, a release is refused if it already exists.
+its finished shards, evaluation keeps the records still up to date for the dataset and the code
+(`reusable`), a release is refused if it already exists.
 
     bash scripts/reference.sh                       # every phase, packaged SmolLM2-135M on CPU
     bash scripts/reference.sh --phase build --split cot
@@ -95,9 +96,9 @@ def main(argv=None) -> int:
             if not verify(args, splits, env):
                 return 1
         elif phase == "evaluate":
-            evaluate(args, env)
+            evaluate(args, splits, env)
         elif phase == "release":
-            release(args, env)
+            release(args, splits, env)
         elif phase == "notes":
             print(write_notes(args))
     return 0
@@ -238,14 +239,119 @@ def verify(args, splits, env) -> bool:
     return ok
 
 
-def evaluate(args, env) -> None:
-    t0 = time.time()
-    forelen(["evaluate", "--predictor", "all", "--data", args.out, "--results", args.results,
-             "--seed", str(SEED)], env)
-    log_run(args.out, {"phase": "evaluate", "wall_s": round(time.time() - t0, 1)})
+# the code a result record depends on: a record made at another commit is reused only when none of
+# it changed since
+EVAL_CODE = ("forelen_bench", "predictors", "leaderboard", "pyproject.toml")
 
 
-def release(args, env) -> None:
+def _git(*a: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
+
+
+def code_commit() -> str | None:
+    """HEAD when the evaluation code is committed; None outside a git checkout (records are then
+    always made again). Uncommitted changes to that code stop the phase: a reference record names
+    the commit that made it."""
+    head = _git("rev-parse", "HEAD")
+    if head.returncode:
+        return None
+    dirty = _git("status", "--porcelain", "--", *EVAL_CODE).stdout.split("\n")
+    dirty = [line[3:] for line in dirty if line.strip()]
+    if dirty:
+        raise SystemExit(f"reference: uncommitted changes to the evaluation code ({', '.join(dirty)}):"
+                         " commit them first, since a reference record names the commit that made it")
+    return head.stdout.strip()
+
+
+def reusable(path: Path, fingerprint: str | None, head: str | None) -> bool:
+    """A record already made for this dataset (fingerprint), the reference seed and default
+    parameters, by a commit whose evaluation code is the same as HEAD's."""
+    if head is None or fingerprint is None or not path.is_file():
+        return False
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    commit = r.get("git_commit")
+    if ((r.get("dataset") or {}).get("fingerprint") != fingerprint
+            or (r.get("protocol") or {}).get("seed") != SEED
+            or (r.get("predictor") or {}).get("non_default_params") or not commit):
+        return False
+    return commit == head or _git("diff", "--quiet", commit, head, "--", *EVAL_CODE).returncode == 0
+
+
+def evaluate(args, splits, env) -> None:
+    """Every registered predictor on every complete reference config, one (config, predictor) at a
+    time, with the simulator's default settings. Resumes: a pair whose record is up to date
+    (`reusable`) is not evaluated again, so the phase can run across sessions."""
+    os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from forelen_bench.cli import _quiet_libraries
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import run_evaluation, runnable_on
+    from forelen_bench.predictors import PREDICTORS
+
+    _quiet_libraries()
+    head = code_commit()
+    folder = DatasetFolder(args.out)
+    classes = [cls for _, cls in PREDICTORS.items()]
+    for split in splits:
+        config = config_name(args, split)
+        entry = _config(args.out, config)
+        if not entry or entry.get("status") != "complete":
+            print(f"evaluate {config}: no complete build in {args.out} yet; skipped", flush=True)
+            continue
+        fingerprint = summary(entry)["fingerprint"]
+        for cls in runnable_on(entry, config, classes, say=print):
+            name = cls.info.name
+            path = Path(args.results) / config / f"{name}.json"
+            if reusable(path, fingerprint, head):
+                print(f"evaluate {config} {name}: up to date ({path})", flush=True)
+                continue
+            t0 = time.time()
+            record = run_evaluation(folder, [config], [name], SEED, args.results)[0]
+            wall = round(time.time() - t0, 1)
+            log_run(args.out, {"phase": "evaluate", "config": config, "predictor": name,
+                               "wall_s": wall})
+            mae = record["metrics"].get("mae")
+            print(f"evaluate {config} {name}: " + (f"MAE {mae:.1f}" if mae is not None else
+                  f"Spearman {record['metrics'].get('spearman_rho')}") + f" ({wall:.0f} s)",
+                  flush=True)
+
+
+def pending(args, splits) -> list[str]:
+    """What the release still lacks: configs not completely built, (config, predictor) records
+    missing or out of date."""
+    from forelen_bench.leaderboard.evaluate import runnable_on
+    from forelen_bench.predictors import PREDICTORS
+
+    classes = [cls for _, cls in PREDICTORS.items()]
+    out, built = [], {}
+    for split in splits:
+        config = config_name(args, split)
+        entry = _config(args.out, config)
+        if not entry or entry.get("status") != "complete":
+            out.append(f"{config} is not completely built")
+        else:
+            built[config] = entry
+    head = code_commit() if built else None
+    for config, entry in built.items():
+        fingerprint = summary(entry)["fingerprint"]
+        stale = [cls.info.name for cls in runnable_on(entry, config, classes)
+                 if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
+                                 fingerprint, head)]
+        if stale:
+            out.append(f"{config} lacks up-to-date records of {', '.join(stale)}")
+    return out
+
+
+def release(args, splits, env) -> None:
+    missing = pending(args, splits)
+    if missing:
+        raise SystemExit("reference: not ready to release: " + "; ".join(missing)
+                         + " (run `--phase build` and `--phase evaluate`)")
     notes = Path(args.out) / f"NOTES-{args.version}.md"
     notes.write_text(write_notes(args))
     forelen(["leaderboard", "release", args.version, "--results", args.results,

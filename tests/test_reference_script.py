@@ -68,3 +68,53 @@ def test_notes_from_measured_files(tmp_path):
     assert "| smollm2-135m-cot | 10 | 4 | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
     assert "build cot 0.2 min" in notes and "cores visible" in notes
     assert json.loads((out / "reference-runs.json").read_text())[0]["phase"] == "build"
+
+
+def _record(path: Path, **changes) -> Path:
+    body = {"git_commit": reference._git("rev-parse", "HEAD").stdout.strip(),
+            "dataset": {"fingerprint": "f" * 64}, "protocol": {"seed": reference.SEED},
+            "predictor": {"name": "egtp", "non_default_params": {}}}
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = body
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_evaluate_reuses_only_up_to_date_records(tmp_path):
+    """A record is kept across sessions only when it was made on this dataset, at the reference
+    seed, with default parameters, by code the same as HEAD's evaluation code."""
+    head = reference._git("rev-parse", "HEAD").stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    fp = "f" * 64
+    assert reference.reusable(_record(tmp_path / "ok.json"), fp, head)
+    assert not reference.reusable(_record(tmp_path / "a.json"), "0" * 64, head)
+    assert not reference.reusable(_record(tmp_path / "b.json", **{"protocol.seed": 42}), fp, head)
+    assert not reference.reusable(_record(tmp_path / "c.json", **{
+        "predictor.non_default_params": {"lr": 0.1}}), fp, head)
+    assert not reference.reusable(_record(tmp_path / "d.json", git_commit="0" * 40), fp, head)
+    assert not reference.reusable(tmp_path / "absent.json", fp, head)
+    (tmp_path / "torn.json").write_text('{"git_commit": ')
+    assert not reference.reusable(tmp_path / "torn.json", fp, head)
+    # a commit before the evaluation code existed in its present form
+    root = reference._git("rev-list", "--max-parents=0", "HEAD").stdout.split()
+    if root and root[0] != head:
+        assert not reference.reusable(_record(tmp_path / "e.json", git_commit=root[0]), fp, head)
+
+
+def test_release_refused_until_built_and_evaluated(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
+                           "release", "--out", str(tmp_path / "ds"), "--pilot-out",
+                           str(tmp_path / "none"), "--results", str(tmp_path / "results"),
+                           "--releases", str(tmp_path / "releases")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "reference: not ready to release: smollm2-135m-cot is not completely built; "
+        "smollm2-135m-long is not completely built; smollm2-135m-rl is not completely built "
+        "(run `--phase build` and `--phase evaluate`)"]
+    assert not (tmp_path / "releases").exists()
