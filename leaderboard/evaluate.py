@@ -13,7 +13,8 @@ from forelen_bench.errors import ForelenError
 from forelen_bench.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor,
                                    length_metrics, per_step_mae, ranking_metrics)
 
-BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason")
+BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason", "source",
+                "source_id")
 
 
 @dataclass
@@ -25,6 +26,39 @@ class Split3:
     train: object
     validation: object
     test: object
+    # the test rows' bootstrap units and, per source, what a unit is (`bootstrap_units`); None:
+    # each prompt (group_id) is its own unit
+    units: object = None
+    unit_by_source: dict | None = None
+
+    def test_units(self) -> np.ndarray:
+        return np.asarray(self.test["group_id"] if self.units is None else self.units)
+
+
+def bootstrap_units(test) -> tuple[np.ndarray, dict]:
+    """Each test row's bootstrap unit: its partition unit (`sources.partition_units`), so that one
+    GSM-Symbolic template's instances, or one article's questions, are resampled together as the
+    builder kept them together in one partition; they are correlated, and resampling them one by
+    one would make intervals too narrow. Rows of a source that cannot say (an imported dataset's
+    own source, a missing package) fall back to their prompt. Returns (units, {source: "template"
+    | "document" | "prompt" | "prompt (...)" saying why a source's units were not found})."""
+    from forelen_bench.builders.sources import SOURCES, partition_units
+
+    sources = np.asarray(test["source"]).astype(str)
+    ids = np.asarray(test["source_id"]).astype(str)
+    units = np.asarray(test["group_id"]).astype(object)
+    by_source = {}
+    for name in sorted(set(sources.tolist())):
+        rows = np.flatnonzero(sources == name)
+        got = partition_units(name, ids[rows].tolist())
+        if got is None:
+            by_source[name] = ("prompt (partition keys unavailable)" if name in SOURCES.names()
+                               else "prompt (source not registered here)")
+            continue
+        units[rows] = got
+        by_source[name] = SOURCES.get(name).info.partition_by if name in SOURCES.names() \
+            else "prompt"
+    return units.astype(str), by_source
 
 
 def load_config(folder, config: str, columns: list[str]) -> Split3:
@@ -42,7 +76,9 @@ def load_config(folder, config: str, columns: list[str]) -> Split3:
         parts[part] = from_arrow(table, meta) if table is not None else None
     if parts["train"] is None or parts["test"] is None:
         raise ForelenError(f"config {config!r} needs rows in both train and test to be evaluated")
-    return Split3(config, entry, parts["train"], parts["validation"], parts["test"])
+    units, by_source = bootstrap_units(parts["test"])
+    return Split3(config, entry, parts["train"], parts["validation"], parts["test"], units,
+                  by_source)
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
@@ -90,9 +126,11 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     if pred.info.outputs == "ranking":
         out["metrics"] = ranking_metrics(y_test, predictions)
     else:
-        out["metrics"] = length_metrics(y_test, predictions, seed=seed,
-                                        groups=np.asarray(data.test["group_id"]),
+        out["metrics"] = length_metrics(y_test, predictions, seed=seed, groups=data.test_units(),
                                         censored=np.asarray(data.test["finish_reason"]) == "length")
+        out["metrics"]["ci_unit"] = "partition unit"
+        out["metrics"]["ci_unit_by_source"] = data.unit_by_source or {
+            name: "prompt" for name in sorted(set(np.asarray(data.test["source"]).astype(str)))}
     if pred.info.progressive:
         out["remaining"] = remaining_matrix(pred, test, y_test)
         col = {t: j for j, t in enumerate(OBSERVED_STEPS)}
@@ -103,15 +141,16 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
 
 def per_row(data: Split3, result: dict) -> dict | None:
     """What the page's paired significance tests need, in test-row order: each row's absolute
-    error and group (prompt) index, and a hash of the row order so that only records over the
-    very same rows are paired. None for ranking-only predictors (no lengths, no errors)."""
+    error and bootstrap unit (`group`: the index of its partition unit, `bootstrap_units`), and a
+    hash of the row order so that only records over the very same rows are paired. None for
+    ranking-only predictors (no lengths, no errors)."""
     import hashlib
 
     if result["metrics"].get("mae") is None:
         return None
     y = data.test["output_tokens"].astype(np.float64)
     groups = np.asarray(data.test["group_id"])
-    _, index = np.unique(groups, return_inverse=True)
+    _, index = np.unique(data.test_units(), return_inverse=True)
     order = hashlib.sha256("\n".join(map(str, groups)).encode()
                            + np.asarray(y, "<f8").tobytes()).hexdigest()
     out = {"abs_error": np.round(np.abs(y - result["predictions"]), 3).tolist(),
@@ -260,7 +299,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "predictions_sha256": predictions_hash(result["predictions"]),
                 "diagnostics": result["diagnostics"],
                 "per_row": per_row(data, result),
-                "end_to_end": end_to_end(scenario, result, np.asarray(data.test["group_id"])),
+                "end_to_end": end_to_end(scenario, result, data.test_units()),
             }
             record["path"] = str(write_record(results_dir, record))
             records.append(record)

@@ -14,7 +14,8 @@ with Qwen2.5-7B. Its figures (docs/DESIGN.md section 1):
 
 Every comparison is an effect `ours_a / ours_b - 1` (a relative difference, so that figures of a
 135M model on CPU and a 7B model on GPUs can stand side by side), with a 95% percentile interval
-from a paired group bootstrap (groups = prompts; the same resamples for both sides). Verdicts:
+from a paired group bootstrap (groups = partition units: prompts, with a GSM-Symbolic template's
+instances or a SQuAD article's questions whole; the same resamples for both sides). Verdicts:
 `reproduced` (the paper's direction, interval excludes 0), `same direction, not significant`,
 `reversed` (significant) or `reversed, not significant`; `not tested` where the records cannot
 support a test (fewer than MIN_GROUPS prompts, or records without per-row data). Where a

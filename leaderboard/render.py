@@ -46,7 +46,8 @@ def kind(p: dict) -> str:
 
 
 SIGNIFICANCE = {"level": 0.95, "n_boot": 2000, "seed": 0,
-                "test": "paired group bootstrap of the MAE difference (groups = prompts)"}
+                "test": "paired group bootstrap of the MAE difference (groups = partition "
+                         "units: prompts, a template's or an article's prompts together)"}
 
 
 def significance(records: list[dict]) -> dict[str, dict]:

@@ -45,7 +45,8 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert "static_floor_mae" in rec["references"]  # an rl config
         if rec["predictor"]["outputs"] == "length":
             m = rec["metrics"]
-            assert m["mae"] >= 0 and m["ci_unit"] == "group"
+            assert m["mae"] >= 0 and m["ci_unit"] == "partition unit"
+            assert m["ci_unit_by_source"] == {"file:prompts.jsonl": "prompt"}
             # a tiny config: fewer test prompts than a group bootstrap needs, so no interval
             assert (m["mae_ci95"] is None) == (m["groups"] < 10)
         e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
@@ -153,7 +154,7 @@ def test_a_spy_sees_only_its_partition_and_the_record_recomputes(built):
     assert m["n"] == len(y) and m["mae"] == pytest.approx(np.mean(np.abs(y - p)))
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((y - p) ** 2)))
     assert m["acc_50"] == pytest.approx(np.mean(np.abs(y - p) <= 50))
-    assert m["ci_unit"] == "group" and m["groups"] == len(set(data.test["group_id"]))
+    assert m["ci_unit"] == "partition unit" and m["groups"] == len(set(data.test["group_id"]))
     cut = np.asarray(data.test["finish_reason"]) == "length"
     assert m["censored_fraction"] == pytest.approx(cut.mean())
 
@@ -165,7 +166,7 @@ def test_evaluate_and_simulate_print_json(built, tmp_path):
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert [r["predictor"] for r in out] == ["constant-median"]
-        assert out[0]["metrics"]["ci_unit"] == "group"
+        assert out[0]["metrics"]["ci_unit"] == "partition unit"
         assert ("end_to_end" in out[0]) == (command == "simulate")
 
 
@@ -206,3 +207,28 @@ def test_the_pia_record_keeps_its_parse_failure_rate(built, tmp_path):
     assert record["predictor"]["params"]["mode"] == "zero-shot"
     html = render_command(None, str(tmp_path / "results"), None).read_text()
     assert "parse failure rate" in html
+
+
+def test_bootstrap_resamples_whole_templates():
+    """Rows of one GSM-Symbolic template are one bootstrap unit (they share a partition, and their
+    lengths are correlated); other sources' prompts are their own units, and a source this install
+    does not know falls back to its prompts, said in the record."""
+    import numpy as np
+
+    pytest.importorskip("reasoning_gym")
+    from forelen_bench.builders.sources import SOURCES
+    from forelen_bench.leaderboard.evaluate import bootstrap_units
+    from forelen_bench.tables import FeatureTable
+
+    gsm = SOURCES.get("gsm-symbolic").load(120, 0)
+    rows = [("gsm-symbolic", p.source_id) for p in gsm] + [("mmath-pkg", "AIME-3"),
+                                                            ("mine", "x")]
+    table = FeatureTable({"source": np.array([s for s, _ in rows], dtype=object),
+                          "source_id": np.array([i for _, i in rows], dtype=object),
+                          "group_id": np.array([f"{s}:{i}" for s, i in rows], dtype=object)})
+    units, by_source = bootstrap_units(table)
+    assert by_source == {"gsm-symbolic": "template", "mmath-pkg": "prompt",
+                         "mine": "prompt (source not registered here)"}
+    assert list(units[:120]) == [p.partition_unit for p in gsm]
+    assert len(set(units[:120])) <= 100  # 120 instances of ~85 templates: 63 here
+    assert list(units[120:]) == ["mmath-pkg:AIME-3", "mine:x"]

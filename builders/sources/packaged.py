@@ -300,6 +300,26 @@ class GsmSymbolic:
                                   meta=meta, partition_key=gsm_template(item)))
         return prompts
 
+    def partition_keys(self, source_ids: list[str]) -> list[str | None] | None:
+        """The template of each `<data_seed>-<index>` id, from the same pool `load` draws from;
+        None for an id that is not of that form. None without reasoning_gym."""
+        try:
+            import reasoning_gym
+        except ImportError:
+            return None
+        pools: dict[int, object] = {}
+        out: list[str | None] = []
+        for sid in source_ids:
+            seed, _, index = sid.partition("-")
+            if not (seed.isdigit() and index.isdigit() and int(index) < self.size):
+                out.append(None)
+                continue
+            if int(seed) not in pools:
+                pools[int(seed)] = reasoning_gym.create_dataset("gsm_symbolic", size=self.size,
+                                                                seed=int(seed))
+            out.append(gsm_template(pools[int(seed)][int(index)]))
+        return out
+
 
 SOURCES.add("gsm-symbolic", GsmSymbolic())
 
@@ -435,6 +455,13 @@ class LongDocs:
 
     def _file(self, name: str):
         return _read_json(package_file(self.info.name, LONG_CONTEXT, f"{LONGDOCS_DIR}/{name}"))
+
+    def partition_keys(self, source_ids: list[str]) -> list[str | None]:
+        """The article of each single-document question (`singledoc_qa-<id>`); multi-document
+        questions and essay chunks are their own units (None). Reads the SQuAD file only."""
+        keys = {f"{kind}-{key}": document for kind, key, _, document
+                in self._singledoc_tasks(_squad_paragraphs(self._file("squad.json")))}
+        return [keys.get(sid) for sid in source_ids]
 
     def _multidoc_tasks(self, items: list[dict]) -> list[tuple]:
         target = self.target_words
