@@ -506,8 +506,8 @@ def write_notes(args) -> str:
                   f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
                   f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
                   "censored fraction reported. No repetition penalty.", ""]
-    lines += ["## Builds", "", "| config | rows | test rows | censored | generated tokens | "
-              "generation s | tok/s | roofline tok/s | fraction | fingerprint |",
+    lines += ["## Builds", "", "| config | rows | test rows (bootstrap units) | censored | "
+              "generated tokens | generation s | tok/s | roofline tok/s | fraction | fingerprint |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     for config, entry in sorted((manifest.get("configs") or {}).items()):
@@ -516,13 +516,17 @@ def write_notes(args) -> str:
             lines.append(f"| {config} | building: {len(entry.get('shards') or {})} shards written "
                          "| | | | | | | | |")
             continue
-        rows, test, cut = _counts(out, config)
-        roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config and r.get("roofline")]
+        rows, test, units, cut = _counts(out, config)
+        # the rooflines measured in the processes that generated this config's tokens (a resumed
+        # run that found the config complete measured one too, but built nothing)
+        roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config
+                 and r.get("roofline") and r.get("new_tokens", 1) > 0]
         roof = sum(roofs) / len(roofs) if roofs else None
         rate = s["tok_s"]
         roof_text = "–" if roof is None else f"{roof:,.0f}"
         frac_text = "–" if roof is None or not rate else f"{rate / roof:.3f}"
-        lines.append(f"| {config} | {rows} | {test} | {cut:.1%} | {s['generated_tokens']:,} | "
+        lines.append(f"| {config} | {rows} | {test} ({units}) | {cut:.1%} | "
+                     f"{s['generated_tokens']:,} | "
                      f"{s['generate_s']:,.0f} | {rate} | {roof_text} | {frac_text} | "
                      f"`{(s['fingerprint'] or '')[:16]}` |")
     checks = [r for r in runs if r["phase"] == "verify"]
@@ -557,21 +561,30 @@ def write_notes(args) -> str:
               "4,096, cot 8,192, rl 4,096); long prompts are cut in the middle to fit SmolLM2's "
               "8,192-token context with the cap.",
               "- Sizes: a few hundred test rows per config, not the paper's thousands; "
-              "significance is tested by a paired group bootstrap over prompts.",
+              "significance is tested by a paired group bootstrap over partition units (prompts; "
+              "one GSM-Symbolic template's instances, or one SQuAD article's questions, together), "
+              "the table's bootstrap units.",
               "- End to end: schedules are replayed in forelen's simulator with its default cost "
               "model, not served by vLLM.", ""]
     return "\n".join(lines)
 
 
-def _counts(out: Path, config: str) -> tuple[int, int, float]:
+def _counts(out: Path, config: str) -> tuple[int, int, int, float]:
+    """(rows, test rows, the test rows' bootstrap units, censored share)."""
     import numpy as np
+    import pyarrow as pa
 
     from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import bootstrap_units
+    from forelen_bench.tables import from_arrow
 
-    table = DatasetFolder(out).read(config, columns=["partition", "finish_reason"])
+    table = DatasetFolder(out).read(config, columns=["partition", "finish_reason", "source",
+                                                     "source_id", "group_id"])
     part = np.asarray(table["partition"].to_pylist())
     cut = np.asarray(table["finish_reason"].to_pylist()) == "length"
-    return int(len(part)), int((part == "test").sum()), float(cut.mean())
+    test = from_arrow(table.filter(pa.array(part == "test")), {})
+    units = len(set(bootstrap_units(test)[0])) if test.n else 0
+    return int(len(part)), int((part == "test").sum()), units, float(cut.mean())
 
 
 if __name__ == "__main__":

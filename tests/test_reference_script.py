@@ -51,7 +51,8 @@ def test_notes_from_measured_files(tmp_path):
     table = pa.table({"partition": ["train"] * 6 + ["test"] * 4,
                       "finish_reason": ["stop"] * 9 + ["length"],
                       "output_tokens": pa.array([5, 7, 9, 11, 13, 15, 17, 19, 21, 768], pa.int32()),
-                      "group_id": [f"g{i}" for i in range(10)]})
+                      "group_id": [f"file:p.jsonl:{i}" for i in range(10)],
+                      "source": ["file:p.jsonl"] * 10, "source_id": [str(i) for i in range(10)]})
     shard = folder.write_shard("smollm2-135m-cot", "train-00000.parquet", table)
     entry = {"status": "complete", "shards": {"train-00000.parquet": shard},
              "build": {"split": "cot", "max_new_tokens": 768, "work_unit": 256},
@@ -65,7 +66,7 @@ def test_notes_from_measured_files(tmp_path):
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout
     # rows, test rows, censored share, tok/s = tokens / generation seconds, fraction of roofline
-    assert "| smollm2-135m-cot | 10 | 4 | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
+    assert "| smollm2-135m-cot | 10 | 4 (4) | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
     assert "build cot 0.2 min" in notes and "cores visible" in notes
     assert json.loads((out / "reference-runs.json").read_text())[0]["phase"] == "build"
 
