@@ -70,6 +70,9 @@ def main(argv=None) -> int:
                          "its shards' sha256 with the build's")
     ap.add_argument("--split", action="append", choices=SPLITS,
                     help="split(s) to build (default: all three)")
+    ap.add_argument("--predictor", action="append",
+                    help="evaluate: only these registered predictors (repeatable; default: all, "
+                         "which the release needs)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--out", default="reference/forelen", help="dataset folder")
@@ -263,17 +266,29 @@ def code_commit() -> str | None:
     return head.stdout.strip()
 
 
-def reusable(path: Path, fingerprint: str | None, head: str | None) -> bool:
-    """A record already made for this dataset (fingerprint), the reference seed and default
-    parameters, by a commit whose evaluation code is the same as HEAD's."""
-    if head is None or fingerprint is None or not path.is_file():
+def made_here(out: str) -> dict:
+    """(config, predictor) -> the latest record this phase made, from `reference-runs.json`."""
+    path = Path(out) / "reference-runs.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    return {(r["config"], r["predictor"]): r for r in runs
+            if r.get("phase") == "evaluate" and r.get("predictor")}
+
+
+def reusable(path: Path, fingerprint: str | None, head: str | None, made: dict | None) -> bool:
+    """The record at `path` is the one this phase made (`made`: its log entry, with the commit
+    whose evaluation code was clean then, since a record's own `git_commit` says only +dirty), for
+    this dataset (fingerprint), the reference seed and default parameters, and the evaluation code
+    has not changed between that commit and HEAD."""
+    if head is None or fingerprint is None or not made or not path.is_file():
         return False
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    commit = r.get("git_commit")
-    if ((r.get("dataset") or {}).get("fingerprint") != fingerprint
+    commit = made.get("commit")
+    if (r.get("created_at") != made.get("created_at")
+            or r.get("predictions_sha256") != made.get("predictions_sha256")
+            or (r.get("dataset") or {}).get("fingerprint") != fingerprint
             or (r.get("protocol") or {}).get("seed") != SEED
             or (r.get("predictor") or {}).get("non_default_params") or not commit):
         return False
@@ -297,6 +312,8 @@ def evaluate(args, splits, env) -> None:
     head = code_commit()
     folder = DatasetFolder(args.out)
     classes = [cls for _, cls in PREDICTORS.items()]
+    if args.predictor:
+        classes = [PREDICTORS.get(name) for name in args.predictor]
     for split in splits:
         config = config_name(args, split)
         entry = _config(args.out, config)
@@ -304,17 +321,19 @@ def evaluate(args, splits, env) -> None:
             print(f"evaluate {config}: no complete build in {args.out} yet; skipped", flush=True)
             continue
         fingerprint = summary(entry)["fingerprint"]
+        made = made_here(args.out)
         for cls in runnable_on(entry, config, classes, say=print):
             name = cls.info.name
             path = Path(args.results) / config / f"{name}.json"
-            if reusable(path, fingerprint, head):
+            if reusable(path, fingerprint, head, made.get((config, name))):
                 print(f"evaluate {config} {name}: up to date ({path})", flush=True)
                 continue
             t0 = time.time()
             record = run_evaluation(folder, [config], [name], SEED, args.results)[0]
             wall = round(time.time() - t0, 1)
             log_run(args.out, {"phase": "evaluate", "config": config, "predictor": name,
-                               "wall_s": wall})
+                               "wall_s": wall, "commit": head, "created_at": record["created_at"],
+                               "predictions_sha256": record["predictions_sha256"]})
             mae = record["metrics"].get("mae")
             print(f"evaluate {config} {name}: " + (f"MAE {mae:.1f}" if mae is not None else
                   f"Spearman {record['metrics'].get('spearman_rho')}") + f" ({wall:.0f} s)",
@@ -337,11 +356,12 @@ def pending(args, splits) -> list[str]:
         else:
             built[config] = entry
     head = code_commit() if built else None
+    made = made_here(args.out)
     for config, entry in built.items():
         fingerprint = summary(entry)["fingerprint"]
         stale = [cls.info.name for cls in runnable_on(entry, config, classes)
                  if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
-                                 fingerprint, head)]
+                                 fingerprint, head, made.get((config, cls.info.name)))]
         if stale:
             out.append(f"{config} lacks up-to-date records of {', '.join(stale)}")
     return out
@@ -588,4 +608,9 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from forelen_bench.errors import ForelenError
+
+    try:
+        sys.exit(main())
+    except ForelenError as err:  # bad input (an unknown --predictor, a corrupt shard): one line
+        sys.exit(f"reference: {err}")

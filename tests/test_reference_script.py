@@ -71,40 +71,54 @@ def test_notes_from_measured_files(tmp_path):
     assert json.loads((out / "reference-runs.json").read_text())[0]["phase"] == "build"
 
 
-def _record(path: Path, **changes) -> Path:
-    body = {"git_commit": reference._git("rev-parse", "HEAD").stdout.strip(),
-            "dataset": {"fingerprint": "f" * 64}, "protocol": {"seed": reference.SEED},
+def _record(path: Path, **changes) -> tuple[Path, dict]:
+    """A record and the log entry of the phase run that made it."""
+    body = {"git_commit": "anything+dirty", "created_at": "2026-12-02T05:00:00Z",
+            "predictions_sha256": "p" * 64, "dataset": {"fingerprint": "f" * 64},
+            "protocol": {"seed": reference.SEED},
             "predictor": {"name": "egtp", "non_default_params": {}}}
+    made = {"phase": "evaluate", "config": "c", "predictor": "egtp",
+            "commit": reference._git("rev-parse", "HEAD").stdout.strip(),
+            "created_at": body["created_at"], "predictions_sha256": body["predictions_sha256"]}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
-        node = body
-        for p in parents:
+        node = made if parents[:1] == ["made"] else body
+        for p in parents[1:] if parents[:1] == ["made"] else parents:
             node = node[p]
         node[leaf] = value
     path.write_text(json.dumps(body))
-    return path
+    return path, made
 
 
 def test_evaluate_reuses_only_up_to_date_records(tmp_path):
-    """A record is kept across sessions only when it was made on this dataset, at the reference
-    seed, with default parameters, by code the same as HEAD's evaluation code."""
+    """A record is kept across sessions only when this phase made it (its log entry), on this
+    dataset, at the reference seed, with default parameters, by a commit whose evaluation code is
+    the same as HEAD's."""
     head = reference._git("rev-parse", "HEAD").stdout.strip()
     if not head:
         pytest.skip("not a git checkout")
     fp = "f" * 64
-    assert reference.reusable(_record(tmp_path / "ok.json"), fp, head)
-    assert not reference.reusable(_record(tmp_path / "a.json"), "0" * 64, head)
-    assert not reference.reusable(_record(tmp_path / "b.json", **{"protocol.seed": 42}), fp, head)
-    assert not reference.reusable(_record(tmp_path / "c.json", **{
-        "predictor.non_default_params": {"lr": 0.1}}), fp, head)
-    assert not reference.reusable(_record(tmp_path / "d.json", git_commit="0" * 40), fp, head)
-    assert not reference.reusable(tmp_path / "absent.json", fp, head)
+
+    def ok(name, fingerprint=fp, **changes):
+        path, made = _record(tmp_path / name, **changes)
+        return reference.reusable(path, fingerprint, head, made)
+
+    assert ok("ok.json")
+    assert not ok("a.json", fingerprint="0" * 64)  # another dataset
+    assert not ok("b.json", **{"protocol.seed": 42})
+    assert not ok("c.json", **{"predictor.non_default_params": {"lr": 0.1}})
+    assert not ok("d.json", **{"made.commit": "0" * 40})  # an unknown commit
+    assert not ok("e.json", created_at="2026-12-02T06:00:00Z")  # made by another run
+    assert not ok("f.json", predictions_sha256="q" * 64)
+    path, _ = _record(tmp_path / "g.json")
+    assert not reference.reusable(path, fp, head, None)  # never made by the phase
+    assert not reference.reusable(tmp_path / "absent.json", fp, head, _record(tmp_path / "h")[1])
     (tmp_path / "torn.json").write_text('{"git_commit": ')
-    assert not reference.reusable(tmp_path / "torn.json", fp, head)
-    # a commit before the evaluation code existed in its present form
+    assert not reference.reusable(tmp_path / "torn.json", fp, head, _record(tmp_path / "i")[1])
+    # a commit before the evaluation code took its present form
     root = reference._git("rev-list", "--max-parents=0", "HEAD").stdout.split()
     if root and root[0] != head:
-        assert not reference.reusable(_record(tmp_path / "e.json", git_commit=root[0]), fp, head)
+        assert not ok("j.json", **{"made.commit": root[0]})
 
 
 def test_release_refused_until_built_and_evaluated(tmp_path):
@@ -119,3 +133,32 @@ def test_release_refused_until_built_and_evaluated(tmp_path):
         "smollm2-135m-long is not completely built; smollm2-135m-rl is not completely built "
         "(run `--phase build` and `--phase evaluate`)"]
     assert not (tmp_path / "releases").exists()
+
+
+def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
+    """`--phase evaluate` writes a record per predictor, then, run again on the same dataset and
+    code, evaluates nothing: each record is kept as up to date."""
+    from forelen_bench.builders.build import BuildOptions, run_build
+
+    if reference._git("status", "--porcelain", "--", *reference.EVAL_CODE).stdout.strip():
+        pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
+    out = tmp_path / "ds"
+    run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
+                           samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
+                           dtype="float32", device="cpu", out=str(out)))
+    cmd = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase", "evaluate",
+           "--split", "rl", "--model", str(tiny_model_dir), "--out", str(out),
+           "--results", str(tmp_path / "results"), "--predictor", "constant-median",
+           "--predictor", "egtp", "--predictor", "plp"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    records = sorted(p.stem for p in (tmp_path / "results" / "tiny-llama-rl").glob("*.json"))
+    assert records == ["constant-median", "egtp", "plp"]
+    assert all(json.loads(p.read_text())["protocol"]["seed"] == reference.SEED
+               for p in (tmp_path / "results" / "tiny-llama-rl").glob("*.json"))
+    runs = json.loads((out / "reference-runs.json").read_text())
+    assert sorted(r["predictor"] for r in runs if r["phase"] == "evaluate") == records
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count(": up to date (") == len(records)
+    assert json.loads((out / "reference-runs.json").read_text()) == runs
