@@ -436,7 +436,8 @@ def log_run(out: str, run: dict) -> None:
 
     path = Path(out) / "reference-runs.json"
     runs = json.loads(path.read_text()) if path.is_file() else []
-    runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **run})
+    runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+                 **run})
     atomic_write_bytes(path, (json.dumps(runs, indent=2) + "\n").encode())
 
 
@@ -558,6 +559,24 @@ def write_notes(args) -> str:
             lines.append(f"- {r['config']} ({r['at']}): {r['identical']} of {r['chunks']} shards "
                          f"identical (sha256), unit 1 of {r['of_units']}; "
                          f"{r.get('generated_tokens') or 0:,} tokens at {r.get('tok_s')} tok/s.")
+    built = [r for r in runs if r["phase"] == "build" and r.get("new_tokens")]
+    if built:
+        # one row per process that generated tokens: a build resumed across sessions may have run
+        # on machine instances of one CPU type at rather different speeds (the cot build took
+        # 37.0 min on one and 19.0 min on the next), so the table's sums are shown with their parts
+        lines += ["", "Build runs (each process that generated tokens; tok/s over its wall time, "
+                  "model loading included):", "",
+                  "| finished (UTC) | config | new tokens | wall min | tok/s | roofline tok/s | "
+                  "ended |", "|---|---|---|---|---|---|---|"]
+        for r in built:
+            roof = (r.get("roofline") or {}).get("tok_s")
+            lines.append(f"| {r['at']} | {r['config']} | {r['new_tokens']:,} | "
+                         f"{r['wall_s'] / 60:,.1f} | {r['new_tokens'] / max(r['wall_s'], 1e-9):.1f}"
+                         f" | {'–' if roof is None else f'{roof:,.0f}'} | "
+                         f"{'interrupted' if r.get('interrupted') else r.get('status', '')} |")
+        hosts = sorted({r["machine"] for r in built if r.get("machine")})
+        if len(hosts) > 1:
+            lines += ["", "These runs name more than one machine: " + "; ".join(hosts) + "."]
     walls: dict[str, float] = {}
     for r in runs:
         key = f"build {r['split']}" if r["phase"] == "build" else r["phase"]

@@ -59,7 +59,11 @@ def test_notes_from_measured_files(tmp_path):
              "timing": {"generated_tokens": 885, "generate_s": 8.85, "record_s": 0.0}}
     folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-cot", entry))
     reference.log_run(str(out), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
-                                 "wall_s": 12.0, "roofline": {"tok_s": 1000.0}})
+                                 "wall_s": 12.0, "roofline": {"tok_s": 1000.0}, "new_tokens": 600,
+                                 "interrupted": True})
+    reference.log_run(str(out), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
+                                 "wall_s": 3.0, "roofline": None, "new_tokens": 285,
+                                 "status": "complete"})
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
                            "notes", "--out", str(out), "--pilot-out", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=120)
@@ -68,7 +72,11 @@ def test_notes_from_measured_files(tmp_path):
     # rows, test rows, censored share, tok/s = tokens / generation seconds, fraction of roofline
     assert "| smollm2-135m-cot | 10 | 4 (4) | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
     assert "build cot 0.2 min" in notes and "cores visible" in notes
-    assert json.loads((out / "reference-runs.json").read_text())[0]["phase"] == "build"
+    # each run that built tokens is shown, with its own rate: 600 tokens in 12 s, 285 in 3 s
+    assert "| smollm2-135m-cot | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
+    assert "| smollm2-135m-cot | 285 | 0.1 | 95.0 | – | complete |" in notes
+    logged = json.loads((out / "reference-runs.json").read_text())
+    assert logged[0]["phase"] == "build" and "cores visible" in logged[0]["machine"]
 
 
 def _record(path: Path, **changes) -> tuple[Path, dict]:
