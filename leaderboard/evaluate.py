@@ -229,7 +229,18 @@ def dataset_block(folder, data: Split3) -> dict:
             "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],
             "model_revision": build["model_revision"], "split": build["split"],
             "recorded_layers": build["recorded_layers"], "sources": build.get("sources"),
-            "source_mix": build.get("source_mix")}
+            "source_mix": build.get("source_mix"), "length_histogram": _histogram(data)}
+
+
+def _histogram(data: Split3) -> dict:
+    """Output lengths of every partition, so a release can show the distribution without the
+    dataset folder (the record names the build by its fingerprint)."""
+    from forelen_bench.leaderboard.release import histogram_of
+
+    parts = [p for p in (data.train, data.validation, data.test) if p is not None]
+    return histogram_of(np.concatenate([p["output_tokens"] for p in parts]),
+                        np.concatenate([p["finish_reason"] == "length" for p in parts]),
+                        data.entry["build"].get("max_new_tokens"))
 
 
 def runnable_on(entry: dict | None, config: str, classes: list, say=None) -> list:

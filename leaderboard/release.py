@@ -114,7 +114,9 @@ def dataset_blocks(records: list[Record]) -> dict:
             "model": d.get("model"), "model_revision": d.get("model_revision"),
             "split": d.get("split"), "partition": d.get("partition"),
             "test_rows": (r.body.get("references") or {}).get("test_rows"),
-            "length_histogram": None})
+            # recorded at evaluation, so a release needs no dataset folder (older records: None,
+            # then read from the folder if it still holds the scored build)
+            "length_histogram": d.get("length_histogram")})
     return dict(sorted(out.items()))
 
 
@@ -125,8 +127,6 @@ def length_histogram(path: str | None, config: str, fingerprint: str | None) -> 
     """
     if not path or not (Path(path) / MANIFEST).is_file():
         return None
-    import numpy as np
-
     from forelen_bench.dataset import DatasetFolder
     from forelen_bench.leaderboard.records import dataset_fingerprint
 
@@ -139,13 +139,23 @@ def length_histogram(path: str | None, config: str, fingerprint: str | None) -> 
         table = folder.read(config, columns=["output_tokens", "finish_reason"])
     except ForelenError:  # unreadable or corrupt: the page says the distribution is unavailable
         return None
-    y = np.asarray(table["output_tokens"].to_numpy(), dtype=np.int64)
-    cap = int(entry["build"].get("max_new_tokens") or y.max())
+    return histogram_of(table["output_tokens"].to_numpy(),
+                        [r == "length" for r in table["finish_reason"].to_pylist()],
+                        entry["build"].get("max_new_tokens"))
+
+
+def histogram_of(output_tokens, truncated, max_new_tokens: int | None) -> dict:
+    """The page's output-length histogram: HIST_BINS bins from 0 to the budget (or the longest
+    output), with the count of rows cut at the budget."""
+    import numpy as np
+
+    y = np.asarray(output_tokens, dtype=np.int64)
+    cap = int(max_new_tokens or y.max())
     hi = max(int(y.max()), cap, 1)
     counts, edges = np.histogram(y, bins=HIST_BINS, range=(0, hi))
     return {"edges": [round(float(e), 2) for e in edges], "counts": [int(c) for c in counts],
             "rows": int(len(y)), "max_new_tokens": cap,
-            "truncated": int(table["finish_reason"].to_pylist().count("length")),
+            "truncated": int(np.sum(np.asarray(truncated, dtype=bool))),
             "mean": round(float(y.mean()), 1), "median": float(np.median(y))}
 
 
@@ -159,7 +169,8 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
 
     configs = dataset_blocks(records)
     for name, block in configs.items():
-        block["length_histogram"] = length_histogram(block["path"], name, block["fingerprint"])
+        block["length_histogram"] = block["length_histogram"] or length_histogram(
+            block["path"], name, block["fingerprint"])
         # the page's ranks and marks, for scripts: rank = 1 + predictors significantly better
         block["significance"] = {"test": SIGNIFICANCE, "predictors": significance(
             [keyed(r.body) for r in records if r.body["dataset"]["config"] == name])}

@@ -17,9 +17,13 @@ repetition penalty: it would change the distribution being measured. With anothe
 caps are the split recipes' own (the pilot measured SmolLM2 only); `--full` takes every prompt of
 the source mix, the paper-scale version on a GPU with the hub.
 
-Each invocation appends what it measured (phase, wall time, tokens/s, the bf16 matmul roofline
-measured in the same process, fingerprints) to `<out>/reference-runs.json`; the release notes are
-written from that file, the pilot's and the builds' manifests.
+Each invocation appends what it measured (phase, wall time, tokens/s, the matmul roofline
+measured in the same process, fingerprints) to the ledger (`--ledger`, reference/ledger/), which is
+kept in git: the runs log, the pilot's table, each complete build's manifest entry and counts, and
+the result records. The dataset itself is not committed, so a session whose machine is replaced
+loses its shards but not what the release needs: a config the ledger holds as built is not built
+again, its records stay current while the evaluation code is unchanged, and the release notes are
+written from the ledger alone.
 """
 
 from __future__ import annotations
@@ -37,19 +41,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = "smollm2-135m"
 SEED = 0
-THREADS = 2  # the reference machine's cores; bf16 kernels may round differently on other counts
+THREADS = 2  # the reference machine's cores; kernels may round differently on other counts
+# float32, pinned: sessions land on CPUs with and without native bf16, and bf16 matmul without
+# AVX512-BF16/AMX runs about 47x slower than float32 (1.19 vs 56.0 GFLOP/s at the model's
+# 128x576x1536 GEMM, one thread, AMD EPYC with AVX2 only), so `--dtype auto` would give one release
+# configs in two dtypes. float32 runs everywhere and is the model's distribution without bf16
+# rounding; it doubles the KV cache, hence the budgets below.
+DTYPE = "float32"
 CAPS = (512, 768, 1024, 1536, 2048)
 MAX_CENSORED = 0.15
 PILOT_MARGIN = 0.10
 # split: build options of the reference configs (packaged SmolLM2-135M). limit None: every prompt
 # of the packaged mix (cot: mmath-pkg 374 + gsm-symbolic 1,000 give 254 test rows, no more to
 # add); rl: 200 groups give 44 test groups x 8 = 352 test rows; long: 1,200 prompts give 252.
-# kv_budget (GiB, hf engine): the slot cache, so that rl decodes 128 sequences at a time and long
-# (prompts up to 6,144 tokens + 2,048 new) 61; cot needs no more than the default 4.
+# kv_budget (GiB of float32 slot cache, hf engine): bounds the sequences decoded at a time; 12 GiB
+# leaves room for the model and feature buffers in the reference machine's 24 GiB.
 REFERENCE = {
-    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768, "kv_budget": 4.0},
-    "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 8.0},
-    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 8.0},
+    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768, "kv_budget": 8.0},
+    "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 12.0},
+    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 12.0},
 }
 # the pilot: about 64 rows per split at a 2,048-token budget (rl: 8 groups x 8 samples)
 PILOT = {
@@ -75,9 +85,16 @@ def main(argv=None) -> int:
                          "which the release needs)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--engine", default="auto")
+    ap.add_argument("--dtype", default=DTYPE,
+                    help="model dtype of every build (pinned float32: see DTYPE); on a GPU, "
+                         "e.g. bfloat16")
     ap.add_argument("--out", default="reference/forelen", help="dataset folder")
     ap.add_argument("--pilot-out", default="reference/pilot", help="pilot dataset folder")
-    ap.add_argument("--results", default="reference/results")
+    ap.add_argument("--ledger", default="reference/ledger",
+                    help="what the release is made from, kept in git: runs.json, pilot.json, "
+                         "builds/<config>.json (manifest entry and counts), results/ (records)")
+    ap.add_argument("--results", default=None,
+                    help="result records (default: <ledger>/results)")
     ap.add_argument("--releases", default="releases")
     ap.add_argument("--version", default="v0.1.0")
     ap.add_argument("--threads", type=int, default=THREADS,
@@ -85,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
+    args.results = args.results or str(Path(args.ledger) / "results")
     # a session's end (SIGTERM) unwinds like Ctrl-C, so the interrupted run is still logged
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     splits = tuple(args.split or SPLITS)
@@ -135,7 +153,7 @@ def sizes(args, split: str) -> dict:
 
 def build_args(args, split: str, out: str, extra: list[str], pilot: bool = False) -> list[str]:
     a = ["build", "--split", split, "--model", args.model, "--engine", args.engine, "--out", out,
-         "--seed", str(SEED), "--skip-complete"]
+         "--seed", str(SEED), "--dtype", args.dtype, "--skip-complete"]
     if not pilot and args.engine in ("auto", "hf") and not _cuda():
         a += ["--work-unit", str(WORK_UNIT_CPU)]
     return a + extra
@@ -146,6 +164,7 @@ def pilot(args, splits, env) -> None:
         forelen(build_args(args, split, args.pilot_out, PILOT[split] + ["--max-new-tokens", "2048"],
                            pilot=True), env)
     table = pilot_table(args.pilot_out)
+    save_json(Path(args.ledger) / "pilot.json", table)
     print(json.dumps(table, indent=2))
 
 
@@ -162,29 +181,36 @@ def build_extra(args, split: str) -> list[str]:
 
 
 def build(args, splits, env) -> None:
-    pilot = pilot_table(args.pilot_out) if (Path(args.pilot_out) / "manifest.json").is_file() \
-        else {}
+    pilot = pilot_of(args)
     for split in splits:
+        config = config_name(args, split)
+        saved = ledger_build(args, config)
+        if saved and not on_disk(args, config):
+            print(f"build {config}: built before ({saved['machine']}, fingerprint "
+                  f"{saved['fingerprint']}); the ledger keeps what the release needs, not the "
+                  f"dataset, which is not in {args.out}. To build it again, remove "
+                  f"{Path(args.ledger) / 'builds' / (config + '.json')}", flush=True)
+            continue
         chosen = (pilot.get(split) or {}).get("cap")
         if args.model == DEFAULT_MODEL and chosen and chosen != REFERENCE[split]["max_new_tokens"]:
             print(f"note: the pilot in {args.pilot_out} now gives {split} a cap of {chosen}; the "
                   f"reference pins {REFERENCE[split]['max_new_tokens']}", flush=True)
         extra = build_extra(args, split)
-        roof = roofline(args.model, args.threads) if not _cuda() else None
-        before = _config(args.out, config_name(args, split))
+        roof = roofline(args.model, args.threads, args.dtype) if not _cuda() else None
+        before = _config(args.out, config)
         t0 = time.time()
         finished = False
         try:
             forelen(build_args(args, split, args.out, extra), env)
             finished = True
         finally:  # an interrupted session's build time counts too (the notes sum wall times)
-            entry = _config(args.out, config_name(args, split))
-            log_run(args.out, {"phase": "build", "split": split,
-                               "config": config_name(args, split),
+            entry = _config(args.out, config)
+            log_run(args.ledger, {"phase": "build", "split": split, "config": config,
                                "wall_s": round(time.time() - t0, 1), "roofline": roof,
                                "interrupted": not finished,
                                "new_tokens": _tokens(entry) - _tokens(before), **summary(entry)})
-        print(f"fingerprint {config_name(args, split)} {summary(entry)['fingerprint']}", flush=True)
+        built(args, config)  # a complete build goes into the ledger
+        print(f"fingerprint {config} {summary(entry)['fingerprint']}", flush=True)
 
 
 def first_unit(entry: dict) -> tuple[int, list[str]]:
@@ -213,9 +239,10 @@ def verify(args, splits, env) -> bool:
     out = args.out.rstrip("/") + "-verify"
     for split in splits:
         config = config_name(args, split)
-        entry = _config(args.out, config)
-        if not entry or entry.get("status") != "complete":
-            print(f"verify {config}: no complete build in {args.out} to compare with")
+        entry = built(args, config)
+        if not entry:
+            print(f"verify {config}: no complete build in {args.out} or {args.ledger} to "
+                  "compare with")
             ok = False
             continue
         n_units, chunks = first_unit(entry)
@@ -229,7 +256,7 @@ def verify(args, splits, env) -> bool:
         same = [c for c in chunks if (got.get("shards") or {}).get(c, {}).get("sha256")
                 == entry["shards"][c]["sha256"]]
         got_summary = summary(got)
-        log_run(args.out, {"phase": "verify", "split": split, "config": config,
+        log_run(args.ledger, {"phase": "verify", "split": split, "config": config,
                            "wall_s": round(time.time() - t0, 1), "chunks": len(chunks),
                            "identical": len(same), "of_units": n_units,
                            "generated_tokens": got_summary.get("generated_tokens"),
@@ -266,10 +293,9 @@ def code_commit() -> str | None:
     return head.stdout.strip()
 
 
-def made_here(out: str) -> dict:
-    """(config, predictor) -> the latest record this phase made, from `reference-runs.json`."""
-    path = Path(out) / "reference-runs.json"
-    runs = json.loads(path.read_text()) if path.is_file() else []
+def made_here(ledger: str) -> dict:
+    """(config, predictor) -> the latest record this phase made, from the ledger's runs log."""
+    runs = read_runs(ledger)
     return {(r["config"], r["predictor"]): r for r in runs
             if r.get("phase") == "evaluate" and r.get("predictor")}
 
@@ -316,22 +342,29 @@ def evaluate(args, splits, env) -> None:
         classes = [PREDICTORS.get(name) for name in args.predictor]
     for split in splits:
         config = config_name(args, split)
-        entry = _config(args.out, config)
-        if not entry or entry.get("status") != "complete":
+        entry = built(args, config)
+        if not entry:
             print(f"evaluate {config}: no complete build in {args.out} yet; skipped", flush=True)
             continue
         fingerprint = summary(entry)["fingerprint"]
-        made = made_here(args.out)
+        made = made_here(args.ledger)
+        here = on_disk(args, config)
         for cls in runnable_on(entry, config, classes, say=print):
             name = cls.info.name
             path = Path(args.results) / config / f"{name}.json"
             if reusable(path, fingerprint, head, made.get((config, name))):
                 print(f"evaluate {config} {name}: up to date ({path})", flush=True)
                 continue
+            if not here:
+                print(f"evaluate {config} {name}: no up-to-date record, and the build it needs "
+                      f"is not in {args.out} (the ledger keeps records, not the dataset); to "
+                      f"build it again, remove {Path(args.ledger) / 'builds' / (config + '.json')}"
+                      " and run --phase build", flush=True)
+                continue
             t0 = time.time()
             record = run_evaluation(folder, [config], [name], SEED, args.results)[0]
             wall = round(time.time() - t0, 1)
-            log_run(args.out, {"phase": "evaluate", "config": config, "predictor": name,
+            log_run(args.ledger, {"phase": "evaluate", "config": config, "predictor": name,
                                "wall_s": wall, "commit": head, "created_at": record["created_at"],
                                "predictions_sha256": record["predictions_sha256"]})
             mae = record["metrics"].get("mae")
@@ -347,17 +380,17 @@ def pending(args, splits) -> list[str]:
     from forelen_bench.predictors import PREDICTORS
 
     classes = [cls for _, cls in PREDICTORS.items()]
-    out, built = [], {}
+    out, complete = [], {}
     for split in splits:
         config = config_name(args, split)
-        entry = _config(args.out, config)
-        if not entry or entry.get("status") != "complete":
+        entry = built(args, config)
+        if not entry:
             out.append(f"{config} is not completely built")
         else:
-            built[config] = entry
-    head = code_commit() if built else None
-    made = made_here(args.out)
-    for config, entry in built.items():
+            complete[config] = entry
+    head = code_commit() if complete else None
+    made = made_here(args.ledger)
+    for config, entry in complete.items():
         fingerprint = summary(entry)["fingerprint"]
         stale = [cls.info.name for cls in runnable_on(entry, config, classes)
                  if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
@@ -389,9 +422,10 @@ def _cuda() -> bool:
         return False
 
 
-def roofline(model: str, threads: int) -> dict | None:
-    """The bf16 matmul roofline at the model's own GEMM shapes (benchmarks/bench_build.py), in
-    this process, so the build's tokens/s can be stated as a fraction of it."""
+def roofline(model: str, threads: int, dtype: str = DTYPE) -> dict | None:
+    """The matmul roofline at the model's own GEMM shapes in the build's dtype
+    (benchmarks/bench_build.py), in this process, so the build's tokens/s can be stated as a
+    fraction of it."""
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -400,10 +434,10 @@ def roofline(model: str, threads: int) -> dict | None:
     from forelen_bench import models
 
     torch.set_num_threads(threads)
-    loaded = models.load_model(models.resolve_model(model), device="cpu", dtype="bfloat16")
+    loaded = models.load_model(models.resolve_model(model), device="cpu", dtype=dtype)
     m = loaded[0] if isinstance(loaded, tuple) else loaded
     return {k: round(v, 2) if isinstance(v, float) else v
-            for k, v in measure(m, 128).items()} | {"threads": threads}
+            for k, v in measure(m, 128).items()} | {"threads": threads, "dtype": dtype}
 
 
 def _config(out: str, config: str) -> dict | None:
@@ -431,14 +465,70 @@ def summary(entry: dict | None) -> dict:
             "tok_s": round(t["generated_tokens"] / busy, 1) if busy else None}
 
 
-def log_run(out: str, run: dict) -> None:
-    from forelen_bench.dataset import atomic_write_bytes
-
-    path = Path(out) / "reference-runs.json"
-    runs = json.loads(path.read_text()) if path.is_file() else []
+def log_run(ledger: str, run: dict) -> None:
+    runs = read_runs(ledger)
     runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
                  **run})
-    atomic_write_bytes(path, (json.dumps(runs, indent=2) + "\n").encode())
+    save_json(Path(ledger) / "runs.json", runs)
+
+
+def read_runs(ledger: str) -> list[dict]:
+    path = Path(ledger) / "runs.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def save_json(path: Path, value) -> None:
+    from forelen_bench.dataset import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+# -- the ledger: what the release needs, kept in git -------------------------------------------------
+
+def ledger_build(args, config: str) -> dict | None:
+    """The ledger's record of a complete build: {entry, counts, fingerprint, machine, saved_at}."""
+    path = Path(args.ledger) / "builds" / f"{config}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def on_disk(args, config: str) -> bool:
+    """The dataset folder holds this config's complete build (so it can be evaluated)."""
+    entry = _config(args.out, config)
+    return bool(entry and entry.get("status") == "complete")
+
+
+def built(args, config: str) -> dict | None:
+    """The manifest entry of the config's complete build: the dataset folder's (saved into the
+    ledger with its counts, when the ledger lacks it or holds another build), else the ledger's
+    (the dataset was lost with a session's machine), else None."""
+    entry = _config(args.out, config)
+    if entry and entry.get("status") == "complete":
+        fingerprint = summary(entry)["fingerprint"]
+        saved = ledger_build(args, config)
+        if not saved or saved["fingerprint"] != fingerprint or saved["entry"] != entry:
+            rows, test, units, cut = _counts(Path(args.out), config)
+            save_json(Path(args.ledger) / "builds" / f"{config}.json", {
+                "config": config, "fingerprint": fingerprint, "entry": entry,
+                "counts": {"rows": rows, "test_rows": test, "test_units": units,
+                           "censored": round(cut, 6)},
+                "machine": machine(), "dataset": args.out,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return entry
+    saved = ledger_build(args, config)
+    return saved["entry"] if saved else None
+
+
+def pilot_of(args) -> dict:
+    """The pilot's table: from the pilot folder when it is there (and saved to the ledger), else
+    from the ledger."""
+    if (Path(args.pilot_out) / "manifest.json").is_file():
+        table = pilot_table(args.pilot_out)
+        if table:
+            save_json(Path(args.ledger) / "pilot.json", table)
+            return table
+    path = Path(args.ledger) / "pilot.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def choose_cap(censored: dict[int, float]) -> int:
@@ -501,12 +591,13 @@ def machine() -> str:
 def write_notes(args) -> str:
     """The release notes, from measured files only: the pilot, the build manifests, the runs."""
     out = Path(args.out)
-    runs = json.loads((out / "reference-runs.json").read_text()) \
-        if (out / "reference-runs.json").is_file() else []
-    pilot = pilot_table(args.pilot_out) if (Path(args.pilot_out) / "manifest.json").is_file() else {}
+    runs = read_runs(args.ledger)
+    pilot = pilot_of(args)
     lines = [f"# ForeLen reference release {args.version}", "",
              f"Built with `bash scripts/reference.sh` (model `{args.model}`, engine "
-             f"`{args.engine}`, seed {SEED}, {args.threads} CPU threads) on: {machine()}.", ""]
+             f"`{args.engine}`, dtype {args.dtype}, seed {SEED}, {args.threads} CPU threads). "
+             "Each build's machine is listed with its fingerprint below; these notes were "
+             f"written on: {machine()}.", ""]
     if pilot:
         lines += ["## Pilot (choice of max_new_tokens)", "",
                   "| split | rows | median / p75 / p90 tokens | censored at " +
@@ -531,13 +622,18 @@ def write_notes(args) -> str:
               "generated tokens | generation s | tok/s | roofline tok/s | fraction | fingerprint |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
-    for config, entry in sorted((manifest.get("configs") or {}).items()):
-        s = summary(entry)
-        if s["status"] != "complete":
-            lines.append(f"| {config} | building: {len(entry.get('shards') or {})} shards written "
-                         "| | | | | | | | |")
+    names = set(manifest.get("configs") or {}) | {p.stem for p in
+                                                   (Path(args.ledger) / "builds").glob("*.json")}
+    for config in sorted(names):
+        entry = built(args, config)
+        if not entry:
+            partial = (manifest.get("configs") or {}).get(config) or {}
+            lines.append(f"| {config} | building: {len(partial.get('shards') or {})} shards "
+                         "written | | | | | | | | |")
             continue
-        rows, test, units, cut = _counts(out, config)
+        s = summary(entry)
+        c = ledger_build(args, config)["counts"]
+        rows, test, units, cut = c["rows"], c["test_rows"], c["test_units"], c["censored"]
         # the rooflines measured in the processes that generated this config's tokens (a resumed
         # run that found the config complete measured one too, but built nothing)
         roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config
@@ -550,6 +646,12 @@ def write_notes(args) -> str:
                      f"{s['generated_tokens']:,} | "
                      f"{s['generate_s']:,.0f} | {rate} | {roof_text} | {frac_text} | "
                      f"`{(s['fingerprint'] or '')[:16]}` |")
+    saved = [ledger_build(args, c) for c in sorted(names)]
+    saved = [b for b in saved if b]
+    if saved:
+        lines += ["", "Fingerprints (sha256 over the shards' sha256; a rebuild reproduces one on "
+                  "the same CPU type and thread count) and the machine each build finished on:",
+                  ""] + [f"- {b['config']}: `{b['fingerprint']}`, {b['machine']}." for b in saved]
     checks = [r for r in runs if r["phase"] == "verify"]
     if checks:
         lines += ["", "Rebuild check (`--phase verify`: each config's first work unit built again "
@@ -559,8 +661,8 @@ def write_notes(args) -> str:
             lines.append(f"- {r['config']} ({r['at']}): {r['identical']} of {r['chunks']} shards "
                          f"identical (sha256), unit 1 of {r['of_units']}; "
                          f"{r.get('generated_tokens') or 0:,} tokens at {r.get('tok_s')} tok/s.")
-    built = [r for r in runs if r["phase"] == "build" and r.get("new_tokens")]
-    if built:
+    generated = [r for r in runs if r["phase"] == "build" and r.get("new_tokens")]
+    if generated:
         # one row per process that generated tokens: a build resumed across sessions may have run
         # on machine instances of one CPU type at rather different speeds (the cot build took
         # 37.0 min on one and 19.0 min on the next), so the table's sums are shown with their parts
@@ -568,13 +670,13 @@ def write_notes(args) -> str:
                   "model loading included):", "",
                   "| finished (UTC) | config | new tokens | wall min | tok/s | roofline tok/s | "
                   "ended |", "|---|---|---|---|---|---|---|"]
-        for r in built:
+        for r in generated:
             roof = (r.get("roofline") or {}).get("tok_s")
             lines.append(f"| {r['at']} | {r['config']} | {r['new_tokens']:,} | "
                          f"{r['wall_s'] / 60:,.1f} | {r['new_tokens'] / max(r['wall_s'], 1e-9):.1f}"
                          f" | {'–' if roof is None else f'{roof:,.0f}'} | "
                          f"{'interrupted' if r.get('interrupted') else r.get('status', '')} |")
-        hosts = sorted({r["machine"] for r in built if r.get("machine")})
+        hosts = sorted({r["machine"] for r in generated if r.get("machine")})
         if len(hosts) > 1:
             lines += ["", "These runs name more than one machine: " + "; ".join(hosts) + "."]
     walls: dict[str, float] = {}
@@ -586,12 +688,12 @@ def write_notes(args) -> str:
               "time counts, so these rates are lower bounds on the builder's.",
               "", "Wall time per phase (summed over invocations): "
               + ", ".join(f"{k} {v / 60:,.1f} min" for k, v in walls.items()) + ".",
-              "The roofline is the bf16 matmul rate at the model's own GEMM shapes with 128 rows "
-              "(benchmarks/bench_build.py), measured in the same process before each build; "
+              "The roofline is the matmul rate, in the build's dtype, at the model's own GEMM "
+              "shapes with 128 rows (benchmarks/bench_build.py), measured in the same process before each build; "
               "tokens/s count generated tokens over generation + feature time.", "",
               "## Differences from the paper's setting", "",
-              f"- Generator: `{args.model}` (SmolLM2-135M-Instruct, bf16 on CPU), not Qwen2.5-3B/7B "
-              "or Llama-3.2 on GPUs.",
+              f"- Generator: `{args.model}` (SmolLM2-135M-Instruct, {args.dtype} on CPU), not "
+              "Qwen2.5-3B/7B or Llama-3.2 on GPUs.",
               "- Sources: the packaged offline mixes (long: longdocs-pkg, ifeval-pkg, "
               "writingbench-pkg; cot: mmath-pkg, gsm-symbolic; rl: gsm-symbolic, mmath-pkg, "
               "humaneval-pkg), not LongBench/ZeroSCROLLS/IFEval and MATH/GSM8K from the hub.",

@@ -193,6 +193,27 @@ def test_records_and_page_carry_no_absolute_local_path(built, tmp_path):
     assert str(built) not in html and str(built.parent) not in html
 
 
+def test_a_release_shows_the_length_distribution_without_the_dataset(built, tmp_path):
+    """The record carries its config's output-length histogram, so records released elsewhere
+    (the dataset folder not beside them) still show the distribution on the page."""
+    results = tmp_path / "results"
+    done = subprocess.run([FORELEN, "evaluate", "--data", built.name, "--predictor",
+                           "constant-median", "--results", str(results)], cwd=built.parent,
+                          capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    hist = json.loads((results / CONFIG / "constant-median.json").read_text())["dataset"][
+        "length_histogram"]
+    manifest = json.loads((built / "manifest.json").read_text())["configs"][CONFIG]
+    rows = sum(s["rows"] for s in manifest["shards"].values())
+    assert sum(hist["counts"]) == hist["rows"] == rows and hist["max_new_tokens"] == 16
+    # released from another folder: the record's relative dataset path resolves to nothing there
+    rel = run("leaderboard", "release", "v1.0", "--results", str(results), "--out",
+              str(tmp_path / "releases"))
+    assert rel.returncode == 0, rel.stderr
+    block = json.loads((tmp_path / "releases" / "v1.0" / "manifest.json").read_text())["configs"]
+    assert block[CONFIG]["length_histogram"] == hist
+
+
 def test_the_pia_record_keeps_its_parse_failure_rate(built, tmp_path):
     """Measured on the test predictions, not on the one-row latency runs, and shown on the page."""
     from forelen_bench.dataset import DatasetFolder

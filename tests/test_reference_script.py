@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,15 +59,16 @@ def test_notes_from_measured_files(tmp_path):
              "build": {"split": "cot", "max_new_tokens": 768, "work_unit": 256},
              "timing": {"generated_tokens": 885, "generate_s": 8.85, "record_s": 0.0}}
     folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-cot", entry))
-    reference.log_run(str(out), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
-                                 "wall_s": 12.0, "roofline": {"tok_s": 1000.0}, "new_tokens": 600,
-                                 "interrupted": True})
-    reference.log_run(str(out), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
-                                 "wall_s": 3.0, "roofline": None, "new_tokens": 285,
-                                 "status": "complete"})
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
-                           "notes", "--out", str(out), "--pilot-out", str(tmp_path / "none")],
-                          capture_output=True, text=True, timeout=120)
+    ledger = tmp_path / "ledger"
+    reference.log_run(str(ledger), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
+                                    "wall_s": 12.0, "roofline": {"tok_s": 1000.0},
+                                    "new_tokens": 600, "interrupted": True})
+    reference.log_run(str(ledger), {"phase": "build", "split": "cot", "config": "smollm2-135m-cot",
+                                    "wall_s": 3.0, "roofline": None, "new_tokens": 285,
+                                    "status": "complete"})
+    cmd = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase", "notes", "--out",
+           str(out), "--pilot-out", str(tmp_path / "none"), "--ledger", str(ledger)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout
     # rows, test rows, censored share, tok/s = tokens / generation seconds, fraction of roofline
@@ -75,8 +77,16 @@ def test_notes_from_measured_files(tmp_path):
     # each run that built tokens is shown, with its own rate: 600 tokens in 12 s, 285 in 3 s
     assert "| smollm2-135m-cot | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
     assert "| smollm2-135m-cot | 285 | 0.1 | 95.0 | – | complete |" in notes
-    logged = json.loads((out / "reference-runs.json").read_text())
+    logged = json.loads((ledger / "runs.json").read_text())
     assert logged[0]["phase"] == "build" and "cores visible" in logged[0]["machine"]
+    # the complete build went into the ledger with its counts, so the notes survive the dataset
+    saved = json.loads((ledger / "builds" / "smollm2-135m-cot.json").read_text())
+    assert saved["counts"] == {"rows": 10, "test_rows": 4, "test_units": 4, "censored": 0.1}
+    assert f"- smollm2-135m-cot: `{saved['fingerprint']}`, " in notes
+    shutil.rmtree(out)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == notes
 
 
 def _record(path: Path, **changes) -> tuple[Path, dict]:
@@ -132,7 +142,7 @@ def test_evaluate_reuses_only_up_to_date_records(tmp_path):
 def test_release_refused_until_built_and_evaluated(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
                            "release", "--out", str(tmp_path / "ds"), "--pilot-out",
-                           str(tmp_path / "none"), "--results", str(tmp_path / "results"),
+                           str(tmp_path / "none"), "--ledger", str(tmp_path / "ledger"),
                            "--releases", str(tmp_path / "releases")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -154,19 +164,33 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
                            samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
                            dtype="float32", device="cpu", out=str(out)))
+    ledger = tmp_path / "ledger"
     cmd = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase", "evaluate",
            "--split", "rl", "--model", str(tiny_model_dir), "--out", str(out),
-           "--results", str(tmp_path / "results"), "--predictor", "constant-median",
+           "--ledger", str(ledger), "--pilot-out", str(tmp_path / "none"),
+           "--predictor", "constant-median",
            "--predictor", "egtp", "--predictor", "plp"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
-    records = sorted(p.stem for p in (tmp_path / "results" / "tiny-llama-rl").glob("*.json"))
+    results = ledger / "results" / "tiny-llama-rl"
+    records = sorted(p.stem for p in results.glob("*.json"))
     assert records == ["constant-median", "egtp", "plp"]
     assert all(json.loads(p.read_text())["protocol"]["seed"] == reference.SEED
-               for p in (tmp_path / "results" / "tiny-llama-rl").glob("*.json"))
-    runs = json.loads((out / "reference-runs.json").read_text())
+               for p in results.glob("*.json"))
+    runs = json.loads((ledger / "runs.json").read_text())
     assert sorted(r["predictor"] for r in runs if r["phase"] == "evaluate") == records
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count(": up to date (") == len(records)
-    assert json.loads((out / "reference-runs.json").read_text()) == runs
+    assert json.loads((ledger / "runs.json").read_text()) == runs
+    # the session's machine is replaced: the dataset is gone, the ledger (kept in git) is not.
+    # The records stay current, and the build phase does not build the config again.
+    shutil.rmtree(out)
+    lost = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert lost.returncode == 0, lost.stderr[-2000:]
+    assert lost.stdout.count(": up to date (") == len(records)
+    build = subprocess.run([*cmd[:3], "build", *cmd[4:]], capture_output=True, text=True,
+                           timeout=900)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert "tiny-llama-rl: built before (" in build.stdout and not out.exists()
+    assert json.loads((ledger / "runs.json").read_text()) == runs
