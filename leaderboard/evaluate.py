@@ -69,7 +69,8 @@ def load_config(folder, config: str, columns: list[str]) -> Split3:
         known = [n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete"]
         raise ForelenError(_unknown("config", config, known))
     meta = {"recorded_layers": entry["build"]["recorded_layers"], "config": config,
-            "model": entry["build"]["model"], "split": entry["build"]["split"]}
+            "model": entry["build"]["model"], "split": entry["build"]["split"],
+            "dtype": entry["build"].get("dtype")}
     parts = {}
     for part in ("train", "validation", "test"):
         table = folder.read(config, part, columns=sorted(set(columns) | set(BASE_COLUMNS)))

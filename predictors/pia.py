@@ -64,7 +64,7 @@ _LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several inst
 class PIA(Predictor):
     """The generator predicts its response length when asked (Perception In Advance)."""
 
-    info = PredictorInfo(name="pia", version="3", family="text-proxy",
+    info = PredictorInfo(name="pia", version="4", family="text-proxy",
                          reference="Zheng et al., NeurIPS 2023 (arXiv:2305.13144)",
                          requires=("prompt", "group_id"))
 
@@ -90,6 +90,10 @@ class PIA(Predictor):
         y = np.asarray(y, np.float64)
         spec = self.model or table.meta.get("model") or FALLBACK_MODEL
         self.model_spec_ = str(spec)
+        # dtype "auto": the generator in the dtype it built the config in (its own numerics, and the
+        # same record on machines with and without bf16 units), else the hardware's choice
+        built_in = table.meta.get("dtype") if not self.model else None
+        self.dtype_ = built_in if self.dtype == "auto" and built_in else self.dtype
         self.resolved_ = resolve_model(self.model_spec_)
         self.median_ = float(np.median(y)) if len(y) else 0.0
         self.lora_state_ = None
@@ -149,10 +153,11 @@ class PIA(Predictor):
         from forelen_bench.models import load_model
 
         device = pick_device(self.device)
-        key = (self.resolved_.location, device, self.dtype)
+        dtype = getattr(self, "dtype_", self.dtype)
+        key = (self.resolved_.location, device, dtype)
         if _LOADED.get("key") != key or _LOADED.get("dirty"):
             _LOADED.clear()
-            model, tokenizer, _ = load_model(self.resolved_, device, self.dtype)
+            model, tokenizer, _ = load_model(self.resolved_, device, dtype)
             _LOADED.update(key=key, model=model, tokenizer=tokenizer, dirty=False)
         model, tokenizer = _LOADED["model"], _LOADED["tokenizer"]
         if getattr(self, "lora_state_", None) is not None:

@@ -145,6 +145,20 @@ def test_model_from_table_meta(tiny_model_dir, tiny_tokenizer):
     assert pred.predict(_table(tiny_tokenizer, PROMPTS[:3], meta)).shape == (3,)
 
 
+def test_auto_dtype_is_the_dtype_the_config_was_built_in(tiny_model_dir, tiny_tokenizer):
+    """The generator answers in the numerics it built the config with, so a record does not
+    depend on whether the evaluating machine has bf16 units; an explicit dtype, or another
+    model than the generator, keeps its own."""
+    meta = {"recorded_layers": [1, 2], "model": str(tiny_model_dir), "dtype": "float32"}
+    table = _table(tiny_tokenizer, PROMPTS[:4], meta)
+    y = np.array([1.0, 2, 3, 4])
+    auto = PIA(max_new_tokens=2, device="cpu").fit(table, y)
+    assert auto.dtype_ == "float32" and auto.get_params()["dtype"] == "auto"
+    assert PIA(max_new_tokens=2, device="cpu", dtype="bfloat16").fit(table, y).dtype_ == "bfloat16"
+    other = PIA(model=str(tiny_model_dir), max_new_tokens=2, device="cpu").fit(table, y)
+    assert other.dtype_ == "auto"
+
+
 def test_deterministic(tiny_model_dir, tiny_tokenizer):
     train, test = _table(tiny_tokenizer, PROMPTS[:6]), _table(tiny_tokenizer, PROMPTS[6:])
     y = np.arange(6, dtype=np.float64) * 10
