@@ -42,11 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = "smollm2-135m"
 SEED = 0
 THREADS = 2  # the reference machine's cores; kernels may round differently on other counts
-# float32, pinned: sessions land on CPUs with and without native bf16, and bf16 matmul without
-# AVX512-BF16/AMX runs about 47x slower than float32 (1.19 vs 56.0 GFLOP/s at the model's
-# 128x576x1536 GEMM, one thread, AMD EPYC with AVX2 only), so `--dtype auto` would give one release
-# configs in two dtypes. float32 runs everywhere and is the model's distribution without bf16
-# rounding; it doubles the KV cache, hence the budgets below.
+# float32, pinned: sessions land on CPUs with and without bf16 units, and without AVX512-BF16/AMX
+# bf16 matmul crawls (benchmarks/bench_dtype.py on an AMD EPYC with AVX2 only, 2 threads, at the
+# model's decode GEMMs with 128 slots: float32 58.2 GFLOP/s, bf16 0.79), so `--dtype auto` would
+# give one release configs in two dtypes. float32 runs everywhere and is the model's distribution
+# without bf16 rounding; it doubles the KV cache, hence the budgets below.
 DTYPE = "float32"
 CAPS = (512, 768, 1024, 1536, 2048)
 MAX_CENSORED = 0.15
@@ -54,10 +54,13 @@ PILOT_MARGIN = 0.10
 # split: build options of the reference configs (packaged SmolLM2-135M). limit None: every prompt
 # of the packaged mix (cot: mmath-pkg 374 + gsm-symbolic 1,000 give 254 test rows, no more to
 # add); rl: 200 groups give 44 test groups x 8 = 352 test rows; long: 1,200 prompts give 252.
-# kv_budget (GiB of float32 slot cache, hf engine): bounds the sequences decoded at a time; 12 GiB
+# max_new_tokens: the float32 pilot's choice (reference/ledger/pilot.json): cot 1,536 (14.1%
+# censored; 18.8% at 768), rl and long 2,048 (34.4% and 51.6% censored even there).
+# kv_budget (GiB of float32 slot cache, hf engine): bounds the sequences decoded at a time (cot:
+# 128 slots of up to ~2,100 tokens); 12 GiB
 # leaves room for the model and feature buffers in the reference machine's 24 GiB.
 REFERENCE = {
-    "cot": {"limit": None, "samples": 1, "max_new_tokens": 768, "kv_budget": 8.0},
+    "cot": {"limit": None, "samples": 1, "max_new_tokens": 1536, "kv_budget": 12.0},
     "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 12.0},
     "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 12.0},
 }
@@ -161,8 +164,11 @@ def build_args(args, split: str, out: str, extra: list[str], pilot: bool = False
 
 def pilot(args, splits, env) -> None:
     for split in splits:
+        t0 = time.time()
         forelen(build_args(args, split, args.pilot_out, PILOT[split] + ["--max-new-tokens", "2048"],
                            pilot=True), env)
+        log_run(args.ledger, {"phase": "pilot", "split": split, "config": config_name(args, split),
+                              "wall_s": round(time.time() - t0, 1)})
     table = pilot_table(args.pilot_out)
     save_json(Path(args.ledger) / "pilot.json", table)
     print(json.dumps(table, indent=2))
