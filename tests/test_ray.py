@@ -45,8 +45,22 @@ def plan(opts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(plan):
-    entry = run_build(plan)
+    entry = build_here(plan)
     return entry, sorted_rows(DatasetFolder(plan.out))
+
+
+def build_here(opts):
+    """A plan built in this process on one thread, like each replica: float32 kernels may round
+    differently on another thread count (on an AVX2-only AMD EPYC, 2 threads against 1 changed
+    the recorded hidden states' low bits)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_build(opts)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_two_replicas_equal_a_local_build(cluster, plan, local, tmp_path):
@@ -74,7 +88,7 @@ def test_a_killed_replica_is_restarted_and_its_unit_redone(cluster, plan, tmp_pa
     """SIGKILL one replica as soon as the first shard lands: Ray restarts it, retries its unit."""
     slow = dataclasses.replace(plan, max_new_tokens=160, samples_per_prompt=4, work_unit=16,
                                batch_size=8, out=str(tmp_path / "local"))
-    run_build(slow)
+    build_here(slow)
     ref = sorted_rows(DatasetFolder(slow.out))
     out = tmp_path / "ray"
     killed: list[int] = []
