@@ -343,14 +343,40 @@ def ls(kind: Kind = typer.Argument(..., help="What to list."),
     if json_out:
         print(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2, default=str))
         return
+    console = Console()
+    cells = [[escape(str(r.get(c, ""))) for c in columns] for r in rows]
+    shown = _fitting(columns, cells, console.width)
+    left_out = [c for c in columns if c not in shown]
     table = Table(title=f"forelen {kind.value}")
-    for c in columns:
+    for c in shown:
         # names are never wrapped mid-word, so `forelen ls predictors | grep pool-mean` works
-        table.add_column(c, overflow="fold", no_wrap=c == "name",
-                         max_width=40 if c in ("reference", "description") else None)
-    for r in rows:
-        table.add_row(*[escape(str(r.get(c, ""))) for c in columns])
-    Console().print(table)
+        table.add_column(c, overflow="fold", no_wrap=c == "name", max_width=WRAP_AT.get(c))
+    for row in cells:
+        table.add_row(*[v for c, v in zip(columns, row) if c in shown])
+    console.print(table)
+    if left_out:
+        console.print(f"left out to fit {console.width} columns: {', '.join(left_out)} "
+                      "(--json or a wider terminal shows them)", highlight=False)
+
+
+# Columns wrapped at this width rather than widening the table; the others keep their width, and
+# columns that do not fit the terminal are left out (named under the table) instead of being
+# folded into slivers a few characters wide.
+WRAP_AT = {"reference": 40, "description": 40}
+
+
+def _fitting(columns: list[str], cells: list[list[str]], width: int) -> list[str]:
+    """Columns in listing order, each kept if its natural width still fits `width` (the first,
+    the name, always)."""
+    shown, used = [], 1  # the table's left border
+    for i, c in enumerate(columns):
+        natural = max([len(c)] + [len(row[i]) for row in cells])
+        need = min(natural, WRAP_AT.get(c, natural)) + 3  # padding and the right border
+        if shown and used + need > width:
+            continue
+        shown.append(c)
+        used += need
+    return shown
 
 
 def _listing(kind: str):

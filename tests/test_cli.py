@@ -17,7 +17,7 @@ from forelen_bench import cli
 
 def run(*args: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([FORELEN, *args], capture_output=True, text=True, timeout=120,
-                          env=cli_env(COLUMNS="250", **env))
+                          env=cli_env(**{"COLUMNS": "250", **env}))
 
 
 def call_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -70,6 +70,30 @@ def test_ls_lists_known_names(kind):
     assert f"forelen {kind}" in res.stdout
     for name in EXPECTED_NAMES[kind]:
         assert name in res.stdout, name
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_NAMES))
+def test_ls_fits_an_80_column_pipe(kind):
+    """Columns that do not fit are left out and named, not folded into slivers: every header
+    shown is whole, every line fits, and the full listing is one --json away."""
+    import json
+
+    res = run("ls", kind, COLUMNS="80")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    columns = list(json.loads(run("ls", kind, "--json").stdout)[0])
+    header = next(line for line in lines if line.startswith("┃"))
+    shown = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert shown[0] == "name" and set(shown) <= set(columns)
+    left_out = [c for c in columns if c not in shown]
+    if left_out:
+        note = " ".join(lines[lines.index(next(x for x in lines if x.startswith("left out"))):])
+        assert all(c in note for c in left_out) and "--json" in note
+    for name in EXPECTED_NAMES[kind]:
+        assert any(name in line for line in lines), name
+    wide = run("ls", kind)  # 250 columns: everything, no note
+    assert "left out" not in wide.stdout and all(c in wide.stdout for c in columns)
 
 
 def test_ls_unknown_kind_is_one_line():
