@@ -275,9 +275,17 @@ def verify(args, splits, env) -> bool:
     return ok
 
 
-# the code a result record depends on: a record made at another commit is reused only when none of
-# it changed since
-EVAL_CODE = ("forelen_bench", "predictors", "leaderboard", "pyproject.toml")
+# The code a result record depends on: a record made at another commit is reused only when none of
+# it changed since. `builders` is in it (evaluation partitions the test rows by the sources' units,
+# PiA renders prompts with the build's chat template); the files of PAGE_ONLY are not: they draw,
+# publish or describe records and never run while one is made (tests/test_reference_script.py
+# checks that an evaluation does not import them), so the page and the CLI can change without
+# sending hours of reference evaluation back to be run again.
+PAGE_ONLY = ("leaderboard/render.py", "leaderboard/paper.py", "leaderboard/plots.py",
+             "leaderboard/push.py", "leaderboard/templates", "forelen_bench/cli.py",
+             "forelen_bench/card.py", "cards")
+EVAL_CODE = ("forelen_bench", "predictors", "leaderboard", "builders", "pyproject.toml",
+             *(f":(exclude){path}" for path in PAGE_ONLY))
 
 
 def _git(*a: str) -> subprocess.CompletedProcess:

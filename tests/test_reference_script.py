@@ -194,3 +194,35 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     assert "tiny-llama-rl: built before (" in build.stdout and not out.exists()
     assert json.loads((ledger / "runs.json").read_text()) == runs
+
+
+def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tmp_path):
+    """EVAL_CODE leaves PAGE_ONLY out, so the page and the CLI can change without making the
+    reference records stale; that is sound only while making a record never imports those files."""
+    from forelen_bench.builders.build import BuildOptions, run_build
+
+    out = tmp_path / "ds"
+    run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
+                           samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
+                           dtype="float32", device="cpu", out=str(out)))
+    package = {"forelen_bench": "forelen_bench", "leaderboard": "forelen_bench.leaderboard",
+               "builders": "forelen_bench.builders", "predictors": "forelen_bench.predictors",
+               "cards": "forelen_bench.cards"}
+    page_only = set()
+    for path in reference.PAGE_ONLY:
+        top, *rest = Path(path).with_suffix("").parts
+        page_only.add(".".join([package[top], *rest]))
+    script = ("import json, sys\n"
+              "from forelen_bench.dataset import DatasetFolder\n"
+              "from forelen_bench.leaderboard.evaluate import run_evaluation\n"
+              f"run_evaluation(DatasetFolder({str(out)!r}), ['tiny-llama-rl'], "
+              "['constant-median', 'egtp', 'plp', 'pia', 'trail', 'tpv'], 0, "
+              f"{str(tmp_path / 'results')!r})\n"
+              "print(json.dumps(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "forelen_bench.leaderboard.evaluate" in loaded and "forelen_bench.predictors.pia" in loaded
+    assert len(list((tmp_path / "results" / "tiny-llama-rl").glob("*.json"))) == 6
+    assert not [m for m in loaded if any(m == p or m.startswith(p + ".") for p in page_only)]
