@@ -183,15 +183,30 @@ def test_screenshot_shows_tables_and_plots(page, tmp_path):
     assert count_colour(page, steps, (0x12, 0x34, 0x56)) == 0  # and the counter is not fooled
 
 
-REFERENCE = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "releases" / "v0.1.0"
+LEDGER = ROOT / "reference" / "ledger" / "results"  # the reference records made so far, in git
 LOCAL_PATH = r"(?<![\w.:/-])/(?:work|tmp|root|home|Users|mnt|var|opt|data)/"
 
 
-@pytest.mark.skipif(not (REFERENCE / "index.html").is_file(),
-                    reason="the reference release v0.1.0 is not in releases/ yet")
-def test_reference_release_page(browser):
-    """The committed reference release: its page loads cleanly, the paper comparison renders with
-    the manifest's figures, which the records reproduce, and no absolute local path appears."""
+@pytest.fixture(params=["committed", "ledger"])
+def reference_release(request, tmp_path) -> Path:
+    """The committed reference release, or one made now from the ledger's records (the real
+    reference configs built so far), so the page is checked on real records before release."""
+    if request.param == "committed":
+        if not (REFERENCE / "index.html").is_file():
+            pytest.skip("the reference release v0.1.0 is not in releases/ yet")
+        return REFERENCE
+    if not any(LEDGER.glob("*/*.json")):
+        pytest.skip("no reference records in reference/ledger/results yet")
+    results = tmp_path / "results"
+    shutil.copytree(LEDGER, results)
+    return make_release("v0.1.0", results, tmp_path / "releases")
+
+
+def test_reference_release_page(browser, reference_release):
+    """The reference release: its page loads cleanly, the paper comparison renders with the
+    manifest's figures, which the records reproduce, and no absolute local path appears."""
     import json
     import re
 
@@ -199,6 +214,7 @@ def test_reference_release_page(browser):
     from forelen_bench.leaderboard.paper import paper_comparison
     from forelen_bench.leaderboard.render import comparison
 
+    REFERENCE = reference_release
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     records = [{**r.body, "rel": f"records/{r.rel}"} for r in load_records(REFERENCE / "records")]
     assert paper_comparison(records) == manifest["paper_comparison"]  # every figure from a record
