@@ -362,7 +362,7 @@ def ls(kind: Kind = typer.Argument(..., help="What to list."),
 # Columns wrapped at this width rather than widening the table; the others keep their width, and
 # columns that do not fit the terminal are left out (named under the table) instead of being
 # folded into slivers a few characters wide.
-WRAP_AT = {"reference": 40, "description": 40}
+WRAP_AT = {"reference": 40, "description": 40, "sources": 20, "hub_sources": 20}
 
 
 def _fitting(columns: list[str], cells: list[list[str]], width: int) -> list[str]:
@@ -391,8 +391,9 @@ def _listing(kind: str):
 
         rows = [vars(r) | {"sources": ", ".join(r.sources), "hub_sources": ", ".join(r.hub_sources)}
                 for _, r in SPLITS.items()]
-        return rows, ["name", "description", "sources", "hub_sources", "samples_per_prompt",
-                      "temperature", "top_p", "max_new_tokens"]
+        # the sources first: what a user lists splits for (the description repeats the name)
+        return rows, ["name", "sources", "hub_sources", "samples_per_prompt", "temperature",
+                      "top_p", "max_new_tokens", "description"]
     if kind == "predictors":
         from forelen_bench.predictors import PREDICTORS
 

@@ -96,6 +96,15 @@ def test_ls_fits_an_80_column_pipe(kind):
     assert "left out" not in wide.stdout and all(c in wide.stdout for c in columns)
 
 
+def test_ls_splits_shows_each_recipes_sources_at_80_columns():
+    """What a user lists splits for is where the prompts come from: offline and on the hub."""
+    lines = run("ls", "splits", COLUMNS="80").stdout.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    assert [c.strip() for c in header.strip("┃").split("┃")][:3] == ["name", "sources",
+                                                                      "hub_sources"]
+    assert "humaneval-pkg" in "".join(lines) and "zeroscrolls" in "".join(lines)
+
+
 def test_ls_unknown_kind_is_one_line():
     res = run("ls", "bogus")
     line = assert_one_line_error(res.returncode, res.stdout, res.stderr)
