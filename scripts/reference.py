@@ -62,7 +62,8 @@ PILOT_MARGIN = 0.10
 REFERENCE = {
     "cot": {"limit": None, "samples": 1, "max_new_tokens": 1536, "kv_budget": 12.0},
     "rl": {"limit": 200, "samples": 8, "max_new_tokens": 2048, "kv_budget": 12.0},
-    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 12.0},
+    "long": {"limit": 1200, "samples": 1, "max_new_tokens": 2048, "kv_budget": 12.0,
+             "work_unit": 128},
 }
 # the pilot: about 64 rows per split at a 2,048-token budget (rl: 8 groups x 8 samples)
 PILOT = {
@@ -70,7 +71,11 @@ PILOT = {
     "rl": ["--limit", "8", "--samples-per-prompt", "8"],
     "long": ["--limit", "64", "--work-unit", "32", "--batch-size", "8"],
 }
-WORK_UNIT_CPU = 256  # hf on CPU: an interrupted unit is run again whole, so keep units small
+# hf on CPU: an interrupted unit is run again whole, so keep units small. long's rows cost the
+# most (the pilot's prompts average 1,223 tokens and half its outputs reach the 2,048 cap; slots
+# hold 8,192 tokens, so 33 fit), so its units hold 128 sequences: half the work lost when a
+# session ends mid-unit. The unit size is part of a config's build (shards and fingerprint).
+WORK_UNIT_CPU = 256
 SPLITS = ("cot", "long", "rl")
 
 
@@ -158,7 +163,7 @@ def build_args(args, split: str, out: str, extra: list[str], pilot: bool = False
     a = ["build", "--split", split, "--model", args.model, "--engine", args.engine, "--out", out,
          "--seed", str(SEED), "--dtype", args.dtype, "--skip-complete"]
     if not pilot and args.engine in ("auto", "hf") and not _cuda():
-        a += ["--work-unit", str(WORK_UNIT_CPU)]
+        a += ["--work-unit", str(REFERENCE[split].get("work_unit", WORK_UNIT_CPU))]
     return a + extra
 
 
