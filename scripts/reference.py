@@ -206,7 +206,7 @@ def build(args, splits, env) -> None:
         if args.model == DEFAULT_MODEL and chosen and chosen != REFERENCE[split]["max_new_tokens"]:
             print(f"note: the pilot in {args.pilot_out} now gives {split} a cap of {chosen}; the "
                   f"reference pins {REFERENCE[split]['max_new_tokens']}", flush=True)
-        extra = build_extra(args, split)
+        extra = build_extra(args, split) + restart_flags(args.out, config)
         roof = roofline(args.model, args.threads, args.dtype) if not _cuda() else None
         before = _config(args.out, config)
         t0 = time.time()
@@ -509,6 +509,19 @@ def ledger_build(args, config: str) -> dict | None:
     """The ledger's record of a complete build: {entry, counts, fingerprint, machine, saved_at}."""
     path = Path(args.ledger) / "builds" / f"{config}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def restart_flags(out: str, config: str) -> list[str]:
+    """["--overwrite"] when the dataset folder holds a partial build of the config without a
+    single shard (a start stopped while loading or prefilling): there is nothing to keep, and its
+    settings may predate an edit of REFERENCE, which would make the builder refuse to resume. A
+    partial build with shards is resumed, never overwritten."""
+    entry = _config(out, config)
+    if entry and entry.get("status") != "complete" and not entry.get("shards"):
+        print(f"build {config}: the partial build in {out} has no shard yet; starting it afresh",
+              flush=True)
+        return ["--overwrite"]
+    return []
 
 
 def on_disk(args, config: str) -> bool:

@@ -226,3 +226,17 @@ def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tm
     assert "forelen_bench.leaderboard.evaluate" in loaded and "forelen_bench.predictors.pia" in loaded
     assert len(list((tmp_path / "results" / "tiny-llama-rl").glob("*.json"))) == 6
     assert not [m for m in loaded if any(m == p or m.startswith(p + ".") for p in page_only)]
+
+
+@pytest.mark.parametrize("entry, flags", [
+    (None, []),  # nothing there: a fresh build
+    ({"status": "partial", "shards": {}}, ["--overwrite"]),  # stopped before its first shard
+    ({"status": "partial", "shards": {"train-00000.parquet": {"rows": 32}}}, []),  # resumed
+    ({"status": "complete", "shards": {"train-00000.parquet": {"rows": 32}}}, []),
+])
+def test_restart_flags_only_discard_a_build_without_shards(tmp_path, entry, flags):
+    """A build stopped while loading leaves a shardless partial entry, which the builder refuses
+    to resume under edited settings; the script starts that one afresh and resumes any other."""
+    configs = {"smollm2-135m-long": entry} if entry else {}
+    (tmp_path / "manifest.json").write_text(json.dumps({"configs": configs}))
+    assert reference.restart_flags(str(tmp_path), "smollm2-135m-long") == flags
