@@ -107,6 +107,10 @@ def main(argv=None) -> int:
     ap.add_argument("--version", default="v0.1.0")
     ap.add_argument("--threads", type=int, default=THREADS,
                     help="CPU threads (pinned so a rebuild on the same CPU type matches)")
+    ap.add_argument("--accept-missing", action="store_true",
+                    help="release: go ahead without the records that cannot be made here because "
+                         "their config's dataset is not on this machine (lost with an earlier "
+                         "session's); the notes name each one and why")
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
         elif phase == "release":
             release(args, splits, env)
         elif phase == "notes":
-            print(write_notes(args))
+            print(write_notes(args, splits))
     return 0
 
 
@@ -392,30 +396,44 @@ def evaluate(args, splits, env) -> None:
                   flush=True)
 
 
-def pending(args, splits) -> list[str]:
-    """What the release still lacks: configs not completely built, (config, predictor) records
-    missing or out of date."""
+def stale_records(args, splits) -> tuple[list[str], dict[str, list[str]]]:
+    """(configs not completely built, {config: predictors whose record is missing or out of
+    date}) over the complete configs."""
     from forelen_bench.leaderboard.evaluate import runnable_on
     from forelen_bench.predictors import PREDICTORS
 
     classes = [cls for _, cls in PREDICTORS.items()]
-    out, complete = [], {}
+    unbuilt, complete = [], {}
     for split in splits:
         config = config_name(args, split)
         entry = built(args, config)
         if not entry:
-            out.append(f"{config} is not completely built")
+            unbuilt.append(config)
         else:
             complete[config] = entry
     head = code_commit() if complete else None
     made = made_here(args.ledger)
+    stale = {}
     for config, entry in complete.items():
         fingerprint = summary(entry)["fingerprint"]
-        stale = [cls.info.name for cls in runnable_on(entry, config, classes)
+        names = [cls.info.name for cls in runnable_on(entry, config, classes)
                  if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
                                  fingerprint, head, made.get((config, cls.info.name)))]
-        if stale:
-            out.append(f"{config} lacks up-to-date records of {', '.join(stale)}")
+        if names:
+            stale[config] = names
+    return unbuilt, stale
+
+
+def pending(args, splits) -> list[str]:
+    """What the release still lacks: configs not completely built, (config, predictor) records
+    missing or out of date. With --accept-missing, records that cannot be made here (their
+    config's dataset is not on this machine) are not counted: the notes list them instead."""
+    unbuilt, stale = stale_records(args, splits)
+    out = [f"{config} is not completely built" for config in unbuilt]
+    for config, names in stale.items():
+        if getattr(args, "accept_missing", False) and not on_disk(args, config):
+            continue
+        out.append(f"{config} lacks up-to-date records of {', '.join(names)}")
     return out
 
 
@@ -425,7 +443,8 @@ def release(args, splits, env) -> None:
         raise SystemExit("reference: not ready to release: " + "; ".join(missing)
                          + " (run `--phase build` and `--phase evaluate`)")
     notes = Path(args.out) / f"NOTES-{args.version}.md"
-    notes.write_text(write_notes(args))
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text(write_notes(args, splits))
     forelen(["leaderboard", "release", args.version, "--results", args.results,
              "--out", args.releases, "--notes", str(notes)], env)
 
@@ -620,7 +639,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, {amx}; no GPU"
 
 
-def write_notes(args) -> str:
+def write_notes(args, splits=SPLITS) -> str:
     """The release notes, from measured files only: the pilot, the build manifests, the runs."""
     out = Path(args.out)
     runs = read_runs(args.ledger)
@@ -690,7 +709,8 @@ def write_notes(args) -> str:
                   "in a new process and compared shard by shard; an uninterrupted run, so its "
                   "tokens/s is the builder's clean rate):", ""]
         for r in checks:
-            lines.append(f"- {r['config']} ({r['at']}): {r['identical']} of {r['chunks']} shards "
+            lines.append(f"- {r['config']} ({r['at']}, {r.get('machine', 'machine not logged')}): "
+                         f"{r['identical']} of {r['chunks']} shards "
                          f"identical (sha256), unit 1 of {r['of_units']}; "
                          f"{r.get('generated_tokens') or 0:,} tokens at {r.get('tok_s')} tok/s.")
     generated = [r for r in runs if r["phase"] == "build" and r.get("new_tokens")]
@@ -723,6 +743,7 @@ def write_notes(args) -> str:
               "The roofline is the matmul rate, in the build's dtype, at the model's own GEMM "
               "shapes with 128 rows (benchmarks/bench_build.py), measured in the same process before each build; "
               "tokens/s count generated tokens over generation + feature time.", "",
+              *missing_section(args, splits, runs),
               "## Differences from the paper's setting", "",
               f"- Generator: `{args.model}` (SmolLM2-135M-Instruct, {args.dtype} on CPU), not "
               "Qwen2.5-3B/7B or Llama-3.2 on GPUs.",
@@ -740,6 +761,37 @@ def write_notes(args) -> str:
               "- End to end: schedules are replayed in forelen's simulator with its default cost "
               "model, not served by vLLM.", ""]
     return "\n".join(lines)
+
+
+def missing_section(args, splits, runs: list[dict]) -> list[str]:
+    """The notes' account of registered predictors without a record in the release: which, and
+    the measured facts of why (where the config was built, this machine, the rebuild checks)."""
+    _, stale = stale_records(args, splits)
+    if not stale:
+        return []
+    here = machine()
+    lines = ["## Not evaluated", ""]
+    for config, names in stale.items():
+        saved = ledger_build(args, config) or {}
+        lines.append(f"- {config}: {', '.join(names)} "
+                     f"({len(names)} of the registered predictors runnable on it). "
+                     + ("Its dataset is on disk, so these records can still be made with "
+                        "`--phase evaluate`." if on_disk(args, config) else
+                        f"Its dataset, built on {saved.get('machine', 'an unrecorded machine')} "
+                        f"(fingerprint `{str(saved.get('fingerprint'))[:16]}`, "
+                        f"{build_minutes(runs, config):,.0f} min of build wall time), was lost "
+                        "with that session's machine before these ran; the ledger keeps records, "
+                        f"not datasets. The release was written on {here}."))
+        for r in runs:
+            if r.get("phase") == "verify" and r.get("machine") != saved.get("machine"):
+                lines.append(f"  On {r['machine']}, `--phase verify` rebuilt {r['config']}'s "
+                             f"first work unit: {r['identical']} of {r['chunks']} shards "
+                             f"identical to the build's ({r['at']}).")
+    return lines + [""]
+
+
+def build_minutes(runs: list[dict], config: str) -> float:
+    return sum(r["wall_s"] for r in runs if r["phase"] == "build" and r.get("config") == config) / 60
 
 
 def _counts(out: Path, config: str) -> tuple[int, int, int, float]:

@@ -211,6 +211,19 @@ def test_page_ranks_by_mean_mae_rank_and_never_ranks_references(results):
                                              "group-median-oracle"]
 
 
+def test_an_exact_oracle_says_why_its_mae_is_zero(results):
+    """The group-median oracle scores 0 where each group holds one row (one sample per prompt):
+    the page says so beside the 0, and only there."""
+    page = page_of(results)
+    overview = page.split('id="overview-table"', 1)[1].split("</table>", 1)[0]
+    oracle = overview.split('data-v="group-median-oracle"', 1)[1].split("</tr>", 1)[0]
+    assert oracle.count('title="MAE 0 by construction') == 1  # tiny-cot's 0.0, not tiny-rl's 4.0
+    cot = page.split('id="acc-tiny-cot"', 1)[1].split("</table>", 1)[0]
+    rl = page.split('id="acc-tiny-rl"', 1)[1].split("</table>", 1)[0]
+    assert "MAE 0 by construction: one row per group" in cot
+    assert "by construction" not in rl
+
+
 def test_page_has_every_section(results):
     page = page_of(results)
     for config in CONFIGS:
