@@ -579,7 +579,10 @@ def pilot_of(args) -> dict:
             save_json(Path(args.ledger) / "pilot.json", table)
             return table
     path = Path(args.ledger) / "pilot.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    for row in table.values():  # JSON keeps the caps as strings; the table is read by cap
+        row["censored_at"] = {int(cap): share for cap, share in row["censored_at"].items()}
+    return table
 
 
 def choose_cap(censored: dict[int, float]) -> int:

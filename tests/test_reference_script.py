@@ -95,6 +95,24 @@ def test_notes_from_measured_files(tmp_path):
     assert "these records can still be made" in notes and "was lost with" in again.stdout
 
 
+def test_notes_give_the_pilot_from_the_ledger(tmp_path):
+    """With the pilot's dataset gone, its table comes from the ledger (JSON, caps as strings) and
+    the notes still give the censored share at each cap."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    shutil.copy(ROOT / "reference" / "ledger" / "pilot.json", ledger / "pilot.json")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
+                           "notes", "--out", str(tmp_path / "ds"), "--pilot-out",
+                           str(tmp_path / "none"), "--ledger", str(ledger)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pilot = proc.stdout.split("## Pilot", 1)[1].split("## ", 1)[0]
+    # the cot pilot: 23.4% censored at 512, 18.8% at 768 and 1,024, 14.1% at 1,536 and 2,048
+    assert "| cot | 64 (64 prompts) | 263 / 483 / 2048 | 23.4% / 18.8% / 18.8% / 14.1% / 14.1% " \
+           "| 1536 |" in pilot
+    assert "nan" not in pilot
+
+
 def _record(path: Path, **changes) -> tuple[Path, dict]:
     """A record and the log entry of the phase run that made it."""
     body = {"git_commit": "anything+dirty", "created_at": "2026-12-02T05:00:00Z",
