@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from forelen_bench.builders.plan import partition_of, sample_seed, uid_of  # noqa: F401
+from forelen_bench.builders.template import render  # noqa: F401
 from forelen_bench.errors import ForelenError
 
 DEFAULT_OUT = "forelen"
@@ -34,6 +35,7 @@ class BuildOptions:
     top_p: float | None = None
     max_prompt_tokens: int | None = None
     seed: int = 0
+    date: str | None = None  # the day chat templates see; None: today, or the partial build's
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
     steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
     egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
@@ -98,7 +100,9 @@ def check_options(opts: BuildOptions) -> None:
     if not opts.kv_budget > 0:
         raise ForelenError(f"--kv-budget must be a positive number of GiB, got {opts.kv_budget}")
     from forelen_bench.builders.engines.slots import KERNELS
+    from forelen_bench.builders.template import check_date
 
+    check_date(opts.date)
     if opts.attention not in KERNELS:
         raise ForelenError(f"--attention must be one of {', '.join(KERNELS)}, got {opts.attention!r}")
 
@@ -137,13 +141,6 @@ def source_mix(opts: BuildOptions, recipe, say) -> tuple[list, tuple[str, ...], 
         return load(recipe.sources), recipe.sources, "packaged (offline fallback)"
 
 
-def render(tokenizer, text: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                             add_generation_prompt=True, tokenize=False)
-    return text
-
-
 def truncate_middle(ids: list[int], budget: int) -> list[int]:
     """LongBench keeps the head and the tail of an over-long prompt."""
     if len(ids) <= budget:
@@ -166,8 +163,14 @@ def plan_chunks(prompts: list[PlannedPrompt], samples: int, batch_size: int) -> 
     return chunks
 
 
+# The template date acts only through the prompt ids, which the fingerprint hashes: a build with a
+# template that ignores the date resumes and merges on any day.
+UNHASHED = ("date_string", "template_uses_date")
+
+
 def fingerprint(resolved: dict, prompts: list[PlannedPrompt]) -> str:
-    h = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode())
+    kept = {k: v for k, v in resolved.items() if k not in UNHASHED}
+    h = hashlib.sha256(json.dumps(kept, sort_keys=True).encode())
     for p in prompts:
         h.update(f"{p.group_id}\0{p.partition}\0{','.join(map(str, p.prompt_ids))}\n".encode())
     return h.hexdigest()
@@ -250,13 +253,14 @@ def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str
     }
 
 
-def plan_prompts(mixed, recipe, tokenizer, budget: int) -> list[PlannedPrompt]:
+def plan_prompts(mixed, recipe, tokenizer, budget: int,
+                 date: str | None = None) -> list[PlannedPrompt]:
     planned, seen = [], set()
     for source, prompt in mixed:
         if prompt.group_id in seen:
             continue
         seen.add(prompt.group_id)
-        rendered = render(tokenizer, recipe.wrap(prompt.text, source.info.domain))
+        rendered = render(tokenizer, recipe.wrap(prompt.text, source.info.domain), date)
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if len(ids) > budget:
             ids = truncate_middle(ids, budget)
@@ -372,13 +376,34 @@ def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tok
     resolved = resolve(opts, recipe, model_cfg, resolved_model, revision, layers, device, dtype,
                        engine_name)
     resolved.update(sources=list(sources), source_mix=mix)
-    prompts = plan_prompts(prompts_mix, recipe, tokenizer, resolved["max_prompt_tokens"])
+    resolved.update(template_date(opts, tokenizer, resolved_model.slug + "-" + recipe.name,
+                                  resolved_model.spec))
+    prompts = plan_prompts(prompts_mix, recipe, tokenizer, resolved["max_prompt_tokens"],
+                           resolved["date_string"])
     # what keeps related prompts in one partition, per source (no train/test leakage)
     resolved["partition_by"] = {src.info.name: src.info.partition_by for src, _ in prompts_mix}
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
                                resolved["max_new_tokens"])
     return BuildPlan(resolved, prompts, chunks, layers, settings)
+
+
+def template_date(opts: BuildOptions, tokenizer, config: str, model: str) -> dict:
+    """The day the chat template sees: --date, else the partial build's (a resume renders the
+    same prompts), else today. A sharded build whose template writes the date needs --date: its
+    jobs may start on different days."""
+    from forelen_bench.builders.template import check_date, today, uses_date
+    from forelen_bench.dataset import DatasetFolder
+
+    stamps = uses_date(tokenizer)
+    date = check_date(opts.date)
+    if date is None:
+        partial = DatasetFolder(opts.out).config(config) if not opts.overwrite else None
+        date = ((partial or {}).get("build") or {}).get("date_string")
+    if date is None and stamps and opts.num_shards > 1:
+        raise ForelenError(f"the chat template of {model} writes the date into every prompt; "
+                           "give every job of a sharded build the same --date YYYY-MM-DD")
+    return {"date_string": date or today(), "template_uses_date": stamps}
 
 
 def start_config(opts: BuildOptions, folder, config: str, plan: BuildPlan, why: str, say):

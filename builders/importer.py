@@ -48,7 +48,9 @@ class ImportOptions:
     partition_column: str | None = None
     finish_column: str | None = None
     features: bool = True
-    drop_text: bool = False
+    drop_text: bool = False  # no text, and no token ids that decode back to it
+    keep_token_ids: bool = False  # with drop_text: keep response_token_ids (they expose the text)
+    date: str | None = None  # templates' day for records whose log has none; None: today
     allow_length_mismatch: bool = False
     skip_invalid: bool = False
     layers: tuple[int, ...] = ()
@@ -69,9 +71,9 @@ class Row:
     source_id: str
     partition: str
     prompt: str  # as stored (rendered; a hash with --drop-text)
-    prompt_ids: list[int]
+    prompt_ids: list[int]  # for the features only: never stored
     response: str
-    response_ids: list[int]
+    response_ids: list[int]  # stored unless --drop-text (without --keep-token-ids)
     output_tokens: int
     finish_reason: str
 
@@ -87,6 +89,10 @@ class Plan:
     rows: list[Row]
     report: dict = field(default_factory=dict)
     chunks: list[tuple[str, list[Row]]] = field(default_factory=list)
+    date: str | None = None  # the templates' day for records whose log has none
+    template_uses_date: bool = False
+    resolved: dict = field(default_factory=dict)  # the manifest's `build`, once the model is known
+    fingerprint: str = ""
 
 
 def check_options(opts: ImportOptions) -> None:
@@ -104,6 +110,18 @@ def check_options(opts: ImportOptions) -> None:
                                f"got {value}")
     if opts.steps < 0:
         raise ForelenError(f"--steps must be >= 0, got {opts.steps}")
+    if opts.keep_token_ids and not opts.drop_text:
+        raise ForelenError("--keep-token-ids goes with --drop-text; without it every column is "
+                           "kept anyway")
+    from forelen_bench.builders.template import check_date
+
+    check_date(opts.date)
+
+
+def stored_ids(opts: ImportOptions) -> bool:
+    """Whether response_token_ids are stored: the model's public tokenizer decodes them back to
+    the response, so --drop-text leaves them out unless the user keeps them."""
+    return not opts.drop_text or opts.keep_token_ids
 
 
 def run_import(opts: ImportOptions, console=None) -> list[dict]:
@@ -124,6 +142,7 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
                "length": opts.length_column, "ids": opts.response_ids_column,
                "group": opts.group_column, "partition": opts.partition_column,
                "finish": opts.finish_column}
+    responses.check_columns(fmt, columns)
     parts = responses.read(path, fmt, opts.split, columns)
     folder = DatasetFolder(opts.out)
     tokenizer, model_cfg, revision = load_tokenizer(resolved_model)
@@ -132,11 +151,9 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
     for part in parts:  # every check, for every part, before anything is written
         config = (_slug(part.name) if fmt == "forelen-release" else
                   f"{resolved_model.slug}-{part.split}")
-        existing = folder.config(config)
-        if existing and existing.get("status") == "complete" and not opts.overwrite:
-            raise ForelenError(f"config {config!r} is already in {folder.location}; pass "
-                               "--overwrite to import it again")
-        plan = plan_rows(part, config, tokenizer, context if opts.features else None, opts)
+        existing = folder.config(config) if not opts.overwrite else None
+        plan = plan_rows(part, config, tokenizer, context if opts.features else None, opts,
+                         _date_of(opts, existing))
         plan.report.update(format=fmt, source=opts.source, found=found, files=part.files,
                            columns=part.columns)
         plans.append(plan)
@@ -149,8 +166,40 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
         device = pick_device(opts.device)
         say(f"loading {resolved_model.spec} on {device} for the features ...")
         model, _, revision = load_model(resolved_model, device, opts.dtype)
-    return [_write(plan, opts, folder, resolved_model, model_cfg, revision, model, console)
-            for plan in plans]
+    if opts.drop_text and opts.keep_token_ids:
+        say(f"--keep-token-ids: response_token_ids are stored, and {resolved_model.spec}'s "
+            "tokenizer decodes them back to the response text")
+    for plan in plans:
+        plan.resolved = _resolved(plan, opts, resolved_model, model_cfg, revision, model)
+        plan.fingerprint = _fingerprint(plan.resolved, plan.rows)
+    todo = [plan for plan in plans if not _kept(plan, folder, opts, say)]
+    return [_write(plan, opts, folder, model, console) for plan in todo]
+
+
+def _date_of(opts: ImportOptions, existing: dict | None) -> str:
+    """The templates' day for records without a logged date: --date, else the partial
+    import's (a rerun resumes), else today."""
+    from forelen_bench.builders.template import check_date, today
+
+    kept = ((existing or {}).get("build") or {}).get("date_string")
+    return check_date(opts.date) or kept or today()
+
+
+def _kept(plan: Plan, folder, opts: ImportOptions, say) -> bool:
+    """A config this command finished before is kept (a rerun resumes config by config); one
+    imported from other data or settings is refused before anything is written."""
+    entry = folder.config(plan.config)
+    if not entry or opts.overwrite:
+        return False
+    if entry.get("fingerprint") != plan.fingerprint:
+        state = "already in" if entry.get("status") == "complete" else "partly imported into"
+        raise ForelenError(f"config {plan.config!r} is {state} {folder.location} from other "
+                           "data or settings; rerun the command that made it to resume, or pass "
+                           "--overwrite to import it again")
+    if entry.get("status") == "complete":
+        say(f"{plan.config}: already imported into {folder.location} by this command; kept")
+        return True
+    return False
 
 
 def _slug(name: str) -> str:
@@ -172,12 +221,15 @@ def _summary(plan: Plan) -> str:
 # ------------------------------------------------------------------ casting, checking, grouping
 
 
-def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOptions) -> Plan:
-    """Cast, render, tokenise and check every record; group, partition and chunk the rows."""
+def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOptions,
+              date: str | None = None) -> Plan:
+    """Cast, render, tokenise and check every record; group, partition and chunk the rows.
+
+    A record is rendered on the day its log gives (`Record.date`), else on `date`."""
     from forelen_bench.builders.build import partition_of, truncate_middle
 
     split = part.split
-    marker = template_marker(tokenizer)
+    marker = template_marker(tokenizer, date)
     unusable: Counter = Counter()
     first_bad: dict[str, str] = {}
     kept = []  # (record, rendered prompt, logged length, finish, ids or None)
@@ -212,8 +264,9 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
             if partition is None:
                 reject(rec, "unknown partition")
                 continue
-        rendered, how = render_prompt(tokenizer, rec.prompt, marker)
+        rendered, how = render_prompt(tokenizer, rec.prompt, marker, rec.date or date)
         counts[how] += 1
+        counts["dated"] += rec.date is not None
         kept.append((rec, rendered, length, finish, ids, partition))
     if kept:
         prompt_ids = tokenizer([k[1] for k in kept], add_special_tokens=False)["input_ids"]
@@ -259,10 +312,13 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
               "length_mismatch_rate": rate, "logged_lengths": logged,
               "length_tolerance": LENGTH_TOLERANCE, "prompts_rendered": counts["rendered"],
               "prompts_already_rendered": counts["kept"], "prompts_cut_to_context": cut,
+              "prompts_dated_by_log": counts["dated"],
               "prompts_in_several_partitions": across,
               "groups": len({r.group_id for r in rows}),
               "partitions": "given" if any(x[6] for x in rows_in) else "hash of the group"}
-    plan = Plan(config, split, rows, report)
+    from forelen_bench.builders.template import uses_date
+
+    plan = Plan(config, split, rows, report, date=date, template_uses_date=uses_date(tokenizer))
     plan.chunks = plan_chunks(rows, opts.batch_size)
     return plan
 
@@ -280,7 +336,8 @@ def _group(rows_in, name: str, drop_text: bool, partition_of):
     rows = []
     for (key, given), items in keys.items():
         rec = items[0][0]
-        base = (str(rec.group) if rec.group not in (None, "") else  # a given group id is kept
+        given_id = rec.group not in (None, "") and not drop_text  # a given id may be text
+        base = (str(rec.group) if given_id else  # a given group id is kept
                 f"{_slug(name)}:{hashlib.sha256(key.encode()).hexdigest()[:16]}")
         group_id = base + (f"-{given}" if parts_of_key[key] > 1 else "")
         partition = given or partition_of(group_id)
@@ -307,14 +364,14 @@ def plan_chunks(rows: list[Row], batch_size: int) -> list[tuple[str, list[Row]]]
     return chunks
 
 
-def template_marker(tokenizer) -> str | None:
+def template_marker(tokenizer, date: str | None = None) -> str | None:
     """The text a prompt rendered with this chat template starts with (its first special token),
     or None when the tokenizer has no template."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    from forelen_bench.builders.build import render
+    from forelen_bench.builders.template import render
 
-    head = render(tokenizer, "\x00").split("\x00")[0]
+    head = render(tokenizer, "\x00", date).split("\x00")[0]
     specials = sorted(getattr(tokenizer, "all_special_tokens", []) +
                       list(getattr(tokenizer, "get_added_vocab", lambda: {})()), key=len,
                       reverse=True)
@@ -322,21 +379,21 @@ def template_marker(tokenizer) -> str | None:
     return next((s for s in specials if s and text.startswith(s)), None)
 
 
-def render_prompt(tokenizer, prompt, marker: str | None) -> tuple[str, str]:
+def render_prompt(tokenizer, prompt, marker: str | None,
+                  date: str | None = None) -> tuple[str, str]:
     """(rendered prompt, "rendered" | "kept"): chat messages and plain prompts get the chat
-    template as a build applies it; a prompt that already starts with the template's marker was
-    rendered by whoever logged it and is kept as it is."""
-    from forelen_bench.builders.build import render
+    template as a build applies it, on `date`; a prompt that already starts with the template's
+    marker was rendered by whoever logged it and is kept as it is."""
+    from forelen_bench.builders.template import render, render_messages
 
     if isinstance(prompt, list):
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
-                                                 tokenize=False), "rendered"
+            return render_messages(tokenizer, prompt, date), "rendered"
         return "\n".join(m["content"] for m in prompt), "rendered"
     text = str(prompt)
     if marker and text.lstrip().startswith(marker):
         return text, "kept"
-    return render(tokenizer, text), "rendered"
+    return render(tokenizer, text, date), "rendered"
 
 
 def _int_or_missing(value):
@@ -393,6 +450,9 @@ def _resolved(plan: Plan, opts: ImportOptions, resolved_model, model_cfg, revisi
         "hidden_size": model_cfg.hidden_size, "steps": opts.steps if opts.features else 0,
         "egtp_first_k": opts.egtp_first_k if opts.features else None,
         "batch_size": opts.batch_size, "features": opts.features, "drop_text": opts.drop_text,
+        "response_token_ids": stored_ids(opts),
+        # records with a logged date (`import.prompts_dated_by_log`) were rendered on that day
+        "date_string": plan.date, "template_uses_date": plan.template_uses_date,
         "device": str(model.device) if model is not None else None,
         "dtype": str(model.dtype).removeprefix("torch.") if model is not None else None,
         "entropy": ("nats, temperature 1, full vocabulary, position-aligned (see schema); "
@@ -410,7 +470,10 @@ def _entropy_kernel(model) -> str:
 
 
 def _fingerprint(resolved: dict, rows: list[Row]) -> str:
-    h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
+    from forelen_bench.builders.build import UNHASHED  # the date acts through the prompt ids
+
+    kept = {k: v for k, v in resolved.items() if k not in UNHASHED}
+    h = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode())
     for r in rows:
         h.update(f"{r.uid}\0{r.partition}\0{r.output_tokens}\0{r.finish_reason}\0"
                  f"{','.join(map(str, r.prompt_ids))}\0{','.join(map(str, r.response_ids))}\n"
@@ -418,16 +481,14 @@ def _fingerprint(resolved: dict, rows: list[Row]) -> str:
     return h.hexdigest()
 
 
-def _write(plan: Plan, opts: ImportOptions, folder, resolved_model, model_cfg, revision, model,
-           console) -> dict:
+def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
     from forelen_bench.builders.build import finish_config, prepare_config
     from forelen_bench.builders.recorder import Recorder
     from forelen_bench.builders.runner import _progress, record_shard
     from forelen_bench.provenance import git_commit, library_versions
 
     say = console.print if console else _plain
-    resolved = _resolved(plan, opts, resolved_model, model_cfg, revision, model)
-    fp = _fingerprint(resolved, plan.rows)
+    resolved, fp = plan.resolved, plan.fingerprint
     done = prepare_config(folder, plan.config, say, fp, opts.overwrite)
 
     def start(m):
@@ -448,7 +509,7 @@ def _write(plan: Plan, opts: ImportOptions, folder, resolved_model, model_cfg, r
         task = progress.add_task(f"import {plan.config}", total=sum(len(r) for _, r in todo),
                                  rate="")
         for name, rows in todo:
-            shard = write_chunk(folder, plan, name, rows, resolved, recorder)
+            shard = write_chunk(folder, plan, name, rows, resolved, recorder, stored_ids(opts))
             record_shard(folder, plan.config, shard)
             tokens += sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)
             rate = tokens / max(time.perf_counter() - started, 1e-9)
@@ -469,7 +530,8 @@ def _plain(message: str) -> None:
     print(Text.from_markup(message).plain)
 
 
-def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, recorder) -> dict:
+def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, recorder,
+                keep_ids: bool = True) -> dict:
     """Features (teacher-forced) and one atomic shard for a chunk; returns its manifest record."""
     from forelen_bench.builders.rows import build_table
 
@@ -483,7 +545,8 @@ def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, 
         "partition": r.partition, "model": resolved["model_location"],
         "model_revision": resolved["model_revision"], "prompt": r.prompt,
         "prompt_tokens": len(r.prompt_ids), "response": r.response,
-        "response_token_ids": r.response_ids, "output_tokens": r.output_tokens,
+        "response_token_ids": r.response_ids if keep_ids else None,
+        "output_tokens": r.output_tokens,
         "finish_reason": r.finish_reason, "temperature": None, "top_p": None,
         "max_new_tokens": None, "seed": None} for r in rows]
     table = build_table(scalars, recorded, resolved["hidden_size"], resolved["recorded_layers"],

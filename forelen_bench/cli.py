@@ -48,6 +48,9 @@ def build(
     top_p: Optional[float] = typer.Option(None, help="Nucleus cut-off (split default)."),
     max_prompt_tokens: Optional[int] = typer.Option(None, help="Cut longer prompts in the middle."),
     seed: int = typer.Option(0, help="Seed of prompt selection and of every sample's seed."),
+    date: Optional[str] = typer.Option(
+        None, help="YYYY-MM-DD: the day chat templates that print a date see (default: today, or "
+                   "the partial build's on resume; needed by sharded builds of such templates)."),
     layers: Optional[List[int]] = typer.Option(
         None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
     steps: int = typer.Option(64, help="Generated-token states kept per sample."),
@@ -85,7 +88,8 @@ def build(
                         prompt_column=prompt_column, limit=limit,
                         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
-                        seed=seed, layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
+                        seed=seed, date=date, layers=tuple(layers or ()), steps=steps,
+                        egtp_first_k=egtp_first_k,
                         batch_size=batch_size, slots=slots, kv_budget=kv_budget,
                         attention=attention, prefill_chunk=prefill_chunk, work_unit=work_unit,
                         num_shards=num_shards, shard_index=shard_index, ray=ray,
@@ -133,8 +137,14 @@ def import_(
     finish_column: Optional[str] = typer.Option(None, help="stop/length (default: "
                                                            "finish_reason where present)."),
     features: bool = typer.Option(True, help="Record hidden states and entropies with --model."),
-    drop_text: bool = typer.Option(False, help="Store sha256 hashes instead of prompt and "
-                                               "response text."),
+    drop_text: bool = typer.Option(False, help="Keep no text: sha256 hashes instead of prompt, "
+                                               "response and given group ids, and no token ids."),
+    keep_token_ids: bool = typer.Option(
+        False, help="With --drop-text, keep response_token_ids: the model's public tokenizer "
+                    "decodes them back to the response text."),
+    date: Optional[str] = typer.Option(
+        None, help="YYYY-MM-DD: the day chat templates that print a date see, for records whose "
+                   "log has no date (default: today, or the partial import's on resume)."),
     allow_length_mismatch: bool = typer.Option(
         False, help="Import even when over 5% of logged lengths differ from the re-tokenised "
                     "responses."),
@@ -161,6 +171,7 @@ def import_(
                          length_column=length_column, response_ids_column=response_ids_column,
                          group_column=group_column, partition_column=partition_column,
                          finish_column=finish_column, features=features, drop_text=drop_text,
+                         keep_token_ids=keep_token_ids, date=date,
                          allow_length_mismatch=allow_length_mismatch, skip_invalid=skip_invalid,
                          layers=tuple(layers or ()), steps=steps, egtp_first_k=egtp_first_k,
                          batch_size=batch_size, device=device, dtype=dtype, out=out,

@@ -70,7 +70,8 @@ def load_config(folder, config: str, columns: list[str]) -> Split3:
         raise ForelenError(_unknown("config", config, known))
     meta = {"recorded_layers": entry["build"]["recorded_layers"], "config": config,
             "model": entry["build"]["model"], "split": entry["build"]["split"],
-            "dtype": entry["build"].get("dtype")}
+            "dtype": entry["build"].get("dtype"),
+            "date_string": entry["build"].get("date_string")}  # the day its templates saw
     parts = {}
     for part in ("train", "validation", "test"):
         table = folder.read(config, part, columns=sorted(set(columns) | set(BASE_COLUMNS)))
@@ -244,21 +245,33 @@ def _histogram(data: Split3) -> dict:
                         data.entry["build"].get("max_new_tokens"))
 
 
+TEXT_COLUMNS = ("prompt", "response", "response_token_ids")
+
+
 def runnable_on(entry: dict | None, config: str, classes: list, say=None) -> list:
-    """The predictors that can run on a config: on a text-only config (imported with
-    --no-features) a hidden-state predictor asked for alone is one clear error, and among
-    several (`--predictor all`) the hidden-state ones are left out, said in one line."""
-    if entry is None or entry.get("build", {}).get("features", True):
-        return classes
-    hidden = [c.info.name for c in classes if c.info.family == "hidden-state"]
-    if hidden and len(hidden) == len(classes):
-        raise ForelenError(f"config {config!r} has no features (imported with --no-features); "
-                           f"{', '.join(hidden)} needs hidden states: import it again with "
-                           "features, or evaluate a text-proxy or reference predictor")
-    if hidden and say:
-        say(f"{config}: no features (imported with --no-features); leaving out "
-            f"{', '.join(hidden)}")
-    return [c for c in classes if c.info.family != "hidden-state"]
+    """The predictors that can run on a config. A text-only config (imported with
+    --no-features) has no hidden states; a config imported with --drop-text has no text (its
+    prompt and response columns hold sha256 hashes). A predictor that needs what the config lacks
+    is one clear error when asked for alone, and among several (`--predictor all`) it is left
+    out, said in one line."""
+    build = (entry or {}).get("build", {})
+    lacks = []
+    if not build.get("features", True):
+        lacks.append(("no features (imported with --no-features)", "needs hidden states",
+                      "import it again with features, or evaluate a text-proxy or reference "
+                      "predictor", lambda c: c.info.family == "hidden-state"))
+    if build.get("drop_text"):
+        lacks.append(("no text (imported with --drop-text)", "reads the prompt text",
+                      "import it again with its text, or evaluate a hidden-state or reference "
+                      "predictor", lambda c: any(col in TEXT_COLUMNS for col in c.info.requires)))
+    for what, needs, hint, unable in lacks:
+        out = [c.info.name for c in classes if unable(c)]
+        if out and len(out) == len(classes):
+            raise ForelenError(f"config {config!r} has {what}; {', '.join(out)} {needs}: {hint}")
+        if out and say:
+            say(f"{config}: {what}; leaving out {', '.join(out)}")
+        classes = [c for c in classes if not unable(c)]
+    return classes
 
 
 def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed: int,

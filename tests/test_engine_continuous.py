@@ -102,13 +102,35 @@ def test_a_group_prefills_its_prompt_once(tiny_model, reference, monkeypatch):
 def test_results_arrive_as_rows_end(tiny_model, reference):
     model, tokenizer = tiny_model
     reqs, _ = reference
-    order = []
-    out = engine(model, tokenizer, slots=4).generate(reqs, on_done=lambda g: order.append(g.uid))
+    order, lengths = [], {}
+
+    def done(g):
+        order.append(g.uid)
+        lengths[g.uid] = len(g.token_ids)
+    assert engine(model, tokenizer, slots=4).generate(reqs, on_done=done) is None
     assert sorted(order) == sorted(r.uid for r in reqs) and len(order) == len(reqs)
-    lengths = {g.uid: len(g.token_ids) for g in out}
     # With 4 slots, short rows of later requests finish before long rows of earlier ones.
     assert order != [r.uid for r in reqs]
     assert lengths[order[0]] <= min(lengths[r.uid] for r in reqs[:4])
+
+
+def test_a_streamed_generation_is_not_kept(tiny_model, reference):
+    """With on_done, the engine keeps no Generation (step states included) after handing it
+    over: a work unit's results would otherwise stay in memory until the unit ends."""
+    import gc
+    import weakref
+
+    model, tokenizer = tiny_model
+    reqs, _ = reference
+    handed, alive_at_end = [], []
+
+    def done(g):
+        gc.collect()
+        alive_at_end.append(sum(ref() is not None for ref in handed))
+        handed.append(weakref.ref(g))
+    engine(model, tokenizer, slots=4).generate(reqs, on_done=done)
+    assert len(handed) == len(reqs)
+    assert max(alive_at_end) == 0, f"the engine still held {max(alive_at_end)} handed-over rows"
 
 
 def test_eos_first_and_budget_of_one(tiny_model):

@@ -186,7 +186,8 @@ def test_engine_order_budget_and_finish_reasons(tiny_model, kind):
     model, tokenizer = tiny_model
     reqs = requests_for(tokenizer, TEXTS * 2)
     done = []
-    out = make_engine(kind, model, tokenizer, 4).generate(reqs, on_done=done.append)
+    assert make_engine(kind, model, tokenizer, 4).generate(reqs, on_done=done.append) is None
+    out = make_engine(kind, model, tokenizer, 4).generate(reqs)
     assert [g.uid for g in out] == [r.uid for r in reqs]
     assert sorted(g.uid for g in done) == sorted(r.uid for r in reqs)
     eos = eos_ids(model, tokenizer)

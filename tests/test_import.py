@@ -192,14 +192,14 @@ def test_evaluate_and_resume_on_an_import(reference, tiny_model_dir, tmp_path, m
     assert all(np.isfinite(r["metrics"]["mae"]) for r in records)
 
 
-def test_drop_text_keeps_ids_and_hashes_text(release, tiny_model_dir, tmp_path):
+def test_drop_text_hashes_text_and_drops_ids(release, tiny_model_dir, tmp_path):
     run_import(import_opts(release, tiny_model_dir, tmp_path / "ds", drop_text=True,
                            features=False))
     table = DatasetFolder(tmp_path / "ds").read("qwen2.5-7b-rl")
     assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", t)
                for t in table["prompt"].to_pylist() + table["response"].to_pylist())
-    assert all(len(ids) == n for ids, n in zip(table["response_token_ids"].to_pylist(),
-                                               table["output_tokens"].to_pylist()))
+    # token ids decode back to the text with the model's public tokenizer: none are kept
+    assert table["response_token_ids"].null_count == table.num_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, tiny_model_dir, re
                                "--split", "rl", *model)
     words = _bad(tmp_path, "w.csv", "prompt,response,output_tokens\nhi,there,12\nhi,you,many\n")
     line = _refused(monkeypatch, capsys, tmp_path, words, "--split", "cot", *model)
-    assert "whole number" in line and "w.csv:3" in line
+    assert "whole number" in line and "w.csv record 2" in line
     # lengths counted in characters: not this model's tokens
     chars = tmp_path / "chars.csv"
     with open(chars, "w", newline="") as f:
@@ -315,3 +315,169 @@ def test_import_resumes_after_sigkill(tiny_model_dir, tmp_path):
     rows = DatasetFolder(out).read("tiny-llama-cot").sort_by("uid")
     assert rows.equals(DatasetFolder(tmp_path / "whole").read("tiny-llama-cot").sort_by("uid"))
     assert not list(out.rglob(".tmp-*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# --drop-text keeps no text; imports resume config by config; fixed-column formats; dates
+
+
+def _sentences(texts) -> list[str]:
+    return [s.strip() for t in texts for s in re.split(r"[.?\n]", t) if len(s.strip()) >= 12]
+
+
+def test_drop_text_leaves_no_sentence_of_the_source(tmp_path, tiny_model_dir, tokenizer,
+                                                    monkeypatch, capsys):
+    """Every column of a --drop-text import (token id lists decoded with the tokenizer) and every
+    file of its folder is searched for every sentence of the source: none is found."""
+    secret = "Patient John Doe has diabetes and takes insulin daily."
+    rows = [{"prompt": f"Summarise the chart of ward {i // 2} for the night nurse.",
+             "response": secret if i == 0 else RESPONSES[i % len(RESPONSES)],
+             "group_id": f"chart of John Doe, ward {i // 2}"} for i in range(12)]
+    source = tmp_path / "private.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ds"
+    (entry,) = run_import(import_opts(source, tiny_model_dir, out, split="cot", drop_text=True))
+    sentences = _sentences([r["prompt"] for r in rows] + [r["response"] for r in rows]
+                           + [r["group_id"] for r in rows]) + ["John Doe"]
+    table = DatasetFolder(out).read("tiny-llama-cot")
+    seen = []
+    for name in table.column_names:
+        for value in table[name].to_pylist():
+            if isinstance(value, str):
+                seen.append(value)
+            elif isinstance(value, list) and value and isinstance(value[0], int):
+                seen.append(tokenizer.decode(value))
+    for path in out.rglob("*"):
+        if path.is_file():
+            seen.append(path.read_bytes().decode("utf-8", "replace"))
+    leaks = [s for s in sentences if any(s in text for text in seen)]
+    assert not leaks, f"text of the source survived --drop-text: {leaks[:3]}"
+    assert set(table["response_token_ids"].to_pylist()) == {None}
+    assert entry["build"]["response_token_ids"] is False
+    # text-reading predictors are left out in one line; alone, one asked for is refused
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+
+    notes = []
+    records = run_evaluation(DatasetFolder(out), ["tiny-llama-cot"],
+                             ["constant-median", "ssjf-reg", "pia", "egtp"], 0,
+                             str(tmp_path / "results"), say=notes.append)
+    assert [r["predictor"]["name"] for r in records] == ["constant-median", "egtp"]
+    assert notes == ["tiny-llama-cot: no text (imported with --drop-text); leaving out "
+                     "ssjf-reg, pia"]
+    code, stdout, err = call_main(monkeypatch, capsys, "evaluate", "--data", str(out),
+                                  "--predictor", "s3", "--results", str(tmp_path / "r2"))
+    assert "has no text" in assert_one_line_error(code, stdout, err)
+
+
+def test_keep_token_ids_keeps_them_and_says_what_they_expose(release, tiny_model_dir, tmp_path,
+                                                             tokenizer, capsys):
+    out = tmp_path / "ds"
+    run_import(import_opts(release, tiny_model_dir, out, drop_text=True, keep_token_ids=True,
+                           features=False))
+    said = capsys.readouterr().out
+    assert "decodes them back to the response text" in said
+    table = DatasetFolder(out).read("qwen2.5-7b-rl")
+    decoded = {tokenizer.decode(ids) for ids in table["response_token_ids"].to_pylist()}
+    assert decoded <= set(RESPONSES)
+    with pytest.raises(ForelenError, match="--keep-token-ids goes with --drop-text"):
+        run_import(import_opts(release, tiny_model_dir, tmp_path / "x", keep_token_ids=True))
+
+
+def test_a_release_import_resumes_config_by_config(release, tiny_model_dir, tmp_path,
+                                                   monkeypatch, capsys, tokenizer):
+    """Interrupted during its second config, the same command keeps the first and resumes the
+    second; the rows equal those of an uninterrupted import."""
+    import shutil
+
+    from test_build import interrupt_on_call
+
+    two = tmp_path / "two"
+    shutil.copytree(release, two)
+    shutil.copytree(two / "Qwen2.5_7B" / "RL", two / "Qwen2.5_7B" / "Reasoning")
+    whole = import_opts(two, tiny_model_dir, tmp_path / "whole")
+    run_import(whole)
+    cut = dataclasses.replace(whole, out=str(tmp_path / "cut"))
+    interrupt_on_call(monkeypatch, 3 + 2)  # 3 shards of the first config, 1 of the second
+    with pytest.raises(KeyboardInterrupt):
+        run_import(cut)
+    monkeypatch.undo()
+    manifest = DatasetFolder(cut.out).manifest()["configs"]
+    first, second = sorted(manifest)
+    assert manifest[first]["status"] == "complete" and manifest[second]["status"] == "partial"
+    finished_at = manifest[first]["finished_at"]
+    capsys.readouterr()
+    run_import(cut)
+    said = capsys.readouterr().out
+    assert f"{first}: already imported" in said and f"resuming {second}: 1 shard" in said
+    manifest = DatasetFolder(cut.out).manifest()["configs"]
+    assert manifest[first]["finished_at"] == finished_at  # kept, not redone
+    for config in (first, second):
+        assert manifest[config]["status"] == "complete"
+        assert DatasetFolder(cut.out).read(config).sort_by("uid").equals(
+            DatasetFolder(whole.out).read(config).sort_by("uid"))
+    # the same command again keeps both; other data is refused, before anything is written
+    run_import(cut)
+    other = tmp_path / "other"
+    shutil.copytree(two, other)
+    with open(other / "Qwen2.5_7B" / "RL" / "test.csv", "a") as f:
+        f.write(f"one more question,{RESPONSES[0]},{n_tokens(tokenizer, RESPONSES[0])}\n")
+    with pytest.raises(ForelenError, match="from other data or settings"):
+        run_import(dataclasses.replace(cut, source=str(other)))
+
+
+def test_fixed_column_formats_refuse_column_options(chat_log, release, tiny_model_dir, tmp_path):
+    for source, option in ((chat_log, "group_column"), (chat_log, "length_column"),
+                           (release, "prompt_column")):
+        with pytest.raises(ForelenError, match=f"--{option.replace('_', '-')} does not apply"):
+            run_import(import_opts(source, tiny_model_dir, tmp_path / "ds", split="cot",
+                                   features=False, **{option: "x"}))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_csv_rows_are_named_by_record_number(monkeypatch, capsys, tmp_path, tiny_model_dir):
+    """A quoted response spanning lines does not shift the number in the message."""
+    path = tmp_path / "multi.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "response", "output_tokens"])
+        w.writerow(["first", "line one\nline two\nline three", "6"])
+        w.writerow(["second", "fine", "many"])
+    line = _refused(monkeypatch, capsys, tmp_path, path, "--split", "cot", "--model",
+                    str(tiny_model_dir), "--no-features")
+    assert "first at multi.csv record 2" in line
+
+
+def test_logged_dates_render_the_template_on_the_day_served(tmp_path, tiny_model_dir, tokenizer):
+    """A template that prints the date renders each logged request on the day it was served
+    (`created`), and the others on --date."""
+    import shutil
+
+    model = tmp_path / "dated-model"
+    shutil.copytree(tiny_model_dir, model)
+    dated_template(model, tokenizer)
+    log = tmp_path / "dated.jsonl"
+    lines = [{"messages": [{"role": "user", "content": f"Question {i}?"}],
+              "choices": [{"message": {"content": RESPONSES[i]}, "finish_reason": "stop"}],
+              **({"created": 1700000000} if i % 2 else {})} for i in range(6)]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (entry,) = run_import(import_opts(log, model, tmp_path / "ds", split="cot", features=False,
+                                      date="2025-03-09"))
+    assert entry["build"]["date_string"] == "2025-03-09"
+    assert entry["build"]["template_uses_date"] is True
+    assert entry["build"]["import"]["prompts_dated_by_log"] == 3
+    prompts = DatasetFolder(tmp_path / "ds").read("dated-model-cot")["prompt"].to_pylist()
+    assert sum("Today: 14 Nov 2023" in p for p in prompts) == 3  # 1700000000 is 2023-11-14 UTC
+    assert sum("Today: 09 Mar 2025" in p for p in prompts) == 3
+
+
+def dated_template(model_dir, tokenizer) -> None:
+    """Give a saved model's tokenizer a chat template that prints today's date, as
+    Llama-3.2-Instruct's does ("Today Date: 26 Jul 2024")."""
+    template = "Today: {{ strftime_now('%d %b %Y') }}\n" + tokenizer.chat_template
+    jinja = model_dir / "chat_template.jinja"
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    if jinja.exists() or "chat_template" not in config:
+        jinja.write_text(template)
+    else:
+        config["chat_template"] = template
+        (model_dir / "tokenizer_config.json").write_text(json.dumps(config))

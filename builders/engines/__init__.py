@@ -58,7 +58,10 @@ class Engine(Protocol):
     records_features: bool  # True: every Generation carries `features`; no recorder pass needed
 
     def generate(self, requests: Sequence[GenerationRequest],
-                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]: ...
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
+        """Without `on_done`: every Generation, in request order. With it: each Generation is
+        handed over as it ends and none is kept (the build streams them into its shards), and
+        the call returns None."""
 
 
 ENGINES: Registry[type] = Registry("engine", package="forelen_bench.builders.engines")

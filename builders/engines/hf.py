@@ -152,20 +152,23 @@ class HFEngine:
     # ------------------------------------------------------------------ the loop
 
     def generate(self, requests: Sequence[GenerationRequest],
-                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
-        """Slots are filled in plan order; each result is handed to `on_done` as soon as it ends."""
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
+        """Slots are filled in plan order. With `on_done`, each result goes there as soon as it
+        ends and none is kept (a work unit's step states would otherwise pile up: ~1.9 GB for a
+        7B model), and None is returned; without, the results in request order."""
         import torch
 
         if not requests:
-            return []
+            return None if on_done else []
         self._setup(requests)
         queue = deque(range(len(requests)))
         results: dict[int, Generation] = {}
 
         def emit(index: int, gen: Generation) -> None:
-            results[index] = gen
             if on_done:
                 on_done(gen)
+            else:
+                results[index] = gen
 
         n = 0
         with self._slot_attention(), torch.inference_mode():
@@ -182,7 +185,7 @@ class HFEngine:
                         self.rows[s] = None
                         self._fill(s, requests, queue, emit)
                 n = self._compact(n)
-        return [results[i] for i in range(len(requests))]
+        return None if on_done else [results[i] for i in range(len(requests))]
 
     def _fill(self, s: int, requests, queue: deque, emit) -> bool:
         """Place the next request(s) into slot s until one occupies it; False if none is left."""

@@ -57,8 +57,9 @@ class HFStaticEngine:
         self.pad_id = int(pad if pad is not None else min(self.eos_ids))
 
     def generate(self, requests: Sequence[GenerationRequest],
-                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
-        """Batches group requests of similar prompt length and equal sampling settings."""
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
+        """Batches group requests of similar prompt length and equal sampling settings; with
+        `on_done`, results go there and none is kept (see `Engine.generate`)."""
         order = sorted(range(len(requests)), key=lambda i: (
             requests[i].temperature, requests[i].top_p, len(requests[i].prompt_ids), i))
         results: dict[int, Generation] = {}
@@ -68,13 +69,14 @@ class HFStaticEngine:
                           or (len(batch) + 1) * len(requests[i].prompt_ids) > self.max_batch_tokens
                           or _settings(requests[i]) != _settings(requests[batch[0]])):
                 for j, gen in zip(batch, self._generate_batch([requests[j] for j in batch])):
-                    results[j] = gen
                     if on_done:
                         on_done(gen)
+                    else:
+                        results[j] = gen
                 batch = []
             if i is not None:
                 batch.append(i)
-        return [results[i] for i in range(len(requests))]
+        return None if on_done else [results[i] for i in range(len(requests))]
 
     def _generate_batch(self, reqs: list[GenerationRequest]) -> list[Generation]:
         import torch

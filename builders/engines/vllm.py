@@ -63,7 +63,7 @@ class VLLMEngine:
                        gpu_memory_utilization=gpu_memory_utilization)
 
     def generate(self, requests: Sequence[GenerationRequest],
-                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -75,10 +75,11 @@ class VLLMEngine:
         results = []
         for r, out in zip(requests, outputs):
             gen = from_vllm(r, out.outputs[0], self.eos_ids)
-            results.append(gen)
             if on_done:
                 on_done(gen)
-        return results
+            else:
+                results.append(gen)
+        return None if on_done else results
 
 
 def from_vllm(request: GenerationRequest, completion, eos: set[int]) -> Generation:

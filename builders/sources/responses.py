@@ -27,6 +27,11 @@ DEFAULT_COLUMNS = {"prompt": "prompt", "response": "response", "length": "output
                    "ids": "response_token_ids", "group": "group_id", "partition": "partition",
                    "finish": "finish_reason"}
 REQUIRED = ("prompt", "response")
+# Formats whose fields are fixed by the format: a --*-column option would be silently ignored.
+FIXED = {"openai-chat": "messages, choices[0].message.content, usage.completion_tokens, "
+                        "choices[0].finish_reason, and group_id and partition at the top level",
+         "forelen-release": "user_prompt_content, response_content, target_length, and the "
+                            "partition in the file name"}
 
 
 @dataclass
@@ -38,7 +43,8 @@ class Record:
     group: object = None
     partition: object = None
     finish: object = None
-    where: str = ""  # file:line, for messages
+    where: str = ""  # file:line (JSONL), file record N (CSV), file row N (Parquet), for messages
+    date: str | None = None  # the day it was served (YYYY-MM-DD), where the log says
 
 
 @dataclass
@@ -96,6 +102,14 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_columns(fmt: str, columns: dict[str, str | None]) -> None:
+    """A column option for a format that fixes its columns is refused, not ignored."""
+    given = [k for k, v in columns.items() if v]
+    if fmt in FIXED and given:
+        raise ForelenError(f"--{_option(given[0])} does not apply to {fmt} data, whose fields "
+                           f"are fixed: {FIXED[fmt]}")
+
+
 def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None]) -> list[Part]:
     """The source's parts; `columns` maps field -> column for the plain formats (None: default)."""
     if fmt == "forelen-release":
@@ -103,7 +117,7 @@ def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None]
     if path.is_dir():
         raise ForelenError(f"{path} is a folder; --format {fmt} reads one file")
     if fmt == "openai-chat":
-        records = [_chat(obj, f"{path.name}:{i}") for i, obj in _json_lines(path)]
+        records = [_chat(obj, f"{path.name} line {i}") for i, obj in _json_lines(path)]
         return [Part(path.stem, split, _nonempty(records, path), {str(path): sha256_of(path)},
                      {"prompt": "messages", "response": "choices[0].message.content",
                       "length": "usage.completion_tokens", "finish": "choices[0].finish_reason"})]
@@ -111,7 +125,7 @@ def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None]
     mapping = _mapping(columns, names, path)
     records = [Record(*(row.get(mapping[k]) if mapping[k] else None
                         for k in ("prompt", "response", "length", "ids", "group", "partition",
-                                  "finish")), where=f"{path.name}:{line}")
+                                  "finish")), where=f"{path.name} {line}")
                for line, row in zip(lines, rows)]
     return [Part(path.stem, split, _nonempty(records, path), {str(path): sha256_of(path)},
                  mapping)]
@@ -148,7 +162,8 @@ def _nonempty(records: list, path: Path) -> list:
 
 
 def _table(path: Path, fmt: str) -> tuple[list[dict], list[str], list[str]]:
-    """(rows as dicts, column names, where each row is: its line, or "row N" in Parquet).
+    """(rows as dicts, column names, where each row is: "line N" in JSONL, "record N" in CSV,
+    counted from the first row after the header, "row N" in Parquet).
 
     Every CSV value is read as a string (the release mixes types across its files)."""
     try:
@@ -162,8 +177,9 @@ def _table(path: Path, fmt: str) -> tuple[list[dict], list[str], list[str]]:
             except (pd.errors.ParserError, UnicodeDecodeError) as exc:
                 raise ForelenError(f"cannot parse {path} as CSV: "
                                    f"{str(exc).strip().splitlines()[0]}") from None
-            rows = frame.to_dict("records")  # a CSV row spanning lines is rare; header is 1
-            return rows, list(frame.columns), [str(i + 2) for i in range(len(rows))]
+            rows = frame.to_dict("records")
+            # quoted cells span lines (responses usually do): a line number would be wrong
+            return rows, list(frame.columns), [f"record {i + 1}" for i in range(len(rows))]
         if fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -179,7 +195,7 @@ def _table(path: Path, fmt: str) -> tuple[list[dict], list[str], list[str]]:
             raise ForelenError(f"{path}: every line must be a JSON object")
         rows = [obj for _, obj in numbered]
         names = list(dict.fromkeys(k for r in rows for k in r))
-        return rows, names, [str(i) for i, _ in numbered]
+        return rows, names, [f"line {i}" for i, _ in numbered]
     except OSError as exc:
         raise ForelenError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -251,7 +267,19 @@ def _chat(obj, where: str) -> Record:
     usage = response.get("usage") or obj.get("usage") or {}
     length = usage.get("completion_tokens") if isinstance(usage, dict) else None
     return Record(messages, reply, length, None, obj.get("group_id"), obj.get("partition"),
-                  finish, where)
+                  finish, where, _served_on(response.get("created", obj.get("created"))))
+
+
+def _served_on(created) -> str | None:
+    """The UTC day of a chat-completions `created` (Unix seconds), or None."""
+    import datetime as dt
+
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(created, dt.timezone.utc).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _release(path: Path, split: str | None) -> list[Part]:
@@ -288,7 +316,7 @@ def _release(path: Path, split: str | None) -> list[Part]:
             sums[str(f)] = sha256_of(f)
             records += [Record(r[RELEASE_COLUMNS["prompt"]], r[RELEASE_COLUMNS["response"]],
                                r[RELEASE_COLUMNS["length"]], None, None, part, None,
-                               f"{f.parent.name}/{f.name}:{line}")
+                               f"{f.parent.name}/{f.name} {line}")
                         for line, r in zip(lines, rows)]
         parts.append(Part(f"{generator}-{s}", s, records, sums,
                           dict(RELEASE_COLUMNS, partition="file name (train/validation/test)")))
