@@ -6,20 +6,30 @@ Two modes, as there:
 
 - `mode="zero-shot"` (the default): Perception in Advance. `PIA_PROMPT` (src/utils.py) is appended
   to the user's message: predict the length, print it on the first line, then answer. The model
-  answers greedily; the first line of its answer is parsed.
+  answers greedily, and its answer is read as the repository's `Predictor.predict_length` reads it
+  (src/utils.py): `extract_all_numbers` over the whole decoded answer, not its first line.
 - `mode="lora"`: the instruction-tuned length predictor. `QUERY_PROMPT` (src/construct.py) asks for
   one number only, and LoRA adapters are trained to answer it with the repository's settings
   (train.sh, src/train_lora.py): r 8, alpha 16, dropout 0.05 on q_proj/v_proj, lr 2e-5, 3 epochs,
-  effective batch 32, warmup 3% then cosine decay, no weight decay. The label is the repository's
-  `buckit` (round up to a multiple of 50) of the longest of the prompt's sampled lengths (the
-  repository samples each prompt at four temperatures; here, the group's samples). Needs `peft`.
+  effective batch 32, warmup 3% then cosine decay, no weight decay. As src/construct.py builds its
+  tuning set, there is one example per prompt (per `group_id`, however many samples the group has),
+  labelled with the repository's `buckit` (round up to a multiple of 50) of the longest of the
+  prompt's sampled lengths (the repository samples each prompt at four temperatures; here, the
+  group's samples). Needs `peft`.
+
+Reading a number (`parse_length`) is the repository's `extract_all_numbers` (src/utils.py): every
+run of digits is a number; one number is the answer, two or more give the mean of the first
+two. So "- 150 tokens" and "Estimated length - 150 tokens" read 150, "100-200" reads 150, and, as
+there, "1,200" reads 100.5 (1 and 200), "12.5" reads 8.5, and words ("fifty") are no number.
 
 Where forelen differs from the repository, on purpose: generation takes `max_new_tokens` (8, as
 the repository's `predict_length`); an answer with no number falls back to the train median (the
-repository returns 0) and is counted in `parse_failure_rate_`, which the record keeps; the base
-model is the config's generator rather than Vicuna-7B, the tuning data its train partition rather
-than Alpaca-10k, and training runs in float32 micro-batches of 8 accumulated 4 times (the
-repository: bf16, 2 x 16).
+repository returns 0) and is counted in `parse_failure_rate_`, which the record keeps, and so is an
+absurd one (above 1e6, which the repository would keep); the LoRA predictor's answer is read with
+`extract_all_numbers` too (the repository's `int(s.strip())` raises on anything but a bare
+integer); the base model is the config's generator rather than Vicuna-7B, the tuning data its train
+partition rather than Alpaca-10k, and training runs in float32 micro-batches of 8 accumulated 4
+times (the repository: bf16, 2 x 16).
 
 Where the instruction goes: the `prompt` column holds the chat-templated prompt the generator saw
 (`builders.build.render`). The user text is recovered by rendering a sentinel with the same
@@ -64,7 +74,7 @@ _LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several inst
 class PIA(Predictor):
     """The generator predicts its response length when asked (Perception In Advance)."""
 
-    info = PredictorInfo(name="pia", version="4", family="text-proxy",
+    info = PredictorInfo(name="pia", version="5", family="text-proxy",
                          reference="Zheng et al., NeurIPS 2023 (arXiv:2305.13144)",
                          requires=("prompt", "group_id"))
 
@@ -99,9 +109,13 @@ class PIA(Predictor):
         self.lora_state_ = None
         model, tokenizer = self._load()  # loaded (and cached) here: predict times inference only
         if self.mode == "lora":
-            prompts = [self._query(tokenizer, str(p)) for p in np.asarray(table["prompt"], dtype=object)]
+            # one example per prompt, not per sample (src/construct.py): a group's rows share its
+            # prompt, and the first stands for it
+            rows, labels = group_labels(y, np.asarray(table["group_id"], dtype=object))
+            date = table.meta.get("date_string")
+            prompts = [self._query(tokenizer, str(p), date)
+                       for p in np.asarray(table["prompt"], dtype=object)[rows]]
             _LOADED["dirty"] = True  # training changes the shared copy's weights
-            labels = group_max(y, np.asarray(table["group_id"], dtype=object))
             self.lora_state_ = _train_lora(model, tokenizer, prompts, labels, self.seed)
         return self
 
@@ -117,7 +131,7 @@ class PIA(Predictor):
         model, tokenizer = self._load()
         queries, recovered = [], 0
         for p in prompts:
-            q, ok = self._query(tokenizer, str(p), report=True)
+            q, ok = self._query(tokenizer, str(p), table.meta.get("date_string"), report=True)
             queries.append(q)
             recovered += ok
         requests = [GenerationRequest(uid=str(i), prompt_ids=tokenizer(q, add_special_tokens=False)
@@ -127,7 +141,8 @@ class PIA(Predictor):
         engine = HFEngine(model, tokenizer, EngineSettings(slots=self.batch_size, record=False))
         gens = engine.generate(requests)
         answers = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens]
-        parsed = [parse_length(first_line(a) if self.mode == "zero-shot" else a) for a in answers]
+        # the whole answer, in both modes, as the repository's `predict_length` (src/utils.py)
+        parsed = [parse_length(a) for a in answers]
         out = np.array([self.median_ if v is None else v for v in parsed], dtype=np.float64)
         self.parse_failure_rate_ = float(np.mean([v is None for v in parsed]))
         self.prompt_recovery_rate_ = recovered / len(prompts)
@@ -136,13 +151,14 @@ class PIA(Predictor):
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _query(self, tokenizer, prompt: str, report: bool = False):
-        """The stored prompt with the instruction appended to its user content, re-rendered."""
-        from forelen_bench.builders.build import render
+    def _query(self, tokenizer, prompt: str, date: str | None = None, report: bool = False):
+        """The stored prompt with the instruction appended to its user content, re-rendered on the
+        day the config's prompts were rendered (`date_string`), as its generator saw them."""
+        from forelen_bench.builders.template import render
 
-        user = recover_user_text(tokenizer, prompt)
+        user = recover_user_text(tokenizer, prompt, date)
         instruction = INSTRUCTIONS[self.mode] if self.instruction is None else self.instruction
-        text = render(tokenizer, (prompt if user is None else user) + instruction)
+        text = render(tokenizer, (prompt if user is None else user) + instruction, date)
         return (text, user is not None) if report else text
 
     def _load(self):
@@ -170,11 +186,12 @@ class PIA(Predictor):
         return model, tokenizer
 
 
-def recover_user_text(tokenizer, prompt: str) -> str | None:
-    """The user content of a prompt rendered by `render(tokenizer, text)`, or None if it wasn't."""
-    from forelen_bench.builders.build import render
+def recover_user_text(tokenizer, prompt: str, date: str | None = None) -> str | None:
+    """The user content of a prompt rendered by `render(tokenizer, text, date)`, or None if it
+    wasn't (a template that prints the date must be rendered on the config's `date_string`)."""
+    from forelen_bench.builders.template import render
 
-    shell = render(tokenizer, _SENTINEL)
+    shell = render(tokenizer, _SENTINEL, date)
     head, sep, tail = shell.partition(_SENTINEL)
     if not sep or len(prompt) < len(head) + len(tail):
         return None
@@ -183,19 +200,18 @@ def recover_user_text(tokenizer, prompt: str) -> str | None:
     return None
 
 
-def first_line(answer: str) -> str:
-    """Perception in Advance prints the length on the first line: the first non-empty one."""
-    return next((line for line in answer.splitlines() if line.strip()), answer)
-
-
-def group_max(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Each row's label: the longest length among its group's samples (the repository labels a
-    prompt with the longest of its four sampled responses)."""
-    out = np.asarray(y, np.float64).copy()
-    for g in set(groups):
-        rows = groups == g
-        out[rows] = out[rows].max()
-    return out
+def group_labels(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The LoRA tuning set, one example per prompt as src/construct.py builds it: each group's first
+    row (in order of first appearance) and its label, `buckit` of the longest of its samples'
+    lengths (the repository's `max` over the four temperatures' lengths)."""
+    first: dict = {}
+    longest: dict = {}
+    for i, (g, length) in enumerate(zip(groups, np.asarray(y, np.float64))):
+        first.setdefault(g, i)
+        longest[g] = max(longest.get(g, length), length)
+    rows = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    labels = np.array([buckit(longest[g]) for g in first], dtype=np.int64)
+    return rows, labels
 
 
 def _require_peft():
@@ -205,13 +221,16 @@ def _require_peft():
         raise ForelenError("pia mode='lora' needs the peft package: pip install peft") from None
 
 
-def _bucket(length: float, cell: int = LORA_BUCKET) -> int:
-    """Round up to a multiple of `cell` (the authors' `buckit`), at least one cell."""
-    return max(cell, int(np.ceil(length / cell) * cell))
+def buckit(length: float, cell: int = LORA_BUCKET) -> int:
+    """The repository's `buckit` (src/utils.py): truncate to an integer, round up to a multiple of
+    `cell` (0 stays 0)."""
+    x = int(length)
+    return x if x % cell == 0 else (x // cell + 1) * cell
 
 
-def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) -> dict:
-    """Instruction-tune LoRA adapters to answer each query with its bucketed length; merged weights.
+def _train_lora(model, tokenizer, queries: list[str], labels: np.ndarray, seed: int) -> dict:
+    """Instruction-tune LoRA adapters to answer each query with its label (a bucketed length);
+    merged weights.
 
     Loss on the answer tokens only (the query is masked with -100); AdamW without weight decay,
     the repository's lr, epochs, effective batch, warmup and cosine schedule (see the module).
@@ -230,9 +249,9 @@ def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) 
     peft_model.train()
     eos = tokenizer.eos_token or ""
     examples = []
-    for q, length in zip(queries, y):
+    for q, label in zip(queries, labels):
         q_ids = tokenizer(q, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(f"{_bucket(length)}{eos}", add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(f"{int(label)}{eos}", add_special_tokens=False)["input_ids"]
         examples.append((q_ids + a_ids, [-100] * len(q_ids) + a_ids))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     from transformers import get_cosine_schedule_with_warmup
@@ -272,82 +291,22 @@ def _train_lora(model, tokenizer, queries: list[str], y: np.ndarray, seed: int) 
 
 # --- parsing the model's answer --------------------------------------------------------------------
 
-_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
-_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000}
-_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_DIGITS = re.compile(rf"(?<![\w.])(?P<neg>-\s*)?(?P<a>{_NUM})"
-                     rf"(?:\s*(?:-|–|—|to)\s*(?P<b>{_NUM}))?", re.IGNORECASE)
-_WORD = re.compile(r"[a-z]+")
+_DIGIT_RUN = re.compile(r"\d+")  # the repository's pattern: a sign, comma or point splits numbers
+_MAX_DIGITS = 16  # a longer run is far past MAX_LENGTH (and int() refuses runs past 4300 digits)
 
 
 def parse_length(text: str) -> float | None:
-    """The first length in a model's answer: digits, a range's midpoint, or a number in words.
+    """The length in a model's answer, read as the repository's `extract_all_numbers`
+    (src/utils.py) reads it: the only run of digits, or the mean of the first two.
 
-    "About 250 tokens" -> 250; "1,200" -> 1200; "100-200" -> 150; "two hundred and fifty" -> 250;
-    "a thousand" -> 1000. Digits win over words when both occur. Negative, absurd (> 1e6) or no
-    number at all -> None.
+    "About 250 tokens" -> 250; "- 150 tokens" -> 150; "100-200" -> 150; "1,200" -> 100.5. No digits
+    at all (the repository: 0), or a value above 1e6 -> None, so the caller can fall back and count.
     """
     if not isinstance(text, str):
         return None
-    m = _DIGITS.search(text)
-    if m:
-        if m.group("neg") is not None and not _follows_word_or_digit(text, m.start()):
-            return None
-        value = _to_float(m.group("a"))
-        if m.group("b") is not None:
-            value = (value + _to_float(m.group("b"))) / 2
-    else:
-        value = _words_to_number(text.lower())
-    if value is None or not np.isfinite(value) or value < 0 or value > MAX_LENGTH:
+    runs = _DIGIT_RUN.findall(text)[:2]
+    if not runs:
         return None
-    return float(value)
-
-
-def _follows_word_or_digit(text: str, start: int) -> bool:
-    """A '-' right after a word (`tokens-300`) is a hyphen, not a minus sign."""
-    return start > 0 and (text[start - 1].isalnum())
-
-
-def _to_float(s: str) -> float:
-    return float(s.replace(",", ""))
-
-
-def _words_to_number(text: str) -> float | None:
-    """The first run of number words: `two hundred and fifty` -> 250, `a thousand` -> 1000."""
-    words = _WORD.findall(text.replace("-", " "))
-    for i, w in enumerate(words):
-        starts = w in _UNITS or w in _TENS or (
-            w in ("a", "an") and i + 1 < len(words) and words[i + 1] in _SCALES)
-        if starts:
-            return _run_value(words[i:])
-    return None
-
-
-def _run_value(words: list[str]) -> float | None:
-    total, current, seen = 0, 0, False
-    for k, w in enumerate(words):
-        if w in _UNITS:
-            current += _UNITS[w]
-        elif w in _TENS:
-            current += _TENS[w]
-        elif w in ("a", "an") and k == 0:
-            current = 1
-        elif w in _SCALES:
-            scale = _SCALES[w]
-            current = max(current, 1)
-            if scale == 100:
-                current *= 100
-            else:
-                total += current * scale
-                current = 0
-        elif w == "and" and seen and k + 1 < len(words) and (
-                words[k + 1] in _UNITS or words[k + 1] in _TENS):
-            continue
-        else:
-            break
-        seen = True
-    return float(total + current) if seen else None
+    values = [float(int(r)) if len(r) <= _MAX_DIGITS else np.inf for r in runs]
+    value = sum(values) / len(values)
+    return value if value <= MAX_LENGTH else None

@@ -7,7 +7,7 @@ import pytest
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, first_line, group_max,
+from forelen_bench.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, buckit, group_labels,
                                           parse_length, recover_user_text)
 
 INSTRUCTION = PIA_PROMPT  # the default, zero-shot mode's
@@ -16,35 +16,55 @@ from forelen_bench.tables import FeatureTable
 from conftest import PROMPTS
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("250", 250), ("About 250 tokens", 250), ("1,200", 1200), ("1,200 tokens.", 1200),
-    ("  42\n", 42), ("12.5", 12.5), ("tokens: 300", 300), ("300 words, maybe 400", 300),
-])
-def test_parse_digits(text, expected):
-    assert parse_length(text) == expected
-
+# The repository's `extract_all_numbers` (src/utils.py): every run of digits is a number; one is
+# the answer, two or more give the mean of the first two, none gives 0 (here None: the caller falls
+# back to the train median and counts it).
 
 @pytest.mark.parametrize("text, expected", [
-    ("100-200", 150), ("100 - 200 tokens", 150), ("between 100 to 300", 200), ("50–70", 60),
+    ("250", 250), ("About 250 tokens", 250), ("  42\n", 42), ("tokens: 300", 300),
+    ("150\n\nSure! Here", 150), ("007", 7),
 ])
-def test_parse_ranges(text, expected):
-    assert parse_length(text) == expected
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("fifty", 50), ("two hundred and fifty", 250), ("a thousand", 1000), ("Twenty-five.", 25),
-    ("about one thousand two hundred tokens", 1200), ("ninety nine", 99), ("an hundred", 100),
-])
-def test_parse_words(text, expected):
+def test_parse_one_number(text, expected):
     assert parse_length(text) == expected
 
 
 @pytest.mark.parametrize("text", [
-    "", "garbage", "I cannot predict that.", "-5", "- 20 tokens", "2000000", "a cat", "and",
-    None,
+    "- 150 tokens", "Estimated length - 150 tokens", "-150", "Length: -150", "tokens-150",
+    "\n- 150\n", "\u2212150",
 ])
-def test_parse_garbage_negative_absurd(text):
+def test_parse_a_dash_is_not_a_minus_sign(text):
+    """The issue's cases: a dash before the number, after a space or not, reads the number."""
+    assert parse_length(text) == 150
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100-200", 150), ("100 - 200 tokens", 150), ("between 100 to 300", 200), ("50–70", 60),
+    ("300 words, maybe 400", 350), ("100 200 300", 150),
+    ("150\nHere are 3 tips", 76.5),  # the whole answer, not its first line
+    ("1,200", 100.5), ("1,200 tokens.", 100.5), ("12.5", 8.5),  # separators split numbers there
+])
+def test_parse_two_or_more_numbers_give_the_mean_of_the_first_two(text, expected):
+    assert parse_length(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "", "garbage", "I cannot predict that.", "fifty", "two hundred and fifty", "a cat", None,
+    "2000000", "1 " + "9" * 5000,  # absurd (the repository keeps it), or too long for int()
+])
+def test_parse_no_number_or_absurd_is_none(text):
     assert parse_length(text) is None
+
+
+def test_buckit_is_the_repositorys():
+    """src/utils.py `buckit`: truncate, then round up to a multiple of 50; 0 stays 0."""
+    cases = {0: 0, 1: 50, 49.9: 50, 50: 50, 50.7: 50, 51: 100, 149.9: 150, 1000: 1000}
+    assert {x: buckit(x) for x in cases} == cases
+
+
+def test_group_labels_one_per_prompt():
+    rows, labels = group_labels(np.array([10.0, 30.0, 5.0, 70.0, 0.0]),
+                                np.array(["a", "a", "b", "a", "c"], dtype=object))
+    assert rows.tolist() == [0, 2, 4] and labels.tolist() == [100, 50, 0]
 
 
 def test_registered_with_paper_instruction():
@@ -61,10 +81,31 @@ def test_registered_with_paper_instruction():
                             "number only.")
 
 
-def test_zero_shot_reads_the_first_line_and_lora_labels_the_group_max():
-    assert parse_length(first_line("\n 120\nHere is a long answer of 3 parts")) == 120
-    labels = group_max(np.array([10.0, 30.0, 5.0]), np.array(["a", "a", "b"], dtype=object))
-    assert labels.tolist() == [30.0, 30.0, 5.0]
+def test_lora_trains_one_example_per_prompt(monkeypatch):
+    """An rl table of 2 groups x 8 samples is 2 training examples, each labelled with `buckit` of
+    its group's longest sample (src/construct.py), not 16. No model is loaded: the loading,
+    the query rendering and the training are stood in for."""
+    import forelen_bench.predictors.pia as pia
+
+    seen = {}
+
+    def fake_train(model, tokenizer, queries, labels, seed):
+        seen.update(queries=list(queries), labels=np.asarray(labels).tolist(), seed=seed)
+        return {}
+
+    monkeypatch.setattr(pia, "_LOADED", {})
+    monkeypatch.setattr(pia, "_require_peft", lambda: None)
+    monkeypatch.setattr(pia, "_train_lora", fake_train)
+    monkeypatch.setattr(PIA, "_load", lambda self: ("model", "tokenizer"))
+    monkeypatch.setattr(PIA, "_query", lambda self, tokenizer, prompt, *a, **k: f"Q[{prompt}]")
+    groups = np.array(["rl:7"] * 8 + ["rl:3"] * 8, dtype=object)
+    prompts = np.array(["first prompt"] * 8 + ["second prompt"] * 8, dtype=object)
+    y = np.array([12, 40, 260, 7, 99, 130, 251, 3] + [50, 20, 33, 48, 1, 9, 2, 50], np.float64)
+    table = FeatureTable({"prompt": prompts, "group_id": groups}, {"recorded_layers": [1, 2]})
+    pred = PIA(model="smollm2-135m", mode="lora", seed=3).fit(table, y)
+    assert seen == {"queries": ["Q[first prompt]", "Q[second prompt]"], "labels": [300, 50],
+                    "seed": 3}
+    assert pred.median_ == float(np.median(y)) and pred.lora_state_ == {}
 
 
 @pytest.fixture(scope="module")
