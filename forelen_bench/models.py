@@ -12,6 +12,7 @@ from pathlib import Path
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.registry import Registry
+from forelen_bench.requirements import check_versions
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -197,6 +198,7 @@ def _cpu_has_bf16() -> bool:
 
 def load_model(resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto"):
     """Load (model, tokenizer, revision) in eval mode; offline-and-uncached is one clear error."""
+    check_versions()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location = model_dir(resolved)
@@ -215,6 +217,7 @@ def load_model(resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto"
 
 def load_tokenizer(resolved: ResolvedModel):
     """(tokenizer, model config, revision) without the weights: what a build's planner needs."""
+    check_versions()
     from transformers import AutoConfig, AutoTokenizer
 
     location = model_dir(resolved)

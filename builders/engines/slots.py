@@ -216,6 +216,9 @@ DECODE = {"grouped": _grouped, "sdpa": _sdpa, "eager": _eager}
 
 
 def register() -> None:
+    from forelen_bench.requirements import check_versions
+
+    check_versions()  # one line, rather than an ImportError here or a crash in the first forward
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, slot_attention)
