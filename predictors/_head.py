@@ -16,6 +16,26 @@ Bin centres (`centres`): the paper says "bin centre" without defining it for ope
 bins. The default, "mean", is the mean train target inside each bin (the end bins absorb the tails,
 whose midpoints would be arbitrary); "midpoint" is the literal middle of each bin, the outer bins
 bounded by the train minimum and maximum. Either is recorded in the head's config.
+
+Decoding (`decode`): the paper decodes the expectation sum_j p_hat_j * c_j ("mean", the default),
+which minimises squared error; on a two-humped target it lands between the humps. "median" is
+where the predicted CDF crosses 0.5 (the point that minimises expected absolute error, the
+leaderboard's primary metric), "quantile:Q" where it crosses Q; both are read from
+`BinnedDistribution.quantile` (uniform within a bin), the same distribution the metrics score.
+Early stopping scores the configured decoding, so the kept epoch is the one that is scored.
+
+Censoring (`censoring`): a response cut at max_new_tokens is a lower bound. "as-exact" (the
+paper's, default) trains on it as if the cap were its length. "survival" replaces that row's
+soft-label cross-entropy by the right-censored likelihood of a discrete-time survival model
+(Tutz & Schmid, "Modeling Discrete Time-to-Event Data", Springer Series in Statistics, 2016):
+for a row censored at c, in bin b(c),
+
+    loss_i = -log S_i(b(c)),   S_i(b) = sum_{j >= b} p_hat_ij,
+
+the predicted probability that the length reaches the cap's bin or beyond. Its MSE term treats
+the cap as a lower bound, max(0, c - y_hat)^2 (an over-prediction of a censored row is not an
+error), and validation scores it the same way (a censored row counts only under-prediction, as
+the censoring-aware MAE of docs/DESIGN.md section 7).
 """
 
 from __future__ import annotations
@@ -25,7 +45,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from forelen_bench.errors import ForelenError
+
 LAYOUTS = ("uniform", "quantile", "log")
+CENSORING = ("as-exact", "survival")
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,47 @@ def bin_centres(y: np.ndarray, edges: np.ndarray, kind: str = "mean") -> np.ndar
     return mids
 
 
+def closed_edges(edges: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`edges` with the open outer edges (-inf/+inf) closed at the train minimum and maximum (our
+    choice: the end bins absorb the tails, and the train range is where lengths were seen; lengths
+    are >= 0, so the minimum is, and under censoring the maximum is the cap)."""
+    y = np.asarray(y, dtype=np.float64)
+    finite = edges[1:-1]
+    lo = min(y.min(), finite[0]) if len(finite) else y.min()
+    hi = max(y.max(), finite[-1]) if len(finite) else y.max()
+    return np.concatenate([[lo], finite, [hi]])
+
+
+def parse_decode(decode) -> float | None:
+    """None for "mean" (the expectation), else the quantile decoded: 0.5 for "median", Q for
+    "quantile:Q"; anything else is one ForelenError line."""
+    if decode == "mean":
+        return None
+    if decode == "median":
+        return 0.5
+    if isinstance(decode, str) and decode.startswith("quantile:"):
+        try:
+            q = float(decode.split(":", 1)[1])
+        except ValueError:
+            q = float("nan")
+        if 0 < q < 1:
+            return q
+    raise ForelenError(f"decode must be mean, median or quantile:Q with 0<Q<1, got {decode!r}")
+
+
+def check_censoring(censoring) -> str:
+    if censoring not in CENSORING:
+        raise ForelenError(f"censoring must be as-exact or survival, got {censoring!r}")
+    return censoring
+
+
+def is_censored(table, n: int, censoring: str) -> np.ndarray | None:
+    """(n,) bool, rows cut at the cap (finish_reason == "length"), read only under "survival"."""
+    if check_censoring(censoring) == "as-exact":
+        return None
+    return np.asarray(table["finish_reason"]).astype(str)[:n] == "length"
+
+
 def assign_bins(y: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, y, side="right") - 1, 0, len(edges) - 2)
 
@@ -123,8 +187,6 @@ def make_mlp(d: int, k: int, dropout: float = 0.1):
 
 def train_preset(name: str) -> TrainPreset:
     if name not in PRESETS:
-        from forelen_bench.errors import ForelenError
-
         raise ForelenError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]
 
@@ -163,19 +225,26 @@ class SoftLabelHead:
 
     def __init__(self, n_bins: int = 20, layout: str = "uniform", ce_weight: float = 0.95,
                  preset: str = "paper", seed: int = 42, standardize: bool = True,
-                 dropout: float = 0.1, centres: str = "mean"):
+                 dropout: float = 0.1, centres: str = "mean", decode: str = "mean",
+                 censoring: str = "as-exact"):
         self.n_bins, self.layout, self.ce_weight, self.centres = n_bins, layout, ce_weight, centres
         self.preset, self.seed, self.standardize, self.dropout = preset, seed, standardize, dropout
+        self.decode, self.censoring = decode, censoring
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "SoftLabelHead":
-        """Train on (X, y); keep the epoch with the lowest validation MAE (train loss without one)."""
+    def fit(self, X, y, X_val=None, y_val=None, censored=None,
+            censored_val=None) -> "SoftLabelHead":
+        """Train on (X, y); keep the epoch with the lowest validation MAE (train loss without one).
+        `censored` (N,) bool marks rows cut at the cap; read only under censoring="survival"."""
         import torch
 
         cfg = train_preset(self.preset)
+        self.q_ = parse_decode(self.decode)
+        survival = check_censoring(self.censoring) == "survival"
         X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.edges_ = bin_edges(y, self.n_bins, self.layout)
+        self.closed_edges_ = closed_edges(self.edges_, y)
         self.centres_ = bin_centres(y, self.edges_, self.centres)
         ones = np.ones(X.shape[1], np.float32)
         self.mu_, self.sd_ = _moments(X) if self.standardize else (0 * ones, ones)
@@ -185,13 +254,18 @@ class SoftLabelHead:
         data = (torch.from_numpy(self._norm(X)),
                 torch.from_numpy(soft_labels(assign_bins(y, self.edges_), self.n_bins)).float(),
                 torch.from_numpy(y / self.scale_).float())
+        if survival:
+            cens = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+            data = data + (torch.from_numpy(cens), torch.from_numpy(assign_bins(y, self.edges_)))
+            self.censored_rate_ = float(cens.mean()) if len(cens) else 0.0
         with torch.no_grad():  # start from the CE-optimal constant, not the mean of the centres
             self.net_[-1].bias.copy_(data[1].mean(0).log())
         best, best_state, stale, self.history_ = np.inf, None, 0, []
         with _one_thread():
             for _epoch in range(epochs_for(cfg, len(y))):
                 loss = self._epoch(opt, data, rng, cfg.batch_size)
-                score = self._val_mae(X_val, y_val) if X_val is not None else loss
+                score = (self._val_mae(X_val, y_val, censored_val if survival else None)
+                         if X_val is not None else loss)
                 self.history_.append(score)
                 if score < best - 1e-9:
                     best, stale = score, 0
@@ -208,15 +282,19 @@ class SoftLabelHead:
         """One pass in shuffled mini-batches; returns the mean training loss."""
         import torch
 
-        xs, targets, ys = data
+        xs, targets, ys = data[:3]
         centres = torch.from_numpy(self.centres_ / self.scale_).float()  # (K,)
         self.net_.train()
         losses = []
         for batch in np.array_split(rng.permutation(len(ys)), max(1, len(ys) // batch_size)):
             batch = torch.from_numpy(batch)
             logp = torch.log_softmax(self.net_(xs[batch]), dim=-1)  # (B, K)
-            ce = -(targets[batch] * logp).sum(-1).mean()
-            mse = (((logp.exp() * centres).sum(-1) - ys[batch]) ** 2).mean()
+            if len(data) > 3:
+                cens, bins = data[3][batch], data[4][batch]
+                ce, mse = self._survival_terms(logp, centres, ys[batch], cens, bins, targets[batch])
+            else:
+                ce = -(targets[batch] * logp).sum(-1).mean()
+                mse = (((logp.exp() * centres).sum(-1) - ys[batch]) ** 2).mean()
             loss = self.ce_weight * ce + (1 - self.ce_weight) * mse
             opt.zero_grad()
             loss.backward()
@@ -224,11 +302,31 @@ class SoftLabelHead:
             losses.append(loss.item())
         return float(np.mean(losses))
 
+    @staticmethod
+    def _survival_terms(logp, centres, ys, cens, bins, targets):
+        """(CE, MSE) with censored rows as right-censored: -log sum_{j >= b(c)} p_hat_j and
+        max(0, c - y_hat)^2; complete rows keep the soft-label CE and the squared error."""
+        import torch
+
+        k = logp.shape[1]
+        at_or_above = torch.arange(k)[None, :] >= bins[:, None]  # (B, K)
+        masked = torch.where(at_or_above, logp, torch.full_like(logp, float("-inf")))
+        log_surv = masked.logsumexp(-1)  # (B,) log S(b(c))
+        ce = torch.where(cens, -log_surv, -(targets * logp).sum(-1)).mean()
+        err = (logp.exp() * centres).sum(-1) - ys
+        mse = torch.where(cens, torch.clamp(-err, min=0), err).pow(2).mean()
+        return ce, mse
+
     def _norm(self, X) -> np.ndarray:
         return ((np.asarray(X, np.float32) - self.mu_) / self.sd_).astype(np.float32)
 
-    def _val_mae(self, X_val, y_val) -> float:
-        return float(np.mean(np.abs(self.predict(X_val) - np.asarray(y_val, np.float64))))
+    def _val_mae(self, X_val, y_val, censored=None) -> float:
+        """MAE of the configured decoding; a censored row (survival only) counts only
+        under-prediction."""
+        err = self.predict(X_val) - np.asarray(y_val, np.float64)
+        if censored is not None:
+            err = np.where(np.asarray(censored, bool), np.minimum(err, 0.0), err)
+        return float(np.mean(np.abs(err)))
 
     def predict_proba(self, X) -> np.ndarray:
         import torch
@@ -237,14 +335,30 @@ class SoftLabelHead:
         with torch.inference_mode():
             return torch.softmax(self.net_(torch.from_numpy(self._norm(X))), -1).double().numpy()
 
+    def distribution(self, X):
+        """p_hat over the bins; the open end bins closed at the train min and max."""
+        from forelen_bench.distribution import BinnedDistribution
+
+        return BinnedDistribution(self.closed_edges_, self.predict_proba(X))
+
     def predict(self, X) -> np.ndarray:
-        """Expected length under p_hat; clipped so float rounding never leaves the centres' range."""
+        """The configured decoding: the expected centre under p_hat ("mean", clipped so float
+        rounding never leaves the centres' range), else the distribution's quantile."""
+        q = getattr(self, "q_", None)
+        if q is not None:
+            return self.distribution(X).quantile(q)
         pred = self.predict_proba(X) @ self.centres_
         return np.clip(pred, self.centres_.min(), self.centres_.max())
 
     def config(self) -> dict:
         return {"n_bins": self.n_bins, "layout": self.layout, "ce_weight": self.ce_weight,
-                "centres": self.centres,
+                "centres": self.centres, "decode": self.decode, "censoring": self.censoring,
+                "distribution_edges": "outer bins closed at the train min and max",
+                **({"censored_loss": "-log sum_{j>=b(cap)} p_j (Tutz & Schmid 2016)",
+                    "censored_mse": "max(0, cap - y_hat)^2",
+                    "censored_val": "under-prediction only",
+                    "censored_rate": getattr(self, "censored_rate_", None)}
+                   if self.censoring == "survival" else {}),
                 "preset": self.preset, "train": asdict(train_preset(self.preset)),
                 "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
                 "mse_scale": "train std of y", "output_bias_init": "log of mean soft label",

@@ -4,6 +4,9 @@ EGTP (ICLR 2026, "Predicting LLM Output Length via Entropy-Guided Representation
 pools the prompt's hidden states as sum_i softmax(H)_i * h_i, H_i the next-token entropy at prompt
 token i; the recorder stores that vector (builders/recorder.py). The ablation swaps in mean, max and
 last-token pooling under the same head, loss and training.
+
+`decode` (mean | median | quantile:Q) and `censoring` (as-exact | survival) are the head's
+(predictors/_head.py); the defaults, mean and as-exact, are the paper's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import numpy as np
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
-from forelen_bench.predictors._head import DEFAULT_PRESET, SoftLabelHead
+from forelen_bench.predictors._head import (DEFAULT_PRESET, SoftLabelHead, check_censoring,
+                                            is_censored, parse_decode)
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 
@@ -22,30 +26,50 @@ class PooledHead(Predictor):
 
     def __init__(self, layer: int | str = "final", n_bins: int = 20, layout: str = "uniform",
                  ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, seed: int = 42,
-                 centres: str = "mean"):
+                 centres: str = "mean", decode: str = "mean", censoring: str = "as-exact"):
         self.layer = layer
         self.centres = centres
+        self.decode = decode
+        self.censoring = censoring
         self.n_bins = n_bins
         self.layout = layout
         self.ce_weight = ce_weight
         self.preset = preset
         self.seed = seed
 
+    def columns(self, layers: list[int]) -> list[str]:
+        """The pooled column; under censoring="survival" also `finish_reason` (cut rows)."""
+        parse_decode(self.decode)  # a bad value fails before any data is read
+        survival = check_censoring(self.censoring) == "survival"
+        return super().columns(layers) + (["finish_reason"] if survival else [])
+
     def fit(self, table, y, eval_set=None) -> "PooledHead":
         column = self.columns(table.layers())[0]
         self._check_column(table, column)
-        val = (None, None)
+        y = np.asarray(y, np.float64)
+        val, cens_val = (None, None), None
         if eval_set is not None:
             val = (_matrix(eval_set[0], column), np.asarray(eval_set[1], np.float64))
+            cens_val = is_censored(eval_set[0], len(val[1]), self.censoring)
         head = SoftLabelHead(n_bins=self.n_bins, layout=self.layout, ce_weight=self.ce_weight,
-                             preset=self.preset, seed=self.seed, centres=self.centres)
-        self.head_ = head.fit(_matrix(table, column), np.asarray(y, np.float64), *val)
+                             preset=self.preset, seed=self.seed, centres=self.centres,
+                             decode=self.decode, censoring=self.censoring)
+        self.head_ = head.fit(_matrix(table, column), y, *val,
+                              censored=is_censored(table, len(y), self.censoring),
+                              censored_val=cens_val)
         self.column_ = column
         return self
 
     def predict(self, table) -> np.ndarray:
+        """The configured decoding (`decode`) of the head's bin distribution."""
         self.check_fitted()
         return self.head_.predict(_matrix(table, self.column_)).astype(np.float64)
+
+    def predict_distribution(self, table):
+        """The head's bins and probabilities (forelen_bench.distribution.BinnedDistribution), the
+        outer bins closed at the train min and max; `predict` decodes this (or its centres)."""
+        self.check_fitted()
+        return self.head_.distribution(_matrix(table, self.column_))
 
     def _check_column(self, table, column: str) -> None:
         if column not in table:
@@ -70,9 +94,11 @@ class EGTP(PooledHead):
 
     def __init__(self, layer: int | str = "final", n_bins: int = 20, layout: str = "uniform",
                  ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, seed: int = 42,
-                 first_k: int | None = None, centres: str = "mean"):
+                 first_k: int | None = None, centres: str = "mean", decode: str = "mean",
+                 censoring: str = "as-exact"):
         super().__init__(layer=layer, n_bins=n_bins, layout=layout, ce_weight=ce_weight,
-                         preset=preset, seed=seed, centres=centres)
+                         preset=preset, seed=seed, centres=centres, decode=decode,
+                         censoring=censoring)
         self.first_k = first_k
 
     def columns(self, layers: list[int]) -> list[str]:

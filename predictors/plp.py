@@ -11,7 +11,8 @@ import numpy as np
 
 from forelen_bench.metrics import OBSERVED_STEPS
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo, resolve_layer
-from forelen_bench.predictors._head import DEFAULT_PRESET, SoftLabelHead
+from forelen_bench.predictors._head import (DEFAULT_PRESET, SoftLabelHead, check_censoring,
+                                            is_censored, parse_decode)
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 AGGREGATORS = ("mean", "last", "entropy")
@@ -53,6 +54,9 @@ class PLP(Predictor):
     them by softmax of the response entropies, EGTP's pooling applied to generated tokens. The paper
     names the aggregation without fixing it, hence the parameter. `step_feature` appends log1p(t):
     a mean of t states does not say how large t is, and the target T - t depends on it.
+    `decode` and `censoring` are the head's (predictors/_head.py; defaults mean and as-exact, the
+    paper's); under "survival" every step row of a response cut at the cap is censored, its
+    remaining length cap - t a lower bound.
     """
 
     info = PredictorInfo(name="plp", version="1", family="hidden-state", reference=PAPER,
@@ -62,7 +66,8 @@ class PLP(Predictor):
     def __init__(self, layer: int | str = "final", aggregator: str = "mean",
                  step_feature: bool = True, n_bins: int = 20, layout: str = "uniform",
                  ce_weight: float = 0.95, preset: str = DEFAULT_PRESET, dropout: float = 0.1,
-                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42, centres: str = "mean"):
+                 steps: tuple[int, ...] = OBSERVED_STEPS, seed: int = 42, centres: str = "mean",
+                 decode: str = "mean", censoring: str = "as-exact"):
         self.layer = layer
         self.aggregator = aggregator
         self.step_feature = step_feature
@@ -74,39 +79,53 @@ class PLP(Predictor):
         self.steps = steps
         self.seed = seed
         self.centres = centres
+        self.decode = decode
+        self.censoring = censoring
 
     def columns(self, layers: list[int]) -> list[str]:
+        parse_decode(self.decode)  # a bad value fails before any data is read
         cols = super().columns(layers)
-        return cols + ["response_entropy"] if self.aggregator == "entropy" else cols
+        cols = cols + ["response_entropy"] if self.aggregator == "entropy" else cols
+        return cols + ["finish_reason"] if check_censoring(self.censoring) == "survival" else cols
 
     def fit(self, table, y, eval_set=None) -> "PLP":
         if self.aggregator not in AGGREGATORS:
             raise ValueError(f"unknown aggregator {self.aggregator!r}; one of {AGGREGATORS}")
         self.layer_ = layer_of(self, table)
-        X, target = self._training_rows(table, y)
-        val = (None, None)
+        X, target, cens = self._training_rows(table, y)
+        val, cens_val = (None, None), None
         if eval_set is not None:
-            val = self._training_rows(*eval_set)
+            *val, cens_val = self._training_rows(*eval_set)
         head = SoftLabelHead(n_bins=self.n_bins, layout=self.layout, ce_weight=self.ce_weight,
                              preset=self.preset, seed=self.seed, dropout=self.dropout,
-                             centres=self.centres)
-        self.head_ = head.fit(X, target, *val)
+                             centres=self.centres, decode=self.decode, censoring=self.censoring)
+        self.head_ = head.fit(X, target, *val, censored=cens, censored_val=cens_val)
         return self
 
     def predict(self, table) -> np.ndarray:
         return self.predict_remaining(table, 0)
 
     def predict_remaining(self, table, t: int) -> np.ndarray:
-        """Remaining length after t generated tokens; steps beyond S aggregate the S states held."""
+        """Remaining length after t generated tokens (the configured decoding of the head's
+        distribution); steps beyond S aggregate the S states held."""
         self.check_fitted()
-        rows = np.arange(table.n)
-        X = self._features(table, rows, np.full(table.n, int(t)))
-        return np.maximum(self.head_.predict(X), 0.0).astype(np.float64)
+        return np.maximum(self.head_.predict(self._step_features(table, t)), 0.0).astype(np.float64)
 
-    def _training_rows(self, table, y) -> tuple[np.ndarray, np.ndarray]:
+    def predict_distribution(self, table, t: int = 0):
+        """BinnedDistribution of the remaining length after t tokens; at t = 0 (the default) that
+        of the total length, which `predict` decodes. Outer bins closed at the train min and max."""
+        self.check_fitted()
+        return self.head_.distribution(self._step_features(table, t))
+
+    def _step_features(self, table, t: int) -> np.ndarray:
+        return self._features(table, np.arange(table.n), np.full(table.n, int(t)))
+
+    def _training_rows(self, table, y) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(features, remaining length, censored or None) of every (sample, step) row."""
         y = np.asarray(y, np.float64)
         rows, ts = step_rows(y, table[f"step_states_l{self.layer_}"], self.steps)
-        return self._features(table, rows, ts), y[rows] - ts
+        cens = is_censored(table, len(y), self.censoring)
+        return self._features(table, rows, ts), y[rows] - ts, None if cens is None else cens[rows]
 
     def _features(self, table, rows, ts) -> np.ndarray:
         """(R, 2D [+1]): h_prompt, the aggregate of the first t step states, log1p(t)."""

@@ -12,7 +12,8 @@ import numpy as np
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, PredictorInfo
-from forelen_bench.predictors._text import DEFAULT_ENCODER, TextPredictor, classify, cross_entropy
+from forelen_bench.predictors._text import (DEFAULT_ENCODER, TextPredictor, classify,
+                                            cross_entropy, infer)
 
 PAPER = ("Qiu et al. 2024, Efficient Interactive LLM Serving with Proxy Model-based Sequence "
          "Length Prediction (SSJF)")
@@ -108,6 +109,8 @@ class SSJFMultiClass(_SSJF):
         edges = (np.percentile(y, PERCENTILES) if self.thresholds == "percentile"
                  else np.array(FIXED_THRESHOLDS))
         self.edges_ = np.maximum.accumulate(edges)
+        # as a distribution the classes span [0, first threshold), ..., [last, train max]
+        self.dist_edges_ = np.concatenate([[0.0], self.edges_, [max(y.max(), self.edges_[-1])]])
         cls = classify(y, self.edges_)
         counts = np.bincount(cls, minlength=len(self.edges_) + 1).astype(np.float64)
         # Inverse frequency, normalised so a balanced split has weight 1; empty classes weigh 0.
@@ -129,4 +132,16 @@ class SSJFMultiClass(_SSJF):
         return cross_entropy(out, t, self.class_weights_)
 
     def _decode(self, out: np.ndarray) -> np.ndarray:
+        """The argmax class, as the paper schedules by the predicted class: no other decoding."""
         return self.values_[np.argmax(out, axis=1)]
+
+    def predict_distribution(self, table):
+        """The 5 class probabilities as a BinnedDistribution over the classes' length ranges (the
+        open last class closed at the train maximum); `predict` takes its argmax class."""
+        from forelen_bench.distribution import BinnedDistribution
+
+        self.check_fitted()
+        out = infer(self.model_, self.tokenizer_, self._ids(table), precision=self.spec_.precision)
+        z = np.asarray(out, np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        return BinnedDistribution(self.dist_edges_, p / p.sum(1, keepdims=True))

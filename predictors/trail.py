@@ -17,6 +17,7 @@ import numpy as np
 
 from forelen_bench.metrics import OBSERVED_STEPS
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
+from forelen_bench.predictors._head import parse_decode
 from forelen_bench.predictors.plp import layer_of, state_at, step_rows
 
 REFERENCE = "Shahout et al., Don't Stop Me Now: Embedding Based Scheduling for LLMs (ICLR 2025)"
@@ -41,6 +42,10 @@ class TRAIL(Predictor):
     data; the last bin takes the overflow). The prompt's mean embedding gives the t = 0 prior via
     the same MLP, as in the released runtime; TRAIL's DistilBERT prompt model is another baseline.
     `standardize` (not in the paper) z-scores inputs so lr 0.01 survives massive-activation dims.
+    `decode`: "mean" (default, this implementation's decoding since version 1: the expected bin
+    midpoint under the posterior), "median" or "quantile:Q" of the posterior, read from the bins
+    with the last one closed at the train maximum (`predict_distribution`); validation selection
+    scores the configured decoding.
     """
 
     info = PredictorInfo(name="trail", version="1", family="hidden-state", reference=REFERENCE,
@@ -51,7 +56,7 @@ class TRAIL(Predictor):
                  max_len_percentile: float = 99.0, refresh: int = 8, lr: float = 0.01,
                  epochs: int = 30, batch_size: int = 256, patience: int = 5,
                  standardize: bool = True, steps: tuple[int, ...] = OBSERVED_STEPS,
-                 seed: int = 42):
+                 seed: int = 42, decode: str = "mean"):
         self.layer = layer
         self.n_bins = n_bins
         self.hidden = hidden
@@ -64,12 +69,20 @@ class TRAIL(Predictor):
         self.standardize = standardize
         self.steps = steps
         self.seed = seed
+        self.decode = decode
+
+    def columns(self, layers: list[int]) -> list[str]:
+        parse_decode(self.decode)  # a bad value fails before any data is read
+        return super().columns(layers)
 
     def fit(self, table, y, eval_set=None) -> "TRAIL":
         y = np.asarray(y, np.float64)
+        self.q_ = parse_decode(self.decode)
         self.layer_ = layer_of(self, table)
         self.max_len_ = max(float(np.percentile(y, self.max_len_percentile)), 1.0)
         self.edges_ = np.linspace(0.0, self.max_len_, self.n_bins + 1)
+        # the last bin takes the overflow past max_len_: as a distribution it ends at the train max
+        self.dist_edges_ = np.append(self.edges_[:-1], max(self.max_len_, float(y.max())))
         self.mids_ = (self.edges_[:-1] + self.edges_[1:]) / 2
         self.transition_ = countdown_matrix(self.n_bins, self.max_len_ / self.n_bins)
         X, target = self._rows(table, y)
@@ -120,7 +133,7 @@ class TRAIL(Predictor):
             if val is None:
                 continue
             self.net_ = net
-            score = float(np.mean(np.abs(self._proba(val[0]) @ self.mids_ - val[1])))
+            score = float(np.mean(np.abs(self._decode(self._proba(val[0])) - val[1])))
             history.append(score)
             if score < best - 1e-9:
                 best, stale = score, 0
@@ -161,9 +174,24 @@ class TRAIL(Predictor):
                 q[rows] /= q[rows].sum(1, keepdims=True)
         return q @ np.linalg.matrix_power(self.transition_, int(t) - last)
 
+    def _decode(self, probs: np.ndarray) -> np.ndarray:
+        """(R, K) bin probabilities -> lengths: expected midpoint, or the configured quantile."""
+        if self.q_ is None:
+            return probs @ self.mids_
+        from forelen_bench.distribution import BinnedDistribution
+
+        return BinnedDistribution(self.dist_edges_, probs).quantile(self.q_)
+
+    def predict_distribution(self, table, t: int = 0):
+        """BinnedDistribution of the remaining length after t tokens (the posterior over the bins,
+        0 to the train max); at t = 0 that of the total length, which `predict` decodes."""
+        from forelen_bench.distribution import BinnedDistribution
+
+        return BinnedDistribution(self.dist_edges_, self.posterior(table, t))
+
     def predict_remaining(self, table, t: int) -> np.ndarray:
-        """Expected bin midpoint under the posterior; midpoints are >= 0, so never negative."""
-        return np.maximum(self.posterior(table, t) @ self.mids_, 0.0)
+        """The configured decoding of the posterior; bins start at 0, so never negative."""
+        return np.maximum(self._decode(self.posterior(table, t)), 0.0)
 
     def predict(self, table) -> np.ndarray:
         return self.predict_remaining(table, 0)

@@ -113,3 +113,43 @@ def test_group_median_oracle_equals_each_groups_median_and_is_not_ranked():
                           "output_tokens": np.array([10, 100, 30, 20, 300])})
     out = cls().fit(table, table["output_tokens"]).predict(table)
     np.testing.assert_array_equal(out, [20, 200, 20, 20, 200])
+
+
+# ------------------------------------------------------------------ decoding and censoring
+
+
+@pytest.mark.parametrize("name", ["egtp", "pool-mean"])
+def test_decode_median_reads_the_predicted_distribution_and_gets_its_own_record_key(task, name):
+    from forelen_bench.predictors._plugins import params_key
+
+    (train, y), val, (test, _) = task
+    pred = PREDICTORS.get(name)(layer=LAYER, decode="median")
+    cols = pred.columns(train.layers())
+    pred.fit(train.select(cols), y, eval_set=(val[0].select(cols), val[1]))
+    dist = pred.predict_distribution(test.select(cols))
+    assert dist.probs.shape == (test.n, 20) and np.all(np.isfinite(dist.edges))
+    assert dist.edges[0] == y.min() and dist.edges[-1] == y.max()
+    np.testing.assert_allclose(pred.predict(test.select(cols)), dist.quantile(0.5))
+    assert pred.training_config()["decode"] == "median"
+    key, changed = params_key(pred)
+    assert key.startswith(f"{name}@") and changed == {"layer": LAYER, "decode": "median"}
+    assert params_key(PREDICTORS.get(name)())[0] == name  # defaults: mean, as-exact
+
+
+def test_survival_reads_finish_reason_and_bad_values_fail_before_any_data(task):
+    (train, y), _, (test, _) = task
+    pred = PREDICTORS.get("egtp")(layer=LAYER, censoring="survival")
+    assert pred.columns([LAYER]) == [f"egtp_l{LAYER}", "finish_reason"]
+    assert PREDICTORS.get("egtp")(layer=LAYER).columns([LAYER]) == [f"egtp_l{LAYER}"]
+    cut = y >= np.percentile(y, 80)
+    table = FeatureTable(dict(train.select([f"egtp_l{LAYER}"]).items())
+                         | {"finish_reason": np.where(cut, "length", "stop").astype(object)},
+                         meta=train.meta)
+    pred.fit(table, y)
+    assert pred.training_config()["censored_rate"] == pytest.approx(cut.mean())
+    assert np.isfinite(pred.predict(test.select([f"egtp_l{LAYER}"]))).all()
+    with pytest.raises(ForelenError, match=r"decode must be mean, median or quantile:Q with "
+                                           r"0<Q<1, got 'foo'"):
+        PREDICTORS.get("pool-max")(decode="foo").columns([LAYER])
+    with pytest.raises(ForelenError, match="censoring must be as-exact or survival"):
+        PREDICTORS.get("egtp")(censoring="km").columns([LAYER])

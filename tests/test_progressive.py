@@ -125,3 +125,22 @@ def test_same_seed_same_predictions(data, name, params):
     test = data[2][0].select(cols)
     for t in (0, 8, 64):
         np.testing.assert_array_equal(a.predict_remaining(test, t), b.predict_remaining(test, t))
+
+
+@pytest.mark.parametrize("name,params", [("plp", {"preset": "fast"}), ("trail", {"hidden": 64})])
+def test_predict_distribution_is_what_predict_decodes(data, name, params):
+    """At t = 0 the distribution is that of the total length; `predict` decodes it (median), and
+    the default (mean) decoding is unchanged: TRAIL's expected bin midpoint."""
+    model, cols = _fit(name, data, decode="median", **params)
+    test = data[2][0].select(cols)
+    for t in (0, 8):
+        dist = model.predict_distribution(test, t) if t else model.predict_distribution(test)
+        assert dist.probs.shape[0] == test.n and np.all(np.isfinite(dist.edges))
+        assert dist.edges[0] >= 0 and dist.edges[-1] >= data[0][1].max() - 64
+        np.testing.assert_allclose(model.predict_remaining(test, t),
+                                   np.maximum(dist.quantile(0.5), 0.0))
+    np.testing.assert_allclose(model.predict(test), model.predict_remaining(test, 0))
+    if name == "trail":
+        mean_model, _ = _fit(name, data, **params)
+        np.testing.assert_allclose(mean_model.predict(test),
+                                   mean_model.predict_distribution(test).probs @ mean_model.mids_)
