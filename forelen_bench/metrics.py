@@ -20,6 +20,9 @@ class Metric:
     better: str  # "lower" or "higher"
     ci: str | None  # the key of its confidence interval, where it has one
     tip: str
+    # what a predictor must output to have it: "length" (a point prediction), "distribution"
+    # (`predict_distribution`), or "order" (lengths or a ranking score); without it, it is null
+    needs: str = "length"
 
 
 # Below this many test groups (prompts) a group bootstrap has too few distinct resamples to mean
@@ -41,23 +44,37 @@ METRICS = (
     Metric("rmse", "RMSE", "RMSE", 1, "lower", None, "root mean squared error in tokens"),
     Metric("median_ae", "MedAE", "MedAE", 1, "lower", None, "median absolute error in tokens"),
     Metric("kendall_tau", "τ", "tau", 3, "higher", None,
-           "Kendall tau between predicted and true lengths (higher is better)"),
+           "Kendall tau between predicted and true lengths (higher is better)", "order"),
     Metric("spearman_rho", "ρ", "rho", 3, "higher", None,
-           "Spearman rho between predicted and true lengths"),
+           "Spearman rho between predicted and true lengths", "order"),
     Metric("acc_50", "±50", "±50", 2, "higher", None, "share of predictions within 50 tokens"),
     Metric("acc_100", "±100", "±100", 2, "higher", None, "share of predictions within 100 tokens"),
+    Metric("crps", "CRPS", "CRPS", 1, "lower", None,
+           "continuous ranked probability score of the predicted length distribution, in tokens "
+           "(lower is better), restricted to lengths below the cap (threshold-weighted CRPS, "
+           "Gneiting & Ranjan 2011): a row cut at max_new_tokens scores the integral of F(x)^2 "
+           "below the cap, what its lower bound determines; complete rows are scored over the "
+           "same range, which keeps the score proper", "distribution"),
+    Metric("coverage_80", "cov. 80%", "cov80", 2, "higher", None,
+           "share of test rows inside the predicted 10-90% interval (0.80 when calibrated); a row "
+           "cut at max_new_tokens counts as covered when the interval's upper end reaches the cap",
+           "distribution"),
+    Metric("interval_width_80", "width 80%", "w80", 1, "lower", None,
+           "mean width of the predicted 10-90% interval in tokens (sharpness; read it with the "
+           "coverage)", "distribution"),
 )
 
 
 def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=None,
-                   censored=None) -> dict:
+                   censored=None, distribution=None, cap: float | None = None) -> dict:
     """MAE (+ bootstrap 95% CI), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100,
-    and the censoring metrics.
+    the censoring metrics, and the distribution metrics (null without `distribution`).
 
     `groups` (one key per row): the bootstrap resamples groups (prompts), not rows, since the
     samples of one prompt are correlated; without it every row is its own group. `censored`
     (bool per row, `finish_reason == "length"`): those rows' targets are lower bounds (see
-    `censoring_metrics`).
+    `censoring_metrics`). `distribution` (`BinnedDistribution` over the same rows) and `cap`
+    (the config's max_new_tokens): see `distribution_metrics`.
     """
     from scipy.stats import kendalltau, spearmanr
     from sklearn.metrics import mean_absolute_error, mean_squared_error, median_absolute_error
@@ -84,7 +101,112 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=
         "acc_50": float(np.mean(err <= 50)),
         "acc_100": float(np.mean(err <= 100)),
         **censoring_metrics(y, p, censored),
+        **distribution_metrics(distribution, y, censored, cap),
     }
+
+
+def null_metrics(keep: tuple[str, ...] = ()) -> dict:
+    """Every metric of METRICS (and its interval) as null, except `keep`: what a record stores
+    for the metrics its predictor does not produce, so that no reader takes an absent MAE for 0."""
+    out = {}
+    for m in METRICS:
+        if m.key not in keep:
+            out[m.key] = None
+            if m.ci:
+                out[m.ci] = None
+    return out
+
+
+def metric_value(record: dict, key: str) -> float | None:
+    """A record's metric as tables and ranks read it: a finite number, else None (absent in an
+    older record, null, NaN). A ranking predictor has only the order metrics, whatever a record
+    says, so that no length metric of one is ever shown or ranked."""
+    import math
+
+    metric = next((m for m in METRICS if m.key == key), None)
+    if (record.get("predictor") or {}).get("outputs") == "ranking" and metric is not None \
+            and metric.needs != "order":
+        return None
+    v = (record.get("metrics") or {}).get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+# -- distribution metrics ----------------------------------------------------------------------
+
+def _row_caps(y: np.ndarray, censored, cap: float | None) -> np.ndarray:
+    """Each row's cap c: a censored row's own length (its lower bound); for the other rows the
+    config's `cap`, else the largest censored length, else none (inf: the plain CRPS)."""
+    cut = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+    if cap is None:
+        cap = float(y[cut].max()) if cut.any() else np.inf
+    return np.where(cut, y, float(cap))
+
+
+def _bin_integrals(edges: np.ndarray, f: np.ndarray, t: np.ndarray):
+    """For each row, I = integral of F(x)^2 and J = integral of (1 - F(x))^2 over [e_0, t]
+    (t clipped to [e_0, e_K]), exactly: F is linear within a bin, and a linear function from u
+    to v over a width w integrates in square to w (u^2 + uv + v^2) / 3.
+
+    edges (K+1,), f (N, K+1) the CDF at the edges, t (N,)."""
+    w = np.diff(edges)  # (K,)
+    g = 1.0 - f
+    full_i = w * (f[:, :-1] ** 2 + f[:, :-1] * f[:, 1:] + f[:, 1:] ** 2) / 3  # (N, K)
+    full_j = w * (g[:, :-1] ** 2 + g[:, :-1] * g[:, 1:] + g[:, 1:] ** 2) / 3
+    cum_i = np.concatenate([np.zeros((len(f), 1)), np.cumsum(full_i, 1)], 1)  # (N, K+1)
+    cum_j = np.concatenate([np.zeros((len(f), 1)), np.cumsum(full_j, 1)], 1)
+    z = np.clip(t, edges[0], edges[-1])
+    k = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, len(w) - 1)  # bin holding z
+    rows = np.arange(len(f))
+    lo, fk, gk = edges[k], f[rows, k], g[rows, k]
+    part = z - lo
+    slope = np.divide(f[rows, k + 1] - fk, w[k], out=np.zeros(len(z)), where=w[k] > 0)
+    fz = fk + slope * part
+    gz = 1.0 - fz
+    i = cum_i[rows, k] + part * (fk ** 2 + fk * fz + fz ** 2) / 3
+    j = cum_j[rows, k] + part * (gk ** 2 + gk * gz + gz ** 2) / 3
+    return i, j
+
+
+def crps_binned(distribution, y_true, censored=None, cap: float | None = None) -> np.ndarray:
+    """(N,) threshold-weighted CRPS (Gneiting & Ranjan 2011, weight 1{x < c}) of a binned
+    distribution, in tokens: S = integral over x < c of (F(x) - 1{x >= y})^2 dx, exactly.
+
+    c is each row's cap (`_row_caps`). A censored row (y = c, the true length at least c) scores
+    the integral of F(x)^2 below c, all that its observation determines; a complete row is scored
+    over the same range, so that the rule stays proper (scoring complete rows beyond the cap, and
+    censored ones not, would reward a forecast for moving mass away from above the cap). It is the
+    CRPS of the forecast of min(length, cap), and the plain CRPS when no mass lies beyond c.
+    """
+    edges = np.asarray(distribution.edges, np.float64)
+    f = distribution.cdf_at_edges()  # (N, K+1)
+    y = np.asarray(y_true, np.float64)
+    if y.shape != (len(f),):
+        raise ValueError(f"{len(f)} distributions for {y.shape} lengths")
+    c = _row_caps(y, censored, cap)
+    y = np.minimum(y, c)  # at or beyond the cap, 1{x >= y} is 0 for every x < c
+    i_y, j_y = _bin_integrals(edges, f, y)
+    _, j_c = _bin_integrals(edges, f, c)  # c = inf: up to e_K, beyond which F = 1
+    # outside [e_0, e_K], F is 0 below and 1 beyond: x in (e_K, y) adds (1 - 0)^2 per token,
+    # x in (y, min(c, e_0)) adds (0 - 1)^2
+    outside = np.maximum(0.0, y - edges[-1]) + np.maximum(0.0, np.minimum(c, edges[0]) - y)
+    return i_y + (j_c - j_y) + outside
+
+
+def distribution_metrics(distribution, y_true, censored=None, cap: float | None = None) -> dict:
+    """CRPS (`crps_binned`), coverage and width of the central 80% interval [q10, q90]; all null
+    without a distribution. A censored row (its length at least its cap) counts as covered when
+    q90 reaches the cap: it may lie inside, so censored rows can only raise the coverage."""
+    if distribution is None:
+        return {"crps": None, "coverage_80": None, "interval_width_80": None}
+    y = np.asarray(y_true, np.float64)
+    cut = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+    q10, q90 = distribution.quantile(0.1), distribution.quantile(0.9)
+    covered = np.where(cut, q90 >= y, (q10 <= y) & (y <= q90))
+    return {"crps": float(crps_binned(distribution, y, cut, cap).mean()),
+            "coverage_80": float(covered.mean()),
+            "interval_width_80": float(np.mean(q90 - q10))}
 
 
 def censoring_metrics(y_true, y_pred, censored=None) -> dict:
@@ -166,12 +288,14 @@ def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int =
 
 
 def ranking_metrics(y_true, scores) -> dict:
-    """For predictors that output a ranking score, not a length."""
+    """For predictors that output a ranking score, not a length: only the order metrics; every
+    length and distribution metric is null (a score has no error in tokens)."""
     from scipy.stats import kendalltau, spearmanr
 
     y, s = np.asarray(y_true, float), np.asarray(scores, float)
     constant = np.ptp(s) == 0 or np.ptp(y) == 0
     return {"n": int(len(y)),
+            **null_metrics(keep=tuple(m.key for m in METRICS if m.needs == "order")),
             "kendall_tau": None if constant else float(kendalltau(y, s).statistic),
             "spearman_rho": None if constant else float(spearmanr(y, s).statistic)}
 

@@ -129,7 +129,9 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
         out["metrics"] = ranking_metrics(y_test, predictions)
     else:
         out["metrics"] = length_metrics(y_test, predictions, seed=seed, groups=data.test_units(),
-                                        censored=np.asarray(data.test["finish_reason"]) == "length")
+                                        censored=np.asarray(data.test["finish_reason"]) == "length",
+                                        distribution=predicted_distribution(pred, test),
+                                        cap=data.entry["build"].get("max_new_tokens"))
         out["metrics"]["ci_unit"] = "partition unit"
         out["metrics"]["ci_unit_by_source"] = data.unit_by_source or {
             name: "prompt" for name in sorted(set(np.asarray(data.test["source"]).astype(str)))}
@@ -139,6 +141,23 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
         out["per_step"] = per_step_mae(
             y_test, lambda t, mask: out["remaining"][mask, col[t]], OBSERVED_STEPS)
     return out
+
+
+def predicted_distribution(pred, test):
+    """The predictor's `BinnedDistribution` over the test rows, or None where it predicts none
+    (no `predict_distribution`, or one that raises NotImplementedError): its distribution
+    metrics are then null."""
+    method = getattr(pred, "predict_distribution", None)
+    if not callable(method):
+        return None
+    try:
+        dist = method(test)
+    except NotImplementedError:
+        return None
+    if dist is not None and len(dist) != test.n:
+        raise ForelenError(f"{pred.info.name}: predict_distribution gave {len(dist)} rows for "
+                           f"{test.n} test rows")
+    return dist
 
 
 def per_row(data: Split3, result: dict) -> dict | None:

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from forelen_bench.metrics import MIN_GROUPS, group_bootstrap_means, percentile_ci
+from forelen_bench.metrics import MIN_GROUPS, group_bootstrap_means, metric_value, percentile_ci
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 PAPER_MODEL = "Qwen2.5-7B"
@@ -186,7 +186,8 @@ def _effect(reps_a: np.ndarray | None, reps_b: np.ndarray | None, a: float, b: f
 def _pooling(by_config: dict) -> dict:
     rows, averages = [], []
     for config, recs in sorted(by_config.items()):
-        if not all(n in recs for n in POOLING) or _split(recs) not in PAPER_POOLING:
+        if not all(metric_value(recs.get(n) or {}, "mae") is not None for n in POOLING) \
+                or _split(recs) not in PAPER_POOLING:
             continue
         chain = [recs[n] for n in POOLING]
         paper = PAPER_POOLING[_split(recs)]
@@ -231,15 +232,14 @@ def _pooling_rows(scope: str, label: str, paper: tuple, maes: list, reps, chain:
 # -- (b) EGTP against the best baseline ------------------------------------------------------------
 
 def _baselines(recs: dict) -> list[str]:
-    return [n for n in BASELINES if n in recs
-            and isinstance(recs[n]["metrics"].get("mae"), (int, float))]
+    return [n for n in BASELINES if n in recs and metric_value(recs[n], "mae") is not None]
 
 
 def _vs_baseline(by_config: dict) -> dict:
     rows, pooled = [], []
     for config, recs in sorted(by_config.items()):
         names = _baselines(recs)
-        if "egtp" not in recs or not names:
+        if metric_value(recs.get("egtp") or {}, "mae") is None or not names:
             continue
         best = min(names, key=lambda n: recs[n]["metrics"]["mae"])
         pair = [recs["egtp"], recs[best]]

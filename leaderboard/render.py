@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import math
 import re
 from pathlib import Path
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.leaderboard import plots
-from forelen_bench.metrics import METRICS  # the one list of metrics (terminal, page, ranking)
+# the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
+# finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
+from forelen_bench.metrics import METRICS, metric_value
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
@@ -69,8 +70,7 @@ def significance(records: list[dict]) -> dict[str, dict]:
     from forelen_bench.metrics import group_bootstrap_means
 
     ranked = [r for r in records if kind(r["predictor"]) == "ranked"
-              and isinstance(r["metrics"].get("mae"), (int, float))
-              and math.isfinite(r["metrics"]["mae"])]
+              and metric_value(r, "mae") is not None]
     from forelen_bench.metrics import MIN_GROUPS
 
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
@@ -106,10 +106,8 @@ def significance(records: list[dict]) -> dict[str, dict]:
 
 def mae_ranks(records: list[dict]) -> dict[str, float]:
     """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config."""
-    scored = sorted((r["metrics"]["mae"], r["predictor"]["name"]) for r in records
-                    if kind(r["predictor"]) == "ranked"
-                    and isinstance(r["metrics"].get("mae"), (int, float))
-                    and math.isfinite(r["metrics"]["mae"]))
+    scored = sorted((metric_value(r, "mae"), r["predictor"]["name"]) for r in records
+                    if kind(r["predictor"]) == "ranked" and metric_value(r, "mae") is not None)
     ranks, i = {}, 0
     while i < len(scored):
         j = i
@@ -138,11 +136,11 @@ def overview(groups: dict[str, list[dict]]) -> list[dict]:
             row = rows.setdefault(p["name"], {"name": p["name"], "family": p.get("family"),
                                               "kind": kind(p), "cells": {}, "ranks": [], "taus": []})
             rank = ranks[config].get(p["name"])
-            row["cells"][config] = {"mae": r["metrics"].get("mae"), "rank": rank}
+            row["cells"][config] = {"mae": metric_value(r, "mae"), "rank": rank}
             if rank is not None:
                 row["ranks"].append(rank)
-            if r["metrics"].get("kendall_tau") is not None:
-                row["taus"].append(r["metrics"]["kendall_tau"])
+            if metric_value(r, "kendall_tau") is not None:
+                row["taus"].append(metric_value(r, "kendall_tau"))
     for row in rows.values():
         row["avg_rank"] = sum(row["ranks"]) / len(row["ranks"]) if row["ranks"] else None
         row["tau"] = sum(row["taus"]) / len(row["taus"]) if row["taus"] else None
@@ -188,14 +186,15 @@ def config_table(recs: list[dict]) -> list[dict]:
     sig = significance(recs)
     ranks = {name: v["rank"] for name, v in sig.items()}
     order = lambda name, k: (KIND_ORDER[k], ranks.get(name, 0),  # noqa: E731
-                             next((r["metrics"].get("mae") or 0 for r in recs
+                             next((metric_value(r, "mae") or 0 for r in recs
                                    if r["predictor"]["name"] == name), 0), name)
     rows = []
     for r in sorted(recs, key=lambda r: order(r["predictor"]["name"], kind(r["predictor"]))):
         m, p = r["metrics"], r["predictor"]
-        ci = m.get("mae_ci95") or [None, None]
+        mae = metric_value(r, "mae")
+        ci = (m.get("mae_ci95") if mae is not None else None) or [None, None]
         s = sig.get(p["name"])
-        cols = [cell(ranks.get(p["name"]), 0), cell(m.get("mae"), 1)]
+        cols = [cell(ranks.get(p["name"]), 0), cell(mae, 1)]
         cols.append({"text": f"{ci[0]:.1f}–{ci[1]:.1f}", "v": repr(float(ci[1] - ci[0]))}
                     if None not in ci else cell(None))
         untested = ({"text": "n.t.", "v": "3", "title": "fewer test prompts than a paired "
@@ -203,11 +202,11 @@ def config_table(recs: list[dict]) -> list[dict]:
                     if s and s.get("too_few_groups") else cell(None))
         cols += [verdict(s, "vs_ref") if s and s.get("tested") else untested,
                  verdict(s, "vs_best") if s and s.get("tested") else untested]
-        cols += [cell(m.get(k), d) for k, _h, d, _t in ACCURACY[1:]]
+        cols += [cell(metric_value(r, k), d) for k, _h, d, _t in ACCURACY[1:]]
         cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
         notes = ", ".join(f"{k.replace('_', ' ')} {v:.0%}"
                           for k, v in sorted((r.get("diagnostics") or {}).items()))
-        if kind(p) == "oracle" and m.get("mae") == 0:
+        if kind(p) == "oracle" and mae == 0:
             notes = ", ".join(filter(None, [notes, "MAE 0 by construction: one row per group"]))
         rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols,
                      "note": notes})

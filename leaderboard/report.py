@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forelen_bench.errors import ForelenError
+from forelen_bench.metrics import METRICS, metric_value
 
 
 def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]:
@@ -46,9 +47,12 @@ def resolve_names(predictor: str, data: str, config: str, families: tuple[str, .
     return folder, [config], names
 
 
+NULL = "–"  # a metric the predictor does not produce, as on the page
+
+
 def _fmt(value, digits: int = 1) -> str:
-    if value is None:
-        return "-"
+    if value is None or (isinstance(value, float) and value != value):
+        return NULL
     return f"{value:.{digits}f}"
 
 
@@ -68,18 +72,15 @@ def print_json(records: list[dict], end_to_end: bool = False) -> None:
 def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
                      console, families: tuple[str, ...] = (),
                      predictor_args: str | None = None) -> list[dict]:
-    from rich.table import Table
-
     from forelen_bench.leaderboard.evaluate import run_evaluation
 
     folder, configs, names = resolve_names(predictor, data, config, families)
     rows = []
 
     def show(record):
-        m = record["metrics"]
         console.print(f"  {record['dataset']['config']:>24}  "
                       f"{record['predictor'].get('key', record['predictor']['name']):<20} "
-                      f"MAE {_fmt(m.get('mae'))}")
+                      f"MAE {_fmt(metric_value(record, 'mae'))}")
         rows.append(record)
 
     console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
@@ -88,26 +89,8 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
     run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print,
                    predictor_args=parse_args(predictor_args))
     for cfg in configs:
-        recs = sorted((r for r in rows if r["dataset"]["config"] == cfg),
-                      key=lambda r: (not r["predictor"]["ranked"], r["metrics"].get("mae") or 1e18))
-        table = Table(title=f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
-        from forelen_bench.metrics import METRICS
-
-        headers = ["predictor"] + [h for m in METRICS
-                                   for h in ([m.text, "95% CI"] if m.ci else [m.text])]
-        for col in headers + ["ms/req"]:
-            table.add_column(col, justify="left" if col == "predictor" else "right",
-                             no_wrap=True, min_width=len(col))  # names stay whole in a pipe
-        for r in recs:
-            m, p = r["metrics"], r["predictor"]
-            name = p.get("key", p["name"]) + ("" if p["ranked"] else " (oracle ref.)")
-            cells = [name]
-            for metric in METRICS:
-                cells.append(_fmt(m.get(metric.key), metric.digits))
-                if metric.ci:
-                    ci = m.get(metric.ci)
-                    cells.append(f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "-")
-            table.add_row(*cells, _fmt(r["timing"]["per_request_ms"], 2))
+        recs = [r for r in rows if r["dataset"]["config"] == cfg]
+        table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
         console.print(table)
         floor = recs[0]["references"].get("static_floor_mae")
         if floor is not None:
@@ -118,3 +101,30 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
                 console.print(f"  {r['predictor']['name']} remaining-length MAE by observed step: {steps}")
     console.print(f"result records: {Path(results) / '<config>' / '<predictor>.json'}")
     return rows
+
+
+def results_table(recs: list[dict], title: str):
+    """One config's records as the terminal shows them: a column per metric of METRICS (and its
+    interval), "–" where a predictor does not produce a metric; sorted by MAE, none last."""
+    from rich.table import Table
+
+    recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
+                                       metric_value(r, "mae") is None,
+                                       metric_value(r, "mae") or 0.0))
+    table = Table(title=title)
+    headers = ["predictor"] + [h for m in METRICS
+                               for h in ([m.text, "95% CI"] if m.ci else [m.text])]
+    for col in headers + ["ms/req"]:
+        table.add_column(col, justify="left" if col == "predictor" else "right",
+                         no_wrap=True, min_width=len(col))  # names stay whole in a pipe
+    for r in recs:
+        m, p = r["metrics"], r["predictor"]
+        name = p.get("key", p["name"]) + ("" if p["ranked"] else " (oracle ref.)")
+        cells = [name]
+        for metric in METRICS:
+            cells.append(_fmt(metric_value(r, metric.key), metric.digits))
+            if metric.ci:
+                ci = m.get(metric.ci) if metric_value(r, metric.key) is not None else None
+                cells.append(f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else NULL)
+        table.add_row(*cells, _fmt(r["timing"]["per_request_ms"], 2))
+    return table

@@ -21,6 +21,7 @@ PREDICTORS = {
     "ltr": ("text-proxy", "ranking", False, True, (None, None)),
     "group-median-oracle": ("reference", "length", False, False, (0.0, 4.0)),
 }
+DISTRIBUTION = ("egtp", "plp")  # records that carry crps, coverage_80, interval_width_80
 EVIL = '</script><script>alert("x")</script><b>bold</b>'
 
 
@@ -72,6 +73,9 @@ def make_record(config: str, name: str, fingerprint: str, dataset_path: str | No
                {"n": 40, "mae": mae, "mae_ci95": [mae * 0.8, mae * 1.2], "rmse": mae * 1.3,
                 "median_ae": mae * 0.9, "kendall_tau": 0.5 - mae / 200, "spearman_rho": 0.6 - mae / 200,
                 "acc_50": 0.5, "acc_100": 0.8})
+    if name in DISTRIBUTION:  # predictors with `predict_distribution`; the others lack the keys,
+        # as records written before the distribution metrics do
+        metrics |= {"crps": mae * 0.7, "coverage_80": 0.78, "interval_width_80": mae * 3}
     params = {"seed": 42, "layer": "final"} | ({"note": EVIL} if evil else {})
     record = {
         "record_version": 1, "forelen_version": "0.1.0", "git_commit": "abc123",

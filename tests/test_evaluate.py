@@ -43,12 +43,17 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert rec["library_versions"]["torch"] and rec["forelen_version"]
         assert len(rec["predictions_sha256"]) == 64 and rec["timing"]["per_request_ms"] > 0
         assert "static_floor_mae" in rec["references"]  # an rl config
+        if rec["predictor"]["outputs"] == "ranking":  # ltr: no length metric, never 0.0
+            assert rec["metrics"]["mae"] is None and rec["metrics"]["rmse"] is None
         if rec["predictor"]["outputs"] == "length":
             m = rec["metrics"]
             assert m["mae"] >= 0 and m["ci_unit"] == "partition unit"
             assert m["ci_unit_by_source"] == {"file:prompts.jsonl": "prompt"}
             # a tiny config: fewer test prompts than a group bootstrap needs, so no interval
             assert (m["mae_ci95"] is None) == (m["groups"] < 10)
+            # distribution metrics where the predictor predicts a distribution, else null
+            has = callable(getattr(PREDICTORS.get(name), "predict_distribution", None))
+            assert (m["crps"] is not None) == (m["coverage_80"] is not None) == has, name
         e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
         assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
         assert e2e["modes"]["continuous"]["policy"] == ("srpt" if rec["predictor"]["progressive"]
@@ -253,3 +258,82 @@ def test_bootstrap_resamples_whole_templates():
     assert list(units[:120]) == [p.partition_unit for p in gsm]
     assert len(set(units[:120])) <= 100  # 120 instances of ~85 templates: 63 here
     assert list(units[120:]) == ["mmath-pkg:AIME-3", "mine:x"]
+
+
+def test_a_distribution_predictor_has_distribution_metrics_and_a_point_one_none(built):
+    """A predictor with `predict_distribution` gets crps, coverage_80 and interval_width_80,
+    recomputed here from its distribution and the test rows (censored ones at the cap); one
+    without gets null for all three."""
+    import numpy as np
+
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
+    from forelen_bench.metrics import distribution_metrics
+    from forelen_bench.predictors import Predictor, PredictorInfo
+
+    class Point(Predictor):
+        info = PredictorInfo(name="point", version="1", family="reference", reference="test",
+                             requires=("prompt_tokens",))
+
+        def fit(self, table, y, eval_set=None):
+            self.median_ = float(np.median(y))
+            return self
+
+        def predict(self, table):
+            return np.full(table.n, self.median_)
+
+    class Histogram(Point):
+        """The train lengths' histogram for every row, over 4 bins up to the cap."""
+
+        info = PredictorInfo(name="histogram", version="1", family="reference",
+                             reference="test", requires=("prompt_tokens",))
+
+        def fit(self, table, y, eval_set=None):
+            self.edges_ = np.linspace(0.0, 16.0, 5)
+            self.probs_ = np.histogram(np.clip(y, 0, 15.99), self.edges_)[0] + 1.0
+            return super().fit(table, y)
+
+        def predict_distribution(self, table):
+            return BinnedDistribution(self.edges_, np.tile(self.probs_, (table.n, 1)))
+
+    data = load_config(DatasetFolder(built), CONFIG, ["output_tokens", "group_id",
+                                                      "prompt_tokens", "finish_reason"])
+    y = np.asarray(data.test["output_tokens"], float)
+    cut = np.asarray(data.test["finish_reason"]) == "length"
+    got = evaluate_one(Histogram(), data, seed=0)["metrics"]
+    pred = Histogram().fit(None, np.asarray(data.train["output_tokens"], float))
+    want = distribution_metrics(pred.predict_distribution(data.test), y, cut, cap=16)
+    for key in ("crps", "coverage_80", "interval_width_80"):
+        assert got[key] == pytest.approx(want[key]) and got[key] >= 0
+    assert got["mae"] is not None and 0 <= got["coverage_80"] <= 1
+    point = evaluate_one(Point(), data, seed=0)["metrics"]
+    assert point["crps"] is point["coverage_80"] is point["interval_width_80"] is None
+
+
+def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
+    """ltr outputs a ranking score: its record stores every length and distribution metric as
+    null (never 0.0), keeps tau and rho, has no per-row errors, and takes no MAE rank; the page
+    and the terminal show "–"."""
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen_bench.leaderboard.render import config_table, mae_ranks, significance
+    from forelen_bench.metrics import METRICS
+
+    results = tmp_path / "results"
+    records = run_evaluation(DatasetFolder(built), [CONFIG], ["ltr", "constant-median"], 42,
+                             str(results))
+    ltr = json.loads((results / CONFIG / "ltr.json").read_text())
+    m = ltr["metrics"]
+    assert ltr["predictor"]["outputs"] == "ranking" and ltr["per_row"] is None
+    for metric in METRICS:  # stored, as null where ltr does not produce it
+        assert metric.key in m and (metric.needs == "order" or m[metric.key] is None)
+    assert m["mae"] is None and m["mae_ci95"] is None and m["crps"] is None
+    assert "ltr" not in mae_ranks(records) and "ltr" not in significance(records)
+    row = next(r for r in config_table(records) if r["name"] == "ltr")
+    assert row["cols"][0]["text"] == row["cols"][1]["text"] == "–"
+    done = run("evaluate", "--predictor", "constant-median", "--data", str(built), "--results",
+               str(tmp_path / "r2"), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)[0]["metrics"]
+    assert out["mae"] >= 0 and out["crps"] is None and "crps" in out  # null in --json

@@ -437,3 +437,97 @@ def test_too_few_prompts_are_never_called_significant():
     assert sig["egtp"]["rank"] == sig["constant-median"]["rank"] == 1
     assert sig["egtp"]["too_few_groups"] and not sig["egtp"]["tested"]
     assert length_metrics(np.arange(8.0), np.zeros(8), groups=groups)["mae_ci95"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics a predictor does not produce: null, "–", never ranked
+
+
+def _columns() -> dict[str, int]:
+    """Metric key -> its column in a config table's row (`render.config_table`)."""
+    from forelen_bench.leaderboard.render import ACCURACY
+
+    return {"mae": 1} | {k: 4 + i for i, (k, *_rest) in enumerate(ACCURACY) if i}
+
+
+def _terminal_cells(recs) -> dict[str, dict[str, str]]:
+    """predictor -> {column header: cell text} of the terminal table (`report.results_table`)."""
+    from rich.console import Console
+
+    from forelen_bench.leaderboard.report import results_table
+
+    console = Console(record=True, width=400, color_system=None)
+    console.print(results_table(recs, "t"))
+    lines = [[c.strip() for c in line.strip("│┃ ").split("│" if "│" in line else "┃")]
+             for line in console.export_text().splitlines() if line.startswith(("│", "┃"))]
+    head = lines[0]
+    return {cells[0].split(" (")[0]: dict(zip(head, cells)) for cells in lines[1:]}
+
+
+def test_a_metric_a_predictor_lacks_is_a_dash_and_takes_no_rank():
+    """ltr (a ranking score) has no MAE: "–" on the page and in the terminal, no MAE rank, no
+    pairwise MAE test, even where a record stored `mae: 0.0` for it. A point predictor has no
+    CRPS; a distribution predictor shows its CRPS, coverage and width."""
+    import numpy as np
+
+    from forelen_bench.leaderboard.render import config_table, significance
+
+    recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
+    ltr = next(r for r in recs if r["predictor"]["name"] == "ltr")
+    ltr["metrics"]["mae"] = 0.0  # what a reader must never take for a perfect predictor
+    groups = list(np.repeat(np.arange(20), 2))
+    for r in recs:
+        if r["predictor"]["outputs"] != "ranking":
+            r["per_row"] = {"abs_error": [r["metrics"]["mae"]] * 40, "group": groups,
+                            "rows_sha256": "same"}
+    assert "ltr" not in mae_ranks(recs) and "ltr" not in significance(recs)
+    assert set(significance(recs)) == {"egtp", "plp", "tpv", "constant-median"}
+    col = _columns()
+    rows = {r["name"]: r["cols"] for r in config_table(recs)}
+    for key in ("mae", "rmse", "crps", "coverage_80", "interval_width_80"):
+        assert rows["ltr"][col[key]]["text"] == "–" and rows["ltr"][col[key]]["v"] == ""
+    assert rows["ltr"][0]["text"] == "–" and rows["ltr"][2]["text"] == "–"  # no rank, no CI
+    assert rows["ltr"][col["kendall_tau"]]["text"] == "0.300"
+    assert rows["egtp"][col["crps"]]["text"] == "28.0"  # 0.7 * MAE 40
+    assert rows["egtp"][col["coverage_80"]]["text"] == "0.78"
+    assert rows["egtp"][col["interval_width_80"]]["text"] == "120.0"
+    assert rows["constant-median"][col["crps"]]["text"] == "–"
+    assert rows["constant-median"][col["mae"]]["text"] == "50.0"
+
+    term = _terminal_cells(recs)
+    assert term["ltr"]["MAE"] == term["ltr"]["95% CI"] == term["ltr"]["RMSE"] == "–"
+    assert term["ltr"]["CRPS"] == "–" and term["ltr"]["tau"] == "0.300"
+    assert (term["egtp"]["CRPS"], term["egtp"]["cov80"], term["egtp"]["w80"]) == \
+        ("28.0", "0.78", "120.0")
+    assert term["constant-median"]["CRPS"] == term["constant-median"]["w80"] == "–"
+    assert term["constant-median"]["MAE"] == "50.0"
+    assert list(term)[-2:] == ["ltr", "group-median-oracle"]  # no MAE: after every MAE
+
+
+def test_page_headers_come_from_the_metric_schema(results):
+    from forelen_bench.metrics import METRICS
+
+    html = render_page([json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))],
+                       rel.build_manifest(rel.load_records(results), None))
+    from markupsafe import escape
+
+    for m in METRICS:  # a header per metric, its tip as the title
+        assert f'title="{escape(m.tip)}">{escape(m.label)}</th>' in html, m.key
+    assert html.count(">28.0</td>") >= 1  # egtp's CRPS in tiny-cot
+
+
+def test_release_v0_1_0_renders_without_the_new_metrics():
+    """The released records predate the distribution metrics (and keep ltr without MAE): read as
+    null, shown as "–". The release itself is never rewritten."""
+    from forelen_bench.leaderboard.render import config_table
+
+    folder = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"
+    recs = [r.body for r in rel.load_records(folder) if r.body["dataset"]["config"]
+            == "smollm2-135m-rl"]
+    assert recs and all("crps" not in r["metrics"] for r in recs)
+    col = _columns()
+    rows = {r["name"]: r["cols"] for r in config_table(recs)}
+    assert all(c[col["crps"]]["text"] == "–" and c[col["coverage_80"]]["text"] == "–"
+               for c in rows.values())
+    assert rows["ltr"][col["mae"]]["text"] == "–" and rows["ltr"][0]["text"] == "–"
+    assert rows["egtp"][col["mae"]]["text"] != "–" and rows["egtp"][0]["text"] != "–"

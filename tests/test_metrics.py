@@ -145,3 +145,149 @@ def test_partitions_are_pinned():
     assert [partition_of(g) for g in ("gsm8k:0", "math500:17", "ifeval:1000",
                                       "longbench:qasper:3", "file:p.jsonl:p00")] == [
         "validation", "train", "train", "train", "test"]
+
+
+# ---------------------------------------------------------------------------------------------
+# distribution metrics: CRPS, 80% interval coverage and width (checked by brute force)
+
+
+def _brute_crps(dist, y, cap):
+    """The integral of (F(x) - 1{x >= y})^2 over x < cap on a fine grid (cap: per row)."""
+    lo = min(dist.edges[0], y.min()) - 10
+    x = np.linspace(lo, max(dist.edges[-1], y.max()) + 10, 400_001)
+    dx = x[1] - x[0]
+    out = []
+    for f, v, c in zip(dist.cdf_at_edges(), y, cap):
+        big_f = np.interp(x, dist.edges, f)  # 0 before the first edge, 1 after the last
+        out.append(np.sum(((big_f - (x >= v)) ** 2)[x < c]) * dx)
+    return np.array(out)
+
+
+def _sampled(n: int, seed: int):
+    """n rows, each with its own distribution over 20 bins of 50 tokens, and a length drawn from
+    that very distribution: a calibrated predictor."""
+    from forelen_bench.distribution import BinnedDistribution
+
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0.0, 1000.0, 21)
+    dist = BinnedDistribution(edges, rng.dirichlet(np.full(20, 0.3), size=n))
+    k = np.array([rng.choice(20, p=p) for p in dist.probs])
+    return dist, edges[k] + rng.uniform(0.0, 50.0, n)
+
+
+def test_crps_matches_brute_force_integration():
+    """Random edges and probabilities, lengths inside, below and beyond the edges, some rows
+    censored at the cap; with and without a cap."""
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import crps_binned
+
+    rng = np.random.default_rng(7)
+    for trial in range(4):
+        edges = np.unique(np.round(rng.uniform(0, 600, 9)))
+        dist = BinnedDistribution(edges, rng.dirichlet(np.full(len(edges) - 1, 0.5), size=25))
+        y = rng.uniform(-40, 700, 25)
+        y[:3] = edges[[0, 3, -1]]  # on edges
+        cap = 450.0 if trial % 2 else None
+        cut = np.zeros(25, bool)
+        if cap is not None:
+            cut = y >= cap
+            y[cut] = cap
+        got = crps_binned(dist, y, cut, cap)
+        want = _brute_crps(dist, y, np.where(cut, y, cap if cap is not None else np.inf))
+        np.testing.assert_allclose(got, want, atol=5e-3)
+
+
+def test_crps_of_a_censored_row_by_hand():
+    """One bin [0, 100], uniform: F(x) = x / 100. Censored at 50: the integral of F^2 below the
+    cap, 50^3 / (3 * 100^2); a complete row at 50 with cap 100 adds the integral of (1 - F)^2 from
+    50 to 100, the same again; without a cap the plain CRPS (also 2 * 4.1667 here)."""
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import crps_binned
+
+    dist = BinnedDistribution([0.0, 100.0], [[1.0], [1.0], [1.0]])
+    got = crps_binned(dist, [50.0, 50.0, 150.0], [True, False, False], cap=100.0)
+    assert got[0] == pytest.approx(125000 / 30000)
+    assert got[1] == pytest.approx(2 * 125000 / 30000)
+    # a length beyond the cap that is not flagged: scored like a censored row at the cap
+    assert got[2] == pytest.approx(100 / 3)
+    assert crps_binned(dist.take([0]), [50.0], cap=None)[0] == pytest.approx(2 * 125000 / 30000)
+
+
+def test_a_sharp_correct_predictor_has_crps_near_zero():
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import distribution_metrics
+
+    y = np.array([12.0, 80.0, 255.0, 256.0, 600.0])
+    edges = np.unique(np.concatenate([y - 0.005, y + 0.005]))
+    probs = np.zeros((len(y), len(edges) - 1))
+    probs[np.arange(len(y)), np.searchsorted(edges, y) - 1] = 1.0  # the bin around each length
+    m = distribution_metrics(BinnedDistribution(edges, probs), y, censored=[0, 0, 0, 1, 0],
+                             cap=256.0)
+    assert m["crps"] == pytest.approx(0.0, abs=1e-3)
+    assert m["coverage_80"] == 1.0 and m["interval_width_80"] == pytest.approx(0.008)
+
+
+def test_a_calibrated_predictor_covers_80_percent():
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import distribution_metrics
+
+    dist, y = _sampled(4000, seed=0)
+    m = distribution_metrics(dist, y)
+    assert 0.75 <= m["coverage_80"] <= 0.85
+    assert m["interval_width_80"] == pytest.approx(np.mean(dist.quantile(0.9) - dist.quantile(0.1)))
+    # overconfident: every row's mass squeezed towards its median bin covers less
+    sharp = dist.probs ** 3
+    assert distribution_metrics(BinnedDistribution(dist.edges, sharp), y)["coverage_80"] < 0.7
+
+
+def test_censored_coverage_needs_the_upper_end_at_the_cap():
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import distribution_metrics
+
+    dist = BinnedDistribution([0.0, 100.0, 200.0], [[1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
+    # q10/q90: row 0 10/90, rows 1 and 2 20/180; rows 0 and 1 censored at 100, row 2 at 190
+    m = distribution_metrics(dist, [100.0, 100.0, 190.0], censored=[True, True, True], cap=None)
+    assert m["coverage_80"] == pytest.approx(1 / 3)  # row 0: 90 < 100; row 2: 180 < 190
+    assert m["interval_width_80"] == pytest.approx((80 + 160 + 160) / 3)
+
+
+def test_censored_crps_is_proper():
+    """With a fifth of the rows censored, the true distributions score better than the same ones
+    with their mass beyond the cap moved just below it. Scoring complete rows beyond the cap but
+    censored ones not (the plain CRPS for complete rows) would prefer the moved ones."""
+    from forelen_bench.distribution import BinnedDistribution
+    from forelen_bench.metrics import crps_binned
+
+    dist, y = _sampled(4000, seed=0)
+    cap = 800.0
+    cut = y >= cap
+    y = np.where(cut, cap, y)
+    moved = dist.probs.copy()
+    moved[:, 15] += moved[:, 16:].sum(1)  # bin 15 is [750, 800)
+    moved[:, 16:] = 0.0
+    moved = BinnedDistribution(dist.edges, moved)
+    assert 0.1 < cut.mean() < 0.3
+    assert crps_binned(dist, y, cut, cap).mean() < crps_binned(moved, y, cut, cap).mean()
+
+    def mixed(d):  # the improper rule
+        return np.where(cut, crps_binned(d, y, cut, cap), crps_binned(d, y)).mean()
+
+    assert mixed(moved) < mixed(dist)
+
+
+def test_a_ranking_score_has_no_length_or_distribution_metric():
+    from forelen_bench.metrics import METRICS, metric_value
+
+    m = ranking_metrics([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9])
+    assert m["kendall_tau"] is not None and m["spearman_rho"] is not None
+    for key in ("mae", "mae_ci95", "rmse", "acc_50", "mae_censor_aware", "crps", "coverage_80"):
+        assert key in m and m[key] is None
+    assert {k.key for k in METRICS} <= set(m)
+    # an older or foreign record that stored an MAE of 0 for a ranking predictor: read as none
+    rec = {"predictor": {"outputs": "ranking"}, "metrics": {"mae": 0.0, "kendall_tau": 0.2}}
+    assert metric_value(rec, "mae") is None and metric_value(rec, "kendall_tau") == 0.2
+    assert metric_value({"metrics": {"mae": float("nan")}}, "mae") is None
+    assert metric_value({"metrics": {}}, "crps") is None  # a record from before the metric
+    point = length_metrics([1, 2, 3], [1, 2, 2])
+    assert point["crps"] is None and point["coverage_80"] is None
+    assert point["interval_width_80"] is None
