@@ -378,3 +378,22 @@ def cross_entropy(out, t, weight: np.ndarray | None = None):
 
     w = None if weight is None else torch.from_numpy(np.asarray(weight, np.float32))
     return F.cross_entropy(out, t, weight=w)
+
+
+CLASS_WEIGHTS = (None, "balanced")
+
+
+def class_weights(cls: np.ndarray, n_classes: int, mode: str | None) -> np.ndarray | None:
+    """Per-class cross-entropy weights: None (plain cross-entropy) or "balanced" (inverse
+    frequency n / (K * count_c) over the K classes present in train, as SSJF's multi-class
+    variant weighs its classes and scikit-learn's class_weight="balanced"; absent classes weigh 0).
+    Under argmax, plain cross-entropy on imbalanced classes whose posterior varies little from
+    prompt to prompt predicts the majority class for every prompt; balanced weights make the
+    argmax that of p(class | prompt) / p(class), which moves with the prompt."""
+    if mode not in CLASS_WEIGHTS:
+        raise ForelenError(f"class_weight must be None or 'balanced', not {mode!r}")
+    if mode is None:
+        return None
+    counts = np.bincount(np.asarray(cls, np.int64), minlength=n_classes).astype(np.float64)
+    present = int((counts > 0).sum())
+    return np.where(counts > 0, len(cls) / (max(present, 1) * np.maximum(counts, 1)), 0.0)

@@ -3,6 +3,10 @@ the prompt classified into length buckets of width g (class = min(length, 8192) 
 cap), cross-entropy; a class predicts its centre. The paper's proxy is OPT-125m (last-token
 pooling, which `pooling="auto"` picks for decoders); the default encoder is the offline MiniLM.
 lr, epochs and batch size follow ltr.py's defaults.
+
+On censored, imbalanced targets the paper's plain cross-entropy + argmax predicts one class (the
+budget's) for every prompt (v0.1.0 cot and rl); `class_weight="balanced"` with `g=100` avoids it
+(cards/predictors/ltr-c.md). The default stays the paper's.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from forelen_bench.predictors import PREDICTORS, PredictorInfo
-from forelen_bench.predictors._text import DEFAULT_ENCODER, TextPredictor, cross_entropy
+from forelen_bench.predictors._text import (DEFAULT_ENCODER, TextPredictor, class_weights,
+                                            cross_entropy)
 
 PAPER = "Fu et al. 2024, Efficient LLM Scheduling by Learning to Rank"
 CAP = 8192  # the paper's maximum length
@@ -50,6 +55,19 @@ class LTRClassifier(_LTRBase):
     info = PredictorInfo(name="ltr-c", version="1", family="text-proxy", reference=PAPER,
                          requires=("prompt",))
 
+    def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
+                 truncation_side: str = "left", pooling: str = "auto", g: int = 10,
+                 epochs: int = 5, batch_size: int = 32, lr: float = 2e-5,
+                 weight_decay: float = 0.01, patience: int | None = None, seed: int = 42,
+                 precision: str = "auto", group_by_length: bool = True,
+                 attention_dropout: float | None = 0.0, class_weight: str | None = None):
+        super().__init__(encoder=encoder, max_length=max_length, truncation_side=truncation_side,
+                         pooling=pooling, g=g, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, patience=patience, seed=seed,
+                         precision=precision, group_by_length=group_by_length,
+                         attention_dropout=attention_dropout)
+        self.class_weight = class_weight  # None: the paper's plain cross-entropy
+
     def _setup(self, y: np.ndarray):
         import torch
 
@@ -57,6 +75,7 @@ class LTRClassifier(_LTRBase):
         self.values_ = np.arange(self.n_classes_) * float(self.g) + self.g / 2
         cls = self._classes(y)
         self.class_counts_ = np.bincount(cls, minlength=self.n_classes_)
+        self.class_weights_ = class_weights(cls, self.n_classes_, self.class_weight)
         return torch.from_numpy(cls).long()
 
     def _head(self, h: int):
@@ -67,14 +86,17 @@ class LTRClassifier(_LTRBase):
         import torch.nn as nn
 
         head = nn.Linear(h, self.n_classes_)
-        counts = self.class_counts_ + PRIOR_FLOOR
+        counts = self.class_counts_.astype(np.float64)
+        if self.class_weights_ is not None:  # the prior the weighted loss fits: uniform over seen
+            counts = counts * self.class_weights_
+        counts = counts + PRIOR_FLOOR
         prior = counts / counts.sum()
         with torch.no_grad():
             head.bias.copy_(torch.from_numpy(np.log(prior)).float())
         return head
 
     def _loss(self, out, t):
-        return cross_entropy(out, t)
+        return cross_entropy(out, t, self.class_weights_)
 
     def _decode(self, out: np.ndarray) -> np.ndarray:
         """Argmax class -> its centre, as the LTR code decodes (`outputs.argmax`). Argmax predicts
