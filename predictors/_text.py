@@ -357,6 +357,24 @@ class TextPredictor(Predictor):
         out = infer(self.model_, self.tokenizer_, self._ids(table), precision=self.spec_.precision)
         return np.asarray(self._decode(out), dtype=np.float64)
 
+    def _class_edges(self) -> np.ndarray | None:
+        """Classifiers: the K+1 length edges of their K classes; None: no distribution."""
+        return None
+
+    def predict_distribution(self, table):
+        """A classifier's class probabilities (softmax of its head) as a BinnedDistribution over
+        its classes' length ranges; `predict` decodes its argmax class, as the papers do."""
+        from forelen_bench.distribution import BinnedDistribution
+
+        self.check_fitted()
+        edges = self._class_edges()
+        if edges is None:
+            raise NotImplementedError(f"{self.info.name} predicts no distribution")
+        z = np.asarray(infer(self.model_, self.tokenizer_, self._ids(table),
+                             precision=self.spec_.precision), np.float64)  # (N, K) logits
+        p = np.exp(z - z.max(1, keepdims=True))
+        return BinnedDistribution(edges, p / p.sum(1, keepdims=True))
+
     def _ids(self, table) -> list[list[int]]:
         return tokenize(self.tokenizer_, table["prompt"], self.max_length, self.truncation_side)
 

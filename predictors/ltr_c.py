@@ -108,3 +108,7 @@ class LTRClassifier(_LTRBase):
         if len(cls):
             self.modal_class_rate_ = float(np.bincount(cls).max() / len(cls))
         return self.values_[cls]
+
+    def _class_edges(self) -> np.ndarray:
+        """Classes of width g from 0; the last holds the lengths capped at 8192."""
+        return np.arange(self.n_classes_ + 1) * float(self.g)

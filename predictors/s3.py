@@ -74,3 +74,7 @@ class S3(TextPredictor):
 
     def _decode(self, out: np.ndarray) -> np.ndarray:
         return self.values_[np.argmax(out, axis=1)]
+
+    def _class_edges(self) -> np.ndarray:
+        """The 10 equal-width buckets over [0, train max]."""
+        return np.arange(self.n_buckets + 1) * self.width_

@@ -12,8 +12,7 @@ import numpy as np
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, PredictorInfo
-from forelen_bench.predictors._text import (DEFAULT_ENCODER, TextPredictor, classify,
-                                            cross_entropy, infer)
+from forelen_bench.predictors._text import DEFAULT_ENCODER, TextPredictor, classify, cross_entropy
 
 PAPER = ("Qiu et al. 2024, Efficient Interactive LLM Serving with Proxy Model-based Sequence "
          "Length Prediction (SSJF)")
@@ -135,13 +134,6 @@ class SSJFMultiClass(_SSJF):
         """The argmax class, as the paper schedules by the predicted class: no other decoding."""
         return self.values_[np.argmax(out, axis=1)]
 
-    def predict_distribution(self, table):
-        """The 5 class probabilities as a BinnedDistribution over the classes' length ranges (the
-        open last class closed at the train maximum); `predict` takes its argmax class."""
-        from forelen_bench.distribution import BinnedDistribution
-
-        self.check_fitted()
-        out = infer(self.model_, self.tokenizer_, self._ids(table), precision=self.spec_.precision)
-        z = np.asarray(out, np.float64)
-        p = np.exp(z - z.max(1, keepdims=True))
-        return BinnedDistribution(self.dist_edges_, p / p.sum(1, keepdims=True))
+    def _class_edges(self) -> np.ndarray:
+        """The 5 classes' length ranges, the open last class closed at the train maximum."""
+        return self.dist_edges_

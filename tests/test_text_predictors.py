@@ -113,6 +113,20 @@ def test_ssjf_mc_distribution_is_its_class_probabilities(data):
     np.testing.assert_array_equal(pred.predict(test), pred.values_[dist.probs.argmax(1)])
 
 
+@pytest.mark.parametrize("name,kw,n_bins", [("s3", {}, 10), ("ltr-c", {"g": 100}, 82)])
+def test_bucket_classifiers_give_their_class_probabilities(data, name, kw, n_bins):
+    """s3's and ltr-c's buckets as bins, so their distribution metrics are scored; `predict` stays
+    their argmax bucket. A regressor (ssjf-reg) predicts no distribution."""
+    (train, y), (test, _) = data
+    pred = make(name, epochs=1, **kw).fit(train, y)
+    dist = pred.predict_distribution(test)
+    assert dist.probs.shape == (test.n, n_bins) and np.allclose(dist.probs.sum(1), 1.0)
+    np.testing.assert_array_equal(pred.predict(test), pred.values_[dist.probs.argmax(1)])
+    assert np.all((pred.values_ >= dist.edges[:-1]) & (pred.values_ <= dist.edges[1:]))
+    with pytest.raises(NotImplementedError):
+        make("ssjf-reg", epochs=1).fit(train, y).predict_distribution(test)
+
+
 def test_attention_dropout_parameter():
     """0.0 (the default) switches off only the attention-probability dropout; None keeps it."""
     _, off = _text.load_encoder(_text.DEFAULT_ENCODER, 0.0)
