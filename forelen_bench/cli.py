@@ -289,11 +289,14 @@ def leaderboard_release(
     out: str = typer.Option("releases", help="Folder of releases; this one goes to OUT/VERSION."),
     supersedes: Optional[str] = typer.Option(None, help="The release this one corrects."),
     notes: Optional[str] = typer.Option(None, help="Release notes: text, or a file holding them."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty",
+                                     help="Release records made from a dirty tree (git_commit "
+                                          "ending in +dirty); the notes and manifest list them."),
 ):
     """Freeze result records into an immutable release: manifest, records and index.html."""
     from forelen_bench.leaderboard.release import PAGE, make_release
 
-    dest = make_release(version, results, out, supersedes, notes)
+    dest = make_release(version, results, out, supersedes, notes, allow_dirty=allow_dirty)
     _console().print(f"[green]released[/green] {version} in {dest}")
     print(dest / PAGE)
 

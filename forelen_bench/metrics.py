@@ -65,10 +65,29 @@ METRICS = (
 )
 
 
+# A predictor is (nearly) constant when at least 90% of its test predictions lie in a band 1% as
+# wide as the true lengths' spread: (P95 - P5) of the predictions <= CONSTANT_SPREAD x (P95 - P5)
+# of the targets. Such a predictor is a constant in disguise (v0.1.0: ltr-c, s3 on cot): the page
+# flags it and leaves it out of the ranking, where the constant-median reference already stands.
+CONSTANT_SPREAD = 0.01
+
+
+def prediction_spread(y_true, y_pred) -> dict:
+    """How much the predictions vary, relative to the targets: `prediction_spread` (the ratio
+    above; 0 for a constant) and `prediction_median`, stored with every length record so that a
+    constant predictor can be told from its record (the predictions themselves are only hashed)."""
+    y = np.asarray(y_true, np.float64)
+    p = np.asarray(y_pred, np.float64)
+    width = lambda v: float(np.subtract(*np.percentile(v, [95, 5])))  # noqa: E731
+    return {"prediction_spread": width(p) / max(width(y), 1.0),  # >= 1 token: constant targets
+            "prediction_median": float(np.median(p))}
+
+
 def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=None,
                    censored=None, distribution=None, cap: float | None = None) -> dict:
     """MAE (+ bootstrap 95% CI), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100,
-    the censoring metrics, and the distribution metrics (null without `distribution`).
+    the censoring metrics, the distribution metrics (null without `distribution`) and the
+    prediction spread (`prediction_spread`).
 
     `groups` (one key per row): the bootstrap resamples groups (prompts), not rows, since the
     samples of one prompt are correlated; without it every row is its own group. `censored`
@@ -102,6 +121,7 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=
         "acc_100": float(np.mean(err <= 100)),
         **censoring_metrics(y, p, censored),
         **distribution_metrics(distribution, y, censored, cap),
+        **prediction_spread(y, p),
     }
 
 

@@ -4,7 +4,9 @@ A release `releases/vX.Y/` holds `manifest.json` (versions, commit, dataset per 
 every record), `records/<config>/<predictor>.json`, the rendered `index.html` and a `README.md` that
 makes the folder a static hub Space as it is. It is built in a temp folder beside its destination
 and renamed into place, so an interrupted release leaves nothing; an existing version is never
-overwritten: a correction is a new version whose manifest names the one it supersedes.
+overwritten: a correction is a new version whose manifest names the one it supersedes. Records made
+from a dirty tree (`git_commit` ending in +dirty: their commit does not name the code that made
+them) are refused unless `allow_dirty`, and then listed in the manifest and the notes.
 """
 
 from __future__ import annotations
@@ -103,6 +105,41 @@ def _agree(records: list[Record], key, message: str) -> None:
         raise ForelenError(f"{message}: {parts}")
 
 
+def _is_dirty(r: Record) -> bool:
+    return str(r.body.get("git_commit") or "").endswith("+dirty")
+
+
+def dirty_records(records: list[Record]) -> list[dict]:
+    """The records made from a working tree with uncommitted changes (git_commit ends in +dirty)."""
+    return [{"record": f"{RECORDS}/{r.rel}", "predictor": r.body["predictor"]["name"],
+             "config": r.body["dataset"]["config"], "git_commit": r.body.get("git_commit")}
+            for r in sorted(records, key=lambda r: r.rel) if _is_dirty(r)]
+
+
+def check_clean(records: list[Record], allow_dirty: bool = False) -> list[dict]:
+    """Refuse records from a dirty tree, in one line, unless `allow_dirty`; return them."""
+    dirty = [r for r in sorted(records, key=lambda r: r.rel) if _is_dirty(r)]
+    if dirty and not allow_dirty:
+        raise ForelenError(f"{len(dirty)} of {len(records)} records were made from a dirty tree "
+                           "(uncommitted changes, so their commit does not name the code), the "
+                           f"first {dirty[0].path} (commit {dirty[0].body['git_commit']}); commit "
+                           "and evaluate them again, or release them with --allow-dirty, which "
+                           "lists them in the notes and the manifest")
+    return dirty_records(dirty)
+
+
+def dirty_notes(notes: str | None, dirty: list[dict], total: int) -> str | None:
+    """The release notes with a section listing the records released from a dirty tree."""
+    if not dirty:
+        return notes
+    lines = ["## Records from a dirty tree", "",
+             f"Released with --allow-dirty: {len(dirty)} of {total} records were made from a "
+             "working tree with uncommitted changes, so the commit each names does not say which "
+             "code made it.", "", "| predictor | config | commit |", "|---|---|---|"]
+    lines += [f"| {d['predictor']} | {d['config']} | `{d['git_commit']}` |" for d in dirty]
+    return "\n".join(([notes, ""] if notes else []) + lines)
+
+
 def dataset_blocks(records: list[Record]) -> dict:
     """Per config: where its dataset lives and which build was scored."""
     out = {}
@@ -185,6 +222,7 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
         "record_version": first.get("record_version"),
         "schema_version": first["dataset"].get("schema_version"),
         "configs": configs,
+        "dirty_records": dirty_records(records),
         "records": {f"{RECORDS}/{r.rel}": {"sha256": r.sha256, "predictor": r.body["predictor"]["name"],
                                            "config": r.body["dataset"]["config"],
                                            "forelen_version": r.body.get("forelen_version"),
@@ -205,8 +243,10 @@ def read_notes(notes: str | None) -> str | None:
 
 
 def make_release(version: str, results: str | Path = "results", out: str | Path = "releases",
-                 supersedes: str | None = None, notes: str | None = None) -> Path:
-    """Freeze the records of `results` into `out/version`; return the new folder."""
+                 supersedes: str | None = None, notes: str | None = None,
+                 allow_dirty: bool = False) -> Path:
+    """Freeze the records of `results` into `out/version`; return the new folder. Records from a
+    dirty tree are refused unless `allow_dirty`, which lists them in the notes and manifest."""
     from forelen_bench.leaderboard.render import render_page
 
     check_version(version)
@@ -223,7 +263,9 @@ def make_release(version: str, results: str | Path = "results", out: str | Path 
         if not (out / supersedes / MANIFEST).is_file():
             raise ForelenError(f"--supersedes {supersedes}: no release {supersedes} in {out}")
     records = load_records(results)
-    manifest = build_manifest(records, version, supersedes, read_notes(notes),
+    dirty = check_clean(records, allow_dirty)
+    manifest = build_manifest(records, version, supersedes,
+                              dirty_notes(read_notes(notes), dirty, len(records)),
                               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     bodies = [r.body for r in records]
     files = {f"{RECORDS}/{r.rel}": r.data for r in records}
@@ -245,6 +287,10 @@ def space_readme(manifest: dict) -> str:
              "sha256 of every result record under `records/`."]
     if manifest.get("supersedes"):
         lines += ["", f"Supersedes {manifest['supersedes']}."]
+    if manifest.get("dirty_records"):
+        lines += ["", f"{len(manifest['dirty_records'])} records were made from a dirty tree "
+                  "(released with --allow-dirty); `manifest.json` lists them under "
+                  "`dirty_records`."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from forelen_bench.errors import ForelenError
 from forelen_bench.leaderboard import plots
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
-from forelen_bench.metrics import METRICS, metric_value
+from forelen_bench.metrics import CONSTANT_SPREAD, METRICS, metric_value
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
@@ -52,6 +53,75 @@ def kind(p: dict) -> str:
     return "ranking" if p.get("outputs") == "ranking" else "ranked"
 
 
+# -- flags: what a rank alone would hide ---------------------------------------------------------
+
+FALLBACK_RATE = 0.5  # above it, a predictor answers most test rows with its fallback
+# diagnostics (a predictor's own `*_rate_`, evaluate.py) that count rows given a fallback: what
+FALLBACK_DIAGNOSTICS = {"parse_failure_rate": "the train median"}
+MODAL_CONSTANT = 0.95  # records without `prediction_spread`: one class on this share of rows
+
+
+def constant_reason(record: dict, taus_defined: bool = True) -> str | None:
+    """Why a learned length predictor's test predictions are (nearly) constant, else None.
+
+    References are constants by design: never flagged. A record with `metrics.prediction_spread`
+    is judged by it (`metrics.CONSTANT_SPREAD`). Older records (v0.1.0) store neither predictions
+    nor targets, so: one class on >= MODAL_CONSTANT of the rows (`modal_class_rate`, ltr-c), or a
+    Kendall tau left null (evaluation nulls it when the predictions do not vary) while the config's
+    other records have one (`taus_defined`: the targets vary).
+    """
+    p = record["predictor"]
+    if p.get("family") == "reference" or kind(p) != "ranked" or metric_value(record, "mae") is None:
+        return None
+    spread = metric_value(record, "prediction_spread")
+    if spread is not None:
+        if spread > CONSTANT_SPREAD:
+            return None
+        median = metric_value(record, "prediction_median")
+        return (f"90% of its predictions lie within {CONSTANT_SPREAD:.0%} of the true lengths' "
+                f"spread" + (f", around {median:,.0f}" if median is not None else ""))
+    modal = metric_value({"metrics": record.get("diagnostics") or {}}, "modal_class_rate")
+    if modal is not None and modal >= MODAL_CONSTANT:
+        return f"one class for {modal:.0%} of the test rows"
+    if taus_defined and metric_value(record, "kendall_tau") is None:
+        return "the same prediction for every test row (Kendall tau undefined)"
+    return None
+
+
+def flags(records: list[dict]) -> dict[str, list[dict]]:
+    """Per predictor of one config, its flags: `constant` (left out of the ranking) and
+    `fallback` (above FALLBACK_RATE of the test rows); each with a short text and a title."""
+    taus = any(metric_value(r, "kendall_tau") is not None for r in records)
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        got = []
+        why = constant_reason(r, taus)
+        if why:
+            got.append({"flag": "constant", "text": "constant",
+                        "title": f"(nearly) constant predictions: {why}; not ranked"})
+        for key, fallback in FALLBACK_DIAGNOSTICS.items():
+            rate = metric_value({"metrics": r.get("diagnostics") or {}}, key)
+            if rate is not None and rate > FALLBACK_RATE:
+                got.append({"flag": "fallback", "text": f"fallback {rate:.0%}", "rate": rate,
+                            "to": fallback,
+                            "title": f"falls back to {fallback} on {rate:.0%} of the test rows "
+                                     f"({key.replace('_', ' ')})"})
+        if got:
+            out[r["predictor"]["name"]] = got
+    return out
+
+
+def constants(records: list[dict]) -> set[str]:
+    return {name for name, fs in flags(records).items() if any(f["flag"] == "constant" for f in fs)}
+
+
+def rankable(records: list[dict]) -> list[dict]:
+    """The records a config ranks: length predictors with an MAE, not oracles, not constants."""
+    out = constants(records)
+    return [r for r in records if kind(r["predictor"]) == "ranked"
+            and metric_value(r, "mae") is not None and r["predictor"]["name"] not in out]
+
+
 SIGNIFICANCE = {"level": 0.95, "n_boot": 2000, "seed": 0,
                 "test": "paired group bootstrap of the MAE difference (groups = partition "
                          "units: prompts, a template's or an article's prompts together)"}
@@ -63,14 +133,14 @@ def significance(records: list[dict]) -> dict[str, dict]:
     is significantly better than the best reference and than the best predictor.
 
     Ties are honest: predictors no test separates share a rank, as on Chatbot-Arena-style boards.
-    Records without per-row errors (older ones) fall back to their MAE order.
+    Records without per-row errors (older ones) fall back to their MAE order. Constant predictors
+    (`flags`) are not ranked and count in no other predictor's rank.
     """
     import numpy as np
 
     from forelen_bench.metrics import group_bootstrap_means
 
-    ranked = [r for r in records if kind(r["predictor"]) == "ranked"
-              and metric_value(r, "mae") is not None]
+    ranked = rankable(records)
     from forelen_bench.metrics import MIN_GROUPS
 
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
@@ -105,9 +175,9 @@ def significance(records: list[dict]) -> dict[str, dict]:
 
 
 def mae_ranks(records: list[dict]) -> dict[str, float]:
-    """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config."""
-    scored = sorted((metric_value(r, "mae"), r["predictor"]["name"]) for r in records
-                    if kind(r["predictor"]) == "ranked" and metric_value(r, "mae") is not None)
+    """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config
+    (`rankable`: constants left out)."""
+    scored = sorted((metric_value(r, "mae"), r["predictor"]["name"]) for r in rankable(records))
     ranks, i = {}, 0
     while i < len(scored):
         j = i
@@ -117,6 +187,47 @@ def mae_ranks(records: list[dict]) -> dict[str, float]:
             ranks[name] = (i + j) / 2 + 1
         i = j + 1
     return ranks
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def summary(records: list[dict], sig: dict | None = None) -> str:
+    """One config's plain reading: does any learned predictor beat the best reference (the
+    lowest-MAE non-oracle reference) significantly (`significance`), and which predictors are
+    constants left out of the ranking."""
+    sig = significance(records) if sig is None else sig
+    by_name = {r["predictor"]["name"]: r for r in records}
+    mae = {n: metric_value(by_name[n], "mae") for n in sig}
+    refs = sorted((n for n in sig if by_name[n]["predictor"].get("family") == "reference"),
+                  key=lambda n: (mae[n], n))
+    learned = sorted((n for n in sig if n not in refs), key=lambda n: (mae[n], n))
+    if not refs:
+        text = "No reference predictor here: nothing to compare with."
+    elif not learned:
+        text = (f"No learned length predictor is ranked here; {refs[0]} scores MAE "
+                f"{mae[refs[0]]:,.1f}.")
+    else:
+        ref, best = refs[0], learned[0]
+        against = f"{ref} (MAE {mae[ref]:,.1f})"
+        wins = [n for n in learned if sig[n].get("vs_ref") == "better"]
+        if not sig[best].get("tested"):
+            why = ("too few test prompts" if sig[best].get("too_few_groups")
+                   else "records without per-row errors")
+            text = (f"Not tested ({why}): the lowest learned MAE is {best}'s "
+                    f"({mae[best]:,.1f}), against {against}.")
+        elif wins:
+            text = (f"{len(wins)} learned predictor{'s beat' if len(wins) > 1 else ' beats'} "
+                    f"{against} significantly; the best is {wins[0]} (MAE {mae[wins[0]]:,.1f}).")
+        else:
+            text = (f"No learned predictor beats {against} significantly; the closest is {best} "
+                    f"(MAE {mae[best]:,.1f}).")
+    flat = sorted(constants(records))
+    if flat:
+        text += (f" {_names(flat)} predict{'s' if len(flat) == 1 else ''} a constant and "
+                 f"{'is' if len(flat) == 1 else 'are'} not ranked.")
+    return text
 
 
 def by_config(records: list[dict]) -> dict[str, list[dict]]:
@@ -129,12 +240,16 @@ def by_config(records: list[dict]) -> dict[str, list[dict]]:
 def overview(groups: dict[str, list[dict]]) -> list[dict]:
     """One row per predictor: mean significance rank over the configs it was scored on."""
     ranks = {c: {n: v["rank"] for n, v in significance(rs).items()} for c, rs in groups.items()}
+    flagged = {c: flags(rs) for c, rs in groups.items()}
     rows: dict[str, dict] = {}
     for config, recs in groups.items():
         for r in recs:
             p = r["predictor"]
             row = rows.setdefault(p["name"], {"name": p["name"], "family": p.get("family"),
-                                              "kind": kind(p), "cells": {}, "ranks": [], "taus": []})
+                                              "kind": kind(p), "cells": {}, "ranks": [], "taus": [],
+                                              "raised": {}})
+            for f in flagged[config].get(p["name"], []):
+                row["raised"].setdefault(f["flag"], []).append((config, f))
             rank = ranks[config].get(p["name"])
             row["cells"][config] = {"mae": metric_value(r, "mae"), "rank": rank}
             if rank is not None:
@@ -145,8 +260,9 @@ def overview(groups: dict[str, list[dict]]) -> list[dict]:
         row["avg_rank"] = sum(row["ranks"]) / len(row["ranks"]) if row["ranks"] else None
         row["tau"] = sum(row["taus"]) / len(row["taus"]) if row["taus"] else None
         row["coverage"] = f"{len(row['cells'])}/{len(groups)}"
-    out = sorted(rows.values(), key=lambda r: (KIND_ORDER[r["kind"]], r["avg_rank"] or 0,
-                                               -(r["tau"] or -2), r["name"]))
+        row["flags"] = overview_flags(row.pop("raised"))
+    out = sorted(rows.values(), key=lambda r: (KIND_ORDER[r["kind"]], r["avg_rank"] is None,
+                                               r["avg_rank"] or 0, -(r["tau"] or -2), r["name"]))
     place = 0
     for row in out:
         row["place"] = (place := place + 1) if row["avg_rank"] is not None else None
@@ -157,12 +273,46 @@ def overview(groups: dict[str, list[dict]]) -> list[dict]:
             if row["kind"] == "oracle" and c and c["mae"] == 0:
                 row["cols"][-1]["title"] = EXACT_ORACLE
         row["cols"] += [cell(row["tau"], 3), cell(row["coverage"])]
+        if row["kind"] == "oracle":
+            row["cols"][-2]["title"] = "reads true lengths: left out of the mean τ over predictors"
     return out
+
+
+def overview_flags(raised: dict[str, list]) -> list[dict]:
+    """A predictor's flags over configs, one badge per kind of flag, naming the configs."""
+    out = []
+    for flag, hits in sorted(raised.items()):
+        where = ", ".join(c for c, _ in hits)
+        if flag == "constant":
+            out.append({"flag": flag, "text": "constant",
+                        "title": f"(nearly) constant predictions on {where}: not ranked there"})
+        else:
+            low, high = (round(100 * f(x["rate"] for _, x in hits)) for f in (min, max))
+            span = f"{low}%" if low == high else f"{low}–{high}%"
+            out.append({"flag": flag, "text": f"fallback {span}",
+                        "title": f"falls back to {hits[0][1]['to']} on {span} of the test rows "
+                                 f"({where})"})
+    return out
+
+
+def mean_tau(groups: dict[str, list[dict]]) -> dict:
+    """Kendall tau averaged over every (config, predictor) record that has one: without the oracle
+    references (which read true lengths and would inflate it), over learned predictors only, and
+    over the oracles alone, so the page can say what each is."""
+    def mean(keep):
+        taus = [metric_value(r, "kendall_tau") for rs in groups.values() for r in rs if keep(r)]
+        taus = [t for t in taus if t is not None]
+        return sum(taus) / len(taus) if taus else None
+
+    return {"without_oracles": mean(lambda r: kind(r["predictor"]) != "oracle"),
+            "learned": mean(lambda r: kind(r["predictor"]) != "oracle"
+                            and r["predictor"].get("family") != "reference"),
+            "oracles": mean(lambda r: kind(r["predictor"]) == "oracle")}
 
 
 def _table_order(ranks: dict[str, float]):
     """Ranked predictors by MAE rank, then ranking-only ones, then oracle references."""
-    return lambda name, k: (KIND_ORDER[k], ranks.get(name, 0), name)
+    return lambda name, k: (KIND_ORDER[k], ranks.get(name, math.inf), name)
 
 
 VERDICT_ORDER = {"better": "0", "best": "0", "n.s.": "1", "worse": "2"}
@@ -182,10 +332,11 @@ def verdict(sig: dict | None, key: str) -> dict:
                                         "best": "lowest MAE"}[text]}
 
 
-def config_table(recs: list[dict]) -> list[dict]:
-    sig = significance(recs)
+def config_table(recs: list[dict], sig: dict | None = None) -> list[dict]:
+    sig = significance(recs) if sig is None else sig
+    flagged = flags(recs)
     ranks = {name: v["rank"] for name, v in sig.items()}
-    order = lambda name, k: (KIND_ORDER[k], ranks.get(name, 0),  # noqa: E731
+    order = lambda name, k: (KIND_ORDER[k], ranks.get(name, math.inf),  # noqa: E731
                              next((metric_value(r, "mae") or 0 for r in recs
                                    if r["predictor"]["name"] == name), 0), name)
     rows = []
@@ -195,6 +346,9 @@ def config_table(recs: list[dict]) -> list[dict]:
         ci = (m.get("mae_ci95") if mae is not None else None) or [None, None]
         s = sig.get(p["name"])
         cols = [cell(ranks.get(p["name"]), 0), cell(mae, 1)]
+        constant = next((f for f in flagged.get(p["name"], []) if f["flag"] == "constant"), None)
+        if constant:
+            cols[0]["title"] = constant["title"]
         cols.append({"text": f"{ci[0]:.1f}–{ci[1]:.1f}", "v": repr(float(ci[1] - ci[0]))}
                     if None not in ci else cell(None))
         untested = ({"text": "n.t.", "v": "3", "title": "fewer test prompts than a paired "
@@ -209,7 +363,7 @@ def config_table(recs: list[dict]) -> list[dict]:
         if kind(p) == "oracle" and mae == 0:
             notes = ", ".join(filter(None, [notes, "MAE 0 by construction: one row per group"]))
         rows.append({"name": p["name"], "family": p.get("family"), "kind": kind(p), "cols": cols,
-                     "note": notes})
+                     "note": notes, "flags": flagged.get(p["name"], [])})
     return rows
 
 
@@ -328,13 +482,17 @@ def page_context(records: list[dict], manifest: dict) -> dict:
         block = (manifest.get("configs") or {}).get(name)
         curves = {r["predictor"]["name"]: [(t, v.get("mae")) for t, v in r["per_step"].items()]
                   for r in recs if r.get("per_step")}
-        configs.append({"name": name, "meta": config_meta(recs, block), "rows": config_table(recs),
+        sig = significance(recs)
+        configs.append({"name": name, "meta": config_meta(recs, block),
+                        "rows": config_table(recs, sig), "summary": summary(recs, sig),
                         "e2e": e2e_tables(recs), "steps": plots.line_plot(curves, palette),
                         "hist": plots.histogram((block or {}).get("length_histogram")),
                         "hist_stats": (block or {}).get("length_histogram")})
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
-            "overview": overview(groups), "accuracy": ACCURACY, "e2e_cols": E2E,
-            "significance": SIGNIFICANCE,
+            "overview": overview(groups), "mean_tau": mean_tau(groups),
+            "accuracy": ACCURACY, "e2e_cols": E2E,
+            "significance": SIGNIFICANCE, "constant_spread": CONSTANT_SPREAD,
+            "fallback_rate": FALLBACK_RATE,
             "comparison": comparison(manifest.get("paper_comparison")),
             "comparison_test": (manifest.get("paper_comparison") or {}).get("test"),
             "notes": markdown(manifest["notes"]) if manifest.get("notes") else None,

@@ -73,6 +73,7 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
                      console, families: tuple[str, ...] = (),
                      predictor_args: str | None = None) -> list[dict]:
     from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen_bench.leaderboard.render import keyed, summary
 
     folder, configs, names = resolve_names(predictor, data, config, families)
     rows = []
@@ -92,6 +93,7 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
         recs = [r for r in rows if r["dataset"]["config"] == cfg]
         table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
         console.print(table)
+        console.print(f"  {summary([keyed(r) for r in recs])}")
         floor = recs[0]["references"].get("static_floor_mae")
         if floor is not None:
             console.print(f"  rl static floor (each sample by its own group's median): MAE {floor:.1f}")
@@ -105,8 +107,11 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
 
 def results_table(recs: list[dict], title: str):
     """One config's records as the terminal shows them: a column per metric of METRICS (and its
-    interval), "–" where a predictor does not produce a metric; sorted by MAE, none last."""
+    interval), "–" where a predictor does not produce a metric; sorted by MAE, none last. A
+    flagged predictor (`render.flags`: constant, fallback) says so after its name."""
     from rich.table import Table
+
+    from forelen_bench.leaderboard.render import flags, keyed
 
     recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
                                        metric_value(r, "mae") is None,
@@ -117,9 +122,12 @@ def results_table(recs: list[dict], title: str):
     for col in headers + ["ms/req"]:
         table.add_column(col, justify="left" if col == "predictor" else "right",
                          no_wrap=True, min_width=len(col))  # names stay whole in a pipe
+    flagged = flags([keyed(r) for r in recs])
     for r in recs:
         m, p = r["metrics"], r["predictor"]
-        name = p.get("key", p["name"]) + ("" if p["ranked"] else " (oracle ref.)")
+        marks = ([] if p["ranked"] else ["oracle ref."]) + [
+            f["text"] for f in flagged.get(p.get("key") or p["name"], [])]
+        name = p.get("key", p["name"]) + (f" ({', '.join(marks)})" if marks else "")
         cells = [name]
         for metric in METRICS:
             cells.append(_fmt(metric_value(r, metric.key), metric.digits))

@@ -111,6 +111,10 @@ def main(argv=None) -> int:
                     help="release: go ahead without the records that cannot be made here because "
                          "their config's dataset is not on this machine (lost with an earlier "
                          "session's); the notes name each one and why")
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="release: pass --allow-dirty to `forelen leaderboard release`, which "
+                         "otherwise refuses records made from a dirty tree (git_commit ending in "
+                         "+dirty); the notes and manifest then list them")
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
@@ -446,7 +450,8 @@ def release(args, splits, env) -> None:
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text(write_notes(args, splits))
     forelen(["leaderboard", "release", args.version, "--results", args.results,
-             "--out", args.releases, "--notes", str(notes)], env)
+             "--out", args.releases, "--notes", str(notes),
+             *(["--allow-dirty"] if getattr(args, "allow_dirty", False) else [])], env)
 
 
 # -- measurements ------------------------------------------------------------------------------------
@@ -558,13 +563,21 @@ def built(args, config: str) -> dict | None:
         fingerprint = summary(entry)["fingerprint"]
         saved = ledger_build(args, config)
         if not saved or saved["fingerprint"] != fingerprint or saved["entry"] != entry:
-            rows, test, units, cut = _counts(Path(args.out), config)
+            rows, test, units, cut, test_cut = _counts(Path(args.out), config)
             save_json(Path(args.ledger) / "builds" / f"{config}.json", {
                 "config": config, "fingerprint": fingerprint, "entry": entry,
                 "counts": {"rows": rows, "test_rows": test, "test_units": units,
-                           "censored": round(cut, 6)},
+                           "censored": round(cut, 6), "test_censored": round(test_cut, 6)},
                 "machine": machine(), "dataset": args.out,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        elif "test_censored" not in saved["counts"]:  # saved before the test share was counted
+            from forelen_bench.errors import ForelenError
+
+            try:
+                saved["counts"]["test_censored"] = round(_counts(Path(args.out), config)[4], 6)
+                save_json(Path(args.ledger) / "builds" / f"{config}.json", saved)
+            except ForelenError:  # shards unreadable: the notes read the share from the records
+                pass
         return entry
     saved = ledger_build(args, config)
     return saved["entry"] if saved else None
@@ -672,9 +685,9 @@ def write_notes(args, splits=SPLITS) -> str:
                   f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
                   f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
                   "censored fraction reported. No repetition penalty.", ""]
-    lines += ["## Builds", "", "| config | rows | test rows (bootstrap units) | censored | "
-              "generated tokens | generation s | tok/s | roofline tok/s | fraction | fingerprint |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Builds", "", "| config | rows | test rows (bootstrap units) | censored, all "
+              "rows | censored, test (scored) | generated tokens | generation s | tok/s | roofline "
+              "tok/s | fraction | fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     names = set(manifest.get("configs") or {}) | {p.stem for p in
                                                    (Path(args.ledger) / "builds").glob("*.json")}
@@ -683,11 +696,12 @@ def write_notes(args, splits=SPLITS) -> str:
         if not entry:
             partial = (manifest.get("configs") or {}).get(config) or {}
             lines.append(f"| {config} | building: {len(partial.get('shards') or {})} shards "
-                         "written | | | | | | | | |")
+                         "written | | | | | | | | | |")
             continue
         s = summary(entry)
         c = ledger_build(args, config)["counts"]
         rows, test, units, cut = c["rows"], c["test_rows"], c["test_units"], c["censored"]
+        test_cut = censored_in_test(args, config)
         # the rooflines measured in the processes that generated this config's tokens (a resumed
         # run that found the config complete measured one too, but built nothing)
         roofs = [r["roofline"]["tok_s"] for r in runs if r.get("config") == config
@@ -697,9 +711,15 @@ def write_notes(args, splits=SPLITS) -> str:
         roof_text = "–" if roof is None else f"{roof:,.0f}"
         frac_text = "–" if roof is None or not rate else f"{rate / roof:.3f}"
         lines.append(f"| {config} | {rows} | {test} ({units}) | {cut:.1%} | "
+                     f"{'–' if test_cut is None else f'{test_cut:.1%}'} | "
                      f"{s['generated_tokens']:,} | "
                      f"{s['generate_s']:,.0f} | {rate} | {roof_text} | {frac_text} | "
                      f"`{(s['fingerprint'] or '')[:16]}` |")
+    lines += ["", "Censored: the share of rows cut at max_new_tokens (finish reason `length`, "
+              "so their length is a lower bound), over all of a config's rows (train, validation "
+              "and test) and over its test partition, the rows every metric scores. The test share "
+              "is read from the dataset's test shards, or, where the dataset is gone, from the "
+              "records (`references.test_truncation_rate`)."]
     saved = [ledger_build(args, c) for c in sorted(names)]
     saved = [b for b in saved if b]
     if saved:
@@ -797,8 +817,29 @@ def build_minutes(runs: list[dict], config: str) -> float:
     return sum(r["wall_s"] for r in runs if r["phase"] == "build" and r.get("config") == config) / 60
 
 
-def _counts(out: Path, config: str) -> tuple[int, int, int, float]:
-    """(rows, test rows, the test rows' bootstrap units, censored share)."""
+def censored_in_test(args, config: str) -> float | None:
+    """The censored share of the config's test partition (the rows the metrics score): the
+    ledger's, counted from the test shards, else the one the records of this build carry (the
+    dataset is gone), else None."""
+    saved = ledger_build(args, config) or {}
+    share = (saved.get("counts") or {}).get("test_censored")
+    if share is not None:
+        return share
+    for path in sorted((Path(args.results) / config).glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        share = (r.get("references") or {}).get("test_truncation_rate")
+        if share is not None and (r.get("dataset") or {}).get("fingerprint") == saved.get(
+                "fingerprint"):
+            return round(float(share), 6)
+    return None
+
+
+def _counts(out: Path, config: str) -> tuple[int, int, int, float, float]:
+    """(rows, test rows, the test rows' bootstrap units, censored share of all rows and of the
+    test rows)."""
     import numpy as np
     import pyarrow as pa
 
@@ -812,7 +853,8 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float]:
     cut = np.asarray(table["finish_reason"].to_pylist()) == "length"
     test = from_arrow(table.filter(pa.array(part == "test")), {})
     units = len(set(bootstrap_units(test)[0])) if test.n else 0
-    return int(len(part)), int((part == "test").sum()), units, float(cut.mean())
+    test_cut = float(cut[part == "test"].mean()) if (part == "test").any() else 0.0
+    return int(len(part)), int((part == "test").sum()), units, float(cut.mean()), test_cut
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ def run(*args):
                           timeout=600)
 
 
+DISTRIBUTIONS = {"egtp", "pool-mean", "pool-max", "pool-last", "plp", "trail", "ssjf-mc", "s3",
+                 "ltr-c"}
+
+
 def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
     from forelen_bench.predictors import PREDICTORS
 
@@ -52,7 +56,8 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
             # a tiny config: fewer test prompts than a group bootstrap needs, so no interval
             assert (m["mae_ci95"] is None) == (m["groups"] < 10)
             # distribution metrics where the predictor predicts a distribution, else null
-            has = callable(getattr(PREDICTORS.get(name), "predict_distribution", None))
+            # (a text regressor inherits predict_distribution and says NotImplementedError)
+            has = name in DISTRIBUTIONS
             assert (m["crps"] is not None) == (m["coverage_80"] is not None) == has, name
         e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
         assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
@@ -213,7 +218,7 @@ def test_a_release_shows_the_length_distribution_without_the_dataset(built, tmp_
     assert sum(hist["counts"]) == hist["rows"] == rows and hist["max_new_tokens"] == 16
     # released from another folder: the record's relative dataset path resolves to nothing there
     rel = run("leaderboard", "release", "v1.0", "--results", str(results), "--out",
-              str(tmp_path / "releases"))
+              str(tmp_path / "releases"), "--allow-dirty")  # made in this (maybe edited) tree
     assert rel.returncode == 0, rel.stderr
     block = json.loads((tmp_path / "releases" / "v1.0" / "manifest.json").read_text())["configs"]
     assert block[CONFIG]["length_histogram"] == hist
@@ -337,3 +342,50 @@ def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)[0]["metrics"]
     assert out["mae"] >= 0 and out["crps"] is None and "crps" in out  # null in --json
+
+
+def test_the_record_stores_its_prediction_spread_and_a_constant_is_flagged(built):
+    """Predictions are only hashed in a record, so its metrics keep how much they vary
+    (`prediction_spread`, relative to the true lengths); a learned predictor at or below
+    CONSTANT_SPREAD is flagged constant and not ranked, a reference never is."""
+    import numpy as np
+
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
+    from forelen_bench.leaderboard.render import constants
+    from forelen_bench.metrics import CONSTANT_SPREAD
+    from forelen_bench.predictors import Predictor, PredictorInfo
+
+    class Flat(Predictor):
+        info = PredictorInfo(name="flat", version="1", family="text-proxy", reference="test",
+                             requires=("prompt_tokens",))
+
+        def fit(self, table, y, eval_set=None):
+            self.median_ = float(np.median(y))
+            return self
+
+        def predict(self, table):  # a constant up to float noise
+            return self.median_ + 1e-6 * np.arange(table.n)
+
+    class Prompt(Flat):
+        info = PredictorInfo(name="prompt", version="1", family="text-proxy", reference="test",
+                             requires=("prompt_tokens",))
+
+        def predict(self, table):
+            return np.asarray(table["prompt_tokens"], float)
+
+    data = load_config(DatasetFolder(built), CONFIG, ["output_tokens", "group_id",
+                                                      "prompt_tokens", "finish_reason"])
+    flat = evaluate_one(Flat(), data, seed=0)["metrics"]
+    assert 0 < flat["prediction_spread"] <= CONSTANT_SPREAD  # float noise is no variation
+    assert flat["prediction_median"] == pytest.approx(np.median(data.train["output_tokens"]))
+    prompt = evaluate_one(Prompt(), data, seed=0)["metrics"]
+    y, p = (np.asarray(data.test[c], float) for c in ("output_tokens", "prompt_tokens"))
+    width = lambda v: np.percentile(v, 95) - np.percentile(v, 5)  # noqa: E731
+    assert prompt["prediction_spread"] == pytest.approx(width(p) / max(width(y), 1.0))
+    records = [{"predictor": {"name": n, "family": f, "outputs": "length", "ranked": True},
+                "metrics": m} for n, f, m in (("flat", "text-proxy", flat),
+                                             ("prompt", "text-proxy", prompt),
+                                             ("median", "reference", flat))]
+    assert constants(records) == ({"flat"} if prompt["prediction_spread"] > CONSTANT_SPREAD
+                                  else {"flat", "prompt"})

@@ -531,3 +531,210 @@ def test_release_v0_1_0_renders_without_the_new_metrics():
                for c in rows.values())
     assert rows["ltr"][col["mae"]]["text"] == "–" and rows["ltr"][0]["text"] == "–"
     assert rows["egtp"][col["mae"]]["text"] != "–" and rows["egtp"][0]["text"] != "–"
+
+
+# ---------------------------------------------------------------------------------------------
+# records made from a dirty tree
+
+
+def _make_dirty(results: Path, *rels: str) -> None:
+    for rel_path in rels:
+        path = results / rel_path
+        body = json.loads(path.read_text())
+        body["git_commit"] = "0123abc+dirty"
+        path.write_text(json.dumps(body))
+
+
+def test_release_refuses_records_from_a_dirty_tree(results, tmp_path, monkeypatch, capsys):
+    """A +dirty commit does not name the code that made a record: one line, exit 2, naming how
+    many, the first, and the flag; nothing is written."""
+    first, second = f"{CONFIGS[0]}/egtp.json", f"{CONFIGS[1]}/plp.json"
+    _make_dirty(results, second, first)
+    out = tmp_path / "releases"
+    code, _, err = call_main(monkeypatch, capsys, "leaderboard", "release", "v1.0",
+                             "--results", str(results), "--out", str(out))
+    line = one_line_error(code, err)
+    total = len(list(results.glob("*/*.json")))
+    assert f"2 of {total} records were made from a dirty tree" in line
+    assert str(results / first) in line and "0123abc+dirty" in line and "--allow-dirty" in line
+    assert not out.exists() or not list(out.iterdir())
+    with pytest.raises(ForelenError, match="dirty tree"):
+        rel.make_release("v1.0", results, out)
+
+
+def test_allow_dirty_releases_and_lists_the_dirty_records(results, tmp_path, monkeypatch, capsys):
+    _make_dirty(results, f"{CONFIGS[0]}/egtp.json")
+    out = tmp_path / "releases"
+    code, _, err = call_main(monkeypatch, capsys, "leaderboard", "release", "v1.0", "--results",
+                             str(results), "--out", str(out), "--notes", "first release",
+                             "--allow-dirty")
+    assert code == 0, err
+    manifest = json.loads((out / "v1.0" / "manifest.json").read_text())
+    assert manifest["dirty_records"] == [{"record": f"records/{CONFIGS[0]}/egtp.json",
+                                          "predictor": "egtp", "config": CONFIGS[0],
+                                          "git_commit": "0123abc+dirty"}]
+    notes = manifest["notes"]
+    assert notes.startswith("first release\n") and "## Records from a dirty tree" in notes
+    assert f"| egtp | {CONFIGS[0]} | `0123abc+dirty` |" in notes
+    assert "dirty_records" in (out / "v1.0" / "README.md").read_text()
+    assert "Records from a dirty tree" in (out / "v1.0" / "index.html").read_text()
+
+
+def test_clean_records_release_without_a_dirty_list(results, tmp_path):
+    """The synthetic records name a clean commit (not the test tree's, which may be dirty)."""
+    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes="first release")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["dirty_records"] == [] and manifest["notes"] == "first release"
+    assert "dirty_records" not in (dest / "README.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# flags: constant predictors, fallbacks; each config's plain reading; mean tau without oracles
+
+
+def _flag_records():
+    """constant-median, a clearly better learned predictor, a no-better one, and a constant in
+    disguise that happens to score well (it must still not count)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(50), 4)
+    base = np.repeat(rng.exponential(50, 50), 4) + rng.exponential(5, 200)
+    recs = [_sig_record("constant-median", "reference", base, groups),
+            _sig_record("good", "hidden-state", base * 0.6, groups),
+            _sig_record("noise", "text-proxy", base + rng.normal(0, 0.5, 200), groups),
+            _sig_record("flat", "text-proxy", base * 0.5, groups)]
+    for r in recs:
+        r["metrics"] |= {"kendall_tau": 0.3, "prediction_spread": 0.4}
+    recs[0]["metrics"] |= {"kendall_tau": None, "prediction_spread": 0.0}  # a reference: no flag
+    recs[3]["metrics"] |= {"kendall_tau": 0.01, "prediction_spread": 0.004,
+                           "prediction_median": 230.4}
+    return recs
+
+
+def test_a_constant_predictor_is_flagged_and_not_ranked():
+    from forelen_bench.leaderboard.render import config_table, flags, significance, summary
+
+    recs = _flag_records()
+    got = flags(recs)
+    assert list(got) == ["flat"] and got["flat"][0]["flag"] == "constant"
+    assert "around 230" in got["flat"][0]["title"]
+    sig = significance(recs)
+    assert "flat" not in sig and "flat" not in mae_ranks(recs)
+    assert sig["good"]["rank"] == 1  # the constant, though lower in MAE, counts in no rank
+    rows = {r["name"]: r for r in config_table(recs)}
+    rank = rows["flat"]["cols"][0]
+    assert rank["text"] == "–" and "not ranked" in rank["title"]
+    assert [f["text"] for f in rows["flat"]["flags"]] == ["constant"]
+    assert list(rows)[-1] == "flat"  # after every ranked predictor
+    text = summary(recs)
+    mae = {r["predictor"]["name"]: r["metrics"]["mae"] for r in recs}
+    assert text.startswith(f"1 learned predictor beats constant-median (MAE "
+                           f"{mae['constant-median']:,.1f}) significantly; the best is good (MAE "
+                           f"{mae['good']:,.1f}).")
+    assert text.endswith("flat predicts a constant and is not ranked.")
+    recs[3]["metrics"]["prediction_spread"] = 0.02  # above CONSTANT_SPREAD: an ordinary predictor
+    assert flags(recs) == {} and significance(recs)["flat"]["rank"] == 1
+
+
+def test_the_summary_says_when_no_learned_predictor_beats_the_reference():
+    from forelen_bench.leaderboard.render import summary
+
+    recs = [r for r in _flag_records() if r["predictor"]["name"] in ("constant-median", "noise")]
+    mae = {r["predictor"]["name"]: r["metrics"]["mae"] for r in recs}
+    assert summary(recs) == (f"No learned predictor beats constant-median (MAE "
+                             f"{mae['constant-median']:,.1f}) significantly; the closest is noise "
+                             f"(MAE {mae['noise']:,.1f}).")
+    # the oracle is never the baseline, and a record without per-row errors is not tested
+    oracle = _sig_record("group-median-oracle", "reference", [0.0] * 200, list(range(200)))
+    oracle["predictor"]["ranked"] = False
+    untested = [dict(r, per_row=None) for r in recs] + [oracle]
+    assert summary(untested).startswith("Not tested (records without per-row errors): the "
+                                        "lowest learned MAE is noise's")
+    assert "group-median-oracle" not in summary(untested)
+
+
+def test_records_without_a_prediction_spread_are_judged_by_tau_and_modal_class():
+    """v0.1.0's records store neither predictions nor targets: a learned predictor whose tau was
+    left undefined (its predictions did not vary) while others have one is constant, and so is
+    one class on every row (ltr-c's `modal_class_rate`)."""
+    from forelen_bench.leaderboard.render import constants
+
+    recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
+    assert constants(recs) == set()
+    egtp, plp, cm = (next(r for r in recs if r["predictor"]["name"] == n)
+                     for n in ("egtp", "plp", "constant-median"))
+    egtp["metrics"]["kendall_tau"] = None
+    plp["diagnostics"] = {"modal_class_rate": 1.0}
+    cm["metrics"]["kendall_tau"] = None  # a reference is a constant by design: never flagged
+    assert constants(recs) == {"egtp", "plp"}
+    for r in recs:  # every tau undefined: the targets themselves do not vary; say nothing
+        r["metrics"]["kendall_tau"] = None
+    assert constants(recs) == {"plp"}
+
+
+def test_flags_and_the_summary_are_on_the_page_and_in_the_terminal(results):
+    for name, change in (("egtp", {"diagnostics": {"parse_failure_rate": 0.7}}),
+                         ("tpv", {"diagnostics": {"parse_failure_rate": 0.4}}),
+                         ("plp", {"metrics": {"prediction_spread": 0.0}})):
+        path = results / "tiny-cot" / f"{name}.json"
+        body = json.loads(path.read_text())
+        for key, value in change.items():
+            body[key] = (body.get(key) or {}) | value
+        path.write_text(json.dumps(body))
+    page = page_of(results)
+    cot = page.split('id="acc-tiny-cot"', 1)[1].split("</table>", 1)[0]
+    egtp = cot.split('data-v="egtp"', 1)[1].split("</tr>", 1)[0]
+    assert '<span class="badge flag fallback" title="falls back to the train median on 70% of ' \
+           'the test rows (parse failure rate)">fallback 70%</span>' in egtp
+    assert "badge flag" not in cot.split('data-v="tpv"', 1)[1].split("</tr>", 1)[0]  # 40%
+    plp = cot.split('data-v="plp"', 1)[1].split("</tr>", 1)[0]
+    assert ">constant</span>" in plp
+    assert cot.split('data-v="plp"', 1)[0].rsplit("<tr", 1)[1].count('data-v=""') == 1  # no rank
+    overview = page.split('id="overview-table"', 1)[1].split("</section>", 1)[0]
+    assert "fallback 70%" in overview and ">constant</span>" in overview
+    assert "plp predicts a constant and is not ranked." in page
+    section = page.split('id="cfg-tiny-cot"', 1)[1]
+    assert '<p class="summary">' in section.split("<h3>Accuracy</h3>", 1)[0]
+    term = _terminal_cells([json.loads(p.read_text())
+                            for p in (results / "tiny-cot").glob("*.json")])
+    assert "egtp (fallback 70%)" in {c["predictor"] for c in term.values()}
+    assert "plp (constant)" in {c["predictor"] for c in term.values()}
+
+
+def test_mean_tau_leaves_the_oracle_out(results):
+    from forelen_bench.leaderboard.render import by_config, mean_tau
+
+    recs = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+    got = mean_tau(by_config(recs))
+    taus = {(r["dataset"]["config"], r["predictor"]["name"]): r["metrics"]["kendall_tau"]
+            for r in recs}
+    others = [t for (c, n), t in taus.items() if n != "group-median-oracle"]
+    learned = [t for (c, n), t in taus.items() if n not in ("group-median-oracle",
+                                                             "constant-median")]
+    assert got["without_oracles"] == pytest.approx(sum(others) / len(others))
+    assert got["learned"] == pytest.approx(sum(learned) / len(learned))
+    assert got["oracles"] == pytest.approx((0.5 + 0.48) / 2)
+    page = page_of(results)
+    assert f"oracle references left out: <strong>{got['without_oracles']:.3f}</strong>" in page
+
+
+def test_release_v0_1_0_flags_its_constants_and_fallbacks():
+    """The audit's reading of v0.1.0: ltr-c (cot, rl) and s3 (cot) predict a constant, pia falls
+    back to the median on 69-77% of rows, and on cot and rl no learned predictor beats the
+    constant median."""
+    from forelen_bench.leaderboard.render import by_config, flags, keyed, mean_tau, summary
+
+    folder = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"
+    groups = by_config([keyed(r.body) for r in rel.load_records(folder)])
+    got = {c.rsplit("-", 1)[1]: {n: [f["flag"] for f in fs] for n, fs in flags(rs).items()}
+           for c, rs in groups.items()}
+    assert got == {"cot": {"ltr-c": ["constant"], "s3": ["constant"], "pia": ["fallback"]},
+                   "rl": {"ltr-c": ["constant"], "pia": ["fallback"]},
+                   "long": {"pia": ["fallback"]}}
+    said = {c.rsplit("-", 1)[1]: summary(rs) for c, rs in groups.items()}
+    for config in ("cot", "rl"):
+        assert said[config].startswith("No learned predictor beats constant-median"), said
+    assert said["long"].startswith("10 learned predictors beat prompt-length"), said
+    assert mean_tau(groups)["oracles"] == pytest.approx(0.767, abs=1e-3)
+    assert mean_tau(groups)["without_oracles"] < 0.25

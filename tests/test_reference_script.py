@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,8 +72,10 @@ def test_notes_from_measured_files(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout
-    # rows, test rows, censored share, tok/s = tokens / generation seconds, fraction of roofline
-    assert "| smollm2-135m-cot | 10 | 4 (4) | 10.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" in notes
+    # rows, test rows, censored share of all rows and of the test rows, tok/s = tokens /
+    # generation seconds, fraction of roofline
+    assert "| smollm2-135m-cot | 10 | 4 (4) | 10.0% | 25.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" \
+        in notes
     assert "build cot 0.2 min" in notes and "cores visible" in notes
     # each run that built tokens is shown, with its own rate: 600 tokens in 12 s, 285 in 3 s
     assert "| smollm2-135m-cot | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
@@ -81,7 +84,8 @@ def test_notes_from_measured_files(tmp_path):
     assert logged[0]["phase"] == "build" and "cores visible" in logged[0]["machine"]
     # the complete build went into the ledger with its counts, so the notes survive the dataset
     saved = json.loads((ledger / "builds" / "smollm2-135m-cot.json").read_text())
-    assert saved["counts"] == {"rows": 10, "test_rows": 4, "test_units": 4, "censored": 0.1}
+    assert saved["counts"] == {"rows": 10, "test_rows": 4, "test_units": 4, "censored": 0.1,
+                               "test_censored": 0.25}
     assert f"- smollm2-135m-cot: `{saved['fingerprint']}`, " in notes
     shutil.rmtree(out)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -111,6 +115,97 @@ def test_notes_give_the_pilot_from_the_ledger(tmp_path):
     assert "| cot | 64 (64 prompts) | 263 / 483 / 2048 | 23.4% / 18.8% / 18.8% / 14.1% / 14.1% " \
            "| 1536 |" in pilot
     assert "nan" not in pilot
+
+
+def _notes_args(tmp_path) -> SimpleNamespace:
+    return SimpleNamespace(version="v9.9", model=reference.DEFAULT_MODEL, engine="auto",
+                           dtype=reference.DTYPE, threads=reference.THREADS,
+                           out=str(tmp_path / "ds"), pilot_out=str(tmp_path / "none"), ledger=str(tmp_path / "ledger"),
+                           results=str(tmp_path / "ledger" / "results"), accept_missing=False,
+                           full=False)
+
+
+def builds_table(notes: str) -> str:
+    return notes.split("## Builds", 1)[1].split("\n\n", 2)[1]
+
+
+def test_notes_give_the_test_partitions_censoring(tmp_path, monkeypatch):
+    """The metrics score the test partition, so the notes give its censored share beside the whole
+    config's, labelled: counted from the test shards while the dataset is there, else read from
+    the records of that build (v0.1.0's notes gave only the whole configs' 13.0/50.7/33.9%)."""
+    import pyarrow as pa
+
+    from forelen_bench.dataset import DatasetFolder
+
+    # the notes' account of missing records asks for a clean evaluation tree: not under test here
+    monkeypatch.setattr(reference, "code_commit", lambda: None)
+    args = _notes_args(tmp_path)
+    folder = DatasetFolder(args.out)
+    # 3 of 6 train rows cut at the cap, 1 of 4 test rows: 40% of all rows, 25% of the scored ones
+    table = pa.table({"partition": ["train"] * 6 + ["test"] * 4,
+                      "finish_reason": ["length"] * 3 + ["stop"] * 6 + ["length"],
+                      "output_tokens": pa.array([768] * 3 + [9] * 6 + [768], pa.int32()),
+                      "group_id": [f"file:p.jsonl:{i}" for i in range(10)],
+                      "source": ["file:p.jsonl"] * 10, "source_id": [str(i) for i in range(10)]})
+    shard = folder.write_shard("smollm2-135m-cot", "train-00000.parquet", table)
+    entry = {"status": "complete", "shards": {"train-00000.parquet": shard},
+             "build": {"split": "cot", "max_new_tokens": 768, "work_unit": 256},
+             "timing": {"generated_tokens": 100, "generate_s": 1.0, "record_s": 0.0}}
+    folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-cot", entry))
+    notes = reference.write_notes(args, ("cot",))
+    assert "| censored, all rows | censored, test (scored) |" in notes
+    assert "| smollm2-135m-cot | 10 | 4 (4) | 40.0% | 25.0% |" in builds_table(notes)
+    assert "over its test partition, the rows every metric scores" in notes
+    # a ledger saved before the test share was counted: filled in from the shards while they last
+    path = Path(args.ledger) / "builds" / "smollm2-135m-cot.json"
+    saved = json.loads(path.read_text())
+    assert saved["counts"]["test_censored"] == 0.25
+    del saved["counts"]["test_censored"]
+    path.write_text(json.dumps(saved))
+    reference.write_notes(args, ("cot",))
+    assert json.loads(path.read_text()) == {**saved, "counts": {**saved["counts"],
+                                                                "test_censored": 0.25}}
+    # the dataset is gone and the ledger predates the test share: the build's records give it
+    path.write_text(json.dumps(saved))
+    shutil.rmtree(args.out)
+    results = Path(args.results) / "smollm2-135m-cot"
+    results.mkdir(parents=True)
+    other = {"dataset": {"fingerprint": "another build"},
+             "references": {"test_truncation_rate": 0.9}}
+    (results / "a.json").write_text(json.dumps(other))
+    assert "| 40.0% | – |" in builds_table(reference.write_notes(args, ("cot",)))
+    (results / "egtp.json").write_text(json.dumps({
+        "dataset": {"fingerprint": saved["fingerprint"]},
+        "references": {"test_rows": 4, "test_truncation_rate": 0.25}}))
+    assert "| smollm2-135m-cot | 10 | 4 (4) | 40.0% | 25.0% |" in builds_table(
+        reference.write_notes(args, ("cot",)))
+
+
+def test_v0_1_0_test_partitions_censoring():
+    """v0.1.0's records recover the censored share of each test partition (the notes gave the
+    whole configs' 13.0 / 50.7 / 33.9%)."""
+    args = SimpleNamespace(ledger=str(ROOT / "reference" / "ledger"),
+                           results=str(ROOT / "releases" / "v0.1.0" / "records"))
+    if not (Path(args.ledger) / "builds").is_dir() or not Path(args.results).is_dir():
+        pytest.skip("the reference ledger or release v0.1.0 is not in this checkout")
+    shares = {split: reference.censored_in_test(args, f"smollm2-135m-{split}")
+              for split in ("cot", "long", "rl")}
+    assert {k: round(100 * v, 1) for k, v in shares.items()} == {"cot": 15.4, "long": 45.6,
+                                                                  "rl": 38.4}
+
+
+def test_release_passes_allow_dirty_only_when_asked(tmp_path, monkeypatch):
+    """`forelen leaderboard release` refuses records from a dirty tree; the reference flow never
+    overrides that by itself, only when --allow-dirty is given."""
+    calls = []
+    monkeypatch.setattr(reference, "pending", lambda args, splits: [])
+    monkeypatch.setattr(reference, "write_notes", lambda args, splits: "notes")
+    monkeypatch.setattr(reference, "forelen", lambda argv, env: calls.append(argv))
+    base = ["--phase", "release", "--out", str(tmp_path / "ds"), "--ledger", str(tmp_path / "l"),
+            "--releases", str(tmp_path / "releases")]
+    assert reference.main(base) == 0 and reference.main([*base, "--allow-dirty"]) == 0
+    assert calls[0][:2] == ["leaderboard", "release"] and "--allow-dirty" not in calls[0]
+    assert calls[1] == [*calls[0], "--allow-dirty"]
 
 
 def _record(path: Path, **changes) -> tuple[Path, dict]:
