@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from enum import Enum
 from typing import List, Optional
 
@@ -313,6 +315,32 @@ def leaderboard_render(
     from forelen_bench.leaderboard.render import render_command
 
     print(render_command(folder, results, out))
+
+
+@leaderboard_app.command("compare")
+def leaderboard_compare(
+    results: str = typer.Argument("results", help="A results folder or a release's records."),
+    baseline: str = typer.Option("constant-median", help="Record key every other is paired with."),
+    config: Optional[str] = typer.Option(None, help="Only this config."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+):
+    """Pair every record of a config with a baseline: MAE difference, BCa interval, Holm's p."""
+    from forelen_bench.leaderboard.compare import compare, format_table
+    from forelen_bench.leaderboard.release import load_records
+
+    root = Path(results)
+    if (root / "records").is_dir():
+        root = root / "records"
+    bodies = [r.body for r in load_records(root)
+              if config is None or r.body["dataset"]["config"] == config]
+    if not bodies:
+        raise ForelenError(f"no records of config {config!r} in {results}")
+    result = compare(bodies, baseline)
+    if json_out:
+        print(format_table(result), file=sys.stderr)
+        print(json.dumps(result, indent=1, allow_nan=False, default=float))
+    else:
+        print(format_table(result))
 
 
 @leaderboard_app.command("push")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forelen_bench.stats import N_BOOT, group_means, interval, p_value
+
 OBSERVED_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 
 
@@ -83,9 +85,9 @@ def prediction_spread(y_true, y_pred) -> dict:
             "prediction_median": float(np.median(p))}
 
 
-def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=None,
+def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = N_BOOT, groups=None,
                    censored=None, distribution=None, cap: float | None = None) -> dict:
-    """MAE (+ bootstrap 95% CI), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100,
+    """MAE (+ its 95% BCa group-bootstrap CI, `stats`), RMSE, median AE, Kendall tau, Spearman rho, acc within +-50/100,
     the censoring metrics, the distribution metrics (null without `distribution`) and the
     prediction spread (`prediction_spread`).
 
@@ -104,8 +106,8 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=
         raise ValueError(f"need two equal 1-d non-empty arrays, got {y.shape} and {p.shape}")
     err = np.abs(y - p)
     n_groups = int(len(np.unique(np.asarray(groups)))) if groups is not None else int(len(y))
-    ci = bootstrap_ci(err, seed=seed, n_boot=n_boot, groups=groups) if n_groups >= MIN_GROUPS \
-        else None
+    ci, method = (bootstrap_ci(err, seed=seed, n_boot=n_boot, groups=groups, method=True)
+                  if n_groups >= MIN_GROUPS else (None, None))
     constant = np.ptp(p) == 0 or np.ptp(y) == 0  # rank correlations are undefined
     return {
         "n": int(len(y)),
@@ -113,6 +115,7 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = 1000, groups=
         "mae": float(mean_absolute_error(y, p)),
         "mae_ci95": ci,  # None with fewer than MIN_GROUPS groups
         "ci_unit": "group" if groups is not None else "row",
+        "ci_method": method, "ci_n_boot": int(n_boot) if ci is not None else None,
         "rmse": float(np.sqrt(mean_squared_error(y, p))),
         "median_ae": float(median_absolute_error(y, p)),
         "kendall_tau": None if constant else float(kendalltau(y, p).statistic),
@@ -272,39 +275,31 @@ def percentile_ci(values, level: float = 0.95) -> list[float]:
     return [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
 
 
-def group_bootstrap_means(values, groups=None, *, seed: int = 0, n_boot: int = 1000) -> np.ndarray:
+def group_bootstrap_means(values, groups=None, *, seed: int = 0, n_boot: int = N_BOOT) -> np.ndarray:
     """Bootstrap replicates of the mean of per-row `values` (1-d, or 2-d rows x series: one
     replicate set shared by every series, as a paired test needs), resampling whole groups with
-    replacement: each replicate is sum(values of the drawn groups) / rows of the drawn groups."""
-    v = np.asarray(values, dtype=np.float64)
-    flat = v.ndim == 1
-    v = v[:, None] if flat else v
-    index, g = _group_index(groups, v.shape[0])
-    sums = np.zeros((g, v.shape[1]))
-    np.add.at(sums, index, v)
-    counts = np.bincount(index, minlength=g).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, g, size=(n_boot, g))
-    weight = np.zeros((n_boot, g))
-    np.add.at(weight, (np.repeat(np.arange(n_boot), g), draws.ravel()), 1.0)
-    means = (weight @ sums) / (weight @ counts)[:, None]
-    return means[:, 0] if flat else means
+    replacement: each replicate is sum(values of the drawn groups) / rows of the drawn groups.
+    `stats.group_means` also gives the jackknife that a BCa interval needs."""
+    reps = group_means(values, groups, seed=seed, n_boot=n_boot).reps
+    return reps[:, 0] if np.ndim(values) == 1 else reps
 
 
-def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int = 2000,
+def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int = N_BOOT,
                       level: float = 0.95) -> dict:
-    """Paired group bootstrap of MAE(a) - MAE(b) over the same test rows.
+    """Paired group bootstrap of MAE(a) - MAE(b) over the same test rows (`stats`: BCa interval,
+    basic where BCa is undefined; p inverts the same interval).
 
-    `significant` when the percentile interval of the difference excludes 0: then `a` is
-    significantly better (diff < 0) or worse (diff > 0) than `b` at `level`."""
+    `significant` when the interval of the difference excludes 0: then `a` is significantly
+    better (diff < 0) or worse (diff > 0) than `b` at `level`."""
     a, b = np.asarray(err_a, np.float64), np.asarray(err_b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired errors need the same rows, got {a.shape} and {b.shape}")
-    reps = group_bootstrap_means(a - b, groups, seed=seed, n_boot=n_boot)
-    tail = (1 - level) / 2 * 100
-    lo, hi = float(np.percentile(reps, tail)), float(np.percentile(reps, 100 - tail))
-    return {"diff": float(np.mean(a - b)), "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0),
-            "p_value": float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))}
+    gm = group_means(a - b, groups, seed=seed, n_boot=n_boot)
+    theta, reps, jack = gm.column(0)
+    (lo, hi), method = interval(theta, reps, jack, level)
+    return {"diff": theta, "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0),
+            "p_value": p_value(theta, reps, jack), "method": method, "n_boot": int(n_boot),
+            "seed": int(seed)}
 
 
 def ranking_metrics(y_true, scores) -> dict:
@@ -320,13 +315,13 @@ def ranking_metrics(y_true, scores) -> dict:
             "spearman_rho": None if constant else float(spearmanr(y, s).statistic)}
 
 
-def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95,
-                 groups=None) -> list[float]:
-    """Percentile bootstrap CI of the mean absolute error, resampling groups (prompts) when
-    `groups` is given, else rows."""
-    means = group_bootstrap_means(abs_err, groups, seed=seed, n_boot=n_boot)
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95,
+                 groups=None, method: bool = False):
+    """BCa bootstrap CI of the mean absolute error (`stats`), resampling groups (prompts) when
+    `groups` is given, else rows. With `method`: ([lo, hi], "bca" | "basic" | ...)."""
+    gm = group_means(abs_err, groups, seed=seed, n_boot=n_boot)
+    ci, used = interval(*gm.column(0), level)
+    return (ci, used) if method else ci
 
 
 def group_median_floor(y_true, groups) -> float:
