@@ -95,8 +95,10 @@ def group_means(values, groups=None, *, seed: int = SEED, n_boot: int = N_BOOT) 
     return GroupMeans(total / n, reps, jack, n_boot, seed)
 
 
-def _acceleration(jack: np.ndarray) -> float | None:
-    jack = np.asarray(jack, np.float64)
+def _acceleration(jack) -> float | None:
+    if jack is None:
+        return None
+    jack = np.atleast_1d(np.asarray(jack, np.float64))
     if len(jack) < 2 or not np.all(np.isfinite(jack)):
         return None
     d = jack.mean() - jack

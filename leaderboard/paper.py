@@ -13,10 +13,14 @@ with Qwen2.5-7B. Its figures (docs/DESIGN.md section 1):
   average JCT 4.20 vs 9.45.
 
 Every comparison is an effect `ours_a / ours_b - 1` (a relative difference, so that figures of a
-135M model on CPU and a 7B model on GPUs can stand side by side), with a 95% percentile interval
-from a paired group bootstrap (groups = partition units: prompts, with a GSM-Symbolic template's
-instances or a SQuAD article's questions whole; the same resamples for both sides). Verdicts:
-`reproduced` (the paper's direction, interval excludes 0), `same direction, not significant`,
+135M model on CPU and a 7B model on GPUs can stand side by side), with a 95% interval from a
+paired group bootstrap (`forelen_bench.stats`: BCa from 10,000 replicates, basic where BCa is
+undefined; groups = partition units: prompts, with a GSM-Symbolic template's instances or a SQuAD
+article's questions whole; the same resamples for both sides), and a p-value that inverts the
+same interval, adjusted by Holm's correction over every tested row of the comparison. The
+end-to-end rows (d) use the schedule replicates stored in the records (their count is stated).
+Verdicts, from the Holm-adjusted p:
+`reproduced` (the paper's direction, significant), `same direction, not significant`,
 `reversed` (significant) or `reversed, not significant`; `not tested` where the records cannot
 support a test (fewer than MIN_GROUPS prompts, or records without per-row data). Where a
 comparison is not reproduced the row carries a hypothesis, labelled as one, assembled from facts
@@ -30,15 +34,19 @@ import zlib
 
 import numpy as np
 
-from forelen_bench.metrics import MIN_GROUPS, group_bootstrap_means, metric_value, percentile_ci
+from forelen_bench.metrics import MIN_GROUPS, metric_value
+from forelen_bench.stats import N_BOOT, SEED, GroupMeans, group_means, holm, interval, p_value
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 PAPER_MODEL = "Qwen2.5-7B"
 PAPER_SOURCES = {"long": "LongBench, ZeroSCROLLS, IFEval", "cot": "MATH-500, GSM8K",
                  "rl": "GSM8K, MATH"}
 SPLIT_LABEL = {"cot": "reasoning", "long": "long", "rl": "RL"}  # the paper's column names
-TEST = {"level": 0.95, "n_boot": 2000, "seed": 0, "unit": "group (prompt)",
-        "effect": "ours_a / ours_b - 1, paired group bootstrap percentile interval"}
+TEST = {"level": 0.95, "n_boot": N_BOOT, "seed": SEED, "unit": "group (prompt)",
+        "effect": "ours_a / ours_b - 1, paired group bootstrap, BCa interval (basic where BCa is "
+                  "undefined)",
+        "multiplicity": "Holm over every tested row of the comparison; verdicts use the adjusted p",
+        "end_to_end": "the schedule replicates stored in the records (n_boot per row)"}
 
 # (a) the pooling ablation, by the paper's scenario
 POOLING = ("egtp", "pool-max", "pool-last", "pool-mean")
@@ -73,16 +81,31 @@ def paper_comparison(records: list[dict]) -> dict | None:
     claims = [c for c in claims if c["rows"]]
     if not claims:
         return None
+    rows = [row for c in claims for row in c["rows"]]
+    tested = [row for row in rows if row["p"] is not None and row["effect"]["ci95"] is not None]
+    for row, adjusted in zip(tested, holm([row["p"] for row in tested])):
+        row["p_holm"] = float(adjusted)
+    for row in rows:
+        context = row.pop("context")
+        row["verdict"] = verdict(row["effect"]["value"], row["effect"]["ci95"],
+                                 row.pop("expected"), row.get("p_holm"))
+        row["hypothesis"] = (None if row["verdict"] == "reproduced"
+                             else hypothesis(row["verdict"], context, row["claim"]))
     return {"paper": PAPER, "paper_model": PAPER_MODEL, "test": TEST, "claims": claims}
 
 
 # -- shared ----------------------------------------------------------------------------------
 
-def verdict(effect: float | None, ci: list[float] | None, expected: int = -1) -> str:
-    """The paper's direction is `expected` (-1: ours_a below ours_b)."""
+def verdict(effect: float | None, ci: list[float] | None, expected: int = -1,
+            p_adjusted: float | None = None) -> str:
+    """The paper's direction is `expected` (-1: ours_a below ours_b). Significant: the interval
+    excludes 0, or, given a multiplicity-adjusted p, that p is below 1 - level."""
     if effect is None or not math.isfinite(effect) or ci is None:
         return "not tested"
     below, above = ci[1] < 0, ci[0] > 0  # the whole interval on one side of 0
+    if p_adjusted is not None:
+        significant = p_adjusted < 1 - TEST["level"]
+        below, above = significant and effect < 0, significant and effect > 0
     if (below and expected < 0) or (above and expected > 0):
         return "reproduced"
     if below or above:
@@ -114,11 +137,26 @@ def _paired(recs: list[dict]) -> tuple[np.ndarray, list] | None:
     return np.array([pr["abs_error"] for pr in rows], np.float64).T, groups
 
 
-def _replicates(errors: np.ndarray, groups, config: str) -> np.ndarray:
-    """Group bootstrap replicates of each column's mean; each config draws with its own seed, so
-    that an average over configs resamples them independently."""
+def _replicates(errors: np.ndarray, groups, config: str) -> GroupMeans:
+    """Group bootstrap replicates and leave-one-unit-out jackknife of each column's mean; each
+    config draws with its own seed, so that an average over configs resamples them
+    independently."""
     seed = TEST["seed"] + zlib.crc32(config.encode())
-    return group_bootstrap_means(errors, groups, seed=seed, n_boot=TEST["n_boot"])
+    return group_means(errors, groups, seed=seed, n_boot=TEST["n_boot"])
+
+
+def _average(parts: list[GroupMeans]) -> GroupMeans:
+    """The mean over configs of their column means: replicates averaged (configs resampled
+    independently), and the jackknife over the union of units (one unit of one config left out,
+    the other configs whole)."""
+    theta = np.mean([p.theta for p in parts], axis=0)
+    total = np.sum([p.theta for p in parts], axis=0)
+    jack = np.concatenate([(total - p.theta + p.jack) / len(parts) for p in parts])
+    return GroupMeans(theta, np.mean([p.reps for p in parts], axis=0), jack, parts[0].n_boot, -1)
+
+
+def _ci(gm: GroupMeans | None, j: int):
+    return None if gm is None else interval(*gm.column(j), TEST["level"])[0]
 
 
 def _value(v: float | None, ci=None, source=None) -> dict:
@@ -132,11 +170,13 @@ def _value(v: float | None, ci=None, source=None) -> dict:
 
 def _row(claim: str, scope: str, what: str, paper: tuple | None, paper_effect: float | None,
          a: dict, b: dict, effect: float | None, ci, recs: list[dict], expected: int = -1,
-         context: list[dict] | None = None, note: str | None = None, digits: int = 1) -> dict:
+         context: list[dict] | None = None, note: str | None = None, digits: int = 1,
+         p: float | None = None) -> dict:
     v = verdict(effect, ci, expected)
     return {"claim": claim, "scope": scope, "what": what, "digits": digits,
             "paper": None if paper is None else list(paper), "paper_effect": paper_effect,
-            "ours": [a, b], "effect": _value(effect, ci), "verdict": v,
+            "ours": [a, b], "effect": _value(effect, ci), "p": p, "expected": expected,
+            "verdict": v, "context": context or recs,
             "hypothesis": None if v == "reproduced" else hypothesis(v, context or recs, claim),
             "note": note, "records": sorted({_rel(r) for r in recs})}
 
@@ -167,18 +207,29 @@ def hypothesis(verdict_text: str, recs: list[dict], claim: str) -> str | None:
     return "Hypothesis (untested): " + "; ".join(parts) + "."
 
 
-def _effect(reps_a: np.ndarray | None, reps_b: np.ndarray | None, a: float, b: float):
-    """ours_a / ours_b - 1 and its percentile interval over paired replicates (None without
-    replicates, or where any replicate is undefined: dropping those would bias the interval)."""
+def _effect(reps_a: np.ndarray | None, reps_b: np.ndarray | None, a: float, b: float,
+            jack_a=None, jack_b=None):
+    """(ours_a / ours_b - 1, its interval, p) over paired replicates: BCa with the jackknife of
+    both sides, basic without one (`stats.interval`). No interval without replicates, or where
+    any replicate is undefined: dropping those would bias the interval."""
     if not b or not math.isfinite(a) or not math.isfinite(b):
-        return None, None
+        return None, None, None
     if reps_a is None or reps_b is None:
-        return a / b - 1, None
+        return a / b - 1, None, None
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.asarray(reps_a, np.float64) / np.asarray(reps_b, np.float64) - 1
+        jack = (None if jack_a is None or jack_b is None
+                else np.asarray(jack_a, np.float64) / np.asarray(jack_b, np.float64) - 1)
     if not np.isfinite(ratio).all():
-        return a / b - 1, None
-    return a / b - 1, percentile_ci(ratio, TEST["level"])
+        return a / b - 1, None, None
+    effect = a / b - 1
+    return effect, interval(effect, ratio, jack, TEST["level"])[0], p_value(effect, ratio, jack)
+
+
+def _gm_effect(gm: GroupMeans | None, i: int, j: int, a: float, b: float):
+    if gm is None:
+        return _effect(None, None, a, b)
+    return _effect(gm.reps[:, i], gm.reps[:, j], a, b, gm.jack[:, i], gm.jack[:, j])
 
 
 # -- (a) pooling ablation ----------------------------------------------------------------------
@@ -199,7 +250,7 @@ def _pooling(by_config: dict) -> dict:
         rows += _pooling_rows(config, SPLIT_LABEL[_split(recs)], paper, maes, reps, chain)
     if len(averages) >= 2:
         maes = list(np.mean([m for m, _, _ in averages], axis=0))
-        reps = np.mean([r for _, r, _ in averages], axis=0)
+        reps = _average([r for _, r, _ in averages])
         chain = [r for _, _, c in averages for r in c]
         rows += _pooling_rows(f"average of {len(averages)} configs", "average",
                               PAPER_POOLING["average"], maes, reps, chain)
@@ -214,10 +265,8 @@ def _pooling_rows(scope: str, label: str, paper: tuple, maes: list, reps, chain:
     rows = []
     for i in range(3):
         a, b = POOLING[i], POOLING[i + 1]
-        ci_a = percentile_ci(reps[:, i]) if reps is not None else None
-        ci_b = percentile_ci(reps[:, i + 1]) if reps is not None else None
-        effect, ci = _effect(None if reps is None else reps[:, i],
-                             None if reps is None else reps[:, i + 1], maes[i], maes[i + 1])
+        ci_a, ci_b = _ci(reps, i), _ci(reps, i + 1)
+        effect, ci, p = _gm_effect(reps, i, i + 1, maes[i], maes[i + 1])
         pair = [r for r in chain if r["predictor"]["name"] in (a, b)]
         side = {n: [r for r in pair if r["predictor"]["name"] == n] for n in (a, b)}
         if len(side[a]) == 1:  # one config: the record itself
@@ -225,7 +274,7 @@ def _pooling_rows(scope: str, label: str, paper: tuple, maes: list, reps, chain:
         rows.append(_row("a", scope, f"{POOLING_LABEL[a]} vs {POOLING_LABEL[b]} pooling, MAE "
                          f"({label})", (paper[i], paper[i + 1]), paper[i] / paper[i + 1] - 1,
                          _value(maes[i], ci_a, side[a]), _value(maes[i + 1], ci_b, side[b]),
-                         effect, ci, pair))
+                         effect, ci, pair, p=p))
     return rows
 
 
@@ -246,14 +295,11 @@ def _vs_baseline(by_config: dict) -> dict:
         paired = _paired(pair)
         maes = [r["metrics"]["mae"] for r in pair]
         reps = _replicates(*paired, config) if paired else None
-        effect, ci = _effect(None if reps is None else reps[:, 0],
-                             None if reps is None else reps[:, 1], *maes)
+        effect, ci, p = _gm_effect(reps, 0, 1, *maes)
         rows.append(_row("b", config, f"EGTP vs the best baseline here ({best}), MAE", None, None,
-                         _value(maes[0], percentile_ci(reps[:, 0]) if reps is not None else None,
-                                pair[0]),
-                         _value(maes[1], percentile_ci(reps[:, 1]) if reps is not None else None,
-                                pair[1]),
-                         effect, ci, pair,
+                         _value(maes[0], _ci(reps, 0), pair[0]),
+                         _value(maes[1], _ci(reps, 1), pair[1]),
+                         effect, ci, pair, p=p,
                          note="best baseline chosen by test MAE, which favours the baseline"))
         if reps is not None:
             pooled.append((config, recs, paired))
@@ -270,15 +316,15 @@ def _vs_baseline(by_config: dict) -> dict:
             reps.append(_replicates(*got, config))
             used += pair
         if len(reps) == len(pooled):
-            reps = np.mean(reps, axis=0)
+            reps = _average(reps)
             egtp = float(np.mean([r["egtp"]["metrics"]["mae"] for _, r, _ in pooled]))
-            effect, ci = _effect(reps[:, 0], reps[:, 1], egtp, avg[best])
+            effect, ci, p = _gm_effect(reps, 0, 1, egtp, avg[best])
             rows.append(_row("b", f"average of {len(pooled)} configs",
                              f"EGTP vs the baseline with the lowest average MAE ({best})",
                              (103.47, 137.96), PAPER_VS_BASELINE,
-                             _value(egtp, percentile_ci(reps[:, 0]), used[0::2]),
-                             _value(avg[best], percentile_ci(reps[:, 1]), used[1::2]), effect, ci,
-                             used,
+                             _value(egtp, _ci(reps, 0), used[0::2]),
+                             _value(avg[best], _ci(reps, 1), used[1::2]), effect, ci,
+                             used, p=p,
                              context=used,
                              note="paper effect: the paper's stated 29.16% average reduction; "
                                   "its Qwen2.5-7B averages, EGTP 103.47 and TRAIL 137.96, give "
@@ -314,16 +360,18 @@ def _plp(by_config: dict) -> dict:
                 values = np.stack([np.where(on0, e0, 0), on0, np.where(on1, e1, 0), on1], axis=1)
                 m = _replicates(values.astype(np.float64), group, config)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    reps = np.stack([m[:, 0] / m[:, 1], m[:, 2] / m[:, 3]], axis=1)
-        effect, ci = _effect(None if reps is None else reps[:, 1],
-                             None if reps is None else reps[:, 0], maes[1], maes[0])
-        ok = reps is not None and np.isfinite(reps).all()
+                    ratio = lambda v: np.stack([v[..., 0] / v[..., 1], v[..., 2] / v[..., 3]],  # noqa: E731
+                                               axis=-1)
+                    reps = GroupMeans(ratio(m.theta), ratio(m.reps), ratio(m.jack), m.n_boot,
+                                      m.seed)
+        ok = reps is not None and np.isfinite(reps.reps).all()
+        effect, ci, p = _gm_effect(reps if ok else None, 1, 0, maes[1], maes[0])
         rows.append(_row(
             "c", config, f"PLP remaining-length MAE at t={PLP_STEPS[1]} vs t={PLP_STEPS[0]} "
             "observed tokens", (PAPER_PLP[1], PAPER_PLP[0]), PAPER_PLP[1] / PAPER_PLP[0] - 1,
-            _value(maes[1], percentile_ci(reps[:, 1]) if ok else None, r),
-            _value(maes[0], percentile_ci(reps[:, 0]) if ok else None, r),
-            effect, ci, [r],
+            _value(maes[1], _ci(reps, 1) if ok else None, r),
+            _value(maes[0], _ci(reps, 0) if ok else None, r),
+            effect, ci, [r], p=p,
             note=f"t={PLP_STEPS[0]}: all {steps[t0]['n']} test rows; t={PLP_STEPS[1]}: the "
                  f"{steps[t1]['n']} rows still running at t (as the paper scores it)"))
     return {"id": "c", "title": "PLP on rl: observing decoded tokens lowers the remaining-length "
@@ -356,17 +404,21 @@ def _end_to_end(by_config: dict) -> dict:
                 va, vb = ma["predictor"][key], mb["predictor"][key]
                 if same:
                     ra, rb = np.asarray(ba[key], np.float64), np.asarray(bb[key], np.float64)
-                    effect, ci = _effect(ra, rb, va, vb)
-                    cia, cib = percentile_ci(ra), percentile_ci(rb)
+                    effect, ci, p = _effect(ra, rb, va, vb)
+                    cia, cib = interval(va, ra, None)[0], interval(vb, rb, None)[0]
                 else:
-                    effect, ci = _effect(None, None, va, vb)
+                    effect, ci, p = _effect(None, None, va, vb)
                     cia = cib = None
                 rows.append(_row(
                     "d", config, f"{E2E_LABEL[key]}, EGTP ({ma['policy'].upper()}) vs TRAIL "
                     f"({mb['policy'].upper()}), {mode} batching", (pa, pb), pa / pb - 1,
-                    _value(va, cia, a), _value(vb, cib, b), effect, ci, [a, b],
-                    digits=3 if key == "padding_ratio" else 2, note=None if mode == "static" else
-                    "continuous batching: TRAIL, a progressive predictor, re-ranks (SRPT)"))
+                    _value(va, cia, a), _value(vb, cib, b), effect, ci, [a, b], p=p,
+                    digits=3 if key == "padding_ratio" else 2, note="; ".join(filter(None, [
+                        f"{len(ra)} schedule replicates (basic interval: a schedule has no "
+                        "jackknife here)" if same else None,
+                        None if mode == "static" else
+                        "continuous batching: TRAIL, a progressive predictor, re-ranks (SRPT)"]))
+                    or None))
     return {"id": "d", "title": "SJF end to end on the long split: EGTP against TRAIL",
             "paper_text": "SJF scheduler on vLLM, long-sequence scenario: padding ratio 0.18 "
                           "(EGTP) vs 0.51 (TRAIL), average JCT 4.20 s vs 9.45 s", "rows": rows}

@@ -19,6 +19,7 @@ from forelen_bench.leaderboard import plots
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
 from forelen_bench.metrics import CONSTANT_SPREAD, METRICS, metric_value
+from forelen_bench.stats import N_BOOT, SEED
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
@@ -122,15 +123,43 @@ def rankable(records: list[dict]) -> list[dict]:
             and metric_value(r, "mae") is not None and r["predictor"]["name"] not in out]
 
 
-SIGNIFICANCE = {"level": 0.95, "n_boot": 2000, "seed": 0,
+STABILITY_SEEDS = 30
+SIGNIFICANCE = {"level": 0.95, "n_boot": N_BOOT, "seed": SEED,
+                "method": "BCa (basic where BCa is undefined), forelen_bench/stats.py",
                 "test": "paired group bootstrap of the MAE difference (groups = partition "
-                         "units: prompts, a template's or an article's prompts together)"}
+                        "units: prompts, a template's or an article's prompts together)",
+                "multiplicity": "Holm over every pair of ranked predictors within a config",
+                "stability": f"ranks recomputed under bootstrap seeds 0-{STABILITY_SEEDS - 1}; "
+                             "a rank that varies is shown as its range"}
+_SIG_CACHE: dict = {}
+
+
+def _pairwise_better(errors, groups, seed: int):
+    """better[i, j]: predictor i has a significantly lower MAE than j, by the paired BCa test of
+    every pair at SIGNIFICANCE's level, Holm-adjusted over all pairs of the config."""
+    import numpy as np
+
+    from forelen_bench.stats import group_means, holm, p_value
+
+    gm = group_means(errors, groups, seed=seed, n_boot=SIGNIFICANCE["n_boot"])
+    k = errors.shape[1]
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    diffs = [gm.theta[i] - gm.theta[j] for i, j in pairs]
+    ps = [p_value(d, gm.reps[:, i] - gm.reps[:, j], gm.jack[:, i] - gm.jack[:, j])
+          for d, (i, j) in zip(diffs, pairs)]
+    better = np.zeros((k, k), bool)
+    for (i, j), d, q in zip(pairs, diffs, holm(ps)):
+        if q < 1 - SIGNIFICANCE["level"]:
+            better[(i, j) if d < 0 else (j, i)] = True
+    return better
 
 
 def significance(records: list[dict]) -> dict[str, dict]:
     """Per ranked predictor of one config: its rank = 1 + the number of predictors whose MAE is
-    significantly lower (a paired group bootstrap over the same test rows, 95%), and whether it
-    is significantly better than the best reference and than the best predictor.
+    significantly lower (a paired group bootstrap over the same test rows, BCa, Holm over all
+    pairs of the config), whether it is significantly better than the best reference and than
+    the best predictor, and how stable its rank is: the share of STABILITY_SEEDS bootstrap seeds
+    that give the published rank, and the range of ranks they give.
 
     Ties are honest: predictors no test separates share a rank, as on Chatbot-Arena-style boards.
     Records without per-row errors (older ones) fall back to their MAE order. Constant predictors
@@ -138,11 +167,9 @@ def significance(records: list[dict]) -> dict[str, dict]:
     """
     import numpy as np
 
-    from forelen_bench.metrics import group_bootstrap_means
-
-    ranked = rankable(records)
     from forelen_bench.metrics import MIN_GROUPS
 
+    ranked = rankable(records)
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
     if not ranked or None in rows or len(rows) != 1:
         return {name: {"rank": rank, "tested": False} for name, rank in mae_ranks(records).items()}
@@ -151,26 +178,30 @@ def significance(records: list[dict]) -> dict[str, dict]:
                 for r in ranked}
     names = [r["predictor"]["name"] for r in ranked]
     errors = np.array([r["per_row"]["abs_error"] for r in ranked]).T  # rows x predictors
-    reps = group_bootstrap_means(errors, ranked[0]["per_row"]["group"], seed=SIGNIFICANCE["seed"],
-                                 n_boot=SIGNIFICANCE["n_boot"])
-    tail = (1 - SIGNIFICANCE["level"]) / 2 * 100
+    groups = ranked[0]["per_row"]["group"]
+    key = (tuple(names), rows.pop(), errors.tobytes())
+    if key in _SIG_CACHE:
+        return _SIG_CACHE[key]
+    seeds = [SIGNIFICANCE["seed"]] + [s for s in range(STABILITY_SEEDS) if s != SIGNIFICANCE["seed"]]
+    by_seed = [_pairwise_better(errors, groups, s) for s in seeds[:STABILITY_SEEDS]]
+    ranks = np.array([1 + b.sum(axis=0) for b in by_seed])  # seeds x predictors
+    better = by_seed[0]
     mae = errors.mean(axis=0)
-
-    def better(i: int, j: int) -> bool:  # is i significantly better (lower MAE) than j?
-        return bool(np.percentile(reps[:, i] - reps[:, j], 100 - tail) < 0)
-
     refs = [i for i, r in enumerate(ranked) if r["predictor"].get("family") == "reference"]
     best_ref = min(refs, key=lambda i: mae[i]) if refs else None
     best = int(np.argmin(mae))
     out = {}
     for i, name in enumerate(names):
         out[name] = {
-            "rank": 1 + sum(better(j, i) for j in range(len(names)) if j != i), "tested": True,
+            "rank": int(ranks[0, i]), "tested": True,
+            "rank_interval": [int(ranks[:, i].min()), int(ranks[:, i].max())],
+            "rank_stability": float(np.mean(ranks[:, i] == ranks[0, i])),
             "vs_ref": None if best_ref is None or i == best_ref else
-            "better" if better(i, best_ref) else "worse" if better(best_ref, i) else "n.s.",
+            "better" if better[i, best_ref] else "worse" if better[best_ref, i] else "n.s.",
             "best_ref": names[best_ref] if best_ref is not None else None,
-            "vs_best": "best" if i == best else "worse" if better(best, i) else "n.s.",
+            "vs_best": "best" if i == best else "worse" if better[best, i] else "n.s.",
             "best": names[best]}
+    _SIG_CACHE[key] = out
     return out
 
 
@@ -332,6 +363,19 @@ def verdict(sig: dict | None, key: str) -> dict:
                                         "best": "lowest MAE"}[text]}
 
 
+def rank_cell(sig: dict | None, rank) -> dict:
+    """The rank, or its range over the bootstrap seeds where that is not one rank."""
+    c = cell(rank, 0)
+    lo, hi = (sig or {}).get("rank_interval") or (None, None)
+    if rank is not None and lo is not None:
+        share = sig["rank_stability"]
+        c["title"] = (f"rank {rank} under {share:.0%} of {STABILITY_SEEDS} bootstrap seeds"
+                      + (f"; {lo}–{hi} over all of them" if lo != hi else ""))
+        if lo != hi:
+            c["text"] = f"{rank} ({lo}–{hi})"
+    return c
+
+
 def config_table(recs: list[dict], sig: dict | None = None) -> list[dict]:
     sig = significance(recs) if sig is None else sig
     flagged = flags(recs)
@@ -345,7 +389,7 @@ def config_table(recs: list[dict], sig: dict | None = None) -> list[dict]:
         mae = metric_value(r, "mae")
         ci = (m.get("mae_ci95") if mae is not None else None) or [None, None]
         s = sig.get(p["name"])
-        cols = [cell(ranks.get(p["name"]), 0), cell(mae, 1)]
+        cols = [rank_cell(s, ranks.get(p["name"])), cell(mae, 1)]
         constant = next((f for f in flagged.get(p["name"], []) if f["flag"] == "constant"), None)
         if constant:
             cols[0]["title"] = constant["title"]
@@ -463,6 +507,8 @@ def comparison(block: dict | None) -> list[dict]:
                 "ours": ours,
                 "effect": pct(eff.get("value")) + (
                     f" [{pct(eff['ci95'][0])}, {pct(eff['ci95'][1])}]" if eff.get("ci95") else ""),
+                "p_holm": ("–" if r.get("p_holm") is None else "<0.001" if r["p_holm"] < 0.001
+                           else f"{r['p_holm']:.3f}"),
                 "verdict": r["verdict"], "cls": VERDICT_CLASS.get(r["verdict"], "nt"),
                 "hypothesis": r.get("hypothesis"), "note": r.get("note"),
                 "records": r.get("records") or []})
@@ -491,7 +537,8 @@ def page_context(records: list[dict], manifest: dict) -> dict:
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
             "overview": overview(groups), "mean_tau": mean_tau(groups),
             "accuracy": ACCURACY, "e2e_cols": E2E,
-            "significance": SIGNIFICANCE, "constant_spread": CONSTANT_SPREAD,
+            "significance": SIGNIFICANCE, "stability_seeds": STABILITY_SEEDS,
+            "constant_spread": CONSTANT_SPREAD,
             "fallback_rate": FALLBACK_RATE,
             "comparison": comparison(manifest.get("paper_comparison")),
             "comparison_test": (manifest.get("paper_comparison") or {}).get("test"),
