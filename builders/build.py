@@ -28,6 +28,7 @@ class BuildOptions:
     engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
     sources: tuple[str, ...] = ()  # empty: the recipe's paper mix, or its packaged mix offline
     prompt_column: str = "prompt"
+    turns: str = "first"  # conversation sources: the first user turn, or every reply ("all")
     limit: int | None = None  # prompts (groups), over all sources
     samples_per_prompt: int | None = None  # None: the recipe's
     max_new_tokens: int | None = None
@@ -103,17 +104,30 @@ def check_options(opts: BuildOptions) -> None:
     from forelen_bench.builders.template import check_date
 
     check_date(opts.date)
+    from forelen_bench.builders.sources.sharegpt import TURNS
+
+    if opts.turns not in TURNS:
+        raise ForelenError(f"--turns must be one of {', '.join(TURNS)}, got {opts.turns!r}")
     if opts.attention not in KERNELS:
         raise ForelenError(f"--attention must be one of {', '.join(KERNELS)}, got {opts.attention!r}")
 
 
-def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int):
-    """Round-robin over the sources' seeded selections, `limit` prompts in all."""
+def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int,
+                 turns: str = "first", say: Callable[[str], None] | None = None):
+    """Round-robin over the sources' seeded selections, `limit` prompts in all. Conversation
+    sources give the rows `turns` asks for, and say what they read and skipped."""
     from forelen_bench.builders.sources.files import resolve_source
 
-    sources = [resolve_source(s, prompt_column) for s in source_specs]
+    sources = [with_turns(resolve_source(s, prompt_column), turns) for s in source_specs]
+    if turns != "first" and not any(is_conversational(s) for s in sources):
+        raise ForelenError(f"--turns {turns} needs a conversation source (sharegpt-pkg, sharegpt "
+                           "or a ShareGPT file); the sources here have single prompts: "
+                           f"{', '.join(source_specs)}")
     per_source = None if limit is None else math.ceil(limit / len(sources))
     lists = [(src, src.load(per_source, seed)) for src in sources]
+    for src, _ in lists:
+        if say and getattr(src, "last_counts", None):
+            say(conversation_summary(src.info.name, src.last_counts))
     mixed = []
     for i in range(max((len(p) for _, p in lists), default=0)):
         mixed += [(src, p[i]) for src, p in lists if i < len(p)]
@@ -122,13 +136,39 @@ def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int)
     return mixed if limit is None else mixed[:limit]
 
 
+def is_conversational(source) -> bool:
+    return hasattr(source, "with_turns")
+
+
+def with_turns(source, turns: str):
+    return source.with_turns(turns) if is_conversational(source) else source
+
+
+def conversation_summary(name: str, counts: dict) -> str:
+    """What a conversation source read and skipped, in one line."""
+    from forelen_bench.builders.sources.sharegpt import CUT_OFF
+
+    unused = {why: n for why, n in counts["unusable"].items() if why != CUT_OFF}
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(unused.items(), key=lambda kv: -kv[1]))
+    cut = (f"; a record cut off at the end ({counts['bytes_skipped']} bytes) not read"
+           if counts["bytes_skipped"] else "")
+    return (f"{name}: {counts['records_read']} whole records read, "
+            f"{counts['conversations_used']} used ({counts['rows']} rows, {counts['turns']} "
+            f"turns), {sum(unused.values())} not used" + (f": {reasons}" if reasons else "") + cut)
+
+
+def config_name(slug: str, split: str, turns: str = "first") -> str:
+    """`<model>-<split>`; every reply of the conversations (`--turns all`) is a config apart."""
+    return f"{slug}-{split}" + ("-all-turns" if turns == "all" else "")
+
+
 def source_mix(opts: BuildOptions, recipe, say) -> tuple[list, tuple[str, ...], str]:
     """(prompts, sources, mix): --source as given; else the recipe's paper mix where the hub or a
     cached copy serves it, and its packaged offline mix otherwise, said in one line."""
     from forelen_bench.hub import HubUnreachable
 
     def load(sources):
-        return load_prompts(sources, opts.prompt_column, opts.limit, opts.seed)
+        return load_prompts(sources, opts.prompt_column, opts.limit, opts.seed, opts.turns, say)
 
     if opts.sources:
         return load(opts.sources), opts.sources, "--source"
@@ -253,6 +293,20 @@ def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str
     }
 
 
+def render_prompt(tokenizer, prompt, text: str, date: str | None) -> str:
+    """A prompt as the generator sees it: a conversation so far through the chat template (its
+    turns joined by blank lines without one), a single turn as `render` gives it."""
+    from forelen_bench.builders.template import render_messages
+
+    if not prompt.history:
+        return render(tokenizer, text, date)
+    messages = [{"role": r, "content": c} for r, c in prompt.history]
+    messages.append({"role": "user", "content": text})
+    if getattr(tokenizer, "chat_template", None):
+        return render_messages(tokenizer, messages, date)
+    return "\n\n".join(m["content"] for m in messages)
+
+
 def plan_prompts(mixed, recipe, tokenizer, budget: int,
                  date: str | None = None) -> list[PlannedPrompt]:
     planned, seen = [], set()
@@ -260,7 +314,8 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int,
         if prompt.group_id in seen:
             continue
         seen.add(prompt.group_id)
-        rendered = render(tokenizer, recipe.wrap(prompt.text, source.info.domain), date)
+        rendered = render_prompt(tokenizer, prompt, recipe.wrap(prompt.text, source.info.domain),
+                                 date)
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if len(ids) > budget:
             ids = truncate_middle(ids, budget)
@@ -319,7 +374,7 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     if opts.engine != "auto":
         ENGINES.get(opts.engine)  # an unknown name fails before anything is loaded
     resolved_model = resolve_model(opts.model)
-    config = f"{resolved_model.slug}-{recipe.name}"
+    config = config_name(resolved_model.slug, recipe.name, opts.turns)
     folder = DatasetFolder(opts.out)
     existing = folder.config(config)
     if existing and existing.get("status") == "complete" and not opts.overwrite:
@@ -382,6 +437,14 @@ def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tok
                            resolved["date_string"])
     # what keeps related prompts in one partition, per source (no train/test leakage)
     resolved["partition_by"] = {src.info.name: src.info.partition_by for src, _ in prompts_mix}
+    used = {src.info.name: src for src, _ in prompts_mix}.values()
+    if any(is_conversational(src) for src in used):
+        resolved["turns"] = opts.turns
+        resolved["conversations"] = {src.info.name: src.last_counts for src in used
+                                     if getattr(src, "last_counts", None)}
+    terms = {src.info.name: src.info.terms for src in used if src.info.terms}
+    if terms:  # where the data comes from and its terms of use, for the card
+        resolved["source_terms"] = terms
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
     settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
                                resolved["max_new_tokens"])

@@ -1,16 +1,19 @@
 """`forelen import SOURCE --model M`: responses that exist already, as forelen configs.
 
 Serving logs (chat-completions JSONL), the public ForeLen release (CSV files in its own layout),
-or any JSONL / CSV / Parquet table of prompts and responses. With features (the default) the
-teacher-forced recorder runs over every (prompt, response) pair with the generator model and fills
-the same schema v1 columns as a build; `--no-features` makes a text-only config.
+ShareGPT conversations, or any JSONL / CSV / Parquet table of prompts and responses. With features
+(the default) the teacher-forced recorder runs over every (prompt, response) pair with the
+generator model and fills the same schema v1 columns as a build; `--no-features` makes a
+text-only config.
 
 Everything is read, cast, tokenised and checked before anything is written: a row that cannot be
-used is counted by reason, and the import refuses (one line) unless `--skip-invalid` is given; a
-logged length that disagrees with the re-tokenised response on more than 5% of rows means the
-model is probably not the generator, and the import refuses unless `--allow-length-mismatch`.
-Then the work runs as a build's does: planned chunks, one atomic shard each, a manifest entry
-that a rerun of the same command resumes from.
+used is counted by reason, and the import refuses (one line) unless `--skip-invalid` is given.
+Logged lengths are checked against a tokenizer only when the user names one (`--model` or
+`--tokenizer`): disagreement on more than 5% of rows means it is probably not the generator's,
+and the import refuses unless `--allow-length-mismatch`. The default model decides nothing
+silently: where it counts lengths or computes features, the import says so, and the manifest and
+the card record which tokenizer counted what. Then the work runs as a build's does: planned
+chunks, one atomic shard each, a manifest entry that a rerun of the same command resumes from.
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ FINISH_ALIASES = {"stop": "stop", "eos": "stop", "end_turn": "stop", "stop_seque
 @dataclass(frozen=True)
 class ImportOptions:
     source: str
-    model: str = "smollm2-135m"
-    split: str | None = None  # the release's folders say it; other formats need it
+    model: str | None = None  # the generator; None: not named (the default model's tokenizer
+    #                           counts what is not logged, and no logged length is checked)
+    tokenizer: str | None = None  # text only: counts and checks lengths instead of --model's
+    generator_name: str | None = None  # the generator's name when no --model can load it
+    split: str | None = None  # the release's folders say it; sharegpt: chat; others need it
     format: str = "auto"
+    turns: str | None = None  # sharegpt: "first" (default) or "all" replies of a conversation
     prompt_column: str | None = None
     response_column: str | None = None
     length_column: str | None = None
@@ -113,6 +120,13 @@ def check_options(opts: ImportOptions) -> None:
     if opts.keep_token_ids and not opts.drop_text:
         raise ForelenError("--keep-token-ids goes with --drop-text; without it every column is "
                            "kept anyway")
+    if opts.tokenizer and opts.features:
+        raise ForelenError("--tokenizer is for text-only imports (--no-features); features are "
+                           "computed by --model with its own tokenizer")
+    from forelen_bench.builders.sources.sharegpt import TURNS
+
+    if opts.turns is not None and opts.turns not in TURNS:
+        raise ForelenError(f"--turns must be one of {', '.join(TURNS)}, got {opts.turns!r}")
     from forelen_bench.builders.template import check_date
 
     check_date(opts.date)
@@ -128,52 +142,86 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
     """Import every config the source holds; returns their manifest entries."""
     from forelen_bench.builders.sources import responses
     from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.models import load_tokenizer, resolve_model
+    from forelen_bench.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 
     say = console.print if console else print
     check_options(opts)
-    resolved_model = resolve_model(opts.model)
+    resolved_model = resolve_model(opts.model or DEFAULT_MODEL)
+    counter = resolve_model(opts.tokenizer) if opts.tokenizer else resolved_model
     path, found = responses.locate(opts.source)
     fmt = responses.detect(path) if opts.format == "auto" else opts.format
-    if fmt != "forelen-release" and opts.split is None:
-        raise ForelenError(f"--split is needed to import a {fmt} source (long, cot or rl); only "
-                           "the release's folders say their split")
+    if opts.turns is not None and fmt != "sharegpt":
+        raise ForelenError(f"--turns picks the replies of ShareGPT conversations; a {fmt} source "
+                           "has one response per row")
+    split = opts.split or ("chat" if fmt == "sharegpt" else None)
+    if fmt != "forelen-release" and split is None:
+        raise ForelenError(f"--split is needed to import a {fmt} source (long, cot, rl or chat); "
+                           "only the release's folders say their split")
     columns = {"prompt": opts.prompt_column, "response": opts.response_column,
                "length": opts.length_column, "ids": opts.response_ids_column,
                "group": opts.group_column, "partition": opts.partition_column,
                "finish": opts.finish_column}
     responses.check_columns(fmt, columns)
-    parts = responses.read(path, fmt, opts.split, columns)
+    parts = responses.read(path, fmt, split, columns, opts.turns or "first")
     folder = DatasetFolder(opts.out)
-    tokenizer, model_cfg, revision = load_tokenizer(resolved_model)
+    tokenizer, model_cfg, revision = load_tokenizer(counter)
     context = getattr(model_cfg, "max_position_embeddings", None) or 1 << 20
     plans = []
     for part in parts:  # every check, for every part, before anything is written
-        config = (_slug(part.name) if fmt == "forelen-release" else
-                  f"{resolved_model.slug}-{part.split}")
+        config = config_of(part, fmt, opts, resolved_model)
         existing = folder.config(config) if not opts.overwrite else None
         plan = plan_rows(part, config, tokenizer, context if opts.features else None, opts,
                          _date_of(opts, existing))
         plan.report.update(format=fmt, source=opts.source, found=found, files=part.files,
-                           columns=part.columns)
+                           columns=part.columns, **part.report)
+        plan.report["lengths"] = length_provenance(plan.report, opts, counter.spec)
         plans.append(plan)
         say(_summary(plan))
+        if plan.report["lengths"]["counted"] and not (opts.model or opts.tokenizer):
+            say(f"{plan.config}: {plan.report['lengths']['counted']} responses have no logged "
+                f"length; counted with {counter.spec}'s tokenizer (the default): name the "
+                "generator's with --tokenizer or --model")
     model = None
     if opts.features:
         from forelen_bench.builders.build import pick_device
         from forelen_bench.models import load_model
 
         device = pick_device(opts.device)
-        say(f"loading {resolved_model.spec} on {device} for the features ...")
+        default = "" if opts.model else " (the default --model; the generator is not named)"
+        say(f"loading {resolved_model.spec}{default} on {device} for the features ...")
         model, _, revision = load_model(resolved_model, device, opts.dtype)
     if opts.drop_text and opts.keep_token_ids:
         say(f"--keep-token-ids: response_token_ids are stored, and {resolved_model.spec}'s "
             "tokenizer decodes them back to the response text")
     for plan in plans:
-        plan.resolved = _resolved(plan, opts, resolved_model, model_cfg, revision, model)
+        plan.resolved = _resolved(plan, opts, resolved_model, counter, model_cfg, revision, model)
         plan.fingerprint = _fingerprint(plan.resolved, plan.rows)
     todo = [plan for plan in plans if not _kept(plan, folder, opts, say)]
     return [_write(plan, opts, folder, model, console) for plan in todo]
+
+
+def config_of(part, fmt: str, opts: ImportOptions, resolved_model) -> str:
+    """The release's generator folder; else the generator named (--generator-name or --model),
+    and the source's own name when none is: the default model names no config."""
+    from forelen_bench.builders.build import config_name
+    from forelen_bench.models import slugify
+
+    if fmt == "forelen-release":
+        return _slug(part.name)
+    base = (slugify(opts.generator_name) if opts.generator_name else
+            resolved_model.slug if opts.model else _slug(part.name))
+    return config_name(base, part.split, opts.turns or "first")
+
+
+def length_provenance(report: dict, opts: ImportOptions, counter: str) -> dict:
+    """Where the targets come from: logged, or counted by which tokenizer, and whether logged
+    lengths were checked against a tokenizer the user named."""
+    counted = report["rows_used"] - report["logged_lengths"]
+    named = opts.tokenizer or opts.model
+    return {"logged": report["logged_lengths"], "counted": counted,
+            "counted_with": counter if counted else None,
+            "tokenizer": counter, "tokenizer_named": bool(named),
+            "checked": bool(named) and report["logged_lengths"] > 0}
 
 
 def _date_of(opts: ImportOptions, existing: dict | None) -> str:
@@ -211,7 +259,9 @@ def _slug(name: str) -> str:
 def _summary(plan: Plan) -> str:
     r = plan.report
     bad = ", ".join(f"{n} {why}" for why, n in sorted(r["unusable"].items())) or "none"
-    mismatch = ("no logged lengths" if r["length_mismatch_rate"] is None else
+    mismatch = ("no logged lengths" if not r["logged_lengths"] else
+                f"{r['logged_lengths']} logged lengths trusted (not checked: no --model or "
+                "--tokenizer named)" if r["length_mismatch_rate"] is None else
                 f"{r['length_mismatch_rate']:.1%} of logged lengths differ from the re-tokenised "
                 "response")
     return (f"{plan.config}: {r['rows_read']} rows read, {len(plan.rows)} usable "
@@ -230,14 +280,18 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
 
     split = part.split
     marker = template_marker(tokenizer, date)
-    unusable: Counter = Counter()
-    first_bad: dict[str, str] = {}
+    unusable: Counter = Counter(part.unusable)  # records that yielded no row (conversations)
+    first_bad: dict[str, str] = dict(part.first_unusable)
+    check = bool(opts.model or opts.tokenizer)  # a tokenizer the user named, not the default
     kept = []  # (record, rendered prompt, logged length, finish, ids or None)
     counts = Counter()
 
     def reject(record, why: str) -> None:
         unusable[why] += 1
         first_bad.setdefault(why, record.where)
+
+    if unusable and not opts.skip_invalid:  # records that yield no row: refused before tokenising
+        _refuse_unusable(unusable, first_bad, len(part.records) + sum(unusable.values()), part)
 
     for rec in part.records:
         if rec.prompt is None or (isinstance(rec.prompt, str) and not rec.prompt.strip()):
@@ -288,26 +342,25 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
             cut += 1
         if length is not None:
             logged += 1
-            if abs(length - len(r_ids)) > max(LENGTH_TOLERANCE["tokens"],
-                                              LENGTH_TOLERANCE["relative"] * length):
+            if check and abs(length - len(r_ids)) > max(LENGTH_TOLERANCE["tokens"],
+                                                        LENGTH_TOLERANCE["relative"] * length):
                 mismatched += 1
         target = length if length is not None else len(r_ids)
         rows_in.append((rec, rendered, p_ids, r_ids, target, finish or "stop", partition))
+    read = len(part.records) + sum(part.unusable.values())
     if unusable and not opts.skip_invalid:
-        why, n = unusable.most_common(1)[0]
-        raise ForelenError(f"{sum(unusable.values())} of {len(part.records)} rows of {part.name} "
-                           f"cannot be used ({n} {why}, first at {first_bad[why]}); fix the "
-                           "source, or pass --skip-invalid to import the rest (they are counted)")
-    rate = mismatched / logged if logged else None
+        _refuse_unusable(unusable, first_bad, read, part)
+    rate = mismatched / logged if logged and check else None
     if rate is not None and rate > MISMATCH_LIMIT and not opts.allow_length_mismatch:
+        named = opts.tokenizer or opts.model
         raise ForelenError(f"{rate:.0%} of {part.name}'s logged lengths differ from its responses "
-                           f"re-tokenised with {opts.model}: that is probably not the model that "
-                           "generated them; pass the generator with --model, or "
-                           "--allow-length-mismatch to import anyway")
+                           f"re-tokenised with {named}: that is probably not the model that "
+                           "generated them; name the generator with --model (or its tokenizer "
+                           "with --tokenizer), or pass --allow-length-mismatch to import anyway")
     if not rows_in:
         raise ForelenError(f"no usable rows in {part.name}")
     rows, across = _group(rows_in, part.name, opts.drop_text, partition_of)
-    report = {"rows_read": len(part.records), "rows_used": len(rows),
+    report = {"rows_read": read, "rows_used": len(rows),
               "unusable": dict(unusable), "first_unusable": first_bad,
               "length_mismatch_rate": rate, "logged_lengths": logged,
               "length_tolerance": LENGTH_TOLERANCE, "prompts_rendered": counts["rendered"],
@@ -315,7 +368,9 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
               "prompts_dated_by_log": counts["dated"],
               "prompts_in_several_partitions": across,
               "groups": len({r.group_id for r in rows}),
-              "partitions": "given" if any(x[6] for x in rows_in) else "hash of the group"}
+              "partitions": ("given" if any(x[6] for x in rows_in) else
+                             "hash of the conversation" if any(x[0].unit for x in rows_in) else
+                             "hash of the group")}
     from forelen_bench.builders.template import uses_date
 
     plan = Plan(config, split, rows, report, date=date, template_uses_date=uses_date(tokenizer))
@@ -323,9 +378,18 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
     return plan
 
 
+def _refuse_unusable(unusable: Counter, first_bad: dict, read: int, part) -> None:
+    why, n = unusable.most_common(1)[0]
+    raise ForelenError(f"{sum(unusable.values())} of {read} rows of {part.name} "
+                       f"cannot be used ({n} {why}, first at {first_bad[why]}); fix the "
+                       "source, or pass --skip-invalid to import the rest (they are counted)")
+
+
 def _group(rows_in, name: str, drop_text: bool, partition_of):
     """Identical prompts (or equal --group-column values) form a group; given partitions are
-    kept, so a prompt found in two partitions becomes two groups (counted: that is leakage)."""
+    kept, so a prompt found in two partitions becomes two groups (counted: that is leakage).
+    Otherwise a group's partition is the hash of its unit: the conversation of its first row
+    where the reader gives one (every turn of a conversation in one partition), else itself."""
     keys: dict[tuple, list] = {}
     for item in rows_in:
         rec, rendered = item[0], item[1]
@@ -340,7 +404,7 @@ def _group(rows_in, name: str, drop_text: bool, partition_of):
         base = (str(rec.group) if given_id else  # a given group id is kept
                 f"{_slug(name)}:{hashlib.sha256(key.encode()).hexdigest()[:16]}")
         group_id = base + (f"-{given}" if parts_of_key[key] > 1 else "")
-        partition = given or partition_of(group_id)
+        partition = given or partition_of(f"{_slug(name)}:{rec.unit}" if rec.unit else group_id)
         for s, (rec, rendered, p_ids, r_ids, target, finish, _) in enumerate(items):
             rows.append(Row(group_id, s, f"import:{_slug(name)}", rec.where, partition,
                             _hashed(rendered) if drop_text else rendered, p_ids,
@@ -430,19 +494,29 @@ def _finish(value):
 # ------------------------------------------------------------------ writing
 
 
-def _resolved(plan: Plan, opts: ImportOptions, resolved_model, model_cfg, revision: str,
-              model) -> dict:
+def _resolved(plan: Plan, opts: ImportOptions, resolved_model, counter, model_cfg,
+              revision: str, model) -> dict:
+    """The manifest's `build`. `model` is the generator only where the user named one: the
+    default model computes features (`features_model`) or counts tokens (`import.lengths`), and
+    the generator is then `--generator-name`, or unknown."""
     from forelen_bench.builders.recorder import BATCH_TOKENS, default_layers
 
     num_layers = model_cfg.num_hidden_layers
     layers = (sorted(set(opts.layers)) or default_layers(num_layers)) if opts.features else []
     if any(not 0 <= x <= num_layers for x in layers):
         raise ForelenError(f"--layer must lie in 0..{num_layers} for {resolved_model.spec}")
+    location = resolved_model.hub_id or resolved_model.location
+    generator = opts.generator_name or (opts.model and location) or "unknown"
     return {
-        "origin": "imported", "split": plan.split, "model": resolved_model.spec,
-        "model_slug": resolved_model.slug,
-        "model_location": resolved_model.hub_id or resolved_model.location,
-        "model_revision": revision, "engine": "import",
+        "origin": "imported", "split": plan.split,
+        "model": opts.model and resolved_model.spec, "generator": generator,
+        "model_slug": plan.config.removesuffix(f"-{plan.split}").removesuffix(
+            f"-{plan.split}-all-turns"),
+        "model_location": generator,
+        # the revision loaded is the tokenizer's under --tokenizer, not the generator's
+        "model_revision": revision if opts.model and not opts.tokenizer else None,
+        "features_model": (f"{resolved_model.spec} ({revision})" if opts.features else None),
+        "engine": "import",
         "sources": [opts.source], "source_mix": "imported",
         "samples_per_prompt": None, "temperature": None, "top_p": None, "max_new_tokens": None,
         "max_prompt_tokens": getattr(model_cfg, "max_position_embeddings", None),
@@ -451,6 +525,7 @@ def _resolved(plan: Plan, opts: ImportOptions, resolved_model, model_cfg, revisi
         "egtp_first_k": opts.egtp_first_k if opts.features else None,
         "batch_size": opts.batch_size, "features": opts.features, "drop_text": opts.drop_text,
         "response_token_ids": stored_ids(opts),
+        "turns": opts.turns,
         # records with a logged date (`import.prompts_dated_by_log`) were rendered on that day
         "date_string": plan.date, "template_uses_date": plan.template_uses_date,
         "device": str(model.device) if model is not None else None,

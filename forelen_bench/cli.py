@@ -4,17 +4,57 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from enum import Enum
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from forelen_bench.errors import ForelenError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="forelen: build ForeLen output-length datasets, score length predictors, "
-                       "publish a leaderboard.")
+
+class OnceCommand(TyperCommand):
+    """A command whose single-valued options refuse a repetition: click would keep the last value
+    silently (`--seed 1 --seed 2` runs with seed 2). List options (`--source`, `--layer`,
+    `--predictor`, `--family`) accumulate instead."""
+
+    def parse_args(self, ctx, args):
+        repeated = _repeated(self.make_parser(ctx), list(args))
+        if repeated:
+            names, n = repeated
+            raise ForelenError(f"{names} is given {n} times, and only the last would count; "
+                               "give it once")
+        return super().parse_args(ctx, args)
+
+
+def _repeated(parser, args: list[str]) -> tuple[str, int] | None:
+    """(the option's names, how often) for the first single-valued option given more than once.
+    click's own parser reads the arguments, so values that look like options are not miscounted."""
+    try:
+        _, _, order = parser.parse_args(args=args)
+    except Exception:  # a usage error: the real parse reports it in its own words
+        return None
+    counts = Counter(p.name for p in order if getattr(p, "param_type_name", "") == "option"
+                     and not p.multiple and not p.count and p.name != "help")
+    for param in order:
+        if counts.get(param.name, 0) > 1:
+            return "/".join(param.opts + param.secondary_opts), counts[param.name]
+    return None
+
+
+class Typer(typer.Typer):
+    """Every command of the app is a `OnceCommand`."""
+
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", OnceCommand)
+        return super().command(*args, **kwargs)
+
+
+app = Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+            help="forelen: build ForeLen output-length datasets, score length predictors, "
+                 "publish a leaderboard.")
 
 
 class Kind(str, Enum):
@@ -33,7 +73,7 @@ def _console():
 
 @app.command()
 def build(
-    split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot or rl."),
+    split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot, rl or chat."),
     model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
     engine: str = typer.Option(
         "auto", help="Generation engine: auto (vllm on CUDA where installed, else hf), hf "
@@ -43,6 +83,9 @@ def build(
         None, "--source", help="Registered source or a .jsonl/.json/.parquet/.csv file; repeatable. "
                                "Default: the split's offline mix."),
     prompt_column: str = typer.Option("prompt", help="Prompt column of --source files."),
+    turns: str = typer.Option(
+        "first", help="Conversation sources (chat): first (the first user turn) or all (every "
+                      "reply, its prompt the conversation so far; config <model>-chat-all-turns)."),
     limit: Optional[int] = typer.Option(None, help="Number of prompts (groups) over all sources."),
     samples_per_prompt: Optional[int] = typer.Option(None, help="Samples per prompt (rl: 8)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Generation budget per sample."),
@@ -87,7 +130,7 @@ def build(
     _quiet_libraries()
     console = _console()
     opts = BuildOptions(split=split, model=model, engine=engine, sources=tuple(source or ()),
-                        prompt_column=prompt_column, limit=limit,
+                        prompt_column=prompt_column, turns=turns, limit=limit,
                         samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, max_prompt_tokens=max_prompt_tokens,
                         seed=seed, date=date, layers=tuple(layers or ()), steps=steps,
@@ -108,8 +151,12 @@ def build(
     else:
         rate = t["generated_tokens"] / max(build_s, 1e-9)
         where = entry["build"]["engine"]
+    from forelen_bench.builders.build import config_name
+
+    built = config_name(entry["build"]["model_slug"], entry["build"]["split"],
+                        entry["build"].get("turns") or "first")
     console.print(
-        f"[green]built[/green] {entry['build']['model_slug']}-{entry['build']['split']} in {out}: "
+        f"[green]built[/green] {built} in {out}: "
         f"{s['rows']} rows from {s['groups']} prompts, output tokens mean {s['output_tokens']['mean']} "
         f"(max {s['output_tokens']['max']}), truncated {s['truncation_rate']:.1%}; "
         f"{rate:.1f} tok/s with features ({where}), features "
@@ -119,12 +166,23 @@ def build(
 @app.command("import")
 def import_(
     source: str = typer.Argument(..., help="File, folder, or hub dataset repo id."),
-    model: str = typer.Option("smollm2-135m", help="The model that generated the responses "
-                                                   "(features and the length check)."),
-    split: Optional[str] = typer.Option(None, help="long, cot or rl (the release's folders say "
-                                                   "it; other formats need it)."),
+    model: Optional[str] = typer.Option(
+        None, help="The model that generated the responses: features, the length check, the "
+                   "config's name. Not given: features (if any) come from smollm2-135m, logged "
+                   "lengths are trusted unchecked, and the import says so."),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="With --no-features: the model whose tokenizer counts and checks lengths "
+                   "(the generator's), without loading its weights."),
+    generator_name: Optional[str] = typer.Option(
+        None, help="The generator's name for the manifest, card and config when --model cannot "
+                   "load it (a closed model); default: --model, else unknown."),
+    split: Optional[str] = typer.Option(None, help="long, cot, rl or chat (the release's folders "
+                                                   "say it; sharegpt: chat; others need it)."),
     format: str = typer.Option("auto", "--format", help="auto, forelen-release, openai-chat, "
-                                                        "jsonl, csv or parquet."),
+                                                        "sharegpt, jsonl, csv or parquet."),
+    turns: Optional[str] = typer.Option(
+        None, help="sharegpt: first (each conversation's first reply, the default) or all (every "
+                   "reply, its prompt the conversation so far)."),
     prompt_column: Optional[str] = typer.Option(None, help="Prompt column (default: prompt)."),
     response_column: Optional[str] = typer.Option(None, help="Response column (default: "
                                                              "response)."),
@@ -163,12 +221,14 @@ def import_(
     out: str = typer.Option("forelen", help="Dataset folder (a path or a filesystem URL)."),
     overwrite: bool = typer.Option(False, help="Import a config that is already there again."),
 ):
-    """Import existing responses (serving logs, the ForeLen release, tables) as configs."""
+    """Import existing responses (serving logs, ShareGPT conversations, the ForeLen release,
+    tables) as configs."""
     from forelen_bench.builders.importer import ImportOptions, run_import
 
     _quiet_libraries()
     console = _console()
-    opts = ImportOptions(source=source, model=model, split=split, format=format,
+    opts = ImportOptions(source=source, model=model, tokenizer=tokenizer,
+                         generator_name=generator_name, split=split, format=format, turns=turns,
                          prompt_column=prompt_column, response_column=response_column,
                          length_column=length_column, response_ids_column=response_ids_column,
                          group_column=group_column, partition_column=partition_column,
@@ -195,8 +255,9 @@ def merge(
 
 @app.command()
 def evaluate(
-    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, all, an entry "
-                                                           "point, or file.py:Class / module:Class."),
+    predictor: List[str] = typer.Option(
+        ..., "--predictor", help="Registered predictor, all, an entry point, or file.py:Class / "
+                                 "module:Class; repeatable, or comma-separated."),
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
     config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
     seed: int = typer.Option(42, help="Seed of every predictor's training and of the bootstrap."),
@@ -217,10 +278,26 @@ def evaluate(
     from forelen_bench.leaderboard.report import evaluate_command, print_json
 
     _quiet_libraries()
-    records = evaluate_command(predictor, data, config, seed, results, _console(),
-                               tuple(family or ()), predictor_args)
+    records = []
+    for name in predictor_values(predictor, tuple(family or ())):
+        records += evaluate_command(name, data, config, seed, results, _console(),
+                                    tuple(family or ()), predictor_args)
     if json_out:
         print_json(records)
+
+
+def predictor_values(values: List[str], families: tuple[str, ...]) -> list[str]:
+    """`--predictor` values, repeated or comma-separated, in order and without repeats; every one
+    is resolved before anything is fitted, so a typo fails at once."""
+    from forelen_bench.leaderboard.report import predictor_names
+
+    names = list(dict.fromkeys(v.strip() for value in values for v in value.split(",")
+                               if v.strip()))
+    if not names:
+        raise ForelenError("--predictor is empty; give a predictor name, or all")
+    for name in names:
+        predictor_names(name, families)
+    return names
 
 
 class Batching(str, Enum):
@@ -231,13 +308,17 @@ class Batching(str, Enum):
 
 @app.command()
 def simulate(
-    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, or all."),
+    predictor: List[str] = typer.Option(
+        ..., "--predictor", help="Registered predictor, or all; repeatable, or comma-separated."),
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
     config: str = typer.Option("all", help="Config to simulate (e.g. smollm2-135m-long), or all."),
     batching: Batching = typer.Option(Batching.both, help="Batching mode(s) to print; records "
                                                           "always hold both."),
     slots: Optional[int] = typer.Option(None, help="Batch slots B (default: test rows // 4, "
                                                    "between 2 and 64)."),
+    static_slots: Optional[int] = typer.Option(None, help="Batch size of static batching "
+                                                          "(default: test rows // 16, between 2 "
+                                                          "and 16)."),
     kv_budget: Optional[int] = typer.Option(None, help="KV-cache tokens; each running request "
                                                        "reserves prompt + max_new_tokens."),
     rate: Optional[float] = typer.Option(None, help="Poisson arrivals, requests/s (default: all "
@@ -257,10 +338,13 @@ def simulate(
     from forelen_bench.leaderboard.simulate import simulate_command
     from forelen_bench.simulator.cli import settings_from_options
 
-    settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model)
+    settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
+                                     static_slots)
     _quiet_libraries()
-    records = simulate_command(predictor, data, config, batching.value, settings, results,
-                               _console(), tuple(family or ()))
+    records = []
+    for name in predictor_values(predictor, tuple(family or ())):
+        records += simulate_command(name, data, config, batching.value, settings, results,
+                                    _console(), tuple(family or ()))
     if json_out:
         print_json(records, end_to_end=True)
 
@@ -279,8 +363,8 @@ def profile(
     profile_command(model, device, dtype, out, _console())
 
 
-leaderboard_app = typer.Typer(no_args_is_help=True,
-                              help="Versioned leaderboard releases, their HTML page, hub push.")
+leaderboard_app = Typer(no_args_is_help=True,
+                        help="Versioned leaderboard releases, their HTML page, hub push.")
 app.add_typer(leaderboard_app, name="leaderboard")
 
 
@@ -404,7 +488,8 @@ def ls(kind: Kind = typer.Argument(..., help="What to list."),
 # Columns wrapped at this width rather than widening the table; the others keep their width, and
 # columns that do not fit the terminal are left out (named under the table) instead of being
 # folded into slivers a few characters wide.
-WRAP_AT = {"reference": 40, "description": 40, "sources": 20, "hub_sources": 20}
+WRAP_AT = {"reference": 40, "description": 40, "sampling": 40, "license": 40, "sources": 20,
+           "hub_sources": 20}
 
 
 def _fitting(columns: list[str], cells: list[list[str]], width: int) -> list[str]:
@@ -435,7 +520,7 @@ def _listing(kind: str):
                 for _, r in SPLITS.items()]
         # the sources first: what a user lists splits for (the description repeats the name)
         return rows, ["name", "sources", "hub_sources", "samples_per_prompt", "temperature",
-                      "top_p", "max_new_tokens", "description"]
+                      "top_p", "max_new_tokens", "max_prompt_tokens", "sampling", "description"]
     if kind == "predictors":
         from forelen_bench.predictors import PREDICTORS
 

@@ -32,17 +32,21 @@ class Metric:
 MIN_GROUPS = 10
 
 # The ranking metric is MAE over all test rows, a censored row counted at its cap (the same
-# targets the paper scores); the censoring-aware MAE and the MAE over complete rows stand beside
-# it, so that a reader sees when censoring changes the order.
+# targets the paper scores). Beside it, MAE split by censoring: over the rows that ended by
+# themselves and over the rows cut at the cap, MAE = (1 - f) * compl + f * capped with f the
+# censored share, so that a reader sees which rows an order is won on. (v0.1.0 had a
+# "censoring-aware" MAE counting only under-prediction on cut rows; every head's predictions lie
+# at or below the cap, so it equalled MAE in all 43 records and was dropped.)
 RANKED_BY = "mae"
 METRICS = (
     Metric("mae", "MAE", "MAE", 1, "lower", "mae_ci95",
            "mean absolute error in tokens (lower is better); ranks"),
-    Metric("mae_censor_aware", "MAE cens.", "cens", 1, "lower", None,
-           "censoring-aware MAE: a row cut at max_new_tokens counts only under-prediction, "
-           "max(0, cap - prediction)"),
     Metric("mae_complete", "MAE compl.", "compl", 1, "lower", None,
            "MAE over the rows that ended by themselves (EOS)"),
+    Metric("mae_capped", "MAE capped", "capped", 1, "lower", None,
+           "MAE over the rows cut at max_new_tokens, each counted at the cap: a lower bound of "
+           "the true error when the prediction is below the cap (the true length is at least "
+           "the cap); MAE = (1 - f) x compl. + f x capped, f the censored share"),
     Metric("rmse", "RMSE", "RMSE", 1, "lower", None, "root mean squared error in tokens"),
     Metric("median_ae", "MedAE", "MedAE", 1, "lower", None, "median absolute error in tokens"),
     Metric("kendall_tau", "τ", "tau", 3, "higher", None,
@@ -116,6 +120,7 @@ def length_metrics(y_true, y_pred, *, seed: int = 0, n_boot: int = N_BOOT, group
         "mae_ci95": ci,  # None with fewer than MIN_GROUPS groups
         "ci_unit": "group" if groups is not None else "row",
         "ci_method": method, "ci_n_boot": int(n_boot) if ci is not None else None,
+        "ci_seed": int(seed) if ci is not None else None,
         "rmse": float(np.sqrt(mean_squared_error(y, p))),
         "median_ae": float(median_absolute_error(y, p)),
         "kendall_tau": None if constant else float(kendalltau(y, p).statistic),
@@ -150,10 +155,24 @@ def metric_value(record: dict, key: str) -> float | None:
     if (record.get("predictor") or {}).get("outputs") == "ranking" and metric is not None \
             and metric.needs != "order":
         return None
-    v = (record.get("metrics") or {}).get(key)
+    metrics = record.get("metrics") or {}
+    v = metrics.get(key)
+    if key == "mae_capped" and v is None and "mae_capped" not in metrics:
+        v = _capped_from_split(metrics)  # a record from before the column
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     return float(v)
+
+
+def _capped_from_split(metrics: dict) -> float | None:
+    """MAE over the capped rows of a record written before `mae_capped` existed, from its MAE,
+    its MAE over complete rows and its censored share: mae = (1 - f) compl + f capped."""
+    mae, compl, f = (metrics.get(k) for k in ("mae", "mae_complete", "censored_fraction"))
+    if not all(isinstance(v, (int, float)) for v in (mae, f)) or not f > 0:
+        return None
+    if f < 1 and not isinstance(compl, (int, float)):
+        return None
+    return float((mae - (1 - f) * (compl or 0.0)) / f)
 
 
 # -- distribution metrics ----------------------------------------------------------------------
@@ -237,17 +256,16 @@ def censoring_metrics(y_true, y_pred, censored=None) -> dict:
 
     - `censored_fraction`: the share of such rows;
     - `mae_complete`: MAE over the rows that ended by themselves (None if there are none);
-    - `mae_censor_aware`: MAE in which a censored row's error counts only under-prediction,
-      max(0, cap - prediction): predicting beyond the cap is not an error, since the true length
-      is at least the cap.
+    - `mae_capped`: MAE over the censored rows, each counted at its cap (None if there are
+      none). Where the prediction is below the cap this is a lower bound of the true error.
     """
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     cut = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
-    err = np.where(cut, np.maximum(0.0, y - p), np.abs(y - p))
+    err = np.abs(y - p)
     return {"censored_fraction": float(cut.mean()),
-            "mae_complete": float(np.abs(y - p)[~cut].mean()) if (~cut).any() else None,
-            "mae_censor_aware": float(err.mean())}
+            "mae_complete": float(err[~cut].mean()) if (~cut).any() else None,
+            "mae_capped": float(err[cut].mean()) if cut.any() else None}
 
 
 def _group_index(groups, n: int) -> tuple[np.ndarray, int]:
@@ -258,15 +276,23 @@ def _group_index(groups, n: int) -> tuple[np.ndarray, int]:
     return index.ravel(), int(index.max()) + 1
 
 
-def group_resamples(groups, *, seed: int = 0, n_boot: int = 200) -> list[np.ndarray]:
-    """Row indices of `n_boot` group bootstrap resamples: whole groups drawn with replacement,
-    each drawn group's rows in their order. The same `groups` and `seed` give the same resamples,
-    so statistics computed from two predictors' records over the same rows pair replicate by
-    replicate (the end-to-end bootstrap of `simulator.endtoend`)."""
-    index, g = _group_index(groups, len(np.asarray(groups)))
-    rows_of = [np.flatnonzero(index == k) for k in range(g)]
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([rows_of[k] for k in draw]) for draw in rng.integers(0, g, size=(n_boot, g))]
+def group_resamples(groups, *, seed: int | None = None, n_boot: int = N_BOOT):
+    """Yield the row indices of `n_boot` group bootstrap resamples, one at a time: whole groups
+    drawn with replacement, each row listed as often as its group was drawn, rows in their order.
+
+    The draws are those of `stats.unit_weights` (seed `stats.SEED` unless given): the same groups
+    (units in sorted order), seed and count give the same draws, so resample b here is replicate b
+    of every `stats` interval over the same rows (an MAE's, the end-to-end bootstrap of
+    `simulator.endtoend`), and two predictors' records over the same rows pair replicate by
+    replicate. A generator: 10,000 resamples are never held at once."""
+    from forelen_bench.stats import SEED, unit_weights
+
+    index, _ = _group_index(groups, len(np.asarray(groups)))
+    rows = np.arange(len(index))
+    for _, counts in unit_weights(groups, len(index), seed=SEED if seed is None else seed,
+                                  n_boot=n_boot):
+        for drawn in counts.astype(np.int64):
+            yield np.repeat(rows, drawn[index])
 
 
 def percentile_ci(values, level: float = 0.95) -> list[float]:

@@ -12,6 +12,7 @@ import numpy as np
 from forelen_bench.errors import ForelenError
 from forelen_bench.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor,
                                    length_metrics, per_step_mae, ranking_metrics)
+from forelen_bench.stats import SEED
 
 BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason", "source",
                 "source_id")
@@ -128,7 +129,8 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
     if pred.info.outputs == "ranking":
         out["metrics"] = ranking_metrics(y_test, predictions)
     else:
-        out["metrics"] = length_metrics(y_test, predictions, seed=seed, groups=data.test_units(),
+        out["validation"] = validation_score(pred, data, cols)
+        out["metrics"] = length_metrics(y_test, predictions, seed=SEED, groups=data.test_units(),
                                         censored=np.asarray(data.test["finish_reason"]) == "length",
                                         distribution=predicted_distribution(pred, test),
                                         cap=data.entry["build"].get("max_new_tokens"))
@@ -141,6 +143,18 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
         out["per_step"] = per_step_mae(
             y_test, lambda t, mask: out["remaining"][mask, col[t]], OBSERVED_STEPS)
     return out
+
+
+def validation_score(pred, data: Split3, cols: list[str]) -> dict | None:
+    """MAE on the validation partition, after the fit (which may have used it to select a
+    checkpoint): what a comparison may choose a predictor by without looking at test rows (the
+    paper comparison picks "the best baseline" by it). None without a validation partition."""
+    if data.validation is None or not data.validation.n:
+        return None
+    y = data.validation["output_tokens"].astype(np.float64)
+    p = np.asarray(pred.predict(data.validation.select(cols)), dtype=np.float64)
+    return {"mae": float(np.mean(np.abs(y - p))), "n": int(len(y)),
+            "groups": int(len(np.unique(np.asarray(data.validation["group_id"]))))}
 
 
 def predicted_distribution(pred, test):
@@ -171,11 +185,15 @@ def per_row(data: Split3, result: dict) -> dict | None:
         return None
     y = data.test["output_tokens"].astype(np.float64)
     groups = np.asarray(data.test["group_id"])
-    _, index = np.unique(data.test_units(), return_inverse=True)
+    names, index = np.unique(data.test_units(), return_inverse=True)  # the bootstrap's order
     order = hashlib.sha256("\n".join(map(str, groups)).encode()
                            + np.asarray(y, "<f8").tobytes()).hexdigest()
+    cut = np.asarray(data.test["finish_reason"]) == "length"
     out = {"abs_error": np.round(np.abs(y - result["predictions"]), 3).tolist(),
-           "group": index.ravel().tolist(), "rows_sha256": order}
+           "group": index.ravel().tolist(), "unit_names": [str(n) for n in names],
+           "rows_sha256": order,
+           # the rows cut at max_new_tokens (indices): MAE compl. and MAE capped from the record
+           "censored_rows": np.flatnonzero(cut).tolist()}
     if result.get("remaining") is not None:
         # progressive predictors: each row's remaining-length error at each observed step t,
         # None where the row had ended by t (per_step's MAE is the mean of a column)
@@ -197,14 +215,21 @@ def remaining_matrix(pred, test, y_test) -> np.ndarray:
 
 
 def end_to_end(scenario, result: dict, groups=None) -> dict:
-    """The record's `end_to_end` section: the predictor's schedules against FCFS and the oracle,
-    and (with `groups`, the test rows' prompts) the same schedule on group bootstrap resamples,
-    from which the page's paper comparison takes intervals of padding ratio and JCT."""
+    """The record's `end_to_end` section: the predictor's schedules against FCFS and the oracle
+    (SJF on the prediction under static and continuous batching; a progressive predictor also
+    SRPT under continuous batching, `continuous-srpt`), and, with `groups` (the test rows'
+    bootstrap units, those of the MAE's interval), the same schedules on the `stats.N_BOOT` group
+    resamples of `stats.unit_weights` (seed `stats.SEED`, so replicate b pairs with the MAE's) and
+    on the leave-one-unit-out samples: the paper comparison's BCa intervals of padding ratio and
+    JCT come from them (`simulator.endtoend.series` decodes a stored series)."""
+    from forelen_bench import stats
+
     remaining = result.get("remaining")
     steps = OBSERVED_STEPS if remaining is not None else None
     block = scenario.block(result["predictions"], steps, remaining)
     if groups is not None and len(np.unique(np.asarray(groups))) >= MIN_GROUPS:
-        block["bootstrap"] = scenario.bootstrap(result["predictions"], groups, steps, remaining)
+        block["bootstrap"] = scenario.bootstrap(result["predictions"], groups, steps, remaining,
+                                                n_boot=stats.N_BOOT, seed=stats.SEED)
     return block
 
 
@@ -339,6 +364,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
                 "protocol": {"fit": "train", "select": "validation", "score": "test",
                              "seed": seed},
                 "metrics": result["metrics"], "per_step": result.get("per_step"),
+                "validation": result.get("validation"),
                 "references": context, "timing": result["timing"],
                 "predictions_sha256": predictions_hash(result["predictions"]),
                 "diagnostics": result["diagnostics"],

@@ -18,7 +18,7 @@ from forelen_bench.errors import ForelenError
 from forelen_bench.leaderboard import plots
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
-from forelen_bench.metrics import CONSTANT_SPREAD, METRICS, metric_value
+from forelen_bench.metrics import CONSTANT_SPREAD, METRICS, MIN_GROUPS, metric_value
 from forelen_bench.stats import N_BOOT, SEED
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
@@ -167,13 +167,11 @@ def significance(records: list[dict]) -> dict[str, dict]:
     """
     import numpy as np
 
-    from forelen_bench.metrics import MIN_GROUPS
-
     ranked = rankable(records)
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
     if not ranked or None in rows or len(rows) != 1:
         return {name: {"rank": rank, "tested": False} for name, rank in mae_ranks(records).items()}
-    if len(set(ranked[0]["per_row"]["group"])) < MIN_GROUPS:  # too few prompts to test anything
+    if len(set(ranked[0]["per_row"]["group"])) < MIN_GROUPS:  # too few units to test anything
         return {r["predictor"]["name"]: {"rank": 1, "tested": False, "too_few_groups": True}
                 for r in ranked}
     names = [r["predictor"]["name"] for r in ranked]
@@ -488,32 +486,39 @@ def comparison(block: dict | None) -> list[dict]:
     def pct(v):
         return "–" if v is None else f"{100 * v:+.1f}%"
 
+    def side(v, ci, fmt):
+        return {"value": fmt(v), "ci": f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""}
+
     claims = []
     for claim in block.get("claims") or []:
-        rows = []
+        rows, hypotheses = [], {}
         for r in claim["rows"]:
             d = r.get("digits", 1)
-            ours = []
-            for side in r["ours"]:
-                ci = side.get("ci95")
-                ours.append(num(side.get("value"), d)
-                            + (f" [{num(ci[0], d)}, {num(ci[1], d)}]" if ci else ""))
             paper = r.get("paper")
             eff = r["effect"]
             rows.append({
                 "scope": r["scope"], "what": r["what"],
-                "paper": " vs ".join(num(v, max(d, 2)) for v in paper) if paper else "–",
+                "paper": [num(v, max(d, 2)) for v in paper] if paper else ["–"],
                 "paper_effect": pct(r.get("paper_effect")),
-                "ours": ours,
-                "effect": pct(eff.get("value")) + (
-                    f" [{pct(eff['ci95'][0])}, {pct(eff['ci95'][1])}]" if eff.get("ci95") else ""),
+                "ours": [side(s_.get("value"), s_.get("ci95"), lambda v: num(v, d))
+                         for s_ in r["ours"]],
+                "effect": side(eff.get("value"), eff.get("ci95"), pct),
                 "p_holm": ("–" if r.get("p_holm") is None else "<0.001" if r["p_holm"] < 0.001
                            else f"{r['p_holm']:.3f}"),
                 "verdict": r["verdict"], "cls": VERDICT_CLASS.get(r["verdict"], "nt"),
-                "hypothesis": r.get("hypothesis"), "note": r.get("note"),
-                "records": r.get("records") or []})
+                "note": r.get("note"), "records": r.get("records") or []})
+            # one hypothesis per config, not per row: the longest of its rows' (a row that is
+            # not significant adds the test size to the same facts)
+            h = r.get("hypothesis")
+            if h and len(h) > len(hypotheses.get(r["scope"], "")):
+                hypotheses[r["scope"]] = h
+        shared: dict[str, list[str]] = {}  # configs whose hypotheses read the same, together
+        for scope, text in hypotheses.items():
+            shared.setdefault(text, []).append(scope)
         claims.append({"id": claim["id"], "title": claim["title"],
-                       "paper_text": claim.get("paper_text"), "rows": rows})
+                       "paper_text": claim.get("paper_text"), "rows": rows,
+                       "hypotheses": [{"scopes": scopes, "text": text}
+                                      for text, scopes in shared.items()]})
     return claims
 
 
@@ -542,6 +547,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
             "fallback_rate": FALLBACK_RATE,
             "comparison": comparison(manifest.get("paper_comparison")),
             "comparison_test": (manifest.get("paper_comparison") or {}).get("test"),
+            "min_groups": MIN_GROUPS,
             "notes": markdown(manifest["notes"]) if manifest.get("notes") else None,
             "cards": cards, "has_e2e": any(c["e2e"] for c in configs),
             "has_steps": any(c["steps"] for c in configs),

@@ -91,7 +91,8 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
                    predictor_args=parse_args(predictor_args))
     for cfg in configs:
         recs = [r for r in rows if r["dataset"]["config"] == cfg]
-        table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})")
+        table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})",
+                              console.width)
         console.print(table)
         console.print(f"  {summary([keyed(r) for r in recs])}")
         floor = recs[0]["references"].get("static_floor_mae")
@@ -105,34 +106,78 @@ def evaluate_command(predictor: str, data: str, config: str, seed: int, results:
     return rows
 
 
-def results_table(recs: list[dict], title: str):
-    """One config's records as the terminal shows them: a column per metric of METRICS (and its
-    interval), "–" where a predictor does not produce a metric; sorted by MAE, none last. A
-    flagged predictor (`render.flags`: constant, fallback) says so after its name."""
+# Below this width even the predictor, MAE and its interval do not fit side by side: each
+# predictor's figures are listed one per line instead.
+VERTICAL_BELOW = 48
+NAME_MIN = 12  # a predictor name wraps onto more lines, down to this width; values never wrap
+
+
+def results_table(recs: list[dict], title: str, width: int = 80):
+    """One config's records as the terminal shows them, within `width` columns: the predictor,
+    then a column per metric of METRICS (and its interval; MAE and tau first) and ms/req, as
+    many as fit whole, in that order; a footnote names the columns left out (all are in `--json`). A value is
+    never cut: columns are left out instead, names wrap, and below VERTICAL_BELOW the figures
+    go one per line. "–" where a predictor does not produce a metric; sorted by MAE, none last.
+    A flagged predictor (`render.flags`: constant, fallback) says so after its name."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from forelen_bench.leaderboard.render import flags, keyed
 
     recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
                                        metric_value(r, "mae") is None,
                                        metric_value(r, "mae") or 0.0))
-    table = Table(title=title)
-    headers = ["predictor"] + [h for m in METRICS
-                               for h in ([m.text, "95% CI"] if m.ci else [m.text])]
-    for col in headers + ["ms/req"]:
-        table.add_column(col, justify="left" if col == "predictor" else "right",
-                         no_wrap=True, min_width=len(col))  # names stay whole in a pipe
     flagged = flags([keyed(r) for r in recs])
+    names, columns = [], []  # columns: (header, [cell per record])
     for r in recs:
-        m, p = r["metrics"], r["predictor"]
+        p = r["predictor"]
         marks = ([] if p["ranked"] else ["oracle ref."]) + [
             f["text"] for f in flagged.get(p.get("key") or p["name"], [])]
-        name = p.get("key", p["name"]) + (f" ({', '.join(marks)})" if marks else "")
-        cells = [name]
-        for metric in METRICS:
-            cells.append(_fmt(metric_value(r, metric.key), metric.digits))
-            if metric.ci:
-                ci = m.get(metric.ci) if metric_value(r, metric.key) is not None else None
+        names.append(p.get("key", p["name"]) + (f" ({', '.join(marks)})" if marks else ""))
+    # MAE (which ranks) and Kendall tau (the order a scheduler uses) first, then METRICS' order
+    first = ("mae", "kendall_tau")
+    for metric in sorted(METRICS, key=lambda m: first.index(m.key) if m.key in first else 2):
+        columns.append((metric.text, [_fmt(metric_value(r, metric.key), metric.digits)
+                                      for r in recs]))
+        if metric.ci:
+            cells = []
+            for r in recs:
+                ci = r["metrics"].get(metric.ci) if metric_value(r, metric.key) is not None \
+                    else None
                 cells.append(f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else NULL)
-        table.add_row(*cells, _fmt(r["timing"]["per_request_ms"], 2))
-    return table
+            columns.append(("95% CI", cells))
+    columns.append(("ms/req", [_fmt(r["timing"]["per_request_ms"], 2) for r in recs]))
+
+    def span(header, cells):  # a column's width with its padding and rule (rich's default box)
+        return max([len(header)] + [len(c) for c in cells]) + 3
+
+    name_w = max([len("predictor")] + [len(n) for n in names])
+    if width < VERTICAL_BELOW:
+        lines = [Text(title, style="italic")]
+        for i, name in enumerate(names):
+            lines.append(Text(name, style="bold"))
+            lines += [Text(f"  {h}: {cells[i]}") for h, cells in columns]
+        return Group(*lines)
+    name_cap = min(name_w, max(NAME_MIN, width // 3))
+    used = 1 + name_cap + 3
+    shown = []
+    for header, cells in columns:
+        if used + span(header, cells) > width:
+            break
+        shown.append((header, cells))
+        used += span(header, cells)
+    table = Table(title=title)
+    # the names take what the figures leave, and wrap within it
+    table.add_column("predictor", justify="left", overflow="fold",
+                     max_width=min(name_w, name_cap + width - used))
+    for header, cells in shown:
+        table.add_column(header, justify="right", no_wrap=True,
+                         min_width=max([len(header)] + [len(c) for c in cells]))
+    for i, name in enumerate(names):
+        table.add_row(name, *[cells[i] for _, cells in shown])
+    left = [h for h, _ in columns[len(shown):]]
+    if not left:
+        return table
+    return Group(table, Text(f"  not shown at {width} columns: {', '.join(left)} "
+                             "(a wider terminal, COLUMNS=200, or --json shows all)"))

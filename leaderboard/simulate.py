@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from forelen_bench.simulator.endtoend import MODES, SimSettings
+from forelen_bench.simulator.endtoend import MODES, SimSettings, modes_for
 
 
 def settings_key(settings: SimSettings) -> str:
@@ -33,24 +33,31 @@ def simulate_command(predictor: str, data: str, config: str, batching: str, sett
                              say=console.print,
                              on_result=lambda r: console.print(
                                  f"  {r['dataset']['config']:>24}  {r['predictor']['name']}"))
-    modes = MODES if batching == "both" else (batching,)
+    batchings = modes_for(True)
+    modes = [m for m in MODES if batching in ("both", batchings[m][0])]
     console.width = max(console.width, 130)  # ten numeric columns; a pipe would get 80
     for cfg in configs:
         recs = [r for r in records if r["dataset"]["config"] == cfg]
         for mode in modes:
-            console.print(table(cfg, mode, recs))
+            has = [r for r in recs if mode in ((r.get("end_to_end") or {}).get("modes") or {})]
+            if has:  # continuous-srpt: progressive predictors only
+                console.print(table(cfg, mode, has))
     console.print(f"result records (with end_to_end): {Path(results) / '<config>' / '<predictor>.json'}")
     return records
 
 
 def table(config: str, mode: str, records: list[dict]):
-    """FCFS, the oracles, then every predictor by mean JCT."""
+    """FCFS, the oracles, then every predictor by mean JCT, in one mode (a key of
+    `end_to_end.modes`: static, continuous, continuous-srpt)."""
     from rich.table import Table
 
     s = records[0]["end_to_end"]["settings"]
     arrival = "all at t=0" if s["rate"] is None else f"Poisson {s['rate']:g} req/s"
-    t = Table(title=f"{config}: {mode} batching, {s['slots']} slots, {arrival}, "
-                    f"{records[0]['end_to_end']['modes'][mode]['fcfs']['requests']} requests")
+    batching, policy = modes_for(True).get(mode, (mode, "sjf"))
+    slots = (s.get("static_slots") or s["slots"]) if batching == "static" else s["slots"]
+    t = Table(title=f"{config}: {batching} batching, {slots} slots, {arrival}, "
+                    f"{records[0]['end_to_end']['modes'][mode]['fcfs']['requests']} requests, "
+                    f"{policy.upper()}")
     for col in ("schedule", "policy", "tok/s", "req/s", "JCT mean s", "JCT p90 s", "padding",
                 "JCT/FCFS", "JCT/oracle", "tok/s/oracle"):
         t.add_column(col, justify="left" if col in ("schedule", "policy") else "right", no_wrap=True)

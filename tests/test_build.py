@@ -421,7 +421,7 @@ def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
     recipe = SPLITS.get("cot")
     said, asked = [], []
 
-    def hub_up(specs, column, limit, seed):
+    def hub_up(specs, column, limit, seed, turns="first", say=None):
         asked.append(tuple(specs))
         return [f"prompt from {specs[0]}"]
 
@@ -431,7 +431,7 @@ def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
         ["prompt from math500"], recipe.hub_sources, "paper (hub)")
     assert not said
 
-    def hub_down(specs, column, limit, seed):
+    def hub_down(specs, column, limit, seed, turns="first", say=None):
         asked.append(tuple(specs))
         if specs == recipe.hub_sources:
             raise HubUnreachable("source 'math500' needs the Hugging Face hub")

@@ -135,6 +135,12 @@ def base(tiny_model_dir, prompts_file, tmp_path):
             "--out", str(tmp_path / "out"), "--max-new-tokens", "4", "--samples-per-prompt", "1"]
 
 
+def with_value(base: list[str], option: str, value: str) -> list[str]:
+    """`base` with `option` set to `value` (given twice, an option is refused)."""
+    at = base.index(option)
+    return base[:at + 1] + [value] + base[at + 2:]
+
+
 def bad_file(tmp_path, name: str, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
@@ -143,10 +149,10 @@ def bad_file(tmp_path, name: str, data: bytes) -> str:
 
 CASES = {
     "unknown split": (lambda b, t: ["build", "--split", "lng"],
-                      ["unknown split 'lng'", "did you mean 'long'?", "known: cot, long, rl"]),
+                      ["unknown split 'lng'", "did you mean 'long'?", "known: chat, cot, long, rl"]),
     "unknown source": (lambda b, t: b + ["--source", "gsm-symbolc"],
                        ["unknown source 'gsm-symbolc'", "did you mean 'gsm-symbolic'?"]),
-    "unknown model": (lambda b, t: b + ["--model", "qwen-nonexistent"],
+    "unknown model": (lambda b, t: with_value(b, "--model", "qwen-nonexistent"),
                       ["unknown model 'qwen-nonexistent'", "smollm2-135m", "hub id"]),
     "missing file": (lambda b, t: b[:-4] + ["--source", str(t / "nope.jsonl")],
                      ["prompt file not found", "nope.jsonl"]),
@@ -161,7 +167,7 @@ CASES = {
     "missing column": (lambda b, t: b + ["--prompt-column", "question"],
                        ["prompt column 'question' not found", "columns: id, prompt"]),
     "limit 0": (lambda b, t: b + ["--limit", "0"], ["--limit must be a positive integer, got 0"]),
-    "negative samples": (lambda b, t: b + ["--samples-per-prompt", "-1"],
+    "negative samples": (lambda b, t: with_value(b, "--samples-per-prompt", "-1"),
                          ["--samples-per-prompt must be a positive integer, got -1"]),
     "batch size 0": (lambda b, t: b + ["--batch-size", "0"], ["--batch-size"]),
     "top_p 0": (lambda b, t: b + ["--top-p", "0"], ["--top-p must be in (0, 1]"]),
@@ -174,8 +180,10 @@ CASES = {
     "unknown attention": (lambda b, t: b + ["--attention", "flash"],
                           ["--attention must be one of sdpa, grouped, eager"]),
     "slots 0": (lambda b, t: b + ["--slots", "0"], ["--slots must be a positive integer"]),
-    "missing gguf": (lambda b, t: b + ["--model", str(t / "m.gguf")], ["GGUF file not found", "m.gguf"]),
-    "folder without config": (lambda b, t: b + ["--model", str(t)], ["not a HF model folder"]),
+    "missing gguf": (lambda b, t: with_value(b, "--model", str(t / "m.gguf")),
+                     ["GGUF file not found", "m.gguf"]),
+    "folder without config": (lambda b, t: with_value(b, "--model", str(t)),
+                              ["not a HF model folder"]),
     "cuda without gpu": (lambda b, t: b + ["--device", "cuda"], ["no CUDA GPU"]),
     "layer out of range": (lambda b, t: b + ["--layer", "7"], ["must lie in 0..3"]),
     "bad dtype": (lambda b, t: b + ["--dtype", "float33"], ["unknown dtype 'float33'"]),
@@ -274,3 +282,78 @@ def test_hub_model_offline_names_the_model_and_the_alternatives(prompts_file, tm
     assert "'Qwen2.5-3B'" in line and "Qwen/Qwen2.5-3B-Instruct" in line
     assert "offline alternatives" in line and "--model smollm2-135m" in line and ".gguf" in line
     assert not (tmp_path / "out" / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# repeated options: a list option accumulates, any other refuses a second value
+
+
+def _options():
+    """(command path, option) for every option of every command, leaderboard's included."""
+    import typer.main
+
+    found = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, path + (name,))
+        if not hasattr(command, "commands"):
+            found.extend((path, p) for p in command.params
+                         if p.param_type_name == "option" and p.name != "help")
+
+    walk(typer.main.get_command(cli.app), ())
+    return found
+
+
+SINGLE = [(path, p.opts[0], p.is_flag) for path, p in _options() if not p.multiple]
+LISTS = {(path, p.opts[0]) for path, p in _options() if p.multiple}
+
+
+@pytest.mark.parametrize("path, option, flag", SINGLE,
+                         ids=[" ".join(path) + " " + o for path, o, _ in SINGLE])
+def test_a_single_valued_option_refuses_a_repetition(path, option, flag, monkeypatch, capsys,
+                                                     tmp_path):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, wherever the command would write
+    once = [option] if flag else [option, "1"]
+    code, out, err = call_main(monkeypatch, capsys, *path, *once, *once)
+    line = assert_one_line_error(code, out, err)
+    assert option in line and "given 2 times" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_options_are_the_ones_that_accumulate():
+    assert LISTS == {(("build",), "--source"), (("build",), "--layer"), (("import",), "--layer"),
+                     (("evaluate",), "--predictor"), (("evaluate",), "--family"),
+                     (("simulate",), "--predictor"), (("simulate",), "--family")}
+
+
+def test_predictor_values_are_split_ordered_and_checked_before_anything_runs(monkeypatch, capsys,
+                                                                             tmp_path):
+    assert cli.predictor_values(["constant-median, prompt-length", "constant-median",
+                                 "prompt-length,egtp"], ()) == ["constant-median",
+                                                                "prompt-length", "egtp"]
+    for command in ("evaluate", "simulate"):
+        code, out, err = call_main(monkeypatch, capsys, command, "--predictor", "constant-median",
+                                   "--predictor", "prompt-lenght", "--data", str(tmp_path))
+        line = assert_one_line_error(code, out, err)
+        assert "unknown predictor 'prompt-lenght'" in line and "evaluating" not in err
+
+
+def test_repeated_predictors_are_each_evaluated(tiny_model_dir, tmp_path):
+    import json
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": f"Question {i}: " + "why? " * i,
+                                       "response": "because " * (3 + i % 7)}) + "\n"
+                           for i in range(40)))
+    data = tmp_path / "ds"
+    done = run("import", str(log), "--no-features", "--split", "chat", "--tokenizer",
+               str(tiny_model_dir), "--out", str(data))
+    assert done.returncode == 0, done.stderr
+    for command in ("evaluate", "simulate"):
+        done = run(command, "--data", str(data), "--predictor", "constant-median",
+                   "--predictor", "prompt-length,constant-median", "--results",
+                   str(tmp_path / command), "--json")
+        assert done.returncode == 0, done.stderr
+        assert [r["predictor"] for r in json.loads(done.stdout)] == [
+            "constant-median", "prompt-length"]

@@ -60,9 +60,18 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
             has = name in DISTRIBUTIONS
             assert (m["crps"] is not None) == (m["coverage_80"] is not None) == has, name
         e2e = rec["end_to_end"]  # the scheduling simulator's section (tests/test_simulate.py)
-        assert set(e2e["modes"]) == {"static", "continuous"} and e2e["settings"]["seed"] == 42
-        assert e2e["modes"]["continuous"]["policy"] == ("srpt" if rec["predictor"]["progressive"]
-                                                        else "sjf")
+        progressive = rec["predictor"]["progressive"]
+        assert set(e2e["modes"]) == {"static", "continuous"} | (
+            {"continuous-srpt"} if progressive else set()) and e2e["settings"]["seed"] == 42
+        # SJF for every predictor in both modes (like for like); SRPT besides, where progressive
+        assert e2e["modes"]["static"]["policy"] == e2e["modes"]["continuous"]["policy"] == "sjf"
+        if progressive:
+            assert e2e["modes"]["continuous-srpt"]["policy"] == "srpt"
+        if m.get("mae") is not None:
+            # scored on validation too (a baseline is chosen by it), where the config has one
+            assert rec["validation"] is None or (rec["validation"]["mae"] > 0
+                                                 and rec["validation"]["n"] > 0)
+            assert len(rec["per_row"]["unit_names"]) == len(set(rec["per_row"]["group"]))
         # the group bootstrap of the schedule needs as many prompts as the MAE's interval
         groups = rec["metrics"].get("groups") or len(set(rec["per_row"]["group"])) \
             if rec.get("per_row") else 0

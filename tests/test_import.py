@@ -481,3 +481,77 @@ def dated_template(model_dir, tokenizer) -> None:
     else:
         config["chat_template"] = template
         (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def _ok(monkeypatch, capsys, *args) -> str:
+    """Run `forelen ARGS` in-process as a user would; returns stderr (it must succeed)."""
+    import sys
+
+    from forelen_bench import cli
+
+    monkeypatch.setattr(sys, "argv", ["forelen", *args])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def _length_log(tmp_path, tokenizer):
+    """A log whose lengths are in another tokenizer's units: every one differs from the tiny
+    model's count (a closed model's serving log)."""
+    path = tmp_path / "closed.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": r,
+                                        "n": n_tokens(tokenizer, r) * 3 + 5}) + "\n"
+                            for i, r in enumerate(RESPONSES)))
+    return path
+
+
+def test_text_only_with_logged_lengths_needs_no_model(tmp_path, tiny_model_dir, tokenizer,
+                                                      monkeypatch, capsys):
+    """No --model: the logged lengths are the targets, unchecked; the default model (here the
+    tiny one) names no config and no generator, and the manifest and card say what it counted."""
+    from forelen_bench import models
+
+    monkeypatch.setattr(models, "DEFAULT_MODEL", str(tiny_model_dir))
+    log = _length_log(tmp_path, tokenizer)
+    out = tmp_path / "ds"
+    _ok(monkeypatch, capsys, "import", str(log), "--no-features", "--length-column", "n",
+        "--split", "chat", "--out", str(out))
+    entry = DatasetFolder(out).config("closed-chat")
+    build, report = entry["build"], entry["build"]["import"]
+    assert build["generator"] == "unknown" and build["model"] is None
+    assert report["length_mismatch_rate"] is None
+    assert report["lengths"] == {"logged": 6, "counted": 0, "counted_with": None,
+                                 "tokenizer": str(tiny_model_dir), "tokenizer_named": False,
+                                 "checked": False}
+    table = DatasetFolder(out).read("closed-chat")
+    logged = {json.loads(x)["prompt"]: json.loads(x)["n"] for x in log.read_text().splitlines()}
+    assert {p.split("user\n")[1].split("<|im_end|>")[0]: n for p, n in
+            zip(table["prompt"].to_pylist(), table["output_tokens"].to_pylist())} == logged
+    assert set(table["model"].to_pylist()) == {"unknown"}
+    card = (out / "README.md").read_text()
+    assert "trusted, not checked" in card and "6 logged" in card
+    # the generator's name, when the user has one, names the config and the rows
+    _ok(monkeypatch, capsys, "import", str(log), "--no-features", "--length-column", "n",
+        "--split", "chat", "--out", str(out), "--generator-name", "gpt-4o-mini")
+    assert DatasetFolder(out).config("gpt-4o-mini-chat")["build"]["generator"] == "gpt-4o-mini"
+    # a tokenizer the user names is checked against, and this one is not the generator's
+    line = _refused(monkeypatch, capsys, tmp_path, log, "--no-features", "--length-column", "n",
+                    "--split", "chat", "--tokenizer", str(tiny_model_dir))
+    assert "differ from its responses re-tokenised" in line
+
+
+def test_counted_lengths_name_their_tokenizer(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from forelen_bench import models
+
+    monkeypatch.setattr(models, "DEFAULT_MODEL", str(tiny_model_dir))
+    path = tmp_path / "plain.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": r}) + "\n"
+                            for i, r in enumerate(RESPONSES)))
+    err = _ok(monkeypatch, capsys, "import", str(path), "--no-features", "--split", "cot",
+              "--out", str(tmp_path / "ds"))
+    assert "counted with" in err and "(the default)" in err
+    lengths = DatasetFolder(tmp_path / "ds").config("plain-cot")["build"]["import"]["lengths"]
+    assert lengths["counted"] == 6 and lengths["counted_with"] == str(tiny_model_dir)
+    assert "counted with the tokenizer of" in (tmp_path / "ds" / "README.md").read_text()

@@ -457,7 +457,7 @@ def _terminal_cells(recs) -> dict[str, dict[str, str]]:
     from forelen_bench.leaderboard.report import results_table
 
     console = Console(record=True, width=400, color_system=None)
-    console.print(results_table(recs, "t"))
+    console.print(results_table(recs, "t", 400))
     lines = [[c.strip() for c in line.strip("│┃ ").split("│" if "│" in line else "┃")]
              for line in console.export_text().splitlines() if line.startswith(("│", "┃"))]
     head = lines[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau, spearmanr
 
-from forelen_bench.metrics import (bootstrap_ci, group_median_floor, length_metrics,
+from forelen_bench.metrics import (bootstrap_ci, group_median_floor, length_metrics, metric_value,
                                    paired_difference, per_step_mae, ranking_metrics)
 
 
@@ -117,9 +117,24 @@ def test_censoring_metrics_by_hand():
     m = length_metrics(y, p, censored=cut)
     assert m["censored_fraction"] == 0.5
     assert m["mae_complete"] == pytest.approx((10 + 20) / 2)
-    # censored: predicting 300 >= cap is no error; predicting 200 under-predicts by 56
-    assert m["mae_censor_aware"] == pytest.approx((10 + 0 + 20 + 56) / 4)
+    assert m["mae_capped"] == pytest.approx((44 + 56) / 2)
     assert m["mae"] == pytest.approx((10 + 44 + 20 + 56) / 4)
+    # MAE splits by censoring, so a record from before the column gets it back exactly
+    old = {"metrics": {k: m[k] for k in ("mae", "mae_complete", "censored_fraction")}}
+    assert metric_value(old, "mae_capped") == pytest.approx(m["mae_capped"])
+    assert metric_value({"metrics": {"mae": 3.0, "censored_fraction": 0.0}}, "mae_capped") is None
+
+
+def test_capped_mae_can_reverse_an_order_that_mae_gives():
+    """The split columns must be able to disagree with MAE (the v0.1.0 "censoring-aware" MAE
+    equalled MAE whenever predictions stay below the cap, which every head's do): a predictor
+    that predicts long is worse overall and on complete rows, better on the capped rows."""
+    y = np.array([100.0, 120, 90, 110, 512, 512])
+    cut = y == 512
+    short, long_ = np.full(6, 110.0), np.full(6, 300.0)
+    a, b = length_metrics(y, short, censored=cut), length_metrics(y, long_, censored=cut)
+    assert a["mae"] < b["mae"] and a["mae_complete"] < b["mae_complete"]
+    assert a["mae_capped"] > b["mae_capped"]
 
 
 def test_rank_correlations_against_brute_force():
@@ -280,7 +295,7 @@ def test_a_ranking_score_has_no_length_or_distribution_metric():
 
     m = ranking_metrics([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9])
     assert m["kendall_tau"] is not None and m["spearman_rho"] is not None
-    for key in ("mae", "mae_ci95", "rmse", "acc_50", "mae_censor_aware", "crps", "coverage_80"):
+    for key in ("mae", "mae_ci95", "rmse", "acc_50", "mae_capped", "crps", "coverage_80"):
         assert key in m and m[key] is None
     assert {k.key for k in METRICS} <= set(m)
     # an older or foreign record that stored an MAE of 0 for a ranking predictor: read as none

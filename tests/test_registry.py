@@ -130,7 +130,7 @@ def test_splits_and_models_registries():
     from forelen_bench.builders.splits import SPLITS
     from forelen_bench.models import MODELS
 
-    assert SPLITS.names() == ["cot", "long", "rl"]
+    assert SPLITS.names() == ["chat", "cot", "long", "rl"]
     assert SPLITS.get("rl").samples_per_prompt == 8
     assert "smollm2-135m" in MODELS and MODELS.get("smollm2-135m").offline
     with pytest.raises(UnknownName, match="did you mean 'long'"):

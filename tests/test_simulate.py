@@ -15,7 +15,7 @@ from forelen_bench.errors import ForelenError
 from forelen_bench.simulator import (CostModel, SimSettings, Workload, fcfs, load_cost_model,
                                      make_workload, oracle, simulate, sjf, srpt)
 from forelen_bench.simulator.cost import fit_cost_model
-from forelen_bench.simulator.endtoend import Scenario, auto_slots
+from forelen_bench.simulator.endtoend import Scenario, auto_slots, auto_static_slots
 from forelen_bench.simulator.engine import steps_until
 from forelen_bench.simulator.naive import naive_continuous
 
@@ -236,6 +236,44 @@ def test_event_engine_matches_the_per_step_simulator(case, seed):
         assert r.padding == pytest.approx(pad, abs=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=80), st.integers(1, 20),
+       st.sampled_from([0.0, 3.5]), st.integers(0, 9), st.booleans())
+def test_static_batches_at_once_match_the_event_loop(y, slots, at, seed, ties):
+    """Every request at once and no KV budget: static batching is computed without the loop,
+    and must give the loop's schedule to the bit (same batches, same float operations)."""
+    from forelen_bench.simulator.engine import _static, _static_at_once
+
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    w = Workload(rng.integers(0, 300, n), np.asarray(y, np.int64), np.full(n, at), max(y))
+    key = rng.integers(0, 4, n).astype(float) if ties else rng.normal(size=n)  # ties: by arrival
+    cost = CostModel(*rng.uniform([0.01, 0, 0, 0, 0], [1, 0.1, 1e-3, 1, 1e-2]))
+    loop, fast = _static(w, key, slots, cost, None), _static_at_once(w, key, slots, cost)
+    assert fast.finish_s.tolist() == loop.finish_s.tolist() and fast.padding == loop.padding
+    assert fast.decode_steps == loop.decode_steps and fast.batch.tolist() == loop.batch.tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_srpt_with_many_preemptions_matches_the_per_step_simulator(seed):
+    """The event engine visits only the re-ranks that can preempt (alarms); on a workload where
+    most requests are preempted, it must still follow the per-step simulator, which re-ranks
+    every running request at every k-th step."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 120, 200)
+    w, _ = make_workload(rng.integers(1, 50, 200), y, seed=seed,
+                         rate=None if seed % 2 else 40.0)
+    plan = srpt(STEPS, np.where(w.output_tokens[:, None] > STEPS,
+                                np.maximum(w.output_tokens[:, None] - STEPS, 0)
+                                * np.exp(rng.normal(0, 0.4, (200, len(STEPS)))), np.nan))
+    cost = CostModel(0.01, 1e-3, 1e-6, 0.02, 1e-5)
+    r = run(w, plan, "continuous", 16, cost=cost, rerank_every=4, aging=0.5 * (seed > 1))
+    f, pad = naive_continuous(w, plan, slots=16, cost=cost, rerank_every=4, aging=0.5 * (seed > 1))
+    assert r.preemptions > 50
+    np.testing.assert_allclose(r.finish_s, f, rtol=1e-9)
+    assert r.padding == pytest.approx(pad, abs=1e-12)
+
+
 # Settings, cost model, record section.
 
 def test_workload_arrivals_are_seeded_and_shuffled():
@@ -250,6 +288,8 @@ def test_workload_arrivals_are_seeded_and_shuffled():
 
 def test_auto_slots_creates_queueing():
     assert [auto_slots(n) for n in (3, 8, 16, 1000, 10**6)] == [2, 2, 4, 64, 64]
+    # static batching: batches of at most 16, at least 16 of them from 32 rows on
+    assert [auto_static_slots(n) for n in (3, 40, 254, 352, 10**6)] == [2, 2, 15, 16, 16]
 
 
 def test_scenario_block_has_the_record_shape():
@@ -258,11 +298,18 @@ def test_scenario_block_has_the_record_shape():
     sc = Scenario(rng.integers(1, 100, 30), y, SimSettings(seed=1), max_new_tokens=256)
     block = sc.block(y + rng.normal(0, 40, 30), STEPS, noisy_remaining(y, 0))
     s = block["settings"]
-    assert s["slots"] == 7 and s["arrival"] == "simultaneous" and s["rate"] is None
-    assert set(s) == {"slots", "kv_budget_tokens", "arrival", "rate", "seed", "aging",
-                      "rerank_every", "cost_model"} and s["cost_model"]["source"] == "default"
-    assert set(block["modes"]) == {"static", "continuous"}
-    assert block["modes"]["static"]["policy"] == "sjf" and block["modes"]["continuous"]["policy"] == "srpt"
+    assert s["slots"] == 7 and s["static_slots"] == 2 and s["arrival"] == "simultaneous"
+    assert s["rate"] is None
+    assert set(s) == {"slots", "static_slots", "kv_budget_tokens", "arrival", "rate", "seed",
+                      "aging", "rerank_every", "cost_model"} and s["cost_model"]["source"] == "default"
+    # like for like: SJF on the static prediction in both batching modes for every predictor; a
+    # progressive one also gets SRPT under continuous batching, as a mode of its own
+    assert list(block["modes"]) == ["static", "continuous", "continuous-srpt"]
+    assert [(b["batching"], b["policy"]) for b in block["modes"].values()] == [
+        ("static", "sjf"), ("continuous", "sjf"), ("continuous", "srpt")]
+    # the share of static batches holding a row at the cap: none here (every length < 256)
+    assert block["modes"]["static"]["capped_batches"] == {"predictor": 0.0, "fcfs": 0.0, "oracle": 0.0}
+    assert "capped_batches" not in block["modes"]["continuous"]
     for b in block["modes"].values():
         for m in (b["predictor"], b["fcfs"], b["oracle"]):
             assert set(m) == {"requests", "throughput_tok_s", "throughput_req_s", "jct_mean_s",
@@ -272,11 +319,13 @@ def test_scenario_block_has_the_record_shape():
         assert b["vs_fcfs"]["jct_mean_s"] == b["predictor"]["jct_mean_s"] / b["fcfs"]["jct_mean_s"]
     json.dumps(block)
     perfect = sc.block(y.astype(float))  # a static predictor that is exact equals the oracle
+    assert list(perfect["modes"]) == ["static", "continuous"]
     assert perfect["modes"]["continuous"]["vs_oracle"]["jct_mean_s"] == 1.0
 
 
 def test_settings_are_checked():
-    for kw, needle in [({"slots": 0}, "--slots"), ({"rate": 0.0}, "--rate"),
+    for kw, needle in [({"slots": 0}, "--slots"), ({"static_slots": 0}, "--static-slots"),
+                       ({"rate": 0.0}, "--rate"),
                        ({"rerank_every": 0}, "--rerank-every"), ({"aging": -1.0}, "--aging")]:
         with pytest.raises(ForelenError, match=needle):
             SimSettings(**kw)
@@ -331,12 +380,17 @@ def test_evaluate_records_carry_end_to_end(built, tmp_path):
         e2e = on_disk["end_to_end"]
         n = rec["references"]["test_rows"]
         assert e2e["settings"]["slots"] == auto_slots(n) and e2e["settings"]["seed"] == 42
+        assert e2e["settings"]["static_slots"] == auto_static_slots(n)
         for mode in ("static", "continuous"):
             assert e2e["modes"][mode]["predictor"]["requests"] == n
             assert 0 <= e2e["modes"][mode]["predictor"]["padding_ratio"] < 1
+        # max_new_tokens is known: the static mode says how many batches a capped row costs
+        assert set(e2e["modes"]["static"]["capped_batches"]) == {"predictor", "fcfs", "oracle"}
     by_name = {r["predictor"]["name"]: r["end_to_end"]["modes"] for r in records}
-    assert by_name["plp"]["continuous"]["policy"] == "srpt" and by_name["plp"]["static"]["policy"] == "sjf"
+    assert by_name["plp"]["continuous"]["policy"] == "sjf" and by_name["plp"]["static"]["policy"] == "sjf"
+    assert by_name["plp"]["continuous-srpt"]["policy"] == "srpt"
     assert by_name["constant-median"]["continuous"]["policy"] == "sjf"
+    assert "continuous-srpt" not in by_name["constant-median"]
     # FCFS is the same schedule whichever predictor the record is for.
     assert by_name["plp"]["static"]["fcfs"] == by_name["constant-median"]["static"]["fcfs"]
 
@@ -345,7 +399,8 @@ def test_simulate_prints_tables_and_writes_records(built, tmp_path):
     cost = tmp_path / "gpu.json"
     cost.write_text(json.dumps({"coefficients": CostModel(0.01, 0.001, 1e-6, 0.02, 1e-5).coefficients()}))
     proc = forelen("simulate", "--predictor", "all", "--family", "reference", "--data", str(built),
-                   "--slots", "3", "--rate", "5", "--batching", "continuous", "--cost-model", str(cost),
+                   "--slots", "3", "--static-slots", "2", "--rate", "5", "--batching", "continuous",
+                   "--cost-model", str(cost),
                    "--results", str(tmp_path / "res"))
     assert proc.returncode == 0, proc.stderr
     assert "continuous batching, 3 slots, Poisson 5 req/s" in proc.stderr
@@ -356,13 +411,14 @@ def test_simulate_prints_tables_and_writes_records(built, tmp_path):
     assert not (tmp_path / "res" / CONFIG).exists()
     rec = json.loads(path.read_text())
     s = rec["end_to_end"]["settings"]
-    assert s["slots"] == 3 and s["arrival"] == "poisson" and s["rate"] == 5
+    assert s["slots"] == 3 and s["static_slots"] == 2 and s["arrival"] == "poisson" and s["rate"] == 5
     assert s["cost_model"]["source"] == str(cost) and s["cost_model"]["decode_base_s"] == 0.01
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--predictor", "egpt"], "did you mean 'egtp'"),
     (["--predictor", "egtp", "--slots", "0"], "--slots must be >= 1"),
+    (["--predictor", "egtp", "--static-slots", "0"], "--static-slots must be >= 1"),
     (["--predictor", "egtp", "--rate", "-1"], "--rate must be > 0"),
     (["--predictor", "egtp", "--cost-model", "/nonexistent/cost.json"], "cost model file not found"),
     (["--predictor", "egtp", "--batching", "dynamic"], "dynamic"),
@@ -384,3 +440,20 @@ def test_static_sjf_can_lose_with_a_partial_batch():
     sjf_mean = run(w, oracle(w.output_tokens), "static", 4, cost=c).finish_s.mean()
     long_first = run(w, sjf(-w.output_tokens.astype(float)), "static", 4, cost=c).finish_s.mean()
     assert sjf_mean == pytest.approx(2.4) and long_first == pytest.approx(2.2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 200), st.sampled_from([0.0, 1.5]), st.integers(0, 9))
+def test_engine_srpt_keys_are_the_plans_running_keys(n, g, aging, seed):
+    """The engine computes SRPT keys one request at a time; they must be the plan's
+    `running_keys` (plus aging) to the bit, or a re-rank could order requests differently."""
+    from forelen_bench.simulator.engine import _Alarms
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 300, n)
+    w, _ = make_workload(np.ones(n), y, rate=3.0, seed=seed)
+    plan = srpt(STEPS, noisy_remaining(w.output_tokens, seed))
+    alarms = _Alarms(plan, aging, w)
+    ids = np.arange(n)
+    want = plan.running_keys(ids, np.full(n, g)) + (aging * w.arrival_s if aging else 0)
+    assert [alarms.key(i, g) for i in range(n)] == want.tolist()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from forelen_bench.builders.sources import SOURCES, Prompt
-from forelen_bench.builders.sources import hub
+from forelen_bench.builders.sources import hub, sharegpt
 from forelen_bench.builders.sources.files import FileSource, resolve_source
 from forelen_bench.errors import ForelenError
 
@@ -22,6 +22,7 @@ HUB_CASES = {
     "ifeval": lambda: hub.IFEval(str(HUB / "google" / "IFEval")),
     "gsm8k": lambda: hub.GSM8K(str(HUB / "openai" / "gsm8k")),
     "math500": lambda: hub.Math500(str(HUB / "HuggingFaceH4" / "MATH-500")),
+    "sharegpt": lambda: sharegpt.hub(str(HUB / "anon8231489123" / "ShareGPT_Vicuna_unfiltered")),
 }
 
 EXPECTED_IDS = {
@@ -30,6 +31,8 @@ EXPECTED_IDS = {
     "ifeval": {str(1000 + i) for i in range(4)},
     "gsm8k": {"train-0", "train-1", "train-2", "train-3", "test-0", "test-1"},
     "math500": {f"test/prealgebra/{100 + i}.json" for i in range(5)},
+    # the part opening with a reply and the empty conversation yield no first turn
+    "sharegpt": {"aaa111_0", "aaa111_1", "bbb222_0", "ddd444_0"},
 }
 
 
@@ -45,7 +48,7 @@ def test_registry_lists_every_source():
     expected = {
         "longbench", "zeroscrolls", "ifeval", "gsm8k", "math500",
         "ifeval-pkg", "writingbench-pkg", "arenahard-pkg", "alpacaeval-pkg",
-        "mmath-pkg", "humaneval-pkg", "gsm-symbolic", "longdocs-pkg",
+        "mmath-pkg", "humaneval-pkg", "gsm-symbolic", "longdocs-pkg", "sharegpt", "sharegpt-pkg",
     }  # fmt: skip
     assert expected <= set(SOURCES.names())
     for name in expected:

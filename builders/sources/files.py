@@ -162,10 +162,17 @@ def looks_like_path(spec: str) -> bool:
 
 
 def resolve_source(spec: str, prompt_column: str = "prompt") -> Source:
-    """A `--source` value as a Source: a prompt file (optionally `file:`-prefixed) or a registered name."""
+    """A `--source` value as a Source: a prompt file (optionally `file:`-prefixed; a ShareGPT
+    file when its records are conversations without a prompt column) or a registered name."""
     path_spec = spec[len("file:") :] if spec.startswith("file:") else spec
     if spec.startswith("file:") or looks_like_path(path_spec):
-        if not Path(path_spec).expanduser().exists():
+        path = Path(path_spec).expanduser()
+        if not path.exists():
             raise ForelenError(f"prompt file not found: {path_spec}")
+        if path.suffix.lower() in (".json", ".jsonl") and path.is_file():
+            from forelen_bench.builders.sources import sharegpt
+
+            if sharegpt.is_sharegpt(path, prompt_column):
+                return sharegpt.user_file(path)
         return FileSource(path_spec, prompt_column=prompt_column)
     return SOURCES.get(spec)

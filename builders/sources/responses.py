@@ -1,5 +1,5 @@
 """Readers of existing (prompt, response) data for `forelen import`: the public ForeLen release,
-chat-completions logs, and plain JSONL / CSV / Parquet tables.
+chat-completions logs, ShareGPT conversations, and plain JSONL / CSV / Parquet tables.
 
 Each reader returns `Part`s: one per config to import, holding one record per source row with the
 same fields whatever the format (prompt, response, logged length, token ids, group, partition,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from forelen_bench.errors import ForelenError
 
-FORMATS = ("auto", "forelen-release", "openai-chat", "jsonl", "csv", "parquet")
+FORMATS = ("auto", "forelen-release", "openai-chat", "sharegpt", "jsonl", "csv", "parquet")
 # The release's layout: {model}_{size}/{LongSeq|Reasoning|RL}/{train,validation,test}.csv
 RELEASE_SPLITS = {"LongSeq": "long", "Reasoning": "cot", "RL": "rl"}
 RELEASE_COLUMNS = {"prompt": "user_prompt_content", "response": "response_content",
@@ -31,7 +31,9 @@ REQUIRED = ("prompt", "response")
 FIXED = {"openai-chat": "messages, choices[0].message.content, usage.completion_tokens, "
                         "choices[0].finish_reason, and group_id and partition at the top level",
          "forelen-release": "user_prompt_content, response_content, target_length, and the "
-                            "partition in the file name"}
+                            "partition in the file name",
+         "sharegpt": "id and conversations [{from, value}]; each reply after a human/user turn "
+                     "is a row, its prompt the conversation so far"}
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Record:
     finish: object = None
     where: str = ""  # file:line (JSONL), file record N (CSV), file row N (Parquet), for messages
     date: str | None = None  # the day it was served (YYYY-MM-DD), where the log says
+    unit: str | None = None  # what keeps rows in one partition (a conversation); None: the group
 
 
 @dataclass
@@ -54,6 +57,11 @@ class Part:
     records: list[Record]
     files: dict[str, str] = field(default_factory=dict)  # file -> sha256
     columns: dict[str, str | None] = field(default_factory=dict)  # field -> column read
+    # records that yield no row at all (a malformed conversation), counted by reason as the
+    # importer counts unusable rows, and where the first of each is
+    unusable: dict[str, int] = field(default_factory=dict)
+    first_unusable: dict[str, str] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # what the reader adds to the import report
 
 
 def locate(source: str) -> tuple[Path, str]:
@@ -82,6 +90,10 @@ def detect(path: Path) -> str:
                            "a file, or --format")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
+        from forelen_bench.builders.sources.sharegpt import is_sharegpt
+
+        if is_sharegpt(path):  # read from the head alone: the file may be cut off
+            return "sharegpt"
         first = _first_json(path)
         return "openai-chat" if isinstance(first, dict) and (
             "messages" in first or "request" in first) else "jsonl"
@@ -110,12 +122,16 @@ def check_columns(fmt: str, columns: dict[str, str | None]) -> None:
                            f"are fixed: {FIXED[fmt]}")
 
 
-def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None]) -> list[Part]:
-    """The source's parts; `columns` maps field -> column for the plain formats (None: default)."""
+def read(path: Path, fmt: str, split: str | None, columns: dict[str, str | None],
+         turns: str = "first") -> list[Part]:
+    """The source's parts; `columns` maps field -> column for the plain formats (None: default);
+    `turns` says which replies of a ShareGPT conversation are rows."""
     if fmt == "forelen-release":
         return _release(path, split)
     if path.is_dir():
         raise ForelenError(f"{path} is a folder; --format {fmt} reads one file")
+    if fmt == "sharegpt":
+        return [_sharegpt(path, split, turns)]
     if fmt == "openai-chat":
         records = [_chat(obj, f"{path.name} line {i}") for i, obj in _json_lines(path)]
         return [Part(path.stem, split, _nonempty(records, path), {str(path): sha256_of(path)},
@@ -280,6 +296,24 @@ def _served_on(created) -> str | None:
         return dt.datetime.fromtimestamp(created, dt.timezone.utc).date().isoformat()
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def _sharegpt(path: Path, split: str | None, turns: str) -> Part:
+    """Rows of a ShareGPT file: each the conversation so far (chat messages) and its reply. A
+    record that yields no row is counted by reason; every row of one conversation shares its
+    partition."""
+    from forelen_bench.builders.sources import sharegpt
+
+    parsed = sharegpt.parse(sharegpt.read_conversations(path), turns)
+    records = [Record(t.messages, t.response,
+                      where=parsed.where[cid] + (f" turn {t.index}" if turns == "all" else ""),
+                      unit=cid)
+               for cid, rows in parsed.usable.items() for t in rows]
+    return Part(path.stem, split, records, {str(path): sha256_of(path)},
+                {"prompt": "conversations (turns before the reply)",
+                 "response": "conversations (gpt/assistant reply)"},
+                unusable=dict(parsed.unusable), first_unusable=parsed.first_unusable,
+                report={"conversations": parsed.counts})
 
 
 def _release(path: Path, split: str | None) -> list[Part]:

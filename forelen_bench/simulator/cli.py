@@ -10,13 +10,15 @@ from pathlib import Path
 from forelen_bench.simulator.endtoend import SimSettings
 
 
-def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model) -> SimSettings:
+def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
+                          static_slots=None) -> SimSettings:
     from forelen_bench.simulator.cost import CostModel, load_cost_model
 
     cost = load_cost_model(cost_model) if cost_model else CostModel()
     return SimSettings(slots=slots, kv_budget_tokens=kv_budget, rate=rate, seed=seed, aging=aging,
                        rerank_every=rerank_every, cost=cost,
-                       cost_source=str(cost_model) if cost_model else "default")
+                       cost_source=str(cost_model) if cost_model else "default",
+                       static_slots=static_slots)
 
 
 def profile_command(model: str, device: str, dtype: str, out: str, console) -> dict:

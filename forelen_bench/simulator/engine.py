@@ -17,10 +17,17 @@ recompute preemption), charged as a prefill of prompt + generated tokens.
 KV budget: a running request reserves prompt + max_new_tokens tokens (the budget it may grow to);
 a request is admitted only while the reservations fit (always at least one request), and the
 queue's head blocks the rest, as in vLLM.
+
+Speed (the end-to-end bootstrap replays every schedule 10,000 times): static batching with every
+request at t=0 and no KV budget is a handful of array operations (`_static_at_once`, the loop's
+result to the bit); SRPT visits only the re-ranks that can preempt (`_Alarms`), with the same
+schedule as re-ranking every running request every k steps (the per-step simulator in naive.py
+checks both).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ class SimResult:
     padding: float  # slot-steps that generated no token / slot-steps of capacity
     decode_steps: int
     preemptions: int = 0
+    batch: np.ndarray | None = None  # (N,) static batching: the batch each request ran in, by start
 
 
 def steps_until(gap: float, alpha: float, beta: float) -> int:
@@ -64,6 +72,8 @@ def simulate(workload: Workload, plan: Plan, *, batching: str = "continuous", sl
         raise ValueError("slots must be >= 1")
     key = plan.key + aging * workload.arrival_s if aging else plan.key
     if batching == "static":
+        if kv_budget_tokens is None and workload.arrival_s[-1] <= workload.arrival_s[0]:
+            return _static_at_once(workload, key, slots, cost)
         return _static(workload, key, slots, cost, kv_budget_tokens)
     if batching == "continuous":
         return _continuous(workload, plan, key, slots, cost, kv_budget_tokens, max(1, rerank_every),
@@ -77,8 +87,9 @@ def _static(w: Workload, key: np.ndarray, B: int, cost: CostModel, kv: int | Non
     reserve = [p + w.max_new_tokens for p in P]
     keys = key.tolist()
     finish = np.empty(n)
+    batch_of = np.empty(n, np.int64)
     heap: list = []
-    t, ap, done, pad, cap, steps = 0.0, 0, 0, 0, 0, 0
+    t, ap, done, pad, cap, steps, nb = 0.0, 0, 0, 0, 0, 0, 0
     while done < n:
         while ap < n and A[ap] <= t:
             heapq.heappush(heap, (keys[ap], ap))
@@ -102,8 +113,36 @@ def _static(w: Workload, key: np.ndarray, B: int, cost: CostModel, kv: int | Non
         cap += b * lmax
         steps += lmax
         finish[batch] = t
+        batch_of[batch] = nb
+        nb += 1
         done += b
-    return SimResult(finish, pad / cap, steps)
+    return SimResult(finish, pad / cap, steps, batch=batch_of)
+
+
+def _static_at_once(w: Workload, key: np.ndarray, B: int, cost: CostModel) -> SimResult:
+    """`_static` when every request arrives at once and no KV budget binds, without the loop: the
+    batches are consecutive runs of B requests in key order (ties by arrival rank, as the heap
+    pops them), and every quantity is the same float operation in the same order as there."""
+    n = w.n
+    order = np.argsort(key, kind="stable")
+    L, P = w.output_tokens[order], w.prompt_tokens[order]
+    starts = np.arange(0, n, B)
+    b = np.diff(np.append(starts, n))
+    lmax = np.maximum.reduceat(L, starts)
+    prompts = np.add.reduceat(P, starts)
+    useful = np.add.reduceat(L, starts)
+    prefill = np.where(prompts > 0, cost.prefill_base_s + cost.prefill_per_token_s * prompts, 0.0)
+    decode = (cost.decode_base_s + cost.decode_per_seq_s * b
+              + cost.decode_per_context_token_s * prompts)
+    run = prefill + lmax * decode + cost.decode_per_context_token_s * b * lmax * (lmax - 1) / 2
+    end = np.cumsum(np.concatenate([w.arrival_s[:1], run]))[1:]  # t += run, batch by batch
+    finish = np.empty(n)
+    finish[order] = np.repeat(end, b)
+    batch_of = np.empty(n, np.int64)
+    batch_of[order] = np.repeat(np.arange(len(b)), b)
+    capacity = int((b * lmax).sum())
+    return SimResult(finish, int(capacity - useful.sum()) / capacity, int(lmax.sum()),
+                     batch=batch_of)
 
 
 def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostModel, kv: int | None,
@@ -113,8 +152,11 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
     reserve = [p + w.max_new_tokens for p in P]
     keys = key.tolist()
     srpt = plan.name == "srpt"
+    alarms = _Alarms(plan, aging, w) if srpt else None
     a, bq, c = cost.decode_base_s, cost.decode_per_seq_s, cost.decode_per_context_token_s
-    finish = np.empty(n)
+    pa, pb = cost.prefill_base_s, cost.prefill_per_token_s  # cost.prefill_s, inlined
+    push, pop = heapq.heappush, heapq.heappop
+    finish = [0.0] * n
     progress = [0] * n  # tokens generated before the current run began
     started = [0] * n  # global step at which the current run began
     epoch = [0] * n  # invalidates finish events of preempted runs
@@ -126,27 +168,31 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
     prefill_tokens = 0
     while done < n:
         while ap < n and A[ap] <= t:
-            heapq.heappush(waiting, (keys[ap], ap))
+            push(waiting, (keys[ap], ap))
             ap += 1
+            if srpt:
+                alarms.dirty = True  # the queue's head may have dropped below a running key
         while waiting and len(running) < B and (
                 not running or kv is None or used + reserve[waiting[0][1]] <= kv):
-            i = heapq.heappop(waiting)[1]
+            i = pop(waiting)[1]
             running.add(i)
             started[i] = it
-            heapq.heappush(ends, (it + L[i] - progress[i], i, epoch[i]))
+            push(ends, (it + L[i] - progress[i], i, epoch[i]))
             ctx += P[i] + progress[i]
             used += reserve[i]
             prefill_tokens += P[i] + progress[i]
+            if srpt:
+                alarms.set(i, progress[i], it, waiting[0][0] if waiting else math.inf)
         if not running:
             t = A[ap]
             continue
         nr = len(running)
         while ends[0][2] != epoch[ends[0][1]]:
-            heapq.heappop(ends)
+            pop(ends)
         m = ends[0][0] - it
         if srpt and waiting:
-            m = min(m, k - it % k)
-        pre = cost.prefill_s(prefill_tokens)
+            m = min(m, alarms.next_rerank(it, k, running) - it)
+        pre = pa + pb * prefill_tokens if prefill_tokens > 0 else 0.0
         alpha, beta = a + bq * nr + c * ctx, c * nr
         if ap < n and (nr < B or srpt):  # srpt: a new arrival may preempt at the next re-rank
             m = min(m, steps_until(A[ap] - t - pre, alpha, beta))
@@ -157,7 +203,7 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
         capacity += B * m
         prefill_tokens = 0
         while ends and ends[0][0] == it:
-            _, i, e = heapq.heappop(ends)
+            _, i, e = pop(ends)
             if e != epoch[i]:
                 continue
             running.discard(i)
@@ -166,38 +212,129 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
             ctx -= P[i] + L[i]
             used -= reserve[i]
         if srpt and waiting and it % k == 0 and running:
-            n_pre, ctx, used = _rerank(plan, aging, w, running, waiting, progress, started, epoch,
-                                       it, ctx, used, reserve, kv)
+            n_pre, ctx, used = _rerank(alarms, running, waiting, progress, started, epoch, it, ctx,
+                                       used, reserve, P, kv)
             preemptions += n_pre
-    return SimResult(finish, 1.0 - busy / capacity, it, preemptions)
+    return SimResult(np.array(finish), 1.0 - busy / capacity, it, preemptions)
 
 
-def _rerank(plan, aging, w, running, waiting, progress, started, epoch, it, ctx, used, reserve, kv):
+class _Alarms:
+    """When a re-rank can preempt, so that the engine visits only those re-ranks.
+
+    A running request's SRPT key falls by one per decode step between two observed steps and jumps
+    to a fresh prediction at each; within a segment its largest key is the one at the segment's
+    start. A re-rank preempts only a running request whose key exceeds the queue's head, and
+    without new arrivals the head never falls (admission pops the smallest key; a preemption swaps
+    the head for a larger key). So each running request gets an alarm: the first step at which its
+    key may exceed the head as it was when the alarm was set (now, or the start of a later segment
+    whose key does). A re-rank before every alarm is a no-op; at a re-rank only the requests whose
+    alarm is due are candidates, in the same order and with the same keys (the same float
+    operations as `Plan.running_keys`) as a re-rank over every running request. An arrival makes
+    every running request a candidate at the next re-rank.
+    """
+
+    def __init__(self, plan: Plan, aging: float, w: Workload):
+        rem = plan.remaining  # (N, T), no NaN (srpt fills forward)
+        self.steps = plan.steps.tolist()
+        self.T = T = rem.shape[1]
+        self.rem = rem.ravel().tolist()  # flat lists, row i at i * T: far cheaper to build
+        age = aging * w.arrival_s if aging else None
+        self.age = age.tolist() if aging else None
+        start = np.maximum(rem, 0.0)  # the key at the start of each segment
+        if aging:
+            start = start + age[:, None]
+        self.start = start.ravel().tolist()
+        # later[i * (T + 1) + j]: the largest key request i can jump to at an observed step >= j
+        later = np.full((len(rem), T + 1), -np.inf)
+        later[:, :T] = np.maximum.accumulate(start[:, ::-1], axis=1)[:, ::-1]
+        self.later = later.ravel().tolist()
+        self.heap: list = []  # (alarm step, rank, version)
+        self.version = [0] * w.n
+        self.dirty = False
+
+    def key(self, i: int, g: int) -> float:
+        """The SRPT key of request i after g generated tokens (`Plan.running_keys`)."""
+        j = bisect.bisect_right(self.steps, g) - 1
+        v = max(self.rem[i * self.T + j] - (g - self.steps[j]), 0.0)
+        return v + self.age[i] if self.age is not None else v
+
+    def set(self, i: int, g: int, it: int, head: float, now: float | None = None) -> None:
+        """Alarm of running request i (g tokens generated at step it) against the queue head."""
+        self.version[i] += 1
+        steps = self.steps
+        j = bisect.bisect_right(steps, g)  # the next observed step
+        if now is None:
+            now = max(self.rem[i * self.T + j - 1] - (g - steps[j - 1]), 0.0)
+            if self.age is not None:
+                now = now + self.age[i]
+        if head < now:
+            heapq.heappush(self.heap, (it, i, self.version[i]))
+        elif head < self.later[i * (self.T + 1) + j]:  # else no later prediction exceeds it
+            start, base = self.start, i * self.T
+            while not head < start[base + j]:
+                j += 1
+            heapq.heappush(self.heap, (it + steps[j] - g, i, self.version[i]))
+
+    def _clean(self, running) -> None:
+        h, version = self.heap, self.version
+        while h and (h[0][2] != version[h[0][1]] or h[0][1] not in running):
+            heapq.heappop(h)
+
+    def next_rerank(self, it: int, k: int, running) -> int:
+        """The first re-rank step after `it` that may preempt (a multiple of k)."""
+        if self.dirty:
+            return it - it % k + k
+        self._clean(running)
+        if not self.heap:
+            return 1 << 62
+        due = max(self.heap[0][0], it + 1)
+        return -(-due // k) * k
+
+    def candidates(self, it: int, running) -> list[int]:
+        """Running requests that may be preempted at step it; all of them after an arrival."""
+        if self.dirty:
+            self.dirty = False
+            self.heap.clear()
+            return list(running)
+        out = []
+        h = self.heap
+        while True:
+            self._clean(running)
+            if not h or h[0][0] > it:
+                return out
+            out.append(heapq.heappop(h)[1])
+
+
+def _rerank(alarms: _Alarms, running, waiting, progress, started, epoch, it, ctx, used, reserve, P,
+            kv):
     """Preempt the running requests with the largest keys for waiting ones with strictly smaller
     keys; the preempted go back to the queue with their tokens kept."""
-    ids = np.fromiter(running, np.int64, len(running))
-    gen = np.array([progress[i] + it - started[i] for i in ids], np.int64)
-    keys = plan.running_keys(ids, gen)
-    if aging:
-        keys = keys + aging * w.arrival_s[ids]
-    order = np.lexsort((ids, -keys))  # largest key first, then the later arrival
-    # The j-th largest running key against the j-th smallest waiting one: every candidate is then
-    # smaller than every preempted request, so the admission loop refills the slots with them.
+    ids = alarms.candidates(it, running)
+    if not ids:
+        return 0, ctx, used
+    gen = [progress[i] + it - started[i] for i in ids]
+    # Largest key first, ties: the earlier arrival. The j-th largest running key against the j-th
+    # smallest waiting one: every candidate is then smaller than every preempted request, so the
+    # admission loop refills the slots with them.
+    order = sorted([(-alarms.key(i, g), i, g) for i, g in zip(ids, gen)])
     taken = []
-    for r in order.tolist():
-        if not waiting or not waiting[0][0] < keys[r]:
+    for neg, i, g in order:
+        if not waiting or not waiting[0][0] < -neg:
             break
-        i, g = int(ids[r]), int(gen[r])
         if kv is not None and used - reserve[i] + reserve[waiting[0][1]] > kv:
             break
         taken.append(heapq.heappop(waiting))
         running.discard(i)
         progress[i] = g
         epoch[i] += 1
-        ctx -= int(w.prompt_tokens[i]) + g
+        ctx -= P[i] + g
         used += reserve[taken[-1][1]] - reserve[i]
-        heapq.heappush(waiting, (float(keys[r]), i))
+        heapq.heappush(waiting, (-neg, i))
     for item in taken:
         used -= reserve[item[1]]  # admission adds them back
         heapq.heappush(waiting, item)
+    head = waiting[0][0] if waiting else math.inf
+    for neg, i, g in order:
+        if i in running:
+            alarms.set(i, g, it, head, -neg)
     return len(taken), ctx, used
