@@ -260,7 +260,7 @@ def evaluate(
                                  "module:Class; repeatable, or comma-separated."),
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
     config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
-    seed: int = typer.Option(42, help="Seed of every predictor's training and of the bootstrap."),
+    seed: int = typer.Option(42, help="Seed of every predictor's training (intervals: seed 0)."),
     results: str = typer.Option("results", help="Folder of the JSON result records."),
     family: Optional[List[str]] = typer.Option(
         None, "--family", help="With --predictor all: only these families (hidden-state, "
@@ -278,10 +278,8 @@ def evaluate(
     from forelen_bench.leaderboard.report import evaluate_command, print_json
 
     _quiet_libraries()
-    records = []
-    for name in predictor_values(predictor, tuple(family or ())):
-        records += evaluate_command(name, data, config, seed, results, _console(),
-                                    tuple(family or ()), predictor_args)
+    records = evaluate_command(predictor_values(predictor, tuple(family or ())), data, config,
+                               seed, results, _console(), tuple(family or ()), predictor_args)
     if json_out:
         print_json(records)
 

@@ -29,10 +29,13 @@ def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]
     return names
 
 
-def resolve_names(predictor: str, data: str, config: str, families: tuple[str, ...] = ()):
+def resolve_names(predictor: str | list[str], data: str, config: str,
+                  families: tuple[str, ...] = ()):
+    """`predictor`: one `--predictor` value, or several (repeated options), evaluated together."""
     from forelen_bench.dataset import DatasetFolder
     from forelen_bench.leaderboard.evaluate import _unknown
-    names = predictor_names(predictor, families)
+    specs = [predictor] if isinstance(predictor, str) else list(predictor)
+    names = list(dict.fromkeys(n for spec in specs for n in predictor_names(spec, families)))
     folder = DatasetFolder(data)
     if not folder.exists("manifest.json"):
         raise ForelenError(f"no dataset folder at {data} (no manifest.json); build one with "
@@ -69,7 +72,7 @@ def print_json(records: list[dict], end_to_end: bool = False) -> None:
                        **{k: r.get(k) for k in keys}} for r in records], indent=2, default=str))
 
 
-def evaluate_command(predictor: str, data: str, config: str, seed: int, results: str,
+def evaluate_command(predictor: str | list[str], data: str, config: str, seed: int, results: str,
                      console, families: tuple[str, ...] = (),
                      predictor_args: str | None = None) -> list[dict]:
     from forelen_bench.leaderboard.evaluate import run_evaluation

@@ -67,7 +67,7 @@ def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
         assert e2e["modes"]["static"]["policy"] == e2e["modes"]["continuous"]["policy"] == "sjf"
         if progressive:
             assert e2e["modes"]["continuous-srpt"]["policy"] == "srpt"
-        if m.get("mae") is not None:
+        if rec["metrics"].get("mae") is not None:
             # scored on validation too (a baseline is chosen by it), where the config has one
             assert rec["validation"] is None or (rec["validation"]["mae"] > 0
                                                  and rec["validation"]["n"] > 0)
