@@ -205,7 +205,8 @@ def plan_chunks(prompts: list[PlannedPrompt], samples: int, batch_size: int) -> 
 
 # The template date acts only through the prompt ids, which the fingerprint hashes: a build with a
 # template that ignores the date resumes and merges on any day.
-UNHASHED = ("date_string", "template_uses_date")
+# descriptive, derived from what is hashed (model_weights: from the model alias)
+UNHASHED = ("date_string", "template_uses_date", "model_weights")
 
 
 def fingerprint(resolved: dict, prompts: list[PlannedPrompt]) -> str:
@@ -270,12 +271,14 @@ def choose_engine(name: str, device: str) -> tuple[str, str]:
 def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str,
             layers: list[int], device: str, dtype: str, engine: str) -> dict:
     """The fully resolved build configuration, written into the manifest and the card."""
+    from forelen_bench.models import weights_of
+
     max_new = opts.max_new_tokens or recipe.max_new_tokens
     context = getattr(model_cfg, "max_position_embeddings", None) or 1 << 20
     return {
         "split": recipe.name, "model": resolved_model.spec, "model_slug": resolved_model.slug,
         "model_location": resolved_model.hub_id or resolved_model.location,
-        "model_revision": revision, "engine": engine,
+        "model_revision": revision, "model_weights": weights_of(resolved_model), "engine": engine,
         "sources": list(opts.sources or recipe.sources), "prompt_column": opts.prompt_column,
         "limit": opts.limit, "seed": opts.seed,
         "samples_per_prompt": opts.samples_per_prompt or recipe.samples_per_prompt,

