@@ -255,12 +255,21 @@ def merge(
 
 @app.command()
 def evaluate(
-    predictor: List[str] = typer.Option(
-        ..., "--predictor", help="Registered predictor, all, an entry point, or file.py:Class / "
-                                 "module:Class; repeatable, or comma-separated."),
-    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
-    config: str = typer.Option("all", help="Config to score (e.g. smollm2-135m-rl), or all."),
-    seed: int = typer.Option(42, help="Seed of every predictor's training (intervals: seed 0)."),
+    predictor: Optional[List[str]] = typer.Option(
+        None, "--predictor", help="Registered predictor, all, an entry point, or file.py:Class / "
+                                  "module:Class; repeatable, or comma-separated."),
+    from_: Optional[str] = typer.Option(
+        None, "--from", help="A predictor saved by `forelen fit`: scored as saved, not fitted "
+                             "again (instead of --predictor)."),
+    data: Optional[str] = typer.Option(
+        None, help="Dataset folder built by `forelen build` (default: forelen; with --from, the "
+                   "one it was fitted on)."),
+    config: Optional[str] = typer.Option(
+        None, help="Config to score (e.g. smollm2-135m-rl), or all (default: all; with --from, "
+                   "the one it was fitted on)."),
+    seed: Optional[int] = typer.Option(
+        None, help="Seed of every predictor's training (default 42; with --from, the one it was "
+                   "fitted with; intervals: seed 0)."),
     results: str = typer.Option("results", help="Folder of the JSON result records."),
     family: Optional[List[str]] = typer.Option(
         None, "--family", help="With --predictor all: only these families (hidden-state, "
@@ -274,14 +283,52 @@ def evaluate(
     """Fit on train, select on validation, score on test; print a table, write result records.
 
     --predictor takes a registered name, `all`, an entry point of the `forelen.predictors` group,
-    or a plugin: path/to/file.py:ClassName or package.module:ClassName."""
-    from forelen_bench.leaderboard.report import evaluate_command, print_json
+    or a plugin: path/to/file.py:ClassName or package.module:ClassName. --from DIR scores a
+    predictor saved by `forelen fit` without fitting it again."""
+    from forelen_bench.leaderboard.report import (evaluate_command, evaluate_saved_command,
+                                                  print_json)
 
-    _quiet_libraries()
-    records = evaluate_command(predictor_values(predictor, tuple(family or ())), data, config,
-                               seed, results, _console(), tuple(family or ()), predictor_args)
+    if from_ is not None:
+        given = [o for o, v in (("--predictor", predictor), ("--family", family),
+                                ("--predictor-args", predictor_args)) if v]
+        if given:
+            raise ForelenError(f"--from scores a saved predictor as it was fitted; {given[0]} "
+                               "does not go with it")
+        _quiet_libraries()
+        records = evaluate_saved_command(from_, data, config, seed, results, _console())
+    elif not predictor:
+        raise ForelenError("give --predictor NAME (fit and score) or --from DIR (a saved one)")
+    else:
+        _quiet_libraries()
+        records = evaluate_command(predictor_values(predictor, tuple(family or ())),
+                                   data or "forelen", config or "all",
+                                   42 if seed is None else seed, results, _console(),
+                                   tuple(family or ()), predictor_args)
     if json_out:
         print_json(records)
+
+
+@app.command()
+def fit(
+    predictor: str = typer.Option(..., "--predictor", help="Registered predictor, an entry "
+                                  "point, or file.py:Class / module:Class."),
+    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    config: str = typer.Option(..., help="Config to fit on (e.g. smollm2-135m-cot)."),
+    out: str = typer.Option(..., help="Folder to save the fitted predictor to."),
+    seed: int = typer.Option(42, help="Seed of the predictor's training."),
+    predictor_args: Optional[str] = typer.Option(
+        None, help="key=value,... set through the predictor's set_params (names are checked)."),
+    overwrite: bool = typer.Option(False, help="Replace a predictor saved at --out before."),
+):
+    """Fit one predictor as `evaluate` does (train, validation to select on) and save it:
+    tensors as safetensors, hyper-parameters and provenance as JSON, no pickle. The folder
+    appears only when complete; `forelen evaluate --from OUT` scores it, `Predictor.load(OUT)`
+    loads it."""
+    from forelen_bench.leaderboard.report import fit_command
+
+    _quiet_libraries()
+    fit_command(predictor, data, config, seed, out, overwrite, _console(), predictor_args)
+    print(out)
 
 
 def predictor_values(values: List[str], families: tuple[str, ...]) -> list[str]:

@@ -103,17 +103,27 @@ def make_predictor(cls, seed: int, params: dict | None = None):
     return pred
 
 
-def evaluate_one(pred, data: Split3, seed: int) -> dict:
-    """Fit, select, score one predictor on one config; the record's measured parts."""
-    layers = data.entry["build"]["recorded_layers"]
-    cols = pred.columns(layers)
+def fit_on(pred, data: Split3, cols: list[str]) -> float:
+    """Fit on train, with validation as `eval_set` (to select or stop on); returns seconds.
+    `forelen evaluate` and `forelen fit` share it, so a saved predictor is the one evaluate fits."""
     y_train = data.train["output_tokens"].astype(np.float64)
-    y_test = data.test["output_tokens"].astype(np.float64)
     eval_set = None
     if data.validation is not None:
         eval_set = (data.validation.select(cols), data.validation["output_tokens"].astype(np.float64))
     t0 = time.perf_counter()
     pred.fit(data.train.select(cols), y_train, eval_set=eval_set)
+    return time.perf_counter() - t0
+
+
+def evaluate_one(pred, data: Split3, seed: int, columns: list[str] | None = None,
+                 fitted: bool = False) -> dict:
+    """Fit, select, score one predictor on one config; the record's measured parts. `fitted`:
+    a loaded predictor, scored as it is (`columns`: those it was fitted on, not re-resolved
+    against this config's layers); its `fit_s` is None."""
+    cols = list(columns) if columns is not None else pred.columns(
+        data.entry["build"]["recorded_layers"])
+    y_test = data.test["output_tokens"].astype(np.float64)
+    fit_s = None if fitted else fit_on(pred, data, cols)
     t1 = time.perf_counter()
     test = data.test.select(cols)
     predictions = np.asarray(pred.predict(test), dtype=np.float64)
@@ -124,7 +134,7 @@ def evaluate_one(pred, data: Split3, seed: int) -> dict:
                    if k.endswith("_rate_") and isinstance(v, (int, float))}
     out = {"columns": cols, "predictions": predictions, "diagnostics": diagnostics,
            "head": pred.training_config(),
-           "timing": {"fit_s": t1 - t0, "predict_s": t2 - t1,
+           "timing": {"fit_s": fit_s, "predict_s": t2 - t1,
                       "per_request_ms": per_request_ms(pred, test)}}
     if pred.info.outputs == "ranking":
         out["metrics"] = ranking_metrics(y_test, predictions)
@@ -327,7 +337,7 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
     `sim` (simulator.endtoend.SimSettings) sets up the `end_to_end` section; default settings
     with the run's seed when None. `predictor_args` go to every predictor's `set_params`.
     """
-    from forelen_bench.leaderboard.records import predictions_hash, stamp, write_record
+    from forelen_bench.leaderboard.records import write_record
     from forelen_bench.predictors import load_predictor
     from forelen_bench.predictors._plugins import params_key
 
@@ -351,30 +361,180 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
             pred = make_predictor(cls, seed, predictor_args)
             key, changed = params_key(pred)
             result = evaluate_one(pred, data, seed)
-            record = stamp() | {
-                "predictor": {"name": pred.info.name, "key": key, "non_default_params": changed,
-                              "origin": origins[cls], "version": pred.info.version,
-                              "card": getattr(cls, "card", None) if origins[cls]["kind"]
-                              != "registered" else None,
-                              "family": pred.info.family, "reference": pred.info.reference,
-                              "outputs": pred.info.outputs, "progressive": pred.info.progressive,
-                              "ranked": pred.info.ranked, "params": pred.get_params(),
-                              "columns": result["columns"], "head": result["head"]},
-                "dataset": dataset_block(folder, data),
-                "protocol": {"fit": "train", "select": "validation", "score": "test",
-                             "seed": seed},
-                "metrics": result["metrics"], "per_step": result.get("per_step"),
-                "validation": result.get("validation"),
-                "references": context, "timing": result["timing"],
-                "predictions_sha256": predictions_hash(result["predictions"]),
-                "diagnostics": result["diagnostics"],
-                "per_row": per_row(data, result),
-                "end_to_end": end_to_end(scenario, result, data.test_units()),
-            }
+            record = make_record(pred, origins[cls], key, changed, folder, data, seed, result,
+                                 context, scenario)
             record["path"] = str(write_record(results_dir, record))
             records.append(record)
             if on_result:
                 on_result(record)
+    return records
+
+
+def make_record(pred, origin: dict, key: str, changed: dict, folder, data: Split3, seed: int,
+                result: dict, context: dict, scenario) -> dict:
+    """One (config, predictor) result record (lm-eval style provenance, docs/DESIGN.md 7)."""
+    from forelen_bench.leaderboard.records import predictions_hash, stamp
+
+    cls = type(pred)
+    return stamp() | {
+        "predictor": {"name": pred.info.name, "key": key, "non_default_params": changed,
+                      "origin": origin, "version": pred.info.version,
+                      "card": getattr(cls, "card", None) if origin["kind"] != "registered"
+                      else None,
+                      "family": pred.info.family, "reference": pred.info.reference,
+                      "outputs": pred.info.outputs, "progressive": pred.info.progressive,
+                      "ranked": pred.info.ranked, "params": pred.get_params(),
+                      "columns": result["columns"], "head": result["head"]},
+        "dataset": dataset_block(folder, data),
+        "protocol": {"fit": "train", "select": "validation", "score": "test", "seed": seed},
+        "metrics": result["metrics"], "per_step": result.get("per_step"),
+        "validation": result.get("validation"),
+        "references": context, "timing": result["timing"],
+        "predictions_sha256": predictions_hash(result["predictions"]),
+        "diagnostics": result["diagnostics"],
+        "per_row": per_row(data, result),
+        "end_to_end": end_to_end(scenario, result, data.test_units()),
+    }
+
+
+# ------------------------------------------------------------------- saved predictors (fit)
+
+
+def fit_and_save(folder, config: str, spec: str, seed: int, out: str, overwrite: bool = False,
+                 predictor_args: dict | None = None, say=None) -> dict:
+    """`forelen fit`: fit one predictor on a config's train partition (validation as its
+    eval_set, as `evaluate` fits it) and save it to `out` with what it was fitted on; returns
+    the saved predictor.json. `out` is checked before any work, and written only when complete."""
+    from forelen_bench.leaderboard.records import dataset_fingerprint, stamp
+    from forelen_bench.predictors import load_predictor
+    from forelen_bench.predictors._plugins import is_spec, params_key
+    from forelen_bench.predictors._saved import check_out, generator_of, layers_read, read_meta
+    from forelen_bench.schema import SCHEMA_VERSION
+
+    out_path = Path(out)
+    check_out(out_path, overwrite)
+    cls, origin = load_predictor(spec)
+    pred = make_predictor(cls, seed, predictor_args)
+    entry = folder.config(config)
+    runnable_on(entry, config, [cls])
+    layers = entry["build"]["recorded_layers"] if entry else []
+    cols = pred.columns(layers) if entry else []
+    data = load_config(folder, config, cols)
+    if say:
+        say(f"fitting {pred.info.name} on {config} ({data.train.n} train rows, "
+            f"{data.validation.n if data.validation is not None else 0} validation rows), "
+            f"seed {seed}")
+    fit_s = fit_on(pred, data, cols)
+    validation = (validation_score(pred, data, cols) if pred.info.outputs == "length" else None)
+    key, changed = params_key(pred)
+    build = data.entry["build"]
+    # the dataset as the saved folder sees it: a URL, or a path relative to the saved folder, so
+    # the two can move together; the fingerprint names the build wherever it lies
+    where = (folder.location if folder.fs is not None
+             else os.path.relpath(Path(folder.root).resolve(), out_path.resolve()))
+    meta = {
+        "predictor": {"key": key, "non_default_params": changed, "origin": origin,
+                      "spec": spec if is_spec(spec) or origin["kind"] != "registered"
+                      else pred.info.name,
+                      "card": getattr(cls, "card", None) if origin["kind"] != "registered"
+                      else None,
+                      "columns": cols, "head": pred.training_config()},
+        "fitted_on": {
+            "dataset": {"path": where, "config": config,
+                        "fingerprint": dataset_fingerprint(data.entry),
+                        "schema_version": SCHEMA_VERSION, "split": build["split"],
+                        "rows": {"train": int(data.train.n),
+                                 "validation": int(data.validation.n)
+                                 if data.validation is not None else 0}},
+            "generator": generator_of(build), "recorded_layers": build["recorded_layers"],
+            "layers": layers_read(cols), "columns": cols},
+        "fit": {"seed": seed, "protocol": {"fit": "train", "select": "validation"},
+                "fit_s": fit_s, "validation": validation},
+        "provenance": stamp(),
+    }
+    return read_meta(pred.save(out_path, overwrite=overwrite, meta=meta))
+
+
+def saved_configs(folder, configs: list[str], meta: dict, saved_dir: str,
+                  say=None) -> list[str]:
+    """The configs a saved predictor can score (`_saved.mismatch`, then what `runnable_on`
+    asks of a config): one named config that it cannot is one error line; of several
+    (`--config all`) those are left out, said in a line."""
+    from forelen_bench.predictors._saved import mismatch, saved_class
+
+    cls = saved_class(meta, Path(saved_dir))
+    ok, reasons = [], []
+    for config in configs:
+        entry = folder.config(config)
+        try:
+            why = mismatch(meta, entry, config)
+            if why is None:
+                runnable_on(entry, config, [cls])
+        except ForelenError as exc:
+            why = str(exc)
+        if why is None:
+            ok.append(config)
+        else:
+            reasons.append(why)
+    if not ok:
+        raise ForelenError(reasons[0] if len(configs) == 1 else
+                           f"none of the {len(configs)} configs can be scored by the saved "
+                           f"{meta['predictor']['name']}; the first: {reasons[0]}")
+    if reasons and say:
+        say(f"leaving out {len(reasons)} config(s) the saved {meta['predictor']['name']} cannot "
+            f"score; the first: {reasons[0]}")
+    return ok
+
+
+def run_saved_evaluation(folder, configs: list[str], saved_dir: str, results_dir: str,
+                         seed: int | None = None, on_result=None, sim=None,
+                         say=None) -> list[dict]:
+    """`forelen evaluate --from DIR`: score a saved predictor on each config without fitting;
+    the same record `run_evaluation` writes (same metrics and key), its `protocol` saying it
+    was loaded, and `saved_predictor` where from and the saved folder's own provenance."""
+    from forelen_bench.leaderboard.records import dataset_fingerprint, write_record
+    from forelen_bench.predictors._saved import load, read_fitted
+
+    meta = read_fitted(Path(saved_dir))
+    fit_seed = meta["fit"]["seed"]
+    if seed is not None and seed != fit_seed:
+        raise ForelenError(f"--seed {seed}: {saved_dir} was fitted with seed {fit_seed}, and a "
+                           f"loaded predictor is not fitted again; leave --seed out")
+    seed = fit_seed
+    configs = saved_configs(folder, configs, meta, saved_dir, say)
+    t0 = time.perf_counter()
+    pred, meta = load(saved_dir)
+    load_s = time.perf_counter() - t0
+    p, fitted = meta["predictor"], meta["fitted_on"]
+    if say:
+        say(f"evaluating saved {p['key']} ({saved_dir}, fitted on {fitted['dataset']['config']}, "
+            f"seed {seed}) on {len(configs)} config(s), without fitting")
+    records = []
+    for config in configs:
+        data = load_config(folder, config, fitted["columns"])
+        result = evaluate_one(pred, data, seed, columns=fitted["columns"], fitted=True)
+        result["timing"]["load_s"] = load_s
+        same = dataset_fingerprint(data.entry) == fitted["dataset"]["fingerprint"]
+        # a predictor fitted on another config (or another build of this one) is another
+        # entry of the results folder, never confused with this config's own fit
+        key = p["key"] if same else (f"{p['key']}+fit-{fitted['dataset']['config']}"
+                                     if fitted["dataset"]["config"] != config
+                                     else f"{p['key']}+fit-{fitted['dataset']['fingerprint'][:8]}")
+        record = make_record(pred, p["origin"], key, p["non_default_params"], folder, data, seed,
+                             result, references(data), scenario_for(data, sim or
+                                                                    _default_sim(seed)))
+        record["protocol"] |= {"loaded": True} | ({} if same else {
+            "fit": f"train of {fitted['dataset']['config']} "
+                   f"(fingerprint {fitted['dataset']['fingerprint'][:12]})",
+            "select": f"validation of {fitted['dataset']['config']}"})
+        record["saved_predictor"] = {
+            "path": os.path.relpath(Path(saved_dir).resolve()), "key": p["key"],
+            "state_sha256": meta["tensors"]["sha256"], "fitted_on": fitted, "fit": meta["fit"],
+            "provenance": meta.get("provenance")}
+        record["path"] = str(write_record(results_dir, record))
+        records.append(record)
+        if on_result:
+            on_result(record)
     return records
 
 

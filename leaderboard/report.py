@@ -76,22 +76,82 @@ def evaluate_command(predictor: str | list[str], data: str, config: str, seed: i
                      console, families: tuple[str, ...] = (),
                      predictor_args: str | None = None) -> list[dict]:
     from forelen_bench.leaderboard.evaluate import run_evaluation
-    from forelen_bench.leaderboard.render import keyed, summary
 
     folder, configs, names = resolve_names(predictor, data, config, families)
     rows = []
+    show = _show_line(console, rows)
+    console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
+    from forelen_bench.predictors._plugins import parse_args
 
+    run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print,
+                   predictor_args=parse_args(predictor_args))
+    show_tables(rows, configs, results, console)
+    return rows
+
+
+def _show_line(console, rows: list):
     def show(record):
         console.print(f"  {record['dataset']['config']:>24}  "
                       f"{record['predictor'].get('key', record['predictor']['name']):<20} "
                       f"MAE {_fmt(metric_value(record, 'mae'))}")
         rows.append(record)
 
-    console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
+    return show
+
+
+def fit_command(predictor: str, data: str, config: str, seed: int, out: str, overwrite: bool,
+                console, predictor_args: str | None = None) -> dict:
+    """`forelen fit`: one predictor on one config, saved to `out`; prints what was saved."""
+    from forelen_bench.leaderboard.evaluate import fit_and_save
     from forelen_bench.predictors._plugins import parse_args
 
-    run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print,
-                   predictor_args=parse_args(predictor_args))
+    if predictor == "all" or "," in predictor:
+        raise ForelenError(f"--predictor {predictor!r}: fit saves one predictor; give one name")
+    if config == "all":
+        raise ForelenError("--config all: fit saves a predictor of one config; name it")
+    folder, configs, _ = resolve_names(predictor, data, config)
+    meta = fit_and_save(folder, configs[0], predictor, seed, out, overwrite,
+                        parse_args(predictor_args), say=console.print)
+    fit, p = meta["fit"], meta["predictor"]
+    val = fit.get("validation")
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    console.print(f"  fitted {p['key']} in {fit['fit_s']:.1f} s"
+                  + (f", validation MAE {val['mae']:.1f} ({val['n']} rows)" if val else ""))
+    console.print(f"[green]saved[/green] {p['name']} (version {p['version']}) to {out}: "
+                  f"{meta['tensors']['count']} tensors, {size / 1e6:.2f} MB; reads "
+                  f"{', '.join(meta['fitted_on']['columns'])} of "
+                  f"{meta['fitted_on']['generator']['model_slug'] or 'an unknown generator'}; "
+                  f"score it with `forelen evaluate --from {out}`")
+    return meta
+
+
+def evaluate_saved_command(saved: str, data: str | None, config: str | None,
+                           seed: int | None, results: str, console) -> list[dict]:
+    """`forelen evaluate --from DIR`: a saved predictor scored without fitting, by default on
+    the dataset and config it was fitted on."""
+    from forelen_bench.leaderboard.evaluate import run_saved_evaluation
+    from forelen_bench.predictors._saved import read_fitted
+
+    meta = read_fitted(Path(saved))
+    fitted = meta["fitted_on"]["dataset"]
+    if data is None:
+        where = fitted["path"]
+        data = where if "://" in where else str(Path(saved) / where)
+        if "://" not in where and not (Path(data) / "manifest.json").is_file():
+            raise ForelenError(f"{saved} was fitted on {fitted['config']} of a dataset at "
+                               f"{where} (relative to it), which is not there; pass --data")
+    folder, configs, _ = resolve_names([], data, config or fitted["config"])
+    rows = []
+    run_saved_evaluation(folder, configs, saved, results, seed, on_result=_show_line(console, rows),
+                         say=console.print)
+    show_tables(rows, sorted({r["dataset"]["config"] for r in rows}), results, console)
+    return rows
+
+
+def show_tables(rows: list[dict], configs: list[str], results: str, console) -> None:
+    """Per config: the results table, the summary line, the rl floor, per-step MAE."""
+    from forelen_bench.leaderboard.render import keyed, summary
+
     for cfg in configs:
         recs = [r for r in rows if r["dataset"]["config"] == cfg]
         table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})",
@@ -106,7 +166,6 @@ def evaluate_command(predictor: str | list[str], data: str, config: str, seed: i
                 steps = "  ".join(f"t={t}: {v['mae']:.1f}" for t, v in r["per_step"].items())
                 console.print(f"  {r['predictor']['name']} remaining-length MAE by observed step: {steps}")
     console.print(f"result records: {Path(results) / '<config>' / '<predictor>.json'}")
-    return rows
 
 
 # Below this width even the predictor, MAE and its interval do not fit side by side: each

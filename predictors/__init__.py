@@ -47,6 +47,10 @@ class Predictor:
       `info.outputs == "ranking"`; before `fit` it raises `NotFittedError`.
     - `predict_remaining(table, t) -> (N,) float`: progressive predictors only (`info.progressive`),
       the remaining length after t generated tokens.
+    - `get_state(folder)` / `set_state(state, folder)`: the learned state that `save` writes and
+      `load` restores (predictors/_saved.py); the defaults cover arrays, numbers, strings, lists,
+      dicts and scikit-learn linear models, and a predictor holding anything else (a torch module,
+      a tokenizer) overrides both.
     `check_predictor(cls)` runs these checks on a class.
     """
 
@@ -85,6 +89,35 @@ class Predictor:
         """The resolved training set-up recorded with every result: the head's by default."""
         head = getattr(self, "head_", None)
         return head.config() if hasattr(head, "config") else None
+
+    def get_state(self, folder) -> dict:
+        """The learned state to save: every attribute ending in `_`. `folder` (the saved
+        predictor's folder, still being written) takes state a library writes as files of its
+        own; an override converts what the encoding cannot hold (a torch module to its state
+        dict) and returns the rest."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
+    def set_state(self, state: dict, folder) -> "Predictor":
+        """The inverse of `get_state`, on an instance holding the saved hyper-parameters."""
+        for key, value in state.items():
+            setattr(self, key, value)
+        return self
+
+    def save(self, path, overwrite: bool = False, meta: dict | None = None):
+        """Write this fitted predictor to the folder `path`, atomically: tensors as safetensors,
+        hyper-parameters and provenance as JSON, no pickle (predictors/_saved.py). `forelen fit`
+        adds what it was fitted on (`meta`), which `forelen evaluate --from` checks."""
+        from forelen_bench.predictors._saved import save
+
+        return save(self, path, meta, overwrite)
+
+    @classmethod
+    def load(cls, path) -> "Predictor":
+        """A saved predictor, fitted, predicting as it did when saved. On a subclass
+        (`EGTP.load`), a folder holding another predictor is refused."""
+        from forelen_bench.predictors._saved import load
+
+        return load(path, expect=cls)[0]
 
     def fit(self, table, y) -> "Predictor":
         raise NotImplementedError

@@ -40,6 +40,7 @@ the censoring-aware MAE of docs/DESIGN.md section 7).
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -350,6 +351,26 @@ class SoftLabelHead:
         pred = self.predict_proba(X) @ self.centres_
         return np.clip(pred, self.centres_.min(), self.centres_.max())
 
+    def params(self) -> dict:
+        return {k: getattr(self, k) for k in inspect.signature(SoftLabelHead.__init__).parameters
+                if k != "self"}
+
+    def get_state(self) -> dict:
+        """Hyper-parameters, learned arrays and the network's weights, for a saved predictor."""
+        return {"params": self.params(), "net": self.net_.state_dict(),
+                "state": {k: v for k, v in vars(self).items() if k.endswith("_") and k != "net_"}}
+
+    @classmethod
+    def from_state(cls, saved: dict) -> "SoftLabelHead":
+        """The head `get_state` describes: the network rebuilt at its input width (that of the
+        standardisation moments) and given the saved weights, in eval mode."""
+        head = cls(**saved["params"])
+        vars(head).update(saved["state"])
+        head.net_ = make_mlp(len(head.mu_), head.n_bins, head.dropout)
+        head.net_.load_state_dict(saved["net"])
+        head.net_.eval()
+        return head
+
     def config(self) -> dict:
         return {"n_bins": self.n_bins, "layout": self.layout, "ce_weight": self.ce_weight,
                 "centres": self.centres, "decode": self.decode, "censoring": self.censoring,
@@ -363,3 +384,17 @@ class SoftLabelHead:
                 "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
                 "mse_scale": "train std of y", "output_bias_init": "log of mean soft label",
                 "epochs_run": getattr(self, "epochs_run_", None)}
+
+
+class HeadState:
+    """`get_state`/`set_state` of a predictor whose `head_` is a SoftLabelHead (EGTP, the pooling
+    ablations, PLP): the head goes as its parameters, arrays and weights."""
+
+    def get_state(self, folder) -> dict:
+        state = super().get_state(folder)
+        state["head_"] = state["head_"].get_state()
+        return state
+
+    def set_state(self, state: dict, folder):
+        return super().set_state(dict(state, head_=SoftLabelHead.from_state(state["head_"])),
+                                 folder)

@@ -31,8 +31,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -356,6 +357,36 @@ class TextPredictor(Predictor):
         self.check_fitted()
         out = infer(self.model_, self.tokenizer_, self._ids(table), precision=self.spec_.precision)
         return np.asarray(self._decode(out), dtype=np.float64)
+
+    def get_state(self, folder) -> dict:
+        """The fine-tuned encoder and head as tensors; the encoder's config and the tokenizer as
+        the JSON files transformers writes (`save_pretrained`), so a saved text predictor loads
+        without the encoder's package or the hub."""
+        state = super().get_state(folder)
+        tok, model = state.pop("tokenizer_"), state.pop("model_")
+        tok.save_pretrained(Path(folder) / "tokenizer")
+        model.encoder.config.save_pretrained(Path(folder) / "encoder")
+        state["model_"] = {"pooling": model.pooling, "weights": model.state_dict(),
+                           "attention": model.encoder.config._attn_implementation}
+        state["spec_"] = asdict(self.spec_)
+        return state
+
+    def set_state(self, state: dict, folder) -> "TextPredictor":
+        """The encoder built from its saved config with the attention kernel it was trained with
+        (the same kernels, so the same predictions), its saved weights assigned as stored."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        state = dict(state)
+        saved = state.pop("model_")
+        state["spec_"] = TrainSpec(**state["spec_"])
+        super().set_state(state, folder)  # first: a head's shape may follow the learned classes
+        self.tokenizer_ = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
+        config = AutoConfig.from_pretrained(Path(folder) / "encoder")
+        encoder = AutoModel.from_config(config, attn_implementation=saved["attention"])
+        self.model_ = make_model(encoder, self._head(hidden_size(encoder)), saved["pooling"])
+        self.model_.load_state_dict(saved["weights"], assign=True)
+        self.model_.requires_grad_(False).eval()
+        return self
 
     def _class_edges(self) -> np.ndarray | None:
         """Classifiers: the K+1 length edges of their K classes; None: no distribution."""

@@ -15,13 +15,13 @@ import numpy as np
 
 from forelen_bench.errors import ForelenError
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo
-from forelen_bench.predictors._head import (DEFAULT_PRESET, SoftLabelHead, check_censoring,
-                                            is_censored, parse_decode)
+from forelen_bench.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
+                                            check_censoring, is_censored, parse_decode)
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 
 
-class PooledHead(Predictor):
+class PooledHead(HeadState, Predictor):
     """The shared soft-label head (predictors/_head.py) on the single pooled column in `requires`."""
 
     def __init__(self, layer: int | str = "final", n_bins: int = 20, layout: str = "uniform",

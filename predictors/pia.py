@@ -149,6 +149,21 @@ class PIA(Predictor):
         self.last_answers_ = answers
         return out
 
+    def get_state(self, folder) -> dict:
+        """The generator is named, never copied (a saved pia needs the same model installed
+        where it is loaded); the LoRA mode's merged weights are tensors."""
+        state = super().get_state(folder)
+        resolved = state.pop("resolved_")
+        state["resolved_location_"] = resolved.location  # provenance only; resolved again on load
+        return state
+
+    def set_state(self, state: dict, folder) -> "PIA":
+        from forelen_bench.models import resolve_model
+
+        super().set_state(state, folder)
+        self.resolved_ = resolve_model(self.model_spec_)
+        return self
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _query(self, tokenizer, prompt: str, date: str | None = None, report: bool = False):

@@ -11,8 +11,8 @@ import numpy as np
 
 from forelen_bench.metrics import OBSERVED_STEPS
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo, resolve_layer
-from forelen_bench.predictors._head import (DEFAULT_PRESET, SoftLabelHead, check_censoring,
-                                            is_censored, parse_decode)
+from forelen_bench.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
+                                            check_censoring, is_censored, parse_decode)
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 AGGREGATORS = ("mean", "last", "entropy")
@@ -47,7 +47,7 @@ def layer_of(predictor: Predictor, table) -> int:
 
 
 @PREDICTORS.register("plp")
-class PLP(Predictor):
+class PLP(HeadState, Predictor):
     """Soft-label head on [h_prompt; Aggregate(h'_1..h'_t)] (+ log1p(t)), trained over steps.
 
     `aggregator`: `mean` (default) averages the step states; `last` takes h'_t; `entropy` weights

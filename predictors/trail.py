@@ -114,8 +114,7 @@ class TRAIL(Predictor):
 
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        net = nn.Sequential(nn.Linear(X.shape[1], self.hidden), nn.ReLU(),
-                            nn.Linear(self.hidden, self.n_bins))
+        net = self._net(X.shape[1])
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         xs = torch.from_numpy(self._norm(X))
@@ -143,6 +142,28 @@ class TRAIL(Predictor):
         if best_state is not None:
             net.load_state_dict(best_state)
         return net.eval(), history
+
+    def _net(self, d: int):
+        """Linear(d, hidden) -> ReLU -> Linear(hidden, K), the released predictor's MLP."""
+        import torch.nn as nn
+
+        return nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(),
+                             nn.Linear(self.hidden, self.n_bins))
+
+    def get_state(self, folder) -> dict:
+        """The MLP as its weights (rebuilt on load at the width of the saved moments)."""
+        state = super().get_state(folder)
+        state["net_"] = state["net_"].state_dict()
+        return state
+
+    def set_state(self, state: dict, folder) -> "TRAIL":
+        state = dict(state)
+        weights = state.pop("net_")
+        super().set_state(state, folder)
+        self.net_ = self._net(len(self.mu_))
+        self.net_.load_state_dict(weights)
+        self.net_.eval()
+        return self
 
     def _norm(self, X) -> np.ndarray:
         return ((np.asarray(X, np.float32) - self.mu_) / self.sd_).astype(np.float32)
