@@ -408,6 +408,64 @@ def profile(
     profile_command(model, device, dtype, out, _console())
 
 
+@app.command()
+def replay(
+    config: str = typer.Option(..., help="Config whose test prompts make the trace (e.g. "
+                                         "smollm2-135m-cot)."),
+    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    policy: Optional[List[str]] = typer.Option(
+        None, "--policy", help="fcfs, sjf, srpt (progressive predictors; preemptive) or oracle "
+                               "(the recorded length); repeatable, or comma-separated "
+                               "(default: fcfs,sjf)."),
+    predictor: Optional[str] = typer.Option(
+        None, help="Predictor of sjf/srpt, fitted here on the config's train rows."),
+    from_: Optional[str] = typer.Option(None, "--from", help="A predictor saved by `forelen "
+                                                             "fit`, instead of --predictor."),
+    rate: Optional[float] = typer.Option(None, help="Poisson arrivals, requests/s."),
+    utilisation: Optional[float] = typer.Option(
+        None, help="Poisson arrivals at this share of the engine's capacity, from the profiled "
+                   "cost model (default 0.9 when neither --rate nor --arrivals is given)."),
+    arrivals: Optional[str] = typer.Option(
+        None, help="Timestamps (s) of a real trace: a JSON list or one per line."),
+    limit: Optional[int] = typer.Option(None, help="Serve only this many test rows (in the "
+                                                   "seeded arrival order)."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, help="A budget below the config's (rows keep their seeds, so the recorded length "
+                   "capped there is still exact)."),
+    slots: int = typer.Option(16, help="Decode slots of the engine."),
+    kv_budget: float = typer.Option(4.0, help="GiB of the engine's slot KV cache."),
+    preempt: bool = typer.Option(False, help="Swap out a running request for a waiting one "
+                                             "with a smaller remaining key (sjf, oracle)."),
+    rerank_every: int = typer.Option(8, help="Decode steps between preemption checks."),
+    seed: int = typer.Option(0, help="Seed of the arrival order and times."),
+    cost_model: Optional[str] = typer.Option(
+        None, help="Cost-model JSON of `forelen profile` (default: profile the engine here)."),
+    out: Optional[str] = typer.Option(None, help="Write the whole result (per request too) as "
+                                                 "JSON here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the whole result as JSON on "
+                                                        "stdout."),
+):
+    """Serve a config's test prompts through the hf engine under each policy; measure JCT,
+    TTFT, tok/s and the predictor's overhead; simulate the same trace and print the
+    simulator's error. The last line printed is one JSON object."""
+    from forelen_bench.replay import ReplayOptions, last_line, run
+
+    policies = tuple(dict.fromkeys(v.strip() for value in (policy or ["fcfs,sjf"])
+                                   for v in value.split(",") if v.strip()))
+    _quiet_libraries()
+    console = _console()
+    result = run(ReplayOptions(data=data, config=config, policies=policies, predictor=predictor,
+                               saved=from_, rate=rate, utilisation=utilisation,
+                               arrivals=arrivals, limit=limit, max_new_tokens=max_new_tokens,
+                               slots=slots, kv_budget_gib=kv_budget, preempt=preempt,
+                               rerank_every=rerank_every, seed=seed, cost_model=cost_model,
+                               out=out), say=console.print)
+    from forelen_bench.replay import table
+
+    console.print(table(result, console.width))
+    print(json.dumps(result if json_out else last_line(result), default=str))
+
+
 leaderboard_app = Typer(no_args_is_help=True,
                         help="Versioned leaderboard releases, their HTML page, hub push.")
 app.add_typer(leaderboard_app, name="leaderboard")

@@ -4,8 +4,9 @@
     prefill      = prefill_base_s + prefill_per_token_s * prompt tokens prefilled in that step
 
 `context` is the number of tokens every running sequence attends over (prompt + generated so far),
-summed over the batch. The defaults were measured with `forelen profile` (SmolLM2-135M, the `hf`
-engine's transformers forward with a KV cache, bfloat16, the 2 CPU threads of the development machine);
+summed over the batch. The defaults were measured with `forelen profile` (SmolLM2-135M, bfloat16,
+the 2 CPU threads of the development machine; it now times the `hf` engine's own prefill and decode
+steps, `profile_engine`);
 `forelen profile --out FILE` measures them on another machine (a GPU profile) and
 `forelen simulate --cost-model FILE` loads them.
 """
@@ -85,50 +86,95 @@ def fit_cost_model(decode: list[tuple[int, int, float]], prefill: list[tuple[int
 
 
 def profile_hf(model: str = "smollm2-135m", device: str = "cpu", dtype: str = "auto",
-               batches=(1, 4, 8), contexts=(32, 256), steps: int = 5, on_progress=None) -> dict:
-    """Time the `hf` engine's forward passes (prefill, then cached decode steps) and fit the model.
-
-    A handful of (batch, context) points and a few steps each keep it under a minute on two CPU
-    cores; the fit is linear, so more points sharpen it without changing its form.
-    """
-    import warnings
-
-    import torch
-
+               batches=(1, 4, 8, 16), contexts=(32, 256), steps: int = 5,
+               on_progress=None) -> dict:
+    """Load a model and time the `hf` engine's own prefill and decode steps (`profile_engine`)."""
+    from forelen_bench.builders.engines import EngineSettings
+    from forelen_bench.builders.engines.hf import HFEngine
     from forelen_bench.models import load_model, resolve_model
 
     resolved = resolve_model(model)
-    lm, _, revision = load_model(resolved, device=device, dtype=dtype)
+    lm, tokenizer, revision = load_model(resolved, device=device, dtype=dtype)
+    engine = HFEngine(lm, tokenizer, EngineSettings(record=False, slots=max(batches),
+                                                     kv_budget_gib=64.0))
+    result = profile_engine(engine, batches, contexts, steps, on_progress)
+    result.update(model=resolved.spec, model_revision=revision)
+    return result
+
+
+def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int = 5,
+                   on_progress=None, prefill_lengths=(32, 128, 512)) -> dict:
+    """Time the engine's own work and fit the cost model: a prefill is `_prefill` of one prompt
+    (chunked forward, the first token's logits) plus the copy into its slot; a decode step is
+    `_step` of B slots (the slot-cache forward with its attention kernel, the LM head, sampling)
+    at a context of about `ctx` tokens each. What the simulator charges is what the engine runs.
+
+    A handful of points and a few steps each keep it near a minute on two CPU cores; the fit is
+    linear, so more points sharpen it without changing its form."""
+    import torch
+
+    from forelen_bench.builders.engines import GenerationRequest
+    from forelen_bench.builders.engines.hf import _Row
+
+    lm = engine.model
     vocab = lm.config.vocab_size
     gen = torch.Generator().manual_seed(0)
+    max_b, max_ctx = max(batches), max(max(contexts), max(prefill_lengths))
+    request = GenerationRequest("profile", tuple(range(max_ctx)), 10 * steps + 2, 1.0, 1.0, 0)
+    saved = engine.settings
+    from dataclasses import replace
+
+    engine.settings = replace(saved, slots=max_b, max_prompt_tokens=max_ctx,
+                              max_new_tokens=10 * steps + 2)
+    engine._setup([request])
+    engine.settings = saved
+    if engine.n_slots < max_b:
+        raise ForelenError(f"profile: the KV budget holds {engine.n_slots} slots of {max_ctx} "
+                           f"tokens, fewer than the largest batch {max_b}")
     decode, prefill = [], []
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lm(torch.randint(0, vocab, (1, 8), generator=gen).to(lm.device), use_cache=True)  # warm-up
+
+    def prompt(length: int) -> tuple[int, ...]:
+        return tuple(torch.randint(0, vocab, (length,), generator=gen).tolist())
+
+    with engine._slot_attention(), torch.inference_mode():
+        engine._prefill(prompt(8))  # warm-up
+        for length in prefill_lengths:
+            times = []
+            for _ in range(3):
+                t0 = _now(lm)
+                engine._prefill(prompt(length))
+                engine.cache.copy_slot(engine.cache.scratch, 0, length)
+                times.append(_now(lm) - t0)
+            prefill.append((length, float(np.median(times))))
         for b in batches:
             for ctx in contexts:
-                ids = torch.randint(0, vocab, (b, ctx), generator=gen).to(lm.device)  # (B, T)
-                t0 = _now(lm)
-                out = lm(ids, use_cache=True)
-                prefill.append((b * ctx, _now(lm) - t0))
-                cache, nxt = out.past_key_values, ids[:, -1:]
+                ids = prompt(ctx)
+                prefix = engine._prefill(ids)
+                for s in range(b):
+                    engine.cache.copy_slot(engine.cache.scratch, s, ctx)
+                    g = torch.Generator().manual_seed(s)
+                    engine.rows[s] = _Row(s, request, g, prefix, [int(ids[-1])], ctx)
+                engine._step(b)  # warm-up at this shape
                 times = []
                 for _ in range(steps):
                     t0 = _now(lm)
-                    out = lm(nxt, past_key_values=cache, use_cache=True)
+                    engine._step(b)
                     times.append(_now(lm) - t0)
-                    cache = out.past_key_values
+                    for s in range(b):
+                        engine.rows[s].done = None  # a sampled EOS must not end the timing
                 # The median step of a point: robust to other processes sharing the cores.
-                decode.append((b, b * (ctx + steps // 2), float(np.median(times))))
+                decode.append((b, b * (ctx + 1 + steps // 2), float(np.median(times))))
+                engine.rows[:b] = [None] * b
                 if on_progress:
                     on_progress(b, ctx)
     fitted = fit_cost_model(decode, prefill)
-    return {"coefficients": fitted.coefficients(), "model": resolved.spec, "model_revision": revision,
+    return {"coefficients": fitted.coefficients(),
             "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "points": {"decode": [list(x) for x in decode], "prefill": [list(x) for x in prefill]},
-            "method": "non-negative least squares over timed forward passes of the hf engine's model"}
+            "method": "non-negative least squares over the hf engine's timed _prefill (plus the "
+                      "slot copy) and _step calls (slot-cache forward, LM head, sampling)"}
 
 
 def _now(lm) -> float:

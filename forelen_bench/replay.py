@@ -1,0 +1,719 @@
+"""`forelen replay`: a config's test prompts served through the real `hf` engine under each
+scheduling policy, measured per request; the simulator on the same requests and arrivals, with a
+cost model profiled on the same engine in the same run.
+
+What the engine does (one process, the cores the build uses):
+
+- **Arrival.** Requests arrive at their trace times (Poisson at `rate`, or the timestamps of a
+  real trace). On arrival a request is prefilled at once (prefill before decode, as vLLM schedules
+  waiting prefills first): one forward over its prompt, which samples its first token and, for a
+  hidden-state predictor, yields the prompt's recorded features (entropy-weighted states) in the
+  same pass. The prediction is made there, from those features: no extra forward. Its KV is copied
+  out of the prefill slot and the request waits, prefilled, for a decode slot.
+- **Admission** (what every policy controls): a free decode slot takes the waiting request with
+  the smallest key: fcfs the arrival order, sjf the predicted length, oracle the row's recorded
+  length, srpt the predicted remaining length (a progressive predictor, re-predicted at the
+  observed steps from the step states gathered in the engine).
+- **Preemption** (`preempt=True` only; srpt always preempts): every `rerank_every` decode steps,
+  while a waiting request's key is strictly smaller than the largest key running, the running one
+  is swapped out: its KV (prompt and generated tokens) is copied to host memory and copied back
+  when it is admitted again, so nothing is recomputed. A running request's key is its remaining
+  length: the static prediction minus the tokens generated (sjf, oracle) or the progressive
+  prediction (srpt).
+- **The clock.** Wall time, except that a gap in which nothing runs or waits is skipped rather
+  than slept: nothing is computed in it, so no request's times change.
+
+Each request samples with its row's seed, so it generates the tokens the build recorded (up to
+floating-point blocking): the measured lengths are checked against the recorded ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forelen_bench.errors import ForelenError
+
+POLICIES = ("fcfs", "sjf", "srpt", "oracle")
+# the rate `utilisation` asks for: offered tokens/s over the engine's capacity, both from the cost
+# model (a decode step of all slots at the trace's mean context)
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    uid: str
+    prompt: str  # as the generator saw it (chat template applied)
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    arrival_s: float
+    recorded_tokens: int | None  # the row's output length in the dataset (oracle, and a check)
+    group_id: str = ""
+    recorded_ids: tuple[int, ...] | None = None  # its response tokens, up to the budget
+
+
+@dataclass
+class Served:
+    """One request as the engine served it; times in seconds from the trace's start."""
+
+    uid: str
+    arrival_s: float
+    prompt_tokens: int
+    first_token_s: float = float("nan")  # the prefill sampled it
+    admitted_s: float = float("nan")  # first entry into a decode slot
+    finish_s: float = float("nan")
+    tokens: int = 0
+    finish_reason: str = ""
+    key: float = float("nan")  # the admission key at arrival
+    prefill_ms: float = 0.0  # the prompt's forward and first-token logits
+    feature_ms: float = 0.0  # prompt features for the predictor (entropy, pooling)
+    predict_ms: float = 0.0  # the predictor's own calls, all of this request's
+    preemptions: int = 0
+    token_ids: tuple = field(default=(), repr=False)  # generated (not written to the JSON)
+
+
+# ----------------------------------------------------------------------------- the trace
+
+
+def poisson_arrivals(n: int, rate: float, seed: int) -> np.ndarray:
+    """n arrival times of a Poisson process at `rate` requests/s; the first opens the run."""
+    if not rate > 0:
+        raise ForelenError(f"--rate must be > 0 requests/s, got {rate}")
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=n)
+    return np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+
+
+def read_arrivals(path: str) -> np.ndarray:
+    """Timestamps (seconds) of a real trace: a JSON list, or one number per line (a CSV's first
+    column); sorted and shifted so that the first is 0."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ForelenError(f"--arrivals file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ForelenError(f"cannot read --arrivals {path}: {exc}") from None
+    try:
+        if text.lstrip().startswith("["):
+            values = [float(x) for x in json.loads(text)]
+        else:
+            values = [float(line.split(",")[0]) for line in text.splitlines()
+                      if line.strip() and not line.lstrip().startswith("#")]
+    except (ValueError, TypeError):
+        raise ForelenError(f"--arrivals {path}: expected numbers (seconds), a JSON list or one "
+                           "per line") from None
+    t = np.sort(np.asarray(values, np.float64))
+    if not len(t) or not np.isfinite(t).all():
+        raise ForelenError(f"--arrivals {path} holds no finite timestamps")
+    return t - t[0]
+
+
+def trace_from_config(test, entry: dict, tokenizer, arrivals: np.ndarray, seed: int,
+                      limit: int | None = None, max_new_tokens: int | None = None):
+    """The config's test rows in a seeded arrival order, with their prompts re-tokenised.
+
+    Returns (requests in arrival order, order): request j is test row order[j]."""
+    n = test.n if limit is None else min(limit, test.n)
+    order = np.random.default_rng(seed).permutation(test.n)[:n]
+    if len(arrivals) < n:
+        raise ForelenError(f"--arrivals holds {len(arrivals)} timestamps for {n} requests; pass "
+                           f"--limit {len(arrivals)} or a longer trace")
+    build = entry["build"]
+    budget = int(build["max_new_tokens"])
+    if max_new_tokens is not None:
+        if not 0 < max_new_tokens <= budget:
+            raise ForelenError(f"--max-new-tokens must be between 1 and the config's budget "
+                               f"{budget}, got {max_new_tokens}")
+        budget = max_new_tokens
+    out = []
+    for j, i in enumerate(order):
+        text = str(test["prompt"][i])
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        recorded = int(test["output_tokens"][i])
+        response = (tuple(int(t) for t in test["response_token_ids"][i][:budget])
+                    if "response_token_ids" in test else None)
+        out.append(TraceRequest(str(test["uid"][i]), text, ids, budget,
+                                float(test["temperature"][i]), float(test["top_p"][i]),
+                                int(test["seed"][i]), float(arrivals[j]),
+                                min(recorded, budget), str(test["group_id"][i]), response))
+    return out, order
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def serving_engine(model, tokenizer, *, slots: int, kv_budget_gib: float, layers=(),
+                   record: str = "none", steps: int = 64, max_prompt: int = 0, max_new: int = 0):
+    """An `hf` engine for serving: `record` = none (plain serving), prompt (the prefill's pooled
+    features only) or steps (also each decode step's recorded states, for srpt)."""
+    from forelen_bench.builders.engines import EngineSettings
+    from forelen_bench.builders.engines.hf import HFEngine
+
+    class ServingEngine(HFEngine):
+        def _record(self, rows, logits, captured):
+            if self.record_steps:
+                super()._record(rows, logits, captured)
+
+        def _append(self, row, token):
+            # no extra step for a row cut at the budget: serving keeps no final-token features
+            if token in self.eos_ids:
+                row.done = "stop"
+                return
+            row.tokens.append(token)
+            if len(row.tokens) >= row.request.max_new_tokens:
+                row.done = "length"
+
+    settings = EngineSettings(slots=slots, kv_budget_gib=kv_budget_gib, record=record != "none",
+                              layers=tuple(layers), steps=steps if record == "steps" else 0,
+                              max_prompt_tokens=max_prompt, max_new_tokens=max_new)
+    engine = ServingEngine(model, tokenizer, settings)
+    engine.record_steps = record == "steps"
+    return engine
+
+
+@dataclass
+class _Waiting:
+    row: object  # the engine's _Row: generator, tokens, position
+    kv: list  # per layer (k, v) of the row's cache, copied out
+    states: dict = field(default_factory=dict)  # recorded step states (srpt)
+
+
+class Server:
+    """Drives one engine through a trace under one policy; see the module docstring."""
+
+    def __init__(self, engine, policy: str, predictor=None, columns=(), preempt: bool = False,
+                 rerank_every: int = 8, observed_steps=(0, 1, 2, 4, 8, 16, 32, 64)):
+        self.engine, self.policy, self.predictor = engine, policy, predictor
+        self.columns = list(columns)
+        self.preempt = preempt or policy == "srpt"
+        self.rerank_every = max(1, int(rerank_every))
+        self.observed = tuple(observed_steps)
+
+    # ------------------------------------------------------------------ keys
+
+    def _table(self, req: TraceRequest, prefix, states=None):
+        from forelen_bench.tables import FeatureTable
+
+        cols = {"prompt": np.array([req.prompt], dtype=object),
+                "prompt_tokens": np.array([len(req.prompt_ids)], np.int32),
+                "group_id": np.array([req.group_id], dtype=object)}
+        for name, vec in prefix.pooled.items():
+            cols[name] = np.asarray(vec, np.float16)[None]
+        if states is not None:
+            for name, arr in states.items():
+                cols[name] = np.empty(1, dtype=object)
+                cols[name][0] = arr
+        return FeatureTable({c: cols[c] for c in self.columns if c in cols})
+
+    def _predict(self, i: int, req: TraceRequest, prefix) -> float:
+        t0 = time.perf_counter()
+        # no step generated yet: step-state columns hold none (plp's t = 0 prediction)
+        table = self._table(req, prefix, {
+            c: np.zeros((0, self.engine.model.config.hidden_size), np.float16)
+            for c in self.columns if c.startswith("step_states_")})
+        if self.policy == "srpt":
+            value = float(self.predictor.predict_remaining(table, 0)[0])
+        else:
+            value = float(self.predictor.predict(table)[0])
+        self.served[i].predict_ms += (time.perf_counter() - t0) * 1e3
+        return value
+
+    def _remaining(self, i: int, generated: int) -> float:
+        """The running key: remaining length after `generated` tokens."""
+        if self.policy == "srpt":  # the newest prediction at an observed step <= generated
+            t = max(t for t in self.remaining[i] if t <= generated)
+            return max(self.remaining[i][t] - (generated - t), 0.0)
+        return max(self.static[i] - generated, 0.0)
+
+    def _observe(self, s: int) -> None:
+        """srpt: a running row that reached an observed step gets its remaining re-predicted
+        from its prompt features and the step states gathered so far."""
+        eng = self.engine
+        row = eng.rows[s]
+        g = len(row.tokens)
+        if g not in self.observed or g in self.remaining[row.index] or g > eng.settings.steps:
+            return
+        req = self.trace[row.index]
+        states = {f"step_states_l{x}": eng.states[x][s, :g].numpy().astype(np.float16)
+                  for x in eng.layers}
+        t0 = time.perf_counter()
+        value = float(self.predictor.predict_remaining(self._table(req, row.prefix, states), g)[0])
+        self.served[row.index].predict_ms += (time.perf_counter() - t0) * 1e3
+        self.remaining[row.index][g] = value
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, trace: list[TraceRequest], clock=time.perf_counter) -> list[Served]:
+        """Serve the trace; `clock` (seconds) is the wall clock unless a test steps it."""
+        import torch
+
+        from forelen_bench.builders.engines import GenerationRequest
+        from forelen_bench.builders.engines.hf import _Row
+        from forelen_bench.builders.engines.sampling import sample_seeded
+
+        eng = self.engine
+        self.trace = trace
+        self.served = [Served(r.uid, r.arrival_s, len(r.prompt_ids)) for r in trace]
+        self.static = np.full(len(trace), np.nan)
+        self.remaining = [dict() for _ in trace]
+        self.preemptions = 0
+        requests = [GenerationRequest(r.uid, r.prompt_ids, r.max_new_tokens, r.temperature,
+                                      r.top_p, r.seed) for r in trace]
+        eng._setup(requests)
+        cache = eng.cache
+        waiting: list = []  # heap of (key, arrival index, _Waiting)
+        start, skipped = clock(), 0.0
+
+        def now() -> float:
+            return clock() - start + skipped
+
+        def finish(i: int, row) -> None:
+            s = self.served[i]
+            s.finish_s, s.tokens, s.finish_reason = now(), len(row.tokens), row.done
+            s.token_ids = tuple(row.tokens)
+
+        def snapshot(slot: int, length: int) -> list:
+            return [(k[slot, :, :length].clone(), v[slot, :, :length].clone())
+                    for k, v in zip(cache.k, cache.v)]
+
+        def admit(slot: int, w: _Waiting) -> None:
+            length = w.row.pos
+            for (k, v), (sk, sv) in zip(zip(cache.k, cache.v), w.kv):
+                k[slot, :, :length] = sk
+                v[slot, :, :length] = sv
+            for x, buf in eng.states.items():
+                if x in w.states:
+                    buf[slot] = w.states[x]
+            eng.rows[slot] = w.row
+            served = self.served[w.row.index]
+            if served.admitted_s != served.admitted_s:  # NaN: first admission
+                served.admitted_s = now()
+
+        def arrive(i: int) -> None:
+            req, served = trace[i], self.served[i]
+            feature0, prefill0 = eng.timing["feature_s"], eng.timing["prefill_s"]
+            prefix = eng._prefill(req.prompt_ids)
+            if eng.records_features:  # else nothing is computed there
+                served.feature_ms = (eng.timing["feature_s"] - feature0) * 1e3
+            served.prefill_ms = (eng.timing["prefill_s"] - prefill0) * 1e3
+            generator = torch.Generator().manual_seed(int(req.seed))
+            first = int(sample_seeded(prefix.last_logits[None], [generator], req.temperature,
+                                      req.top_p)[0])
+            row = _Row(i, requests[i], generator, prefix, [], len(req.prompt_ids))
+            eng._append(row, first)
+            served.first_token_s = now()
+            if self.policy == "fcfs":
+                key = float(i)
+            elif self.policy == "oracle":
+                key = float(req.recorded_tokens)
+            else:
+                key = self._predict(i, req, prefix)
+            if self.policy == "srpt":
+                self.remaining[i][0] = key
+            self.static[i] = key
+            served.key = key
+            if row.done:  # EOS as the first token, or a budget of one
+                served.admitted_s = served.first_token_s
+                finish(i, row)
+                return
+            heapq.heappush(waiting, (key, i, _Waiting(row, snapshot(cache.scratch, row.pos))))
+
+        def preempt(n: int) -> None:
+            """Swap out the running request with the largest remaining key while a waiting
+            one's key is strictly smaller."""
+            while waiting:
+                keys = [self._remaining(eng.rows[s].index, len(eng.rows[s].tokens))
+                        for s in range(n)]
+                worst = int(np.argmax(keys))
+                if not waiting[0][0] < keys[worst]:
+                    return
+                row = eng.rows[worst]
+                out = _Waiting(row, snapshot(worst, row.pos),
+                               {x: buf[worst].clone() for x, buf in eng.states.items()})
+                _, _, w = heapq.heappop(waiting)
+                admit(worst, w)
+                heapq.heappush(waiting, (keys[worst], row.index, out))
+                self.served[row.index].preemptions += 1
+                self.preemptions += 1
+
+        n, nxt, done, steps = 0, 0, 0, 0
+        arrivals = [r.arrival_s for r in trace]
+        with eng._slot_attention(), torch.inference_mode():
+            while done < len(trace):
+                if not n and not waiting and nxt < len(trace) and arrivals[nxt] > now():
+                    skipped += arrivals[nxt] - now()  # idle: jump to the next arrival
+                while nxt < len(trace) and arrivals[nxt] <= now():
+                    arrive(nxt)
+                    if self.served[nxt].finish_reason:
+                        done += 1
+                    nxt += 1
+                if self.preempt and n == eng.n_slots and steps % self.rerank_every == 0:
+                    preempt(n)
+                while n < eng.n_slots and waiting:
+                    key, _, w = heapq.heappop(waiting)
+                    admit(n, w)
+                    n += 1
+                if not n:
+                    continue
+                eng._step(n)
+                steps += 1
+                for s in range(n):
+                    row = eng.rows[s]
+                    if row.done:
+                        finish(row.index, row)
+                        eng.rows[s] = None
+                        done += 1
+                    elif self.policy == "srpt":
+                        self._observe(s)
+                n = eng._compact(n)
+        self.steps = steps
+        return self.served
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def summarize(served: list[Served]) -> dict:
+    arrival = np.array([s.arrival_s for s in served])
+    finish = np.array([s.finish_s for s in served])
+    jct = finish - arrival
+    ttft = np.array([s.first_token_s for s in served]) - arrival
+    queue = np.array([s.admitted_s for s in served]) - arrival
+    tokens = int(sum(s.tokens for s in served))
+    span = float(finish.max() - arrival.min())
+    return {"mean_jct_s": float(jct.mean()), "p50_jct_s": float(np.percentile(jct, 50)),
+            "p90_jct_s": float(np.percentile(jct, 90)), "ttft_s": float(ttft.mean()),
+            "queue_s": float(queue.mean()), "tok_s": tokens / span if span > 0 else float("nan"),
+            "tokens": tokens, "makespan_s": span,
+            "preemptions": int(sum(s.preemptions for s in served))}
+
+
+def simulated(served: list[Served], trace: list[TraceRequest], policy: str, keys: np.ndarray,
+              remaining: list[dict] | None, slots: int, cost, rerank_every: int,
+              preempt: bool, observed=(0, 1, 2, 4, 8, 16, 32, 64)) -> dict:
+    """The simulator on the same requests (arrival order, measured lengths, arrival times),
+    the same keys and the same slots, with the cost model profiled in this run."""
+    from forelen_bench.simulator import policies
+    from forelen_bench.simulator.engine import simulate
+    from forelen_bench.simulator.requests import Workload
+
+    n = len(served)
+    y = np.array([max(s.tokens, 1) for s in served], np.int64)
+    w = Workload(np.array([s.prompt_tokens for s in served], np.int64), y,
+                 np.array([s.arrival_s for s in served]),
+                 max(int(max(r.max_new_tokens for r in trace)), int(y.max())))
+    if policy == "fcfs":
+        plan = policies.fcfs(n)
+    elif policy == "srpt":
+        steps = np.array(observed)
+        rem = np.full((n, len(steps)), np.nan)
+        for i, known in enumerate(remaining):
+            for j, t in enumerate(steps):
+                if t in known:
+                    rem[i, j] = known[t]
+        plan = policies.srpt(steps, rem)
+    elif preempt:
+        plan = policies.srpt([0], np.asarray(keys, np.float64)[:, None])
+    else:
+        plan = policies.sjf(keys)
+    result = simulate(w, plan, batching="continuous", slots=slots, cost=cost,
+                      rerank_every=rerank_every)
+    jct = result.finish_s - w.arrival_s
+    return {"mean_jct_s": float(jct.mean()), "p50_jct_s": float(np.percentile(jct, 50)),
+            "p90_jct_s": float(np.percentile(jct, 90)), "preemptions": int(result.preemptions)}
+
+
+def utilisation_rate(utilisation: float, cost, slots: int, mean_prompt: float,
+                     mean_output: float) -> float:
+    """The Poisson rate at which offered work is `utilisation` of the engine's capacity: with all
+    slots decoding at the mean context, the engine finishes slots / (mean_output x step time)
+    requests a second, plus each request's prefill."""
+    context = slots * (mean_prompt + mean_output / 2)
+    step = cost.decode_s(slots, context)
+    service = mean_output * step / slots + cost.prefill_s(mean_prompt)  # seconds per request
+    return utilisation / service
+
+
+def asjson(served: list[Served]) -> list[dict]:
+    return [{k: v for k, v in asdict(s).items() if k != "token_ids"} for s in served]
+
+
+def as_recorded(served: list[Served], trace: list[TraceRequest]) -> float:
+    """Share of requests that generated exactly the response tokens the build recorded (the
+    same seed and prompt; floating-point blocking may rarely flip a near-tie)."""
+    return float(np.mean([s.token_ids == r.recorded_ids for s, r in zip(served, trace)]))
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    data: str = "forelen"
+    config: str = ""
+    policies: tuple[str, ...] = ("fcfs", "sjf")
+    predictor: str | None = None
+    saved: str | None = None  # a `forelen fit` folder instead of fitting `predictor` here
+    rate: float | None = None
+    utilisation: float | None = None
+    arrivals: str | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    slots: int = 16
+    kv_budget_gib: float = 4.0
+    preempt: bool = False
+    rerank_every: int = 8
+    seed: int = 0  # arrival order and times
+    train_seed: int = 42  # the predictor's training, as evaluate's default
+    cost_model: str | None = None  # a profile to use instead of profiling here
+    out: str | None = None
+
+
+def check_options(o: ReplayOptions) -> None:
+    unknown = [p for p in o.policies if p not in POLICIES]
+    if unknown or not o.policies:
+        raise ForelenError(f"unknown --policy {unknown[0] if unknown else '(none)'}; known: "
+                           + ", ".join(POLICIES))
+    given = [n for n, v in (("--rate", o.rate), ("--utilisation", o.utilisation),
+                            ("--arrivals", o.arrivals)) if v is not None]
+    if len(given) > 1:
+        raise ForelenError(f"{given[0]} and {given[1]} both set the arrivals; give one")
+    if o.utilisation is not None and not 0 < o.utilisation <= 4:
+        raise ForelenError(f"--utilisation must be in (0, 4], got {o.utilisation}")
+    if o.slots < 1 or o.rerank_every < 1 or (o.limit is not None and o.limit < 1):
+        raise ForelenError("--slots, --rerank-every and --limit must be >= 1")
+    needs = [p for p in o.policies if p in ("sjf", "srpt")]
+    if needs and not (o.predictor or o.saved):
+        raise ForelenError(f"--policy {needs[0]} ranks by a predictor: give --predictor NAME "
+                           "(fitted here on the config's train rows) or --from DIR")
+    if o.predictor and o.saved:
+        raise ForelenError("give --predictor (fit here) or --from (saved), not both")
+
+
+def _predictor(o: ReplayOptions, folder, config: str, say):
+    """(fitted predictor, the columns it reads, how it was obtained)."""
+    from forelen_bench.leaderboard.evaluate import (fit_on, load_config, make_predictor,
+                                                    runnable_on)
+    from forelen_bench.predictors import load_predictor
+
+    entry = folder.config(config)
+    if o.saved:
+        from forelen_bench.predictors._saved import load, mismatch
+
+        pred, meta = load(o.saved)
+        why = mismatch(meta, entry, config)
+        if why:
+            raise ForelenError(why)
+        return pred, list(meta["fitted_on"]["columns"]), {"from": o.saved,
+                                                           "key": meta["predictor"]["key"]}
+    cls, origin = load_predictor(o.predictor)
+    runnable_on(entry, config, [cls])
+    pred = make_predictor(cls, o.train_seed)
+    cols = pred.columns(entry["build"]["recorded_layers"])
+    data = load_config(folder, config, cols)
+    say(f"fitting {pred.info.name} on {config}'s train rows ({data.train.n}), seed "
+        f"{o.train_seed}")
+    fit_s = fit_on(pred, data, cols)
+    return pred, cols, {"fitted": "train", "seed": o.train_seed, "fit_s": round(fit_s, 2),
+                        "origin": origin}
+
+
+def run(o: ReplayOptions, say=print) -> dict:
+    """Serve the trace under each policy, simulate it, return the whole result (see module)."""
+    from forelen_bench.leaderboard.evaluate import load_config
+    from forelen_bench.leaderboard.records import stamp
+    from forelen_bench.leaderboard.report import resolve_names
+    from forelen_bench.models import load_model, resolve_model
+    from forelen_bench.predictors._saved import layers_read
+    from forelen_bench.provenance import machine
+    from forelen_bench.simulator.cost import CostModel, load_cost_model, profile_engine
+
+    check_options(o)
+    folder, configs, _ = resolve_names([], o.data, o.config)
+    config = configs[0]
+    entry = folder.config(config)
+    build = entry["build"]
+    pred, cols, how = (None, [], None)
+    if any(p in ("sjf", "srpt") for p in o.policies):
+        pred, cols, how = _predictor(o, folder, config, say)
+        if "srpt" in o.policies and not pred.info.progressive:
+            raise ForelenError(f"--policy srpt re-predicts the remaining length as a request "
+                               f"decodes; {pred.info.name} is not progressive (plp, tpv and "
+                               "trail are): use --policy sjf, with --preempt for remaining = "
+                               "prediction - generated")
+        if o.preempt and pred.info.outputs == "ranking":
+            raise ForelenError(f"--preempt compares remaining lengths; {pred.info.name} gives "
+                               "ranking scores, not lengths")
+    data = load_config(folder, config, ["prompt", "uid", "seed", "temperature", "top_p",
+                                        "response_token_ids"])
+    test = data.test
+    resolved = resolve_model(build["model"])
+    say(f"loading {build['model']} ({build.get('dtype')}) for the hf engine")
+    model, tokenizer, _ = load_model(resolved, device="cpu", dtype=build.get("dtype") or "auto")
+    layers = layers_read(cols)
+    prompt_max = int(np.max(test["prompt_tokens"])) + 8
+    new_max = o.max_new_tokens or int(build["max_new_tokens"])
+    plain = serving_engine(model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib,
+                           max_prompt=prompt_max, max_new=new_max)
+    if o.cost_model:
+        cost, profile = load_cost_model(o.cost_model), {"from": o.cost_model}
+    else:
+        say(f"profiling the engine here ({o.slots} slots) for the simulator's cost model")
+        profile = profile_engine(plain, batches=sorted({1, max(1, o.slots // 4),
+                                                        max(1, o.slots // 2), o.slots}),
+                                 contexts=(32, 256))
+        cost = CostModel(**profile["coefficients"])
+    n = test.n if o.limit is None else min(o.limit, test.n)
+    mean_prompt = float(np.mean(test["prompt_tokens"]))
+    mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
+    if o.arrivals:
+        arrivals, how_arrive = read_arrivals(o.arrivals), {"file": o.arrivals}
+        rate = None
+    else:
+        rate = o.rate if o.rate is not None else utilisation_rate(
+            o.utilisation or 0.9, cost, o.slots, mean_prompt, mean_out)
+        arrivals = poisson_arrivals(n, rate, o.seed)
+        how_arrive = {"poisson_rate": rate, "seed": o.seed,
+                      "utilisation_asked": o.utilisation if o.rate is None else None}
+    trace, order = trace_from_config(test, entry, tokenizer, arrivals, o.seed, o.limit,
+                                     o.max_new_tokens)
+    offered = (len(trace) / max(trace[-1].arrival_s, 1e-9)) if len(trace) > 1 else None
+    say(f"{len(trace)} requests of {config}'s test rows, arrivals "
+        + (f"from {o.arrivals}" if o.arrivals else f"Poisson at {rate:.3f}/s")
+        + f", budget {trace[0].max_new_tokens} tokens, {o.slots} slots")
+    result = {"requests": len(trace), "predictor": pred.info.name if pred else None,
+              "overhead_ms_per_request": None, "policies": {}}
+    per_request = {}
+    for policy in o.policies:
+        record = {"fcfs": "none", "oracle": "none"}.get(policy)
+        if record is None:
+            hidden = bool(layers)
+            record = ("steps" if policy == "srpt" else "prompt") if hidden else "none"
+        engine = plain if record == "none" else serving_engine(
+            model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib, layers=layers,
+            record=record, max_prompt=prompt_max, max_new=new_max)
+        server = Server(engine, policy, pred if policy in ("sjf", "srpt") else None, cols,
+                        preempt=o.preempt, rerank_every=o.rerank_every)
+        say(f"serving under {policy}" + (" with preemption" if server.preempt else "") + " ...")
+        t0 = time.perf_counter()
+        served = server.run(trace)
+        wall = time.perf_counter() - t0
+        measured = summarize(served)
+        keys = np.array([s.key for s in served])
+        sim = simulated(served, trace, policy, keys, server.remaining, engine.n_slots, cost,
+                        o.rerank_every, server.preempt)
+        overhead = float(np.mean([s.feature_ms + s.predict_ms for s in served]))
+        tokens = np.array([s.tokens for s in served])
+        recorded = np.array([r.recorded_tokens for r in trace])
+        result["policies"][policy] = {
+            "measured": measured, "simulated": sim,
+            "overhead_ms_per_request": overhead if policy in ("sjf", "srpt") else 0.0,
+            "prefill_ms_per_request": float(np.mean([s.prefill_ms for s in served])),
+            "feature_ms_per_request": float(np.mean([s.feature_ms for s in served])),
+            "predict_ms_per_request": float(np.mean([s.predict_ms for s in served])),
+            "slots": engine.n_slots, "decode_steps": server.steps, "wall_s": round(wall, 2),
+            "lengths_as_recorded": float(np.mean(tokens == recorded)),
+            "tokens_as_recorded": as_recorded(served, trace),
+            "engine_timing": {k: round(v, 3) if isinstance(v, float) else v
+                              for k, v in engine.timing.items()}}
+        if policy in ("sjf", "srpt"):
+            result["overhead_ms_per_request"] = overhead
+        per_request[policy] = asjson(served)
+        say(f"  {policy}: mean JCT {measured['mean_jct_s']:.2f} s (simulated "
+            f"{sim['mean_jct_s']:.2f} s), p90 {measured['p90_jct_s']:.2f} s, "
+            f"{measured['tok_s']:.1f} tok/s, {wall:.0f} s")
+    result["ratios"] = ratio_errors(result["policies"])
+    result["settings"] = {
+        "data": o.data, "config": config, "policies": list(o.policies), "slots": o.slots,
+        "kv_budget_gib": o.kv_budget_gib, "preempt": o.preempt, "rerank_every": o.rerank_every,
+        "max_new_tokens": trace[0].max_new_tokens, "limit": o.limit, "arrivals": how_arrive,
+        "offered_rate": offered, "mean_prompt_tokens": mean_prompt,
+        "mean_output_tokens": mean_out, "predictor": how, "columns": cols,
+        "model": build["model"], "dtype": build.get("dtype"),
+        "prefill": "at arrival, before decode steps; first token sampled there",
+        "clock": "wall time; idle gaps (nothing running or waiting) skipped, not slept"}
+    result["cost_model"] = {"coefficients": cost.coefficients(), "profile": profile}
+    result["machine"] = machine()
+    result["provenance"] = stamp()
+    result["per_request"] = per_request
+    if o.out:
+        from forelen_bench.dataset import atomic_write_bytes
+
+        atomic_write_bytes(Path(o.out), (json.dumps(result, indent=1, default=_json) + "\n")
+                           .encode())
+    return result
+
+
+def ratio_errors(policies: dict) -> dict:
+    """Each policy's mean JCT over FCFS's, measured and simulated, and the simulator's error on
+    that ratio (simulated / measured - 1): the check on every simulated ratio."""
+    if "fcfs" not in policies:
+        return {}
+    base = policies["fcfs"]
+    out = {}
+    for name, p in policies.items():
+        if name == "fcfs":
+            continue
+        out[f"{name}/fcfs"] = ratio(p, base)
+    return out
+
+
+def ratio(p: dict, base: dict) -> dict:
+    m = p["measured"]["mean_jct_s"] / base["measured"]["mean_jct_s"]
+    s = p["simulated"]["mean_jct_s"] / base["simulated"]["mean_jct_s"]
+    return {"measured": m, "simulated": s, "error": s / m - 1}
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def last_line(result: dict) -> dict:
+    """The benchmark line: requests, predictor, overhead and per policy measured/simulated."""
+    keep = ("mean_jct_s", "p50_jct_s", "p90_jct_s", "ttft_s", "queue_s", "tok_s")
+    return {"requests": result["requests"], "predictor": result["predictor"],
+            "overhead_ms_per_request": result["overhead_ms_per_request"],
+            "policies": {name: {"measured": {k: p["measured"][k] for k in keep},
+                                "simulated": {k: p["simulated"][k]
+                                              for k in ("mean_jct_s", "p90_jct_s")}}
+                         for name, p in result["policies"].items()},
+            "ratios": result["ratios"], "machine": result["machine"]}
+
+
+def table(result: dict, width: int = 80) -> str:
+    """Per policy, measured and simulated, in seconds; fits 80 columns (the rest is in --json)."""
+    head = ["policy", "mean JCT", "p90 JCT", "TTFT", "queue", "tok/s", "sim mean", "sim p90"]
+    rows = []
+    for name, p in result["policies"].items():
+        m, s = p["measured"], p["simulated"]
+        rows.append([name, f"{m['mean_jct_s']:.2f}", f"{m['p90_jct_s']:.2f}",
+                     f"{m['ttft_s']:.3f}", f"{m['queue_s']:.2f}", f"{m['tok_s']:.1f}",
+                     f"{s['mean_jct_s']:.2f}", f"{s['p90_jct_s']:.2f}"])
+    if width < 72:
+        head, rows = head[:6], [r[:6] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [f"{result['settings']['config']}: {result['requests']} requests, "
+             f"{result['settings']['slots']} slots; times in seconds (measured on the hf engine; "
+             "sim = the simulator, same trace, cost model profiled in this run)",
+             fmt.format(*head)] + [fmt.format(*r) for r in rows]
+    for name, r in result["ratios"].items():
+        lines.append(f"{name} mean JCT: measured {r['measured']:.3f}, simulated "
+                     f"{r['simulated']:.3f} (simulator error {r['error'] * 100:+.1f}%)")
+    if result["overhead_ms_per_request"] is not None:
+        ranked = next(p for n, p in result["policies"].items() if n in ("sjf", "srpt"))
+        lines.append(f"{result['predictor']} overhead: "
+                     f"{result['overhead_ms_per_request']:.2f} ms per request (prompt features "
+                     f"{ranked['feature_ms_per_request']:.2f} + predictor calls "
+                     f"{ranked['predict_ms_per_request']:.2f}); the prefill itself: "
+                     f"{ranked['prefill_ms_per_request']:.2f} ms")
+    return "\n".join(lines)

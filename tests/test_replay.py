@@ -1,0 +1,233 @@
+"""`forelen replay` (issue 33, parts 2-3): a config's test prompts served through the hf engine
+under fcfs / sjf / srpt / oracle, with and without preemption; the simulator on the same trace
+with a cost model profiled on the engine; arrivals from a Poisson process or a file.
+
+The first half needs no model. The second serves the tiny built config of tests/test_evaluate.py:
+it checks what a user relies on — every request is served, with the tokens the build recorded
+(also across a preemption, whose KV is swapped out and back), in the order the policy says, and
+the command's last line is the JSON the issue names.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import FORELEN, cli_env
+from forelen_bench.errors import ForelenError
+from forelen_bench import replay
+from forelen_bench.replay import ReplayOptions, Served
+
+CONFIG = "tiny-llama-rl"
+
+
+# ----------------------------------------------------------------------------- no model
+
+
+def test_poisson_arrivals_are_seeded_and_open_at_zero():
+    a = replay.poisson_arrivals(2000, 4.0, seed=3)
+    assert a[0] == 0 and np.all(np.diff(a) >= 0)
+    assert np.array_equal(a, replay.poisson_arrivals(2000, 4.0, seed=3))
+    assert abs(np.diff(a).mean() - 0.25) < 0.02  # mean gap 1 / rate
+    with pytest.raises(ForelenError, match="--rate"):
+        replay.poisson_arrivals(3, 0.0, seed=0)
+
+
+@pytest.mark.parametrize("text", ["[5.0, 2.5, 3]", "2.5\n# a comment\n3\n5.0\n",
+                                  "2.5,a\n3,b\n5,c\n"])
+def test_arrival_files_are_sorted_and_shifted(tmp_path, text):
+    f = tmp_path / "arrivals.txt"
+    f.write_text(text)
+    assert replay.read_arrivals(str(f)).tolist() == [0.0, 0.5, 2.5]
+
+
+def test_bad_arrival_files_are_one_line(tmp_path):
+    with pytest.raises(ForelenError, match="not found"):
+        replay.read_arrivals(str(tmp_path / "none.txt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("soon\n")
+    with pytest.raises(ForelenError, match="expected numbers"):
+        replay.read_arrivals(str(bad))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(policies=("lifo",)), "unknown --policy lifo"),
+    (dict(policies=("sjf",)), "ranks by a predictor"),
+    (dict(policies=("fcfs",), rate=1.0, arrivals="a.txt"), "both set the arrivals"),
+    (dict(policies=("fcfs",), utilisation=0.0), "--utilisation"),
+    (dict(policies=("sjf",), predictor="egtp", saved="x"), "not both"),
+    (dict(policies=("fcfs",), slots=0), "--slots"),
+])
+def test_options_are_refused_before_any_work(options, message):
+    with pytest.raises(ForelenError, match=message):
+        replay.check_options(ReplayOptions(config="c", **options))
+
+
+def test_the_simulator_is_checked_on_the_policies_ratio():
+    policies = {"fcfs": {"measured": {"mean_jct_s": 10.0}, "simulated": {"mean_jct_s": 8.0}},
+                "sjf": {"measured": {"mean_jct_s": 5.0}, "simulated": {"mean_jct_s": 6.0}}}
+    r = replay.ratio_errors(policies)["sjf/fcfs"]
+    assert r["measured"] == 0.5 and r["simulated"] == 0.75 and r["error"] == pytest.approx(0.5)
+
+
+def test_simulated_sjf_on_the_same_trace_serves_short_requests_first():
+    from forelen_bench.simulator.cost import CostModel
+
+    # four requests at t=0 on one slot: sjf by the true lengths finishes them shortest first
+    served = [Served(f"r{i}", 0.0, 10, tokens=t) for i, t in enumerate([40, 10, 30, 20])]
+    trace = [replay.TraceRequest(s.uid, "", (1,) * 10, 64, 1.0, 1.0, 0, 0.0, s.tokens)
+             for s in served]
+    cost = CostModel(0.01, 0.0, 0.0, 0.0, 0.0)
+    keys = np.array([40.0, 10, 30, 20])
+    fcfs = replay.simulated(served, trace, "fcfs", np.arange(4.0), None, 1, cost, 8, False)
+    sjf = replay.simulated(served, trace, "sjf", keys, None, 1, cost, 8, False)
+    # fcfs: 0.4, 0.5, 0.8, 1.0 s; sjf: 0.1, 0.3, 0.6, 1.0 s (one decode step = 10 ms)
+    assert fcfs["mean_jct_s"] == pytest.approx(0.675)
+    assert sjf["mean_jct_s"] == pytest.approx(0.5)
+
+
+def test_the_utilisation_rate_matches_the_cost_model():
+    from forelen_bench.simulator.cost import CostModel
+
+    cost = CostModel(0.02, 0.0, 0.0, 0.0, 0.0)  # 20 ms a step whatever the batch
+    # 4 slots, 100 tokens per request: 4 requests per 2 s, so full use is 2 requests/s
+    assert replay.utilisation_rate(1.0, cost, 4, 10, 100) == pytest.approx(2.0)
+    assert replay.utilisation_rate(0.5, cost, 4, 10, 100) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model_dir, prompts_file, tmp_path_factory):
+    from forelen_bench.builders.build import BuildOptions, run_build
+
+    out = tmp_path_factory.mktemp("replay") / "ds"
+    run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
+                           samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
+                           dtype="float32", device="cpu", out=str(out)))
+    return out
+
+
+def serve(built, **kw):
+    options = dict(data=str(built), config=CONFIG, slots=1, rate=1000.0,
+                   cost_model=None, seed=1)
+    options.update(kw)
+    return replay.run(ReplayOptions(**options), say=lambda *a: None)
+
+
+def test_every_request_is_served_with_the_tokens_the_build_recorded(built):
+    result = serve(built, policies=("fcfs", "oracle"), slots=2)
+    for name, p in result["policies"].items():
+        rows = result["per_request"][name]
+        assert len(rows) == result["requests"] > 0
+        assert all(r["finish_s"] >= r["first_token_s"] >= r["arrival_s"] for r in rows)
+        assert p["lengths_as_recorded"] == 1.0 and p["tokens_as_recorded"] == 1.0, name
+        assert p["measured"]["tokens"] == sum(r["tokens"] for r in rows)
+        assert p["simulated"]["mean_jct_s"] > 0
+    assert set(result["ratios"]) == {"oracle/fcfs"}
+    assert result["cost_model"]["profile"]["method"].startswith("non-negative least squares")
+
+
+def test_one_slot_admits_by_the_policy_key(built):
+    """All requests arrive at once (rate 1000/s) on one slot: fcfs admits them in arrival order,
+    oracle by the recorded length."""
+    result = serve(built, policies=("fcfs", "oracle"))
+    for name in ("fcfs", "oracle"):
+        rows = result["per_request"][name]
+        started = sorted(rows, key=lambda r: r["admitted_s"])
+        keys = [r["key"] for r in started]
+        # the first arrival may start before the rest have arrived; the others by key
+        assert keys[1:] == sorted(keys[1:]), name
+
+
+class Descending:
+    """A stand-in predictor: each request it sees is predicted shorter than the one before, so
+    every arrival outranks the request running."""
+
+    class info:
+        name, progressive, outputs, table = "descending", False, "length", "prompt"
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, table):
+        self.calls += 1
+        return np.array([1000.0 - 10 * self.calls])
+
+
+def test_preempted_requests_resume_with_their_own_tokens(built, tiny_model):
+    """sjf with preemption on one slot, on a clock that advances 1 ms per reading (so the
+    schedule is the same on every machine): each request arriving 5 ms after the last is
+    predicted shorter and swaps the running one out; every request still generates exactly the
+    response tokens the build recorded, its KV copied out and back."""
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import load_config
+
+    model, tokenizer = tiny_model
+    folder = DatasetFolder(str(built))
+    test = load_config(folder, CONFIG, ["prompt", "uid", "seed", "temperature", "top_p",
+                                        "response_token_ids"]).test
+    trace, _ = replay.trace_from_config(test, folder.config(CONFIG), tokenizer,
+                                        np.arange(test.n) * 0.005, seed=1)
+    engine = replay.serving_engine(model, tokenizer, slots=1, kv_budget_gib=0.1, max_prompt=64,
+                                   max_new=16)
+    ticks = iter(np.arange(10**7) * 0.001)
+    server = replay.Server(engine, "sjf", Descending(), preempt=True, rerank_every=1)
+    served = server.run(trace, clock=lambda: next(ticks))
+    assert server.preemptions >= test.n - 1
+    assert sum(s.preemptions for s in served) == server.preemptions
+    assert [s.token_ids for s in served] == [r.recorded_ids for r in trace]
+    # the last arrival, predicted shortest, finishes first of those that were waiting
+    assert min(s.finish_s for s in served[1:]) == served[-1].finish_s
+
+
+def test_sjf_predicts_inside_the_engine_and_measures_its_overhead(built):
+    result = serve(built, policies=("fcfs", "sjf"), predictor="egtp", slots=2)
+    sjf = result["policies"]["sjf"]
+    assert sjf["feature_ms_per_request"] > 0 and sjf["predict_ms_per_request"] > 0
+    assert result["overhead_ms_per_request"] == pytest.approx(
+        sjf["feature_ms_per_request"] + sjf["predict_ms_per_request"])
+    assert sjf["tokens_as_recorded"] == 1.0
+    assert result["policies"]["fcfs"]["feature_ms_per_request"] == 0.0
+
+
+def test_srpt_re_predicts_from_the_engine_step_states(built):
+    result = serve(built, policies=("srpt",), predictor="plp", slots=2, rate=20.0)
+    srpt = result["policies"]["srpt"]
+    assert srpt["tokens_as_recorded"] == 1.0
+    assert srpt["predict_ms_per_request"] > 0
+
+
+def test_the_command_prints_the_json_line_last(built, tmp_path):
+    out = tmp_path / "replay.json"
+    proc = subprocess.run([FORELEN, "replay", "--data", str(built), "--config", CONFIG,
+                           "--policy", "fcfs,oracle", "--slots", "2", "--limit", "6",
+                           "--out", str(out)], capture_output=True, text=True, env=cli_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["requests"] == 6
+    for name in ("fcfs", "oracle"):
+        assert set(line["policies"][name]["measured"]) >= {"mean_jct_s", "p90_jct_s", "ttft_s",
+                                                           "tok_s"}
+        assert set(line["policies"][name]["simulated"]) == {"mean_jct_s", "p90_jct_s"}
+    saved = json.loads(out.read_text())
+    assert len(saved["per_request"]["fcfs"]) == 6 and saved["settings"]["config"] == CONFIG
+    assert max(len(x) for x in proc.stderr.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy", "srpt", "--predictor", "egtp"], "not progressive"),
+    (["--policy", "sjf"], "ranks by a predictor"),
+    (["--config", "nope", "--policy", "fcfs"], "unknown config"),
+])
+def test_bad_input_is_one_line(built, args, message):
+    base = ["replay", "--data", str(built)] + ([] if "--config" in args else ["--config", CONFIG])
+    proc = subprocess.run([FORELEN, *base, *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=600)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
