@@ -440,6 +440,9 @@ def replay(
     seed: int = typer.Option(0, help="Seed of the arrival order and times."),
     cost_model: Optional[str] = typer.Option(
         None, help="Cost-model JSON of `forelen profile` (default: profile the engine here)."),
+    engine: str = typer.Option("hf", help="hf (forelen's engine, here) or vllm (a CUDA GPU: "
+                                          "vLLM's priority scheduling; scripts/gpu_replay.sh)."),
+    device: str = typer.Option("cpu", help="hf: cpu or cuda[:N]."),
     out: Optional[str] = typer.Option(None, help="Write the whole result (per request too) as "
                                                  "JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the whole result as JSON on "
@@ -459,7 +462,7 @@ def replay(
                                arrivals=arrivals, limit=limit, max_new_tokens=max_new_tokens,
                                slots=slots, kv_budget_gib=kv_budget, preempt=preempt,
                                rerank_every=rerank_every, seed=seed, cost_model=cost_model,
-                               out=out), say=console.print)
+                               out=out, engine=engine, device=device), say=console.print)
     from forelen_bench.replay import table
 
     console.print(table(result, console.width))

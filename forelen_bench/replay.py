@@ -146,6 +146,23 @@ def trace_from_config(test, entry: dict, tokenizer, arrivals: np.ndarray, seed: 
     return out, order
 
 
+def request_table(req: TraceRequest, pooled: dict, columns, states=None):
+    """The one-row FeatureTable a predictor reads for one request: its text and prompt length,
+    the prefill's pooled features (stored float16, as the dataset holds them) and, for step
+    predictors, the step states gathered so far."""
+    from forelen_bench.tables import FeatureTable
+
+    cols = {"prompt": np.array([req.prompt], dtype=object),
+            "prompt_tokens": np.array([len(req.prompt_ids)], np.int32),
+            "group_id": np.array([req.group_id], dtype=object)}
+    for name, vec in pooled.items():
+        cols[name] = np.asarray(vec, np.float16)[None]
+    for name, arr in (states or {}).items():
+        cols[name] = np.empty(1, dtype=object)
+        cols[name][0] = arr
+    return FeatureTable({c: cols[c] for c in columns if c in cols})
+
+
 # ----------------------------------------------------------------------------- the engine
 
 
@@ -199,18 +216,7 @@ class Server:
     # ------------------------------------------------------------------ keys
 
     def _table(self, req: TraceRequest, prefix, states=None):
-        from forelen_bench.tables import FeatureTable
-
-        cols = {"prompt": np.array([req.prompt], dtype=object),
-                "prompt_tokens": np.array([len(req.prompt_ids)], np.int32),
-                "group_id": np.array([req.group_id], dtype=object)}
-        for name, vec in prefix.pooled.items():
-            cols[name] = np.asarray(vec, np.float16)[None]
-        if states is not None:
-            for name, arr in states.items():
-                cols[name] = np.empty(1, dtype=object)
-                cols[name][0] = arr
-        return FeatureTable({c: cols[c] for c in self.columns if c in cols})
+        return request_table(req, prefix.pooled, self.columns, states)
 
     def _predict(self, i: int, req: TraceRequest, prefix) -> float:
         t0 = time.perf_counter()
@@ -373,7 +379,7 @@ class Server:
                     elif self.policy == "srpt":
                         self._observe(s)
                 n = eng._compact(n)
-        self.steps = steps
+        self.steps, self.idle_s = steps, skipped
         return self.served
 
 
@@ -474,6 +480,8 @@ class ReplayOptions:
     train_seed: int = 42  # the predictor's training, as evaluate's default
     cost_model: str | None = None  # a profile to use instead of profiling here
     out: str | None = None
+    engine: str = "hf"  # hf (this process, CPU or GPU) or vllm (scripts/gpu_replay.sh)
+    device: str = "cpu"  # hf
 
 
 def check_options(o: ReplayOptions) -> None:
@@ -495,6 +503,11 @@ def check_options(o: ReplayOptions) -> None:
                            "(fitted here on the config's train rows) or --from DIR")
     if o.predictor and o.saved:
         raise ForelenError("give --predictor (fit here) or --from (saved), not both")
+    if o.engine not in ("hf", "vllm"):
+        raise ForelenError(f"unknown --engine {o.engine!r}; replay runs on hf or vllm")
+    if o.engine == "vllm" and (o.preempt or "srpt" in o.policies):
+        raise ForelenError("--engine vllm: vLLM preempts by its own rule (out of KV blocks, "
+                           "lowest priority first); --preempt and srpt are hf-engine policies")
 
 
 def _predictor(o: ReplayOptions, folder, config: str, say):
@@ -555,21 +568,33 @@ def run(o: ReplayOptions, say=print) -> dict:
                                         "response_token_ids"])
     test = data.test
     resolved = resolve_model(build["model"])
-    say(f"loading {build['model']} ({build.get('dtype')}) for the hf engine")
-    model, tokenizer, _ = load_model(resolved, device="cpu", dtype=build.get("dtype") or "auto")
     layers = layers_read(cols)
     prompt_max = int(np.max(test["prompt_tokens"])) + 8
     new_max = o.max_new_tokens or int(build["max_new_tokens"])
-    plain = serving_engine(model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib,
-                           max_prompt=prompt_max, max_new=new_max)
+    cost, profile, model, plain = None, None, None, None
     if o.cost_model:
         cost, profile = load_cost_model(o.cost_model), {"from": o.cost_model}
+    if o.engine == "vllm":
+        from forelen_bench.models import load_tokenizer
+        from forelen_bench.replay_vllm import check_predictor
+
+        check_predictor(pred)
+        if cost is None and o.rate is None and o.arrivals is None:
+            raise ForelenError("--engine vllm: give --rate or --arrivals (--utilisation needs "
+                               "a --cost-model of this GPU)")
+        tokenizer = load_tokenizer(resolved)
     else:
-        say(f"profiling the engine here ({o.slots} slots) for the simulator's cost model")
-        profile = profile_engine(plain, batches=sorted({1, max(1, o.slots // 4),
-                                                        max(1, o.slots // 2), o.slots}),
-                                 contexts=(32, 256))
-        cost = CostModel(**profile["coefficients"])
+        say(f"loading {build['model']} ({build.get('dtype')}) for the hf engine on {o.device}")
+        model, tokenizer, _ = load_model(resolved, device=o.device,
+                                         dtype=build.get("dtype") or "auto")
+        plain = serving_engine(model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib,
+                               max_prompt=prompt_max, max_new=new_max)
+        if cost is None:
+            say(f"profiling the engine here ({o.slots} slots) for the simulator's cost model")
+            profile = profile_engine(plain, batches=sorted({1, max(1, o.slots // 4),
+                                                            max(1, o.slots // 2), o.slots}),
+                                     contexts=(32, 256))
+            cost = CostModel(**profile["coefficients"])
     n = test.n if o.limit is None else min(o.limit, test.n)
     mean_prompt = float(np.mean(test["prompt_tokens"]))
     mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
@@ -592,23 +617,35 @@ def run(o: ReplayOptions, say=print) -> dict:
               "overhead_ms_per_request": None, "policies": {}}
     per_request = {}
     for policy in o.policies:
-        record = {"fcfs": "none", "oracle": "none"}.get(policy)
-        if record is None:
-            hidden = bool(layers)
-            record = ("steps" if policy == "srpt" else "prompt") if hidden else "none"
-        engine = plain if record == "none" else serving_engine(
-            model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib, layers=layers,
-            record=record, max_prompt=prompt_max, max_new=new_max)
-        server = Server(engine, policy, pred if policy in ("sjf", "srpt") else None, cols,
-                        preempt=o.preempt, rerank_every=o.rerank_every)
-        say(f"serving under {policy}" + (" with preemption" if server.preempt else "") + " ...")
         t0 = time.perf_counter()
-        served = server.run(trace)
+        if o.engine == "vllm":
+            served, steps, n_slots, timing = _serve_vllm(o, build, resolved, tokenizer, trace,
+                                                         policy, pred, cols, say)
+            remaining, measured_idle = None, None
+        else:
+            record = {"fcfs": "none", "oracle": "none"}.get(policy)
+            if record is None:
+                record = ("steps" if policy == "srpt" else "prompt") if layers else "none"
+            engine = plain if record == "none" else serving_engine(
+                model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib, layers=layers,
+                record=record, max_prompt=prompt_max, max_new=new_max)
+            server = Server(engine, policy, pred if policy in ("sjf", "srpt") else None, cols,
+                            preempt=o.preempt, rerank_every=o.rerank_every)
+            say(f"serving under {policy}" + (" with preemption" if server.preempt else "")
+                + " ...")
+            served = server.run(trace)
+            steps, n_slots, remaining = server.steps, engine.n_slots, server.remaining
+            measured_idle = server.idle_s
+            timing = {k: round(v, 3) if isinstance(v, float) else v
+                      for k, v in engine.timing.items()}
         wall = time.perf_counter() - t0
         measured = summarize(served)
+        if measured_idle is not None:  # the share of the served span the engine was busy
+            measured["busy_share"] = 1 - measured_idle / measured["makespan_s"]
         keys = np.array([s.key for s in served])
-        sim = simulated(served, trace, policy, keys, server.remaining, engine.n_slots, cost,
-                        o.rerank_every, server.preempt)
+        preempting = o.preempt or policy == "srpt"
+        sim = (simulated(served, trace, policy, keys, remaining, n_slots, cost, o.rerank_every,
+                         preempting) if cost is not None else None)
         overhead = float(np.mean([s.feature_ms + s.predict_ms for s in served]))
         tokens = np.array([s.tokens for s in served])
         recorded = np.array([r.recorded_tokens for r in trace])
@@ -618,16 +655,16 @@ def run(o: ReplayOptions, say=print) -> dict:
             "prefill_ms_per_request": float(np.mean([s.prefill_ms for s in served])),
             "feature_ms_per_request": float(np.mean([s.feature_ms for s in served])),
             "predict_ms_per_request": float(np.mean([s.predict_ms for s in served])),
-            "slots": engine.n_slots, "decode_steps": server.steps, "wall_s": round(wall, 2),
+            "slots": n_slots, "decode_steps": steps, "wall_s": round(wall, 2),
             "lengths_as_recorded": float(np.mean(tokens == recorded)),
             "tokens_as_recorded": as_recorded(served, trace),
-            "engine_timing": {k: round(v, 3) if isinstance(v, float) else v
-                              for k, v in engine.timing.items()}}
+            "engine_timing": timing}
         if policy in ("sjf", "srpt"):
             result["overhead_ms_per_request"] = overhead
         per_request[policy] = asjson(served)
-        say(f"  {policy}: mean JCT {measured['mean_jct_s']:.2f} s (simulated "
-            f"{sim['mean_jct_s']:.2f} s), p90 {measured['p90_jct_s']:.2f} s, "
+        say(f"  {policy}: mean JCT {measured['mean_jct_s']:.2f} s"
+            + (f" (simulated {sim['mean_jct_s']:.2f} s)" if sim else "")
+            + f", p90 {measured['p90_jct_s']:.2f} s, "
             f"{measured['tok_s']:.1f} tok/s, {wall:.0f} s")
     result["ratios"] = ratio_errors(result["policies"])
     result["settings"] = {
@@ -636,10 +673,12 @@ def run(o: ReplayOptions, say=print) -> dict:
         "max_new_tokens": trace[0].max_new_tokens, "limit": o.limit, "arrivals": how_arrive,
         "offered_rate": offered, "mean_prompt_tokens": mean_prompt,
         "mean_output_tokens": mean_out, "predictor": how, "columns": cols,
-        "model": build["model"], "dtype": build.get("dtype"),
+        "model": build["model"], "dtype": build.get("dtype"), "engine": o.engine,
+        "device": o.device if o.engine == "hf" else "cuda",
         "prefill": "at arrival, before decode steps; first token sampled there",
         "clock": "wall time; idle gaps (nothing running or waiting) skipped, not slept"}
-    result["cost_model"] = {"coefficients": cost.coefficients(), "profile": profile}
+    result["cost_model"] = ({"coefficients": cost.coefficients(), "profile": profile}
+                            if cost is not None else None)
     result["machine"] = machine()
     result["provenance"] = stamp()
     result["per_request"] = per_request
@@ -667,6 +706,8 @@ def ratio_errors(policies: dict) -> dict:
 
 def ratio(p: dict, base: dict) -> dict:
     m = p["measured"]["mean_jct_s"] / base["measured"]["mean_jct_s"]
+    if not p.get("simulated") or not base.get("simulated"):
+        return {"measured": m, "simulated": None, "error": None}
     s = p["simulated"]["mean_jct_s"] / base["simulated"]["mean_jct_s"]
     return {"measured": m, "simulated": s, "error": s / m - 1}
 
@@ -683,8 +724,9 @@ def last_line(result: dict) -> dict:
     return {"requests": result["requests"], "predictor": result["predictor"],
             "overhead_ms_per_request": result["overhead_ms_per_request"],
             "policies": {name: {"measured": {k: p["measured"][k] for k in keep},
-                                "simulated": {k: p["simulated"][k]
-                                              for k in ("mean_jct_s", "p90_jct_s")}}
+                                "simulated": ({k: p["simulated"][k]
+                                               for k in ("mean_jct_s", "p90_jct_s")}
+                                              if p["simulated"] else None)}
                          for name, p in result["policies"].items()},
             "ratios": result["ratios"], "machine": result["machine"]}
 
@@ -694,10 +736,11 @@ def table(result: dict, width: int = 80) -> str:
     head = ["policy", "mean JCT", "p90 JCT", "TTFT", "queue", "tok/s", "sim mean", "sim p90"]
     rows = []
     for name, p in result["policies"].items():
-        m, s = p["measured"], p["simulated"]
+        m, s = p["measured"], p["simulated"] or {}
         rows.append([name, f"{m['mean_jct_s']:.2f}", f"{m['p90_jct_s']:.2f}",
                      f"{m['ttft_s']:.3f}", f"{m['queue_s']:.2f}", f"{m['tok_s']:.1f}",
-                     f"{s['mean_jct_s']:.2f}", f"{s['p90_jct_s']:.2f}"])
+                     f"{s['mean_jct_s']:.2f}" if s else "–",
+                     f"{s['p90_jct_s']:.2f}" if s else "–"])
     if width < 72:
         head, rows = head[:6], [r[:6] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
@@ -707,6 +750,9 @@ def table(result: dict, width: int = 80) -> str:
              "sim = the simulator, same trace, cost model profiled in this run)",
              fmt.format(*head)] + [fmt.format(*r) for r in rows]
     for name, r in result["ratios"].items():
+        if r["simulated"] is None:
+            lines.append(f"{name} mean JCT: measured {r['measured']:.3f} (not simulated)")
+            continue
         lines.append(f"{name} mean JCT: measured {r['measured']:.3f}, simulated "
                      f"{r['simulated']:.3f} (simulator error {r['error'] * 100:+.1f}%)")
     if result["overhead_ms_per_request"] is not None:
@@ -717,3 +763,39 @@ def table(result: dict, width: int = 80) -> str:
                      f"{ranked['predict_ms_per_request']:.2f}); the prefill itself: "
                      f"{ranked['prefill_ms_per_request']:.2f} ms")
     return "\n".join(lines)
+
+
+def _serve_vllm(o: ReplayOptions, build: dict, resolved, tokenizer, trace, policy: str, pred,
+                cols, say):
+    """Keys before submission (a text proxy's prediction, timed per request), then vLLM."""
+    from forelen_bench.builders.engines.sampling import eos_ids
+    from forelen_bench.models import model_dir
+    from forelen_bench.replay_vllm import serve
+
+    predict_ms = np.zeros(len(trace))
+    if policy == "fcfs":
+        keys = np.zeros(len(trace))
+    elif policy == "oracle":
+        keys = np.array([r.recorded_tokens for r in trace], np.float64)
+    else:
+        keys = np.empty(len(trace))
+        for i, req in enumerate(trace):
+            t0 = time.perf_counter()
+            keys[i] = float(pred.predict(request_table(req, {}, cols))[0])
+            predict_ms[i] = (time.perf_counter() - t0) * 1e3
+    say(f"serving under {policy} on vLLM (priority scheduling, {o.slots} sequences) ...")
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    location = model_dir(resolved)
+    try:  # the model's own EOS list, as the build's engines read it
+        generation = GenerationConfig.from_pretrained(location)
+    except OSError:
+        generation = GenerationConfig()
+    eos = eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
+    served = serve(location, build.get("dtype") or "auto", trace, policy, keys, o.slots, eos,
+                   seed=o.seed)
+    for s, ms in zip(served, predict_ms):
+        s.predict_ms = float(ms)
+    return served, None, o.slots, {}

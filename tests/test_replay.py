@@ -231,3 +231,25 @@ def test_bad_input_is_one_line(built, args, message):
                           env=cli_env(), timeout=600)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- vLLM (no GPU)
+
+
+def test_vllm_priorities_keep_the_order_of_the_keys():
+    from forelen_bench.replay_vllm import priorities
+
+    assert priorities([120.0, 7.0, 300.0]) == [120, 7, 300]  # lengths stay lengths
+    assert priorities([0.52, -1.3, 0.51]) == [2, 0, 1]  # ranking scores become ranks
+
+
+def test_vllm_refuses_what_it_cannot_do():
+    from forelen_bench.predictors import PREDICTORS
+    from forelen_bench.replay_vllm import check_predictor
+
+    with pytest.raises(ForelenError, match="hidden states, which vLLM does not return"):
+        check_predictor(PREDICTORS.get("egtp")())
+    check_predictor(PREDICTORS.get("prompt-length")())  # a reference reads the prompt only
+    with pytest.raises(ForelenError, match="vLLM preempts by its own rule"):
+        replay.check_options(ReplayOptions(config="c", engine="vllm", policies=("fcfs",),
+                                           preempt=True))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from forelen_bench.builders.engines.vllm import VLLM_API
+from forelen_bench.replay_vllm import VLLM_SERVE_API
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +37,15 @@ def api() -> dict:
     return json.loads(probe.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", sorted(VLLM_API))
+USED = {**VLLM_API, **VLLM_SERVE_API}  # the offline engine and `forelen replay --engine vllm`
+
+
+@pytest.mark.parametrize("name", sorted(USED))
 def test_every_name_the_engine_uses_exists(api, name):
     have = set(api[name])
     if name == "LLM" and "**" in have:  # LLM(**kwargs) passes engine options on to EngineArgs
         have |= set(api["EngineArgs"])
-    missing = [n for n in VLLM_API[name] if n not in have]
+    missing = [n for n in USED[name] if n not in have]
     assert not missing, f"vllm {api['version']} {name} lacks {missing}"
 
 

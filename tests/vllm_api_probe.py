@@ -35,6 +35,8 @@ def main() -> None:
     from vllm.engine.arg_utils import EngineArgs
     from vllm.inputs import TokensPrompt
     from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
 
     sp = SamplingParams(n=1, temperature=0.7, top_p=0.9, max_tokens=8, seed=3)
     tp = TokensPrompt(prompt_token_ids=[1, 2, 3])
@@ -44,6 +46,10 @@ def main() -> None:
         "LLM.generate": params(LLM.generate), "SamplingParams": fields(SamplingParams),
         "TokensPrompt": fields(TokensPrompt), "RequestOutput": fields(RequestOutput),
         "CompletionOutput": fields(CompletionOutput),
+        # forelen replay --engine vllm (forelen_bench/replay_vllm.py)
+        "AsyncEngineArgs": fields(AsyncEngineArgs),
+        "AsyncLLM.from_engine_args": params(AsyncLLM.from_engine_args),
+        "AsyncLLM.generate": params(AsyncLLM.generate),
         "built": {"SamplingParams": [sp.n, sp.temperature, sp.top_p, sp.max_tokens, sp.seed],
                   "TokensPrompt": list(tp["prompt_token_ids"])},
     }))
