@@ -678,6 +678,19 @@ def _optional_values(argv: list[str]) -> list[str]:
     return out
 
 
+# Commands that keep finished work and pick it up when run again; the others write their output
+# only when complete (records, saved predictors, releases), so an interruption leaves nothing half
+# written and nothing to resume.
+RESUMABLE = ("build", "import", "merge", "push")
+
+
+def _interrupted(argv=None) -> str:
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if args and args[0] in RESUMABLE:
+        return "interrupted; rerun the same command to resume (finished shards are kept)"
+    return "interrupted; nothing was left half-written (outputs appear only when complete)"
+
+
 def main() -> None:
     """Entry point: people get one line and exit 2 for their errors, 130 on Ctrl-C."""
     try:
@@ -686,8 +699,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume (finished shards are kept)",
-              file=sys.stderr)
+        print(_interrupted(), file=sys.stderr)
         sys.exit(130)
     except typer.Abort:
         sys.exit(130)
@@ -709,8 +721,7 @@ def main() -> None:
     if isinstance(rc, int) and rc:
         # typer turns Ctrl-C inside a command into a returned 130 when not standalone.
         if rc == 130:
-            print("interrupted; rerun the same command to resume (finished shards are kept)",
-                  file=sys.stderr)
+            print(_interrupted(), file=sys.stderr)
         sys.exit(rc)
 
 

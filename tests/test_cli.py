@@ -357,3 +357,11 @@ def test_repeated_predictors_are_each_evaluated(tiny_model_dir, tmp_path):
         assert done.returncode == 0, done.stderr
         assert [r["predictor"] for r in json.loads(done.stdout)] == [
             "constant-median", "prompt-length"]
+
+
+def test_an_interrupted_command_says_whether_it_resumes():
+    from forelen_bench.cli import _interrupted
+
+    assert "rerun the same command to resume" in _interrupted(["build", "--split", "cot"])
+    assert "resume" not in _interrupted(["fit", "--predictor", "egtp"])
+    assert "nothing was left half-written" in _interrupted(["replay", "--config", "c"])
