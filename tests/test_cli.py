@@ -324,7 +324,8 @@ def test_a_single_valued_option_refuses_a_repetition(path, option, flag, monkeyp
 def test_list_options_are_the_ones_that_accumulate():
     assert LISTS == {(("build",), "--source"), (("build",), "--layer"), (("import",), "--layer"),
                      (("evaluate",), "--predictor"), (("evaluate",), "--family"),
-                     (("simulate",), "--predictor"), (("simulate",), "--family")}
+                     (("simulate",), "--predictor"), (("simulate",), "--family"),
+                     (("replay",), "--policy")}
 
 
 def test_predictor_values_are_split_ordered_and_checked_before_anything_runs(monkeypatch, capsys,
