@@ -415,8 +415,9 @@ def replay(
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
     policy: Optional[List[str]] = typer.Option(
         None, "--policy", help="fcfs, sjf, srpt (progressive predictors; preemptive) or oracle "
-                               "(the recorded length); repeatable, or comma-separated "
-                               "(default: fcfs,sjf)."),
+                               "(the recorded length); sjf:NAME or srpt:NAME ranks by predictor "
+                               "NAME fitted here, to compare predictors on one trace; "
+                               "repeatable, or comma-separated (default: fcfs,sjf)."),
     predictor: Optional[str] = typer.Option(
         None, help="Predictor of sjf/srpt, fitted here on the config's train rows."),
     from_: Optional[str] = typer.Option(None, "--from", help="A predictor saved by `forelen "

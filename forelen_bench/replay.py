@@ -38,8 +38,20 @@ from pathlib import Path
 import numpy as np
 
 from forelen_bench.errors import ForelenError
+from forelen_bench.stats import settings as stats_settings
 
 POLICIES = ("fcfs", "sjf", "srpt", "oracle")
+# the leaderboard's simulated schedule (vLLM's): prefill on admission, batched per step; a
+# preempted request recomputes its context. The hf engine here prefills on arrival and swaps.
+VLLM_SCHEDULE = {"prefill_at": "admission", "resume": "recompute"}
+RANKED = ("sjf", "srpt")  # the policies that rank by a predictor
+
+
+def parse_policy(spec: str) -> tuple[str, str | None]:
+    """`sjf` (the run's --predictor or --from) or `sjf:NAME` (predictor NAME, fitted here), so
+    one run compares several predictors against one FCFS on the same trace."""
+    base, _, name = spec.partition(":")
+    return base, (name or None)
 # the rate `utilisation` asks for: offered tokens/s over the engine's capacity, both from the cost
 # model (a decode step of all slots at the trace's mean context)
 
@@ -392,20 +404,32 @@ def summarize(served: list[Served]) -> dict:
     jct = finish - arrival
     ttft = np.array([s.first_token_s for s in served]) - arrival
     queue = np.array([s.admitted_s for s in served]) - arrival
+    # served: the prefill, then from the first admission to the finish
+    service = (finish - np.array([s.admitted_s for s in served])
+               + np.array([s.prefill_ms for s in served]) / 1e3)
     tokens = int(sum(s.tokens for s in served))
     span = float(finish.max() - arrival.min())
-    return {"mean_jct_s": float(jct.mean()), "p50_jct_s": float(np.percentile(jct, 50)),
+    from forelen_bench.stats import group_means, interval
+
+    gm = group_means(jct) if len(jct) > 1 else None
+    ci = (interval(*gm.column(0))[0] if gm is not None else [float("nan")] * 2)
+    return {"mean_jct_s": float(jct.mean()), "mean_jct_ci95": [float(x) for x in ci],
+            "p50_jct_s": float(np.percentile(jct, 50)),
             "p90_jct_s": float(np.percentile(jct, 90)), "ttft_s": float(ttft.mean()),
-            "queue_s": float(queue.mean()), "tok_s": tokens / span if span > 0 else float("nan"),
+            "queue_s": float(queue.mean()), "service_s": float(service.mean()),
+            "tok_s": tokens / span if span > 0 else float("nan"),
             "tokens": tokens, "makespan_s": span,
             "preemptions": int(sum(s.preemptions for s in served))}
 
 
 def simulated(served: list[Served], trace: list[TraceRequest], policy: str, keys: np.ndarray,
               remaining: list[dict] | None, slots: int, cost, rerank_every: int,
-              preempt: bool, observed=(0, 1, 2, 4, 8, 16, 32, 64)) -> dict:
+              preempt: bool, observed=(0, 1, 2, 4, 8, 16, 32, 64),
+              prefill_at: str = "arrival", resume: str = "swap") -> dict:
     """The simulator on the same requests (arrival order, measured lengths, arrival times),
-    the same keys and the same slots, with the cost model profiled in this run."""
+    the same keys and the same slots, with the cost model profiled in this run. By default it
+    schedules as this engine does (each request prefilled alone on arrival, preempted KV
+    swapped); `prefill_at="admission", resume="recompute"` is the leaderboard's vLLM schedule."""
     from forelen_bench.simulator import policies
     from forelen_bench.simulator.engine import simulate
     from forelen_bench.simulator.requests import Workload
@@ -430,7 +454,7 @@ def simulated(served: list[Served], trace: list[TraceRequest], policy: str, keys
     else:
         plan = policies.sjf(keys)
     result = simulate(w, plan, batching="continuous", slots=slots, cost=cost,
-                      rerank_every=rerank_every)
+                      rerank_every=rerank_every, prefill_at=prefill_at, resume=resume)
     jct = result.finish_s - w.arrival_s
     return {"mean_jct_s": float(jct.mean()), "p50_jct_s": float(np.percentile(jct, 50)),
             "p90_jct_s": float(np.percentile(jct, 90)), "preemptions": int(result.preemptions)}
@@ -485,22 +509,31 @@ class ReplayOptions:
 
 
 def check_options(o: ReplayOptions) -> None:
-    unknown = [p for p in o.policies if p not in POLICIES]
+    parsed = [parse_policy(p) for p in o.policies]
+    unknown = [p for p, (base, _) in zip(o.policies, parsed) if base not in POLICIES]
     if unknown or not o.policies:
         raise ForelenError(f"unknown --policy {unknown[0] if unknown else '(none)'}; known: "
-                           + ", ".join(POLICIES))
+                           + ", ".join(POLICIES) + " (sjf:NAME and srpt:NAME rank by predictor "
+                           "NAME)")
+    named = [p for p, (base, name) in zip(o.policies, parsed) if name and base not in RANKED]
+    if named:
+        raise ForelenError(f"--policy {named[0]}: only sjf and srpt take a predictor "
+                           "(sjf:NAME, srpt:NAME)")
     given = [n for n, v in (("--rate", o.rate), ("--utilisation", o.utilisation),
                             ("--arrivals", o.arrivals)) if v is not None]
     if len(given) > 1:
         raise ForelenError(f"{given[0]} and {given[1]} both set the arrivals; give one")
+    if o.rate is not None and not o.rate > 0:
+        raise ForelenError(f"--rate must be > 0 requests/s, got {o.rate}")
     if o.utilisation is not None and not 0 < o.utilisation <= 4:
         raise ForelenError(f"--utilisation must be in (0, 4], got {o.utilisation}")
     if o.slots < 1 or o.rerank_every < 1 or (o.limit is not None and o.limit < 1):
         raise ForelenError("--slots, --rerank-every and --limit must be >= 1")
-    needs = [p for p in o.policies if p in ("sjf", "srpt")]
+    needs = [p for p, (base, name) in zip(o.policies, parsed) if base in RANKED and not name]
     if needs and not (o.predictor or o.saved):
         raise ForelenError(f"--policy {needs[0]} ranks by a predictor: give --predictor NAME "
-                           "(fitted here on the config's train rows) or --from DIR")
+                           "(fitted here on the config's train rows), --from DIR, or "
+                           f"--policy {needs[0]}:NAME")
     if o.predictor and o.saved:
         raise ForelenError("give --predictor (fit here) or --from (saved), not both")
     if o.engine not in ("hf", "vllm"):
@@ -510,14 +543,15 @@ def check_options(o: ReplayOptions) -> None:
                            "lowest priority first); --preempt and srpt are hf-engine policies")
 
 
-def _predictor(o: ReplayOptions, folder, config: str, say):
-    """(fitted predictor, the columns it reads, how it was obtained)."""
+def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = None):
+    """(fitted predictor, the columns it reads, how it was obtained): predictor `name` fitted
+    here, else the run's --from folder or --predictor."""
     from forelen_bench.leaderboard.evaluate import (fit_on, load_config, make_predictor,
                                                     runnable_on)
     from forelen_bench.predictors import load_predictor
 
     entry = folder.config(config)
-    if o.saved:
+    if o.saved and not name:
         from forelen_bench.predictors._saved import load, mismatch
 
         pred, meta = load(o.saved)
@@ -526,7 +560,7 @@ def _predictor(o: ReplayOptions, folder, config: str, say):
             raise ForelenError(why)
         return pred, list(meta["fitted_on"]["columns"]), {"from": o.saved,
                                                            "key": meta["predictor"]["key"]}
-    cls, origin = load_predictor(o.predictor)
+    cls, origin = load_predictor(name or o.predictor)
     runnable_on(entry, config, [cls])
     pred = make_predictor(cls, o.train_seed)
     cols = pred.columns(entry["build"]["recorded_layers"])
@@ -553,10 +587,15 @@ def run(o: ReplayOptions, say=print) -> dict:
     config = configs[0]
     entry = folder.config(config)
     build = entry["build"]
-    pred, cols, how = (None, [], None)
-    if any(p in ("sjf", "srpt") for p in o.policies):
-        pred, cols, how = _predictor(o, folder, config, say)
-        if "srpt" in o.policies and not pred.info.progressive:
+    ranked = {}  # predictor name (None: --predictor/--from) -> (predictor, columns, how)
+    for spec in o.policies:
+        base, name = parse_policy(spec)
+        if base not in RANKED:
+            continue
+        if name not in ranked:
+            ranked[name] = _predictor(o, folder, config, say, name)
+        pred = ranked[name][0]
+        if base == "srpt" and not pred.info.progressive:
             raise ForelenError(f"--policy srpt re-predicts the remaining length as a request "
                                f"decodes; {pred.info.name} is not progressive (plp, tpv and "
                                "trail are): use --policy sjf, with --preempt for remaining = "
@@ -564,11 +603,12 @@ def run(o: ReplayOptions, say=print) -> dict:
         if o.preempt and pred.info.outputs == "ranking":
             raise ForelenError(f"--preempt compares remaining lengths; {pred.info.name} gives "
                                "ranking scores, not lengths")
+    # the run's predictor: --predictor/--from, else the first named one
+    pred, cols, how = ranked.get(None) or next(iter(ranked.values()), (None, [], None))
     data = load_config(folder, config, ["prompt", "uid", "seed", "temperature", "top_p",
                                         "response_token_ids"])
     test = data.test
     resolved = resolve_model(build["model"])
-    layers = layers_read(cols)
     prompt_max = int(np.max(test["prompt_tokens"])) + 8
     new_max = o.max_new_tokens or int(build["max_new_tokens"])
     cost, profile, model, plain = None, None, None, None
@@ -578,7 +618,8 @@ def run(o: ReplayOptions, say=print) -> dict:
         from forelen_bench.models import load_tokenizer
         from forelen_bench.replay_vllm import check_predictor
 
-        check_predictor(pred)
+        for ranker, _, _ in ranked.values():
+            check_predictor(ranker)
         if cost is None and o.rate is None and o.arrivals is None:
             raise ForelenError("--engine vllm: give --rate or --arrivals (--utilisation needs "
                                "a --cost-model of this GPU)")
@@ -616,11 +657,14 @@ def run(o: ReplayOptions, say=print) -> dict:
     result = {"requests": len(trace), "predictor": pred.info.name if pred else None,
               "overhead_ms_per_request": None, "policies": {}}
     per_request = {}
-    for policy in o.policies:
+    for spec in o.policies:
+        policy, name = parse_policy(spec)
+        ranker, ranker_cols, _ = ranked[name] if policy in RANKED else (None, [], None)
+        layers = layers_read(ranker_cols)
         t0 = time.perf_counter()
         if o.engine == "vllm":
             served, steps, n_slots, timing = _serve_vllm(o, build, resolved, tokenizer, trace,
-                                                         policy, pred, cols, say)
+                                                         policy, ranker, ranker_cols, say)
             remaining, measured_idle = None, None
         else:
             record = {"fcfs": "none", "oracle": "none"}.get(policy)
@@ -629,9 +673,9 @@ def run(o: ReplayOptions, say=print) -> dict:
             engine = plain if record == "none" else serving_engine(
                 model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib, layers=layers,
                 record=record, max_prompt=prompt_max, max_new=new_max)
-            server = Server(engine, policy, pred if policy in ("sjf", "srpt") else None, cols,
-                            preempt=o.preempt, rerank_every=o.rerank_every)
-            say(f"serving under {policy}" + (" with preemption" if server.preempt else "")
+            server = Server(engine, policy, ranker, ranker_cols, preempt=o.preempt,
+                            rerank_every=o.rerank_every)
+            say(f"serving under {spec}" + (" with preemption" if server.preempt else "")
                 + " ...")
             served = server.run(trace)
             steps, n_slots, remaining = server.steps, engine.n_slots, server.remaining
@@ -644,14 +688,20 @@ def run(o: ReplayOptions, say=print) -> dict:
             measured["busy_share"] = 1 - measured_idle / measured["makespan_s"]
         keys = np.array([s.key for s in served])
         preempting = o.preempt or policy == "srpt"
-        sim = (simulated(served, trace, policy, keys, remaining, n_slots, cost, o.rerank_every,
-                         preempting) if cost is not None else None)
+        sim = sim_vllm = None
+        if cost is not None:
+            sim = simulated(served, trace, policy, keys, remaining, n_slots, cost,
+                            o.rerank_every, preempting,
+                            **({} if o.engine == "hf" else VLLM_SCHEDULE))
+            sim_vllm = simulated(served, trace, policy, keys, remaining, n_slots, cost,
+                                 o.rerank_every, preempting, **VLLM_SCHEDULE)
         overhead = float(np.mean([s.feature_ms + s.predict_ms for s in served]))
         tokens = np.array([s.tokens for s in served])
         recorded = np.array([r.recorded_tokens for r in trace])
-        result["policies"][policy] = {
-            "measured": measured, "simulated": sim,
-            "overhead_ms_per_request": overhead if policy in ("sjf", "srpt") else 0.0,
+        result["policies"][spec] = {
+            "measured": measured, "simulated": sim, "simulated_vllm_schedule": sim_vllm,
+            "predictor": ranker.info.name if ranker else None,
+            "overhead_ms_per_request": overhead if policy in RANKED else 0.0,
             "prefill_ms_per_request": float(np.mean([s.prefill_ms for s in served])),
             "feature_ms_per_request": float(np.mean([s.feature_ms for s in served])),
             "predict_ms_per_request": float(np.mean([s.predict_ms for s in served])),
@@ -659,23 +709,29 @@ def run(o: ReplayOptions, say=print) -> dict:
             "lengths_as_recorded": float(np.mean(tokens == recorded)),
             "tokens_as_recorded": as_recorded(served, trace),
             "engine_timing": timing}
-        if policy in ("sjf", "srpt"):
+        if policy in RANKED and ranker is pred and result["overhead_ms_per_request"] is None:
             result["overhead_ms_per_request"] = overhead
-        per_request[policy] = asjson(served)
-        say(f"  {policy}: mean JCT {measured['mean_jct_s']:.2f} s"
+        per_request[spec] = asjson(served)
+        say(f"  {spec}: mean JCT {measured['mean_jct_s']:.2f} s"
             + (f" (simulated {sim['mean_jct_s']:.2f} s)" if sim else "")
             + f", p90 {measured['p90_jct_s']:.2f} s, "
             f"{measured['tok_s']:.1f} tok/s, {wall:.0f} s")
-    result["ratios"] = ratio_errors(result["policies"])
+    result["ratios"] = ratio_errors(result["policies"], per_request)
     result["settings"] = {
         "data": o.data, "config": config, "policies": list(o.policies), "slots": o.slots,
         "kv_budget_gib": o.kv_budget_gib, "preempt": o.preempt, "rerank_every": o.rerank_every,
         "max_new_tokens": trace[0].max_new_tokens, "limit": o.limit, "arrivals": how_arrive,
         "offered_rate": offered, "mean_prompt_tokens": mean_prompt,
         "mean_output_tokens": mean_out, "predictor": how, "columns": cols,
+        "predictors": {(name or "run"): {"name": r.info.name, "columns": c, "how": h}
+                       for name, (r, c, h) in ranked.items()},
+        "intervals": stats_settings() | {"resampled": "requests (paired across policies)"},
         "model": build["model"], "dtype": build.get("dtype"), "engine": o.engine,
         "device": o.device if o.engine == "hf" else "cuda",
         "prefill": "at arrival, before decode steps; first token sampled there",
+        "simulated_schedule": ("as the engine: prefill at arrival, one per request; preempted "
+                               "KV swapped" if o.engine == "hf" else
+                               "vLLM's: prefill on admission; preemption recomputes"),
         "clock": "wall time; idle gaps (nothing running or waiting) skipped, not slept"}
     result["cost_model"] = ({"coefficients": cost.coefficients(), "profile": profile}
                             if cost is not None else None)
@@ -690,9 +746,11 @@ def run(o: ReplayOptions, say=print) -> dict:
     return result
 
 
-def ratio_errors(policies: dict) -> dict:
+def ratio_errors(policies: dict, per_request: dict | None = None) -> dict:
     """Each policy's mean JCT over FCFS's, measured and simulated, and the simulator's error on
-    that ratio (simulated / measured - 1): the check on every simulated ratio."""
+    that ratio (simulated / measured - 1): the check on every simulated ratio. With the
+    per-request results, the measured ratio gets a 95% interval (`stats`: BCa over requests,
+    each drawn with its JCT under both policies)."""
     if "fcfs" not in policies:
         return {}
     base = policies["fcfs"]
@@ -701,15 +759,39 @@ def ratio_errors(policies: dict) -> dict:
         if name == "fcfs":
             continue
         out[f"{name}/fcfs"] = ratio(p, base)
+        if per_request and name in per_request and "fcfs" in per_request:
+            out[f"{name}/fcfs"].update(ratio_interval(jcts(per_request[name]),
+                                                      jcts(per_request["fcfs"])))
     return out
+
+
+def jcts(served: list[dict]) -> np.ndarray:
+    return np.array([s["finish_s"] - s["arrival_s"] for s in served], np.float64)
+
+
+def ratio_interval(jct: np.ndarray, base: np.ndarray, seed: int | None = None) -> dict:
+    """95% interval of mean(jct) / mean(base) over the same requests, resampled together.
+
+    Requests queue behind each other, so their JCTs are not independent: the interval covers the
+    sampling of requests for this one arrival sequence, not a rerun with other arrivals."""
+    from forelen_bench.stats import SEED, group_means, interval
+
+    gm = group_means(np.column_stack([jct, base]), seed=SEED if seed is None else seed)
+    theta = float(gm.theta[0] / gm.theta[1])
+    reps = gm.reps[:, 0] / gm.reps[:, 1]
+    jack = gm.jack[:, 0] / gm.jack[:, 1]
+    (lo, hi), method = interval(theta, reps, jack)
+    return {"measured_ci95": [float(lo), float(hi)], "ci_method": method}
 
 
 def ratio(p: dict, base: dict) -> dict:
     m = p["measured"]["mean_jct_s"] / base["measured"]["mean_jct_s"]
-    if not p.get("simulated") or not base.get("simulated"):
-        return {"measured": m, "simulated": None, "error": None}
-    s = p["simulated"]["mean_jct_s"] / base["simulated"]["mean_jct_s"]
-    return {"measured": m, "simulated": s, "error": s / m - 1}
+    out = {"measured": m, "simulated": None, "error": None}
+    for key, name in (("simulated", ""), ("simulated_vllm_schedule", "_vllm_schedule")):
+        if p.get(key) and base.get(key):
+            s = p[key]["mean_jct_s"] / base[key]["mean_jct_s"]
+            out[f"simulated{name}"], out[f"error{name}"] = s, s / m - 1
+    return out
 
 
 def _json(value):
@@ -720,13 +802,16 @@ def _json(value):
 
 def last_line(result: dict) -> dict:
     """The benchmark line: requests, predictor, overhead and per policy measured/simulated."""
-    keep = ("mean_jct_s", "p50_jct_s", "p90_jct_s", "ttft_s", "queue_s", "tok_s")
+    keep = ("mean_jct_s", "mean_jct_ci95", "p50_jct_s", "p90_jct_s", "ttft_s", "queue_s",
+            "service_s", "tok_s")
     return {"requests": result["requests"], "predictor": result["predictor"],
             "overhead_ms_per_request": result["overhead_ms_per_request"],
             "policies": {name: {"measured": {k: p["measured"][k] for k in keep},
                                 "simulated": ({k: p["simulated"][k]
                                                for k in ("mean_jct_s", "p90_jct_s")}
-                                              if p["simulated"] else None)}
+                                              if p["simulated"] else None),
+                                "predictor": p.get("predictor"),
+                                "overhead_ms_per_request": p.get("overhead_ms_per_request")}
                          for name, p in result["policies"].items()},
             "ratios": result["ratios"], "machine": result["machine"]}
 
@@ -741,27 +826,40 @@ def table(result: dict, width: int = 80) -> str:
                      f"{m['ttft_s']:.3f}", f"{m['queue_s']:.2f}", f"{m['tok_s']:.1f}",
                      f"{s['mean_jct_s']:.2f}" if s else "–",
                      f"{s['p90_jct_s']:.2f}" if s else "–"])
-    if width < 72:
-        head, rows = head[:6], [r[:6] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    def widths_of(head, rows):
+        return [max(len(x) for x in col) for col in zip(head, *rows)]
+
+    while len(head) > 4 and sum(widths_of(head, rows)) + 2 * (len(head) - 1) > width:
+        head, rows = head[:-1], [r[:-1] for r in rows]  # the rest is in --json
+    widths = widths_of(head, rows)
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [f"{result['settings']['config']}: {result['requests']} requests, "
              f"{result['settings']['slots']} slots; times in seconds (measured on the hf engine; "
              "sim = the simulator, same trace, cost model profiled in this run)",
              fmt.format(*head)] + [fmt.format(*r) for r in rows]
     for name, r in result["ratios"].items():
+        ci = (f" [{r['measured_ci95'][0]:.3f}, {r['measured_ci95'][1]:.3f}]"
+              if r.get("measured_ci95") else "")
         if r["simulated"] is None:
-            lines.append(f"{name} mean JCT: measured {r['measured']:.3f} (not simulated)")
+            lines.append(f"{name} mean JCT: measured {r['measured']:.3f}{ci} (not simulated)")
             continue
-        lines.append(f"{name} mean JCT: measured {r['measured']:.3f}, simulated "
+        lines.append(f"{name} mean JCT: measured {r['measured']:.3f}{ci}, simulated "
                      f"{r['simulated']:.3f} (simulator error {r['error'] * 100:+.1f}%)")
-    if result["overhead_ms_per_request"] is not None:
-        ranked = next(p for n, p in result["policies"].items() if n in ("sjf", "srpt"))
-        lines.append(f"{result['predictor']} overhead: "
-                     f"{result['overhead_ms_per_request']:.2f} ms per request (prompt features "
-                     f"{ranked['feature_ms_per_request']:.2f} + predictor calls "
-                     f"{ranked['predict_ms_per_request']:.2f}); the prefill itself: "
-                     f"{ranked['prefill_ms_per_request']:.2f} ms")
+        if r.get("simulated_vllm_schedule") is not None:
+            lines.append(f"  on the leaderboard's schedule (prefill on admission): "
+                         f"{r['simulated_vllm_schedule']:.3f} "
+                         f"({r['error_vllm_schedule'] * 100:+.1f}%)")
+    for name, p in result["policies"].items():
+        if not p.get("predictor"):
+            continue
+        service = p["measured"].get("service_s")
+        share = (f", {p['overhead_ms_per_request'] / 1e3 / service:.2%} of a request's service "
+                 f"time ({service:.2f} s)" if service else "")
+        lines.append(f"{name} ({p['predictor']}) overhead: "
+                     f"{p['overhead_ms_per_request']:.2f} ms per request (prompt features "
+                     f"{p['feature_ms_per_request']:.2f} + predictor calls "
+                     f"{p['predict_ms_per_request']:.2f}){share}; the prefill itself: "
+                     f"{p['prefill_ms_per_request']:.2f} ms")
     return "\n".join(lines)
 
 

@@ -60,10 +60,31 @@ def test_bad_arrival_files_are_one_line(tmp_path):
     (dict(policies=("fcfs",), utilisation=0.0), "--utilisation"),
     (dict(policies=("sjf",), predictor="egtp", saved="x"), "not both"),
     (dict(policies=("fcfs",), slots=0), "--slots"),
+    (dict(policies=("fcfs",), rate=0.0), "--rate must be > 0"),
+    (dict(policies=("fcfs:egtp",)), "only sjf and srpt take a predictor"),
+    (dict(policies=("sjf", "sjf:constant-median")), "ranks by a predictor"),
 ])
 def test_options_are_refused_before_any_work(options, message):
     with pytest.raises(ForelenError, match=message):
         replay.check_options(ReplayOptions(config="c", **options))
+
+
+def test_a_policy_may_name_its_own_predictor():
+    assert replay.parse_policy("sjf:constant-median") == ("sjf", "constant-median")
+    assert replay.parse_policy("fcfs") == ("fcfs", None)
+    # sjf:NAME needs no --predictor: the name says what is fitted
+    replay.check_options(ReplayOptions(config="c", policies=("fcfs", "sjf:constant-median")))
+
+
+def test_the_measured_ratio_has_an_interval_over_requests():
+    rng = np.random.default_rng(0)
+    base = rng.exponential(10.0, 200)
+    faster = base * 0.7 + rng.normal(0, 1.0, 200).clip(-1, 1)
+    r = replay.ratio_interval(faster, base)
+    lo, hi = r["measured_ci95"]
+    assert lo < faster.mean() / base.mean() < hi < 1.0  # clearly faster: 1 is outside
+    same = replay.ratio_interval(base + rng.normal(0, 2.0, 200), base)["measured_ci95"]
+    assert same[0] < 1.0 < same[1]  # noise alone: 1 is inside
 
 
 def test_the_simulator_is_checked_on_the_policies_ratio():
@@ -186,13 +207,22 @@ def test_preempted_requests_resume_with_their_own_tokens(built, tiny_model):
 
 
 def test_sjf_predicts_inside_the_engine_and_measures_its_overhead(built):
-    result = serve(built, policies=("fcfs", "sjf"), predictor="egtp", slots=2)
+    result = serve(built, policies=("fcfs", "sjf", "sjf:constant-median"), predictor="egtp",
+                   slots=2)
     sjf = result["policies"]["sjf"]
     assert sjf["feature_ms_per_request"] > 0 and sjf["predict_ms_per_request"] > 0
     assert result["overhead_ms_per_request"] == pytest.approx(
         sjf["feature_ms_per_request"] + sjf["predict_ms_per_request"])
     assert sjf["tokens_as_recorded"] == 1.0
     assert result["policies"]["fcfs"]["feature_ms_per_request"] == 0.0
+    # a second predictor on the same trace: its own fit, no hidden states recorded for it
+    constant = result["policies"]["sjf:constant-median"]
+    assert constant["predictor"] == "constant-median" and sjf["predictor"] == "egtp"
+    assert constant["feature_ms_per_request"] == 0.0 and constant["tokens_as_recorded"] == 1.0
+    assert result["predictor"] == "egtp"
+    assert set(result["ratios"]) == {"sjf/fcfs", "sjf:constant-median/fcfs"}
+    for r in result["ratios"].values():
+        assert r["measured_ci95"][0] <= r["measured"] <= r["measured_ci95"][1]
 
 
 def test_srpt_re_predicts_from_the_engine_step_states(built):

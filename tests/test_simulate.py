@@ -457,3 +457,47 @@ def test_engine_srpt_keys_are_the_plans_running_keys(n, g, aging, seed):
     ids = np.arange(n)
     want = plan.running_keys(ids, np.full(n, g)) + (aging * w.arrival_s if aging else 0)
     assert [alarms.key(i, g) for i in range(n)] == want.tolist()
+
+
+def test_prefill_at_arrival_charges_each_request_as_it_arrives():
+    """One slot; r0 (10 prompt tokens, 3 new) at t=0, r1 the same at t=0.05. Prefill of 10
+    tokens = 0.1 + 10 x 0.01 = 0.2 s, a decode step 0.1 s."""
+    from forelen_bench.simulator.cost import CostModel
+    from forelen_bench.simulator.engine import simulate
+    from forelen_bench.simulator.policies import fcfs
+    from forelen_bench.simulator.requests import Workload
+
+    cost = CostModel(decode_base_s=0.1, decode_per_seq_s=0.0, decode_per_context_token_s=0.0,
+                     prefill_base_s=0.1, prefill_per_token_s=0.01)
+    w = Workload(np.array([10, 10]), np.array([3, 3]), np.array([0.0, 0.05]), 3)
+    # at admission: r0 prefilled and decoded (0.2 + 0.3), then r1 the same
+    admitted = simulate(w, fcfs(2), slots=1, cost=cost)
+    assert admitted.finish_s == pytest.approx([0.5, 1.0])
+    # at arrival: r0's prefill (0.2) and one step (0.3); r1 arrived meanwhile, so its prefill
+    # runs before r0's next step (0.5); r0's last two steps (0.7); r1 needs no prefill (1.0)
+    arrived = simulate(w, fcfs(2), slots=1, cost=cost, prefill_at="arrival")
+    assert arrived.finish_s == pytest.approx([0.7, 1.0])
+    with pytest.raises(ValueError, match="prefill_at"):
+        simulate(w, fcfs(2), slots=1, cost=cost, prefill_at="later")
+
+
+def test_a_swapped_request_resumes_without_a_prefill():
+    """srpt on one slot: the long r0 is preempted by the short r1 and resumes; recompute charges
+    its prompt and generated tokens again, swap charges nothing."""
+    from forelen_bench.simulator.cost import CostModel
+    from forelen_bench.simulator.engine import simulate
+    from forelen_bench.simulator.policies import srpt
+    from forelen_bench.simulator.requests import Workload
+
+    cost = CostModel(decode_base_s=0.1, decode_per_seq_s=0.0, decode_per_context_token_s=0.0,
+                     prefill_base_s=0.1, prefill_per_token_s=0.01)
+    w = Workload(np.array([10, 10]), np.array([20, 2]), np.array([0.0, 0.05]), 20)
+    plan = srpt([0], np.array([[20.0], [2.0]]))
+    recompute = simulate(w, plan, slots=1, cost=cost, rerank_every=1)
+    swap = simulate(w, plan, slots=1, cost=cost, rerank_every=1, resume="swap")
+    assert recompute.preemptions == swap.preemptions == 1
+    # r0: prefill and one step (0.3); r1 queued there, ranked at the next boundary (0.4); r1's
+    # prefill and two steps (0.8); r0 resumes after 2 tokens: recompute adds a prefill of
+    # 10 + 2 tokens (0.22)
+    assert swap.finish_s[1] == pytest.approx(0.8)
+    assert recompute.finish_s[0] - swap.finish_s[0] == pytest.approx(0.22)

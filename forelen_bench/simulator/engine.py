@@ -65,11 +65,28 @@ def steps_until(gap: float, alpha: float, beta: float) -> int:
     return m
 
 
+PREFILL_AT = ("admission", "arrival")
+RESUME = ("recompute", "swap")
+
+
 def simulate(workload: Workload, plan: Plan, *, batching: str = "continuous", slots: int = 4,
              cost: CostModel = CostModel(), kv_budget_tokens: int | None = None,
-             rerank_every: int = 8, aging: float = 0.0) -> SimResult:
+             rerank_every: int = 8, aging: float = 0.0, prefill_at: str = "admission",
+             resume: str = "recompute") -> SimResult:
+    """`prefill_at` (continuous batching): `admission`, vLLM's schedule, where the requests
+    admitted at a step boundary are prefilled together (one base cost per step); or `arrival`,
+    where each request is prefilled alone as soon as it arrives, at the next step boundary and
+    before the next decode step, whether or not a slot is free: what a scheduler needs that ranks
+    by the prefill's own hidden states (EGTP, PLP), as `forelen replay`'s engine does.
+    `resume`: a preempted request comes back by recomputing its context (`recompute`, charged as
+    a prefill of prompt + generated tokens) or from its KV swapped to host memory (`swap`,
+    charged nothing: the copy is a memory move, not a forward)."""
     if slots < 1:
         raise ValueError("slots must be >= 1")
+    if prefill_at not in PREFILL_AT or resume not in RESUME:
+        raise ValueError(f"prefill_at must be one of {PREFILL_AT}, resume one of {RESUME}")
+    if batching == "static" and (prefill_at, resume) != ("admission", "recompute"):
+        raise ValueError("prefill_at and resume apply to continuous batching")
     key = plan.key + aging * workload.arrival_s if aging else plan.key
     if batching == "static":
         if kv_budget_tokens is None and workload.arrival_s[-1] <= workload.arrival_s[0]:
@@ -77,7 +94,7 @@ def simulate(workload: Workload, plan: Plan, *, batching: str = "continuous", sl
         return _static(workload, key, slots, cost, kv_budget_tokens)
     if batching == "continuous":
         return _continuous(workload, plan, key, slots, cost, kv_budget_tokens, max(1, rerank_every),
-                           aging)
+                           aging, prefill_at == "arrival", resume == "swap")
     raise ValueError(f"unknown batching {batching!r}")
 
 
@@ -146,7 +163,7 @@ def _static_at_once(w: Workload, key: np.ndarray, B: int, cost: CostModel) -> Si
 
 
 def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostModel, kv: int | None,
-                k: int, aging: float) -> SimResult:
+                k: int, aging: float, at_arrival: bool = False, swap: bool = False) -> SimResult:
     n = w.n
     P, L, A = w.prompt_tokens.tolist(), w.output_tokens.tolist(), w.arrival_s.tolist()
     reserve = [p + w.max_new_tokens for p in P]
@@ -168,6 +185,8 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
     prefill_tokens = 0
     while done < n:
         while ap < n and A[ap] <= t:
+            if at_arrival:  # prefilled alone now; later arrivals may fall due meanwhile
+                t += pa + pb * P[ap]
             push(waiting, (keys[ap], ap))
             ap += 1
             if srpt:
@@ -180,7 +199,10 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
             push(ends, (it + L[i] - progress[i], i, epoch[i]))
             ctx += P[i] + progress[i]
             used += reserve[i]
-            prefill_tokens += P[i] + progress[i]
+            if progress[i] and not swap:  # resumed: its context is computed again
+                prefill_tokens += P[i] + progress[i]
+            elif not progress[i] and not at_arrival:
+                prefill_tokens += P[i]
             if srpt:
                 alarms.set(i, progress[i], it, waiting[0][0] if waiting else math.inf)
         if not running:
@@ -194,7 +216,9 @@ def _continuous(w: Workload, plan: Plan, key: np.ndarray, B: int, cost: CostMode
             m = min(m, alarms.next_rerank(it, k, running) - it)
         pre = pa + pb * prefill_tokens if prefill_tokens > 0 else 0.0
         alpha, beta = a + bq * nr + c * ctx, c * nr
-        if ap < n and (nr < B or srpt):  # srpt: a new arrival may preempt at the next re-rank
+        # an arrival stops the run if it can be admitted, may preempt (srpt, at the next
+        # re-rank) or is prefilled at once (at_arrival)
+        if ap < n and (nr < B or srpt or at_arrival):
             m = min(m, steps_until(A[ap] - t - pre, alpha, beta))
         t += pre + alpha * m + beta * m * (m - 1) / 2
         it += m
