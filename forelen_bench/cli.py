@@ -413,6 +413,11 @@ def replay(
     config: str = typer.Option(..., help="Config whose test prompts make the trace (e.g. "
                                          "smollm2-135m-cot)."),
     data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    source: Optional[str] = typer.Option(
+        None, help="Serve these prompts instead of the config's test rows: a registered source "
+                   "or a .jsonl/.json/.parquet/.csv file, rendered as the config's build renders "
+                   "its prompts (no oracle: their lengths are unknown)."),
+    prompt_column: str = typer.Option("prompt", help="Prompt column of a --source file."),
     policy: Optional[List[str]] = typer.Option(
         None, "--policy", help="fcfs, sjf, srpt (progressive predictors; preemptive) or oracle "
                                "(the recorded length); sjf:NAME or srpt:NAME ranks by predictor "
@@ -463,7 +468,8 @@ def replay(
                                arrivals=arrivals, limit=limit, max_new_tokens=max_new_tokens,
                                slots=slots, kv_budget_gib=kv_budget, preempt=preempt,
                                rerank_every=rerank_every, seed=seed, cost_model=cost_model,
-                               out=out, engine=engine, device=device), say=console.print)
+                               out=out, engine=engine, device=device, source=source,
+                               prompt_column=prompt_column), say=console.print)
     from forelen_bench.replay import table
 
     console.print(table(result, console.width))

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forelen_bench.builders.plan import sample_seed, uid_of
 from forelen_bench.errors import ForelenError
 from forelen_bench.stats import settings as stats_settings
 
@@ -52,8 +53,6 @@ def parse_policy(spec: str) -> tuple[str, str | None]:
     one run compares several predictors against one FCFS on the same trace."""
     base, _, name = spec.partition(":")
     return base, (name or None)
-# the rate `utilisation` asks for: offered tokens/s over the engine's capacity, both from the cost
-# model (a decode step of all slots at the trace's mean context)
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,48 @@ class Served:
 
 
 # ----------------------------------------------------------------------------- the trace
+
+
+def trace_from_source(spec: str, prompt_column: str, entry: dict, tokenizer,
+                      arrivals: np.ndarray | None, seed: int, limit: int | None = None,
+                      max_new_tokens: int | None = None, say=None):
+    """Prompts of a file or registered source, rendered as the config's build renders its own
+    (its split's instructions, chat template, date and prompt cut), sampled with the config's
+    temperature and top_p and a per-request seed as a build derives it. Their lengths are not
+    known: no oracle, nothing to check the tokens against. `arrivals` None: only count them.
+
+    Returns the requests in the source's seeded order (its arrival order)."""
+    from forelen_bench.builders.build import load_prompts, plan_prompts
+    from forelen_bench.builders.splits import SPLITS
+
+    build = entry["build"]
+    budget = _budget(build, max_new_tokens)
+    mixed = load_prompts([spec], prompt_column, limit, seed, build.get("turns") or "first", say)
+    planned = plan_prompts(mixed, SPLITS.get(build["split"]), tokenizer,
+                           int(build["max_prompt_tokens"]), build.get("date_string"))
+    if arrivals is None:
+        return planned
+    if len(arrivals) < len(planned):
+        raise ForelenError(f"--arrivals holds {len(arrivals)} timestamps for {len(planned)} "
+                           f"requests; pass --limit {len(arrivals)} or a longer trace")
+    out = []
+    for j, p in enumerate(planned):
+        uid = uid_of(p.group_id, 0)
+        out.append(TraceRequest(uid, p.prompt, tuple(p.prompt_ids), budget,
+                                float(build["temperature"]), float(build["top_p"]),
+                                sample_seed(int(build["seed"]), uid), float(arrivals[j]), None,
+                                p.group_id, None))
+    return out
+
+
+def _budget(build: dict, max_new_tokens: int | None) -> int:
+    budget = int(build["max_new_tokens"])
+    if max_new_tokens is not None:
+        if not 0 < max_new_tokens <= budget:
+            raise ForelenError(f"--max-new-tokens must be between 1 and the config's budget "
+                               f"{budget}, got {max_new_tokens}")
+        budget = max_new_tokens
+    return budget
 
 
 def poisson_arrivals(n: int, rate: float, seed: int) -> np.ndarray:
@@ -137,13 +178,7 @@ def trace_from_config(test, entry: dict, tokenizer, arrivals: np.ndarray, seed: 
     if len(arrivals) < n:
         raise ForelenError(f"--arrivals holds {len(arrivals)} timestamps for {n} requests; pass "
                            f"--limit {len(arrivals)} or a longer trace")
-    build = entry["build"]
-    budget = int(build["max_new_tokens"])
-    if max_new_tokens is not None:
-        if not 0 < max_new_tokens <= budget:
-            raise ForelenError(f"--max-new-tokens must be between 1 and the config's budget "
-                               f"{budget}, got {max_new_tokens}")
-        budget = max_new_tokens
+    budget = _budget(entry["build"], max_new_tokens)
     out = []
     for j, i in enumerate(order):
         text = str(test["prompt"][i])
@@ -504,6 +539,8 @@ class ReplayOptions:
     train_seed: int = 42  # the predictor's training, as evaluate's default
     cost_model: str | None = None  # a profile to use instead of profiling here
     out: str | None = None
+    source: str | None = None  # prompts of a file or registered source instead of the test rows
+    prompt_column: str = "prompt"
     engine: str = "hf"  # hf (this process, CPU or GPU) or vllm (scripts/gpu_replay.sh)
     device: str = "cpu"  # hf
 
@@ -536,6 +573,9 @@ def check_options(o: ReplayOptions) -> None:
                            f"--policy {needs[0]}:NAME")
     if o.predictor and o.saved:
         raise ForelenError("give --predictor (fit here) or --from (saved), not both")
+    if o.source and any(parse_policy(p)[0] == "oracle" for p in o.policies):
+        raise ForelenError("--policy oracle ranks by the recorded length, which --source prompts "
+                           "do not have; it needs the config's test rows (no --source)")
     if o.engine not in ("hf", "vllm"):
         raise ForelenError(f"unknown --engine {o.engine!r}; replay runs on hf or vllm")
     if o.engine == "vllm" and (o.preempt or "srpt" in o.policies):
@@ -623,7 +663,7 @@ def run(o: ReplayOptions, say=print) -> dict:
         if cost is None and o.rate is None and o.arrivals is None:
             raise ForelenError("--engine vllm: give --rate or --arrivals (--utilisation needs "
                                "a --cost-model of this GPU)")
-        tokenizer = load_tokenizer(resolved)
+        tokenizer = load_tokenizer(resolved)[0]
     else:
         say(f"loading {build['model']} ({build.get('dtype')}) for the hf engine on {o.device}")
         model, tokenizer, _ = load_model(resolved, device=o.device,
@@ -636,8 +676,16 @@ def run(o: ReplayOptions, say=print) -> dict:
                                                             max(1, o.slots // 2), o.slots}),
                                      contexts=(32, 256))
             cost = CostModel(**profile["coefficients"])
-    n = test.n if o.limit is None else min(o.limit, test.n)
-    mean_prompt = float(np.mean(test["prompt_tokens"]))
+    planned = None
+    if o.source:
+        planned = trace_from_source(o.source, o.prompt_column, entry, tokenizer, None, o.seed,
+                                    o.limit, o.max_new_tokens, say)
+        n = len(planned)
+        mean_prompt = float(np.mean([len(p.prompt_ids) for p in planned]))
+    else:
+        n = test.n if o.limit is None else min(o.limit, test.n)
+        mean_prompt = float(np.mean(test["prompt_tokens"]))
+    # a source's lengths are unknown: the config's test rows estimate them for --utilisation
     mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
     if o.arrivals:
         arrivals, how_arrive = read_arrivals(o.arrivals), {"file": o.arrivals}
@@ -648,10 +696,16 @@ def run(o: ReplayOptions, say=print) -> dict:
         arrivals = poisson_arrivals(n, rate, o.seed)
         how_arrive = {"poisson_rate": rate, "seed": o.seed,
                       "utilisation_asked": o.utilisation if o.rate is None else None}
-    trace, order = trace_from_config(test, entry, tokenizer, arrivals, o.seed, o.limit,
+    if o.source:
+        trace = trace_from_source(o.source, o.prompt_column, entry, tokenizer, arrivals, o.seed,
+                                  o.limit, o.max_new_tokens)
+        what = f"{o.source}'s prompts, rendered as {config} renders its own"
+    else:
+        trace, _ = trace_from_config(test, entry, tokenizer, arrivals, o.seed, o.limit,
                                      o.max_new_tokens)
+        what = f"{config}'s test rows"
     offered = (len(trace) / max(trace[-1].arrival_s, 1e-9)) if len(trace) > 1 else None
-    say(f"{len(trace)} requests of {config}'s test rows, arrivals "
+    say(f"{len(trace)} requests of {what}, arrivals "
         + (f"from {o.arrivals}" if o.arrivals else f"Poisson at {rate:.3f}/s")
         + f", budget {trace[0].max_new_tokens} tokens, {o.slots} slots")
     result = {"requests": len(trace), "predictor": pred.info.name if pred else None,
@@ -697,7 +751,7 @@ def run(o: ReplayOptions, say=print) -> dict:
                                  o.rerank_every, preempting, **VLLM_SCHEDULE)
         overhead = float(np.mean([s.feature_ms + s.predict_ms for s in served]))
         tokens = np.array([s.tokens for s in served])
-        recorded = np.array([r.recorded_tokens for r in trace])
+        recorded = (np.array([r.recorded_tokens for r in trace]) if not o.source else None)
         result["policies"][spec] = {
             "measured": measured, "simulated": sim, "simulated_vllm_schedule": sim_vllm,
             "predictor": ranker.info.name if ranker else None,
@@ -706,8 +760,10 @@ def run(o: ReplayOptions, say=print) -> dict:
             "feature_ms_per_request": float(np.mean([s.feature_ms for s in served])),
             "predict_ms_per_request": float(np.mean([s.predict_ms for s in served])),
             "slots": n_slots, "decode_steps": steps, "wall_s": round(wall, 2),
-            "lengths_as_recorded": float(np.mean(tokens == recorded)),
-            "tokens_as_recorded": as_recorded(served, trace),
+            # a source's prompts have no recorded response to check against
+            "lengths_as_recorded": (float(np.mean(tokens == recorded))
+                                    if recorded is not None else None),
+            "tokens_as_recorded": as_recorded(served, trace) if recorded is not None else None,
             "engine_timing": timing}
         if policy in RANKED and ranker is pred and result["overhead_ms_per_request"] is None:
             result["overhead_ms_per_request"] = overhead
@@ -721,6 +777,9 @@ def run(o: ReplayOptions, say=print) -> dict:
         "data": o.data, "config": config, "policies": list(o.policies), "slots": o.slots,
         "kv_budget_gib": o.kv_budget_gib, "preempt": o.preempt, "rerank_every": o.rerank_every,
         "max_new_tokens": trace[0].max_new_tokens, "limit": o.limit, "arrivals": how_arrive,
+        "trace": ({"source": o.source, "prompt_column": o.prompt_column,
+                   "rendered_as": config, "sample_seeds": "as a build derives them"}
+                  if o.source else {"config_test_rows": config, "order_seed": o.seed}),
         "offered_rate": offered, "mean_prompt_tokens": mean_prompt,
         "mean_output_tokens": mean_out, "predictor": how, "columns": cols,
         "predictors": {(name or "run"): {"name": r.info.name, "columns": c, "how": h}

@@ -63,6 +63,7 @@ def test_bad_arrival_files_are_one_line(tmp_path):
     (dict(policies=("fcfs",), rate=0.0), "--rate must be > 0"),
     (dict(policies=("fcfs:egtp",)), "only sjf and srpt take a predictor"),
     (dict(policies=("sjf", "sjf:constant-median")), "ranks by a predictor"),
+    (dict(policies=("fcfs", "oracle"), source="prompts.jsonl"), "lengths are unknown|do not have"),
 ])
 def test_options_are_refused_before_any_work(options, message):
     with pytest.raises(ForelenError, match=message):
@@ -250,6 +251,41 @@ def test_the_command_prints_the_json_line_last(built, tmp_path):
     assert max(len(x) for x in proc.stderr.splitlines()) <= 80
 
 
+def test_a_source_of_prompts_is_served_as_the_config_renders_its_own(built, prompts_file,
+                                                                    tmp_path):
+    """The config's own prompt file as --source: each prompt rendered exactly as the build
+    rendered it, sampled with the seed the build gave its sample 0, so it generates that
+    sample's length."""
+    from forelen_bench.dataset import DatasetFolder
+    from forelen_bench.leaderboard.evaluate import load_config
+    from forelen_bench.models import load_tokenizer, resolve_model
+
+    out = tmp_path / "replay.json"
+    proc = subprocess.run([FORELEN, "replay", "--data", str(built), "--config", CONFIG,
+                           "--source", str(prompts_file), "--policy", "fcfs,sjf:constant-median",
+                           "--slots", "2", "--rate", "50", "--out", str(out)],
+                          capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["settings"]["trace"]["source"] == str(prompts_file)
+    folder = DatasetFolder(built)
+    rows = {}
+    for part in ("train", "validation", "test"):
+        t = getattr(load_config(folder, CONFIG, ["prompt", "uid"]), part)
+        rows.update({str(u): (str(p), int(n)) for u, p, n in
+                     zip(t["uid"], t["prompt"], t["output_tokens"])})
+    entry = folder.config(CONFIG)
+    tokenizer = load_tokenizer(resolve_model(entry["build"]["model"]))[0]
+    trace = replay.trace_from_source(str(prompts_file), "prompt", entry, tokenizer,
+                                     np.zeros(64), seed=0)
+    assert result["requests"] == len(trace) > 0
+    assert [r.prompt for r in trace] == [rows[r.uid][0] for r in trace]
+    for p in result["policies"].values():
+        assert p["tokens_as_recorded"] is None
+    served = {s["uid"]: s["tokens"] for s in result["per_request"]["fcfs"]}
+    assert served == {r.uid: rows[r.uid][1] for r in trace}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--policy", "srpt", "--predictor", "egtp"], "not progressive"),
     (["--policy", "sjf"], "ranks by a predictor"),
@@ -283,3 +319,27 @@ def test_vllm_refuses_what_it_cannot_do():
     with pytest.raises(ForelenError, match="vLLM preempts by its own rule"):
         replay.check_options(ReplayOptions(config="c", engine="vllm", policies=("fcfs",),
                                            preempt=True))
+
+
+def test_the_vllm_path_builds_its_trace_and_ranks_before_submission(built, monkeypatch):
+    """Everything --engine vllm does before vLLM itself (tokenizer, trace, the text proxy's
+    keys, EOS), with vLLM's serve() replaced by one that records what it was given."""
+    from forelen_bench import replay_vllm
+
+    given = {}
+
+    def fake_serve(location, dtype, trace, policy, keys, slots, eos, seed=0):
+        given[policy] = (len(trace), list(keys), eos)
+        return [Served(r.uid, r.arrival_s, len(r.prompt_ids), first_token_s=r.arrival_s + 0.1,
+                       admitted_s=r.arrival_s + 0.1, finish_s=r.arrival_s + 1.0 + i,
+                       tokens=r.recorded_tokens, key=float(k))
+                for i, (r, k) in enumerate(zip(trace, keys))]
+
+    monkeypatch.setattr(replay_vllm, "serve", fake_serve)
+    result = serve(built, policies=("fcfs", "sjf:prompt-length", "oracle"), engine="vllm",
+                   rate=5.0, limit=6)
+    assert result["requests"] == 6 and set(given) == {"fcfs", "sjf", "oracle"}
+    n, keys, eos = given["sjf"]
+    assert n == 6 and len(set(keys)) > 1 and eos  # predicted per request, before submission
+    assert given["oracle"][1] == [float(r) for r in given["oracle"][1]]
+    assert result["policies"]["sjf:prompt-length"]["predict_ms_per_request"] > 0
