@@ -583,9 +583,23 @@ def check_options(o: ReplayOptions) -> None:
                            "lowest priority first); --preempt and srpt are hf-engine policies")
 
 
-def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = None):
+def _refuse(info, bases, preempt: bool) -> None:
+    """One line, before any fitting, where a predictor cannot rank as asked."""
+    if "srpt" in bases and not info.progressive:
+        raise ForelenError(f"--policy srpt re-predicts the remaining length as a request "
+                           f"decodes; {info.name} is not progressive (plp, tpv and trail are): "
+                           "use --policy sjf, with --preempt for remaining = prediction - "
+                           "generated")
+    if preempt and info.outputs == "ranking":
+        raise ForelenError(f"--preempt compares remaining lengths; {info.name} gives ranking "
+                           "scores, not lengths")
+
+
+def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = None,
+               bases=("sjf",)):
     """(fitted predictor, the columns it reads, how it was obtained): predictor `name` fitted
-    here, else the run's --from folder or --predictor."""
+    here, else the run's --from folder or --predictor; refused in one line before it is fitted
+    where it cannot rank under `bases`."""
     from forelen_bench.leaderboard.evaluate import (fit_on, load_config, make_predictor,
                                                     runnable_on)
     from forelen_bench.predictors import load_predictor
@@ -598,9 +612,11 @@ def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = No
         why = mismatch(meta, entry, config)
         if why:
             raise ForelenError(why)
+        _refuse(pred.info, bases, o.preempt)
         return pred, list(meta["fitted_on"]["columns"]), {"from": o.saved,
                                                            "key": meta["predictor"]["key"]}
     cls, origin = load_predictor(name or o.predictor)
+    _refuse(cls.info, bases, o.preempt)
     runnable_on(entry, config, [cls])
     pred = make_predictor(cls, o.train_seed)
     cols = pred.columns(entry["build"]["recorded_layers"])
@@ -623,26 +639,19 @@ def run(o: ReplayOptions, say=print) -> dict:
     from forelen_bench.simulator.cost import CostModel, load_cost_model, profile_engine
 
     check_options(o)
+    given = read_arrivals(o.arrivals) if o.arrivals else None  # refused before any work
     folder, configs, _ = resolve_names([], o.data, o.config)
     config = configs[0]
     entry = folder.config(config)
     build = entry["build"]
     ranked = {}  # predictor name (None: --predictor/--from) -> (predictor, columns, how)
+    uses: dict = {}  # predictor name -> the policies that rank by it
     for spec in o.policies:
         base, name = parse_policy(spec)
-        if base not in RANKED:
-            continue
-        if name not in ranked:
-            ranked[name] = _predictor(o, folder, config, say, name)
-        pred = ranked[name][0]
-        if base == "srpt" and not pred.info.progressive:
-            raise ForelenError(f"--policy srpt re-predicts the remaining length as a request "
-                               f"decodes; {pred.info.name} is not progressive (plp, tpv and "
-                               "trail are): use --policy sjf, with --preempt for remaining = "
-                               "prediction - generated")
-        if o.preempt and pred.info.outputs == "ranking":
-            raise ForelenError(f"--preempt compares remaining lengths; {pred.info.name} gives "
-                               "ranking scores, not lengths")
+        if base in RANKED:
+            uses.setdefault(name, set()).add(base)
+    for name, bases in uses.items():
+        ranked[name] = _predictor(o, folder, config, say, name, bases)
     # the run's predictor: --predictor/--from, else the first named one
     pred, cols, how = ranked.get(None) or next(iter(ranked.values()), (None, [], None))
     data = load_config(folder, config, ["prompt", "uid", "seed", "temperature", "top_p",
@@ -688,7 +697,7 @@ def run(o: ReplayOptions, say=print) -> dict:
     # a source's lengths are unknown: the config's test rows estimate them for --utilisation
     mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
     if o.arrivals:
-        arrivals, how_arrive = read_arrivals(o.arrivals), {"file": o.arrivals}
+        arrivals, how_arrive = given, {"file": o.arrivals}
         rate = None
     else:
         rate = o.rate if o.rate is not None else utilisation_rate(
