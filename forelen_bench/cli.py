@@ -449,6 +449,11 @@ def replay(
     engine: str = typer.Option("hf", help="hf (forelen's engine, here) or vllm (a CUDA GPU: "
                                           "vLLM's priority scheduling; scripts/gpu_replay.sh)."),
     device: str = typer.Option("cpu", help="hf: cpu or cuda[:N]."),
+    rounds: int = typer.Option(1, help="Serve each policy this many times, the order rotated "
+                                       "each round; times are each request's mean over rounds."),
+    calibrate: int = typer.Option(0, help="hf: before --utilisation prices the load, serve "
+                                          "this many requests at once under FCFS and price it "
+                                          "on those served steps (0: the profile)."),
     out: Optional[str] = typer.Option(None, help="Write the whole result (per request too) as "
                                                  "JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the whole result as JSON on "
@@ -469,7 +474,8 @@ def replay(
                                slots=slots, kv_budget_gib=kv_budget, preempt=preempt,
                                rerank_every=rerank_every, seed=seed, cost_model=cost_model,
                                out=out, engine=engine, device=device, source=source,
-                               prompt_column=prompt_column), say=console.print)
+                               prompt_column=prompt_column, rounds=rounds,
+                               calibrate=calibrate), say=console.print)
     from forelen_bench.replay import table
 
     console.print(table(result, console.width))

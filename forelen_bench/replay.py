@@ -398,15 +398,28 @@ class Server:
 
         n, nxt, done, steps = 0, 0, 0, 0
         arrivals = [r.arrival_s for r in trace]
+        # What the engine spent (wall time, whatever `clock` is), as the simulator charges it:
+        # per decode step (rows, summed context, seconds from the admissions before it to the
+        # compaction after it) and per
+        # arrival (prompt tokens, seconds of prefill, first sample and KV copy-out, the
+        # prediction excluded). `served_cost_model` fits the cost model to these.
+        self.step_log: list[tuple[int, int, float]] = []
+        self.arrival_log: list[tuple[int, float]] = []
         with eng._slot_attention(), torch.inference_mode():
             while done < len(trace):
                 if not n and not waiting and nxt < len(trace) and arrivals[nxt] > now():
                     skipped += arrivals[nxt] - now()  # idle: jump to the next arrival
                 while nxt < len(trace) and arrivals[nxt] <= now():
+                    t0 = time.perf_counter()
                     arrive(nxt)
-                    if self.served[nxt].finish_reason:
+                    s = self.served[nxt]
+                    self.arrival_log.append((s.prompt_tokens, time.perf_counter() - t0
+                                             - s.predict_ms / 1e3
+                                             - s.feature_ms / 1e3))
+                    if s.finish_reason:
                         done += 1
                     nxt += 1
+                t0 = time.perf_counter()
                 if self.preempt and n == eng.n_slots and steps % self.rerank_every == 0:
                     preempt(n)
                 while n < eng.n_slots and waiting:
@@ -415,6 +428,8 @@ class Server:
                     n += 1
                 if not n:
                     continue
+                context = sum(eng.rows[s].pos for s in range(n))
+                predicted0 = sum(x.predict_ms for x in self.served)
                 eng._step(n)
                 steps += 1
                 for s in range(n):
@@ -425,7 +440,10 @@ class Server:
                         done += 1
                     elif self.policy == "srpt":
                         self._observe(s)
+                rows = n
                 n = eng._compact(n)
+                self.step_log.append((rows, context, time.perf_counter() - t0 - (
+                    sum(x.predict_ms for x in self.served) - predicted0) / 1e3))
         self.steps, self.idle_s = steps, skipped
         return self.served
 
@@ -506,6 +524,46 @@ def utilisation_rate(utilisation: float, cost, slots: int, mean_prompt: float,
     return utilisation / service
 
 
+def served_cost_model(server: "Server"):
+    """The cost model fitted (non-negative least squares, as `forelen profile`) to what one
+    served run spent: its decode steps (rows, summed context, seconds including the admissions'
+    KV copies and the compaction) and its arrivals (prompt tokens, seconds of prefill)."""
+    from forelen_bench.simulator.cost import fit_cost_model
+
+    if len(server.step_log) < 3 or len(server.arrival_log) < 2:
+        raise ForelenError("too few served steps to fit a cost model (serve more requests)")
+    return fit_cost_model(server.step_log, server.arrival_log)
+
+
+def step_miss(server: "Server", cost) -> dict:
+    """How the served steps compare with a cost model's price for them: the total and the
+    median step, measured over priced."""
+    log = np.asarray(server.step_log, np.float64)
+    priced = np.array([cost.decode_s(int(b), c) for b, c, _ in log])
+    arr = np.asarray(server.arrival_log, np.float64)
+    pre = np.array([cost.prefill_s(t) for t, _ in arr])
+    return {"decode_total": float(log[:, 2].sum() / priced.sum()),
+            "decode_median_step": float(np.median(log[:, 2] / priced)),
+            "prefill_total": float(arr[:, 1].sum() / pre.sum()),
+            "steps": len(log), "mean_rows": float(log[:, 0].mean())}
+
+
+def mean_of_rounds(rounds: list[list[Served]]) -> list[Served]:
+    """One request list whose times are each request's mean over the rounds (the same tokens
+    every round: the samples are seeded)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = []
+    for group in zip(*rounds):
+        mean = Served(**{k: v for k, v in asdict(group[0]).items()})
+        for attr in ("first_token_s", "admitted_s", "finish_s", "prefill_ms", "feature_ms",
+                     "predict_ms"):
+            setattr(mean, attr, float(np.mean([getattr(x, attr) for x in group])))
+        mean.preemptions = int(round(np.mean([x.preemptions for x in group])))
+        out.append(mean)
+    return out
+
+
 def asjson(served: list[Served]) -> list[dict]:
     return [{k: v for k, v in asdict(s).items() if k != "token_ids"} for s in served]
 
@@ -543,6 +601,8 @@ class ReplayOptions:
     prompt_column: str = "prompt"
     engine: str = "hf"  # hf (this process, CPU or GPU) or vllm (scripts/gpu_replay.sh)
     device: str = "cpu"  # hf
+    rounds: int = 1  # each policy served this many times, in rotated order (drift cancels)
+    calibrate: int = 0  # hf: probe FCFS on this many requests (all at once) before --utilisation
 
 
 def check_options(o: ReplayOptions) -> None:
@@ -556,6 +616,11 @@ def check_options(o: ReplayOptions) -> None:
     if named:
         raise ForelenError(f"--policy {named[0]}: only sjf and srpt take a predictor "
                            "(sjf:NAME, srpt:NAME)")
+    if o.rounds < 1:
+        raise ForelenError(f"--rounds must be >= 1, got {o.rounds}")
+    if o.calibrate < 0 or (o.calibrate and o.engine != "hf"):
+        raise ForelenError("--calibrate takes a number of probe requests >= 0, and only with "
+                           f"--engine hf (got {o.calibrate} with --engine {o.engine})")
     given = [n for n, v in (("--rate", o.rate), ("--utilisation", o.utilisation),
                             ("--arrivals", o.arrivals)) if v is not None]
     if len(given) > 1:
@@ -693,18 +758,49 @@ def run(o: ReplayOptions, say=print) -> dict:
         mean_prompt = float(np.mean([len(p.prompt_ids) for p in planned]))
     else:
         n = test.n if o.limit is None else min(o.limit, test.n)
+        if o.limit is not None and o.limit > test.n:
+            say(f"note: {config} has {test.n} test rows, fewer than --limit {o.limit}; serving "
+                f"all {test.n}")
         mean_prompt = float(np.mean(test["prompt_tokens"]))
     # a source's lengths are unknown: the config's test rows estimate them for --utilisation
     mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
+    calibration = None
+    if o.calibrate and o.rate is None and o.arrivals is None:
+        # The profile times _step alone; serving also admits, copies KV and compacts, on ragged
+        # contexts. Size the load on what the engine spends serving: FCFS over the first
+        # requests, all arriving at once, and the cost model fitted to its steps.
+        at_once = np.zeros(min(o.calibrate, n))
+        if o.source:
+            probe = trace_from_source(o.source, o.prompt_column, entry, tokenizer, at_once,
+                                      o.seed, len(at_once), o.max_new_tokens)
+        else:
+            probe, _ = trace_from_config(test, entry, tokenizer, at_once, o.seed, len(at_once),
+                                         o.max_new_tokens)
+        say(f"calibrating: FCFS over {len(probe)} requests arriving at once ...")
+        server = Server(plain, "fcfs")
+        t0 = time.perf_counter()
+        server.run(probe)
+        probe_cost = served_cost_model(server)
+        calibration = {"requests": len(probe), "wall_s": round(time.perf_counter() - t0, 2),
+                       "coefficients": probe_cost.coefficients(),
+                       "profile_rate": utilisation_rate(o.utilisation or 0.9, cost, o.slots,
+                                                        mean_prompt, mean_out)}
     if o.arrivals:
         arrivals, how_arrive = given, {"file": o.arrivals}
         rate = None
     else:
         rate = o.rate if o.rate is not None else utilisation_rate(
-            o.utilisation or 0.9, cost, o.slots, mean_prompt, mean_out)
+            o.utilisation or 0.9, probe_cost if calibration else cost, o.slots, mean_prompt,
+            mean_out)
+        if calibration:
+            calibration["rate"] = rate
+            say(f"  the served steps price the load at {rate:.3f} requests/s (the profile: "
+                f"{calibration['profile_rate']:.3f})")
         arrivals = poisson_arrivals(n, rate, o.seed)
         how_arrive = {"poisson_rate": rate, "seed": o.seed,
-                      "utilisation_asked": o.utilisation if o.rate is None else None}
+                      "utilisation_asked": o.utilisation if o.rate is None else None,
+                      "priced_by": (None if o.rate is not None else
+                                    "served FCFS probe" if calibration else "profile")}
     if o.source:
         trace = trace_from_source(o.source, o.prompt_column, entry, tokenizer, arrivals, o.seed,
                                   o.limit, o.max_new_tokens)
@@ -720,67 +816,102 @@ def run(o: ReplayOptions, say=print) -> dict:
     result = {"requests": len(trace), "predictor": pred.info.name if pred else None,
               "overhead_ms_per_request": None, "policies": {}}
     per_request = {}
+    served_by: dict = {spec: [] for spec in o.policies}  # one list of rounds per policy
+    runs: dict = {}
+    for r in range(o.rounds):
+        # each round rotates the order, so a drift in the machine's speed lands on every policy
+        order = list(o.policies[r % len(o.policies):]) + list(o.policies[:r % len(o.policies)])
+        for spec in order:
+            policy, name = parse_policy(spec)
+            ranker, ranker_cols, _ = ranked[name] if policy in RANKED else (None, [], None)
+            t0 = time.perf_counter()
+            if o.engine == "vllm":
+                served, steps, n_slots, timing = _serve_vllm(
+                    o, build, resolved, tokenizer, trace, policy, ranker, ranker_cols, say)
+                server = None
+            else:
+                layers = layers_read(ranker_cols)
+                record = {"fcfs": "none", "oracle": "none"}.get(policy)
+                if record is None:
+                    record = ("steps" if policy == "srpt" else "prompt") if layers else "none"
+                engine = plain if record == "none" else serving_engine(
+                    model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib,
+                    layers=layers, record=record, max_prompt=prompt_max, max_new=new_max)
+                before = dict(engine.timing)
+                server = Server(engine, policy, ranker, ranker_cols, preempt=o.preempt,
+                                rerank_every=o.rerank_every)
+                say(f"serving under {spec}" + (" with preemption" if server.preempt else "")
+                    + (f" (round {r + 1} of {o.rounds})" if o.rounds > 1 else "") + " ...")
+                served = server.run(trace)
+                steps, n_slots = server.steps, engine.n_slots
+                # this run's share of the engine's counters (one engine serves several runs)
+                timing = {k: round(v - before.get(k, 0), 3) if isinstance(v, float) else
+                          (v - before.get(k, 0) if isinstance(v, int) else v)
+                          for k, v in engine.timing.items()}
+            wall = time.perf_counter() - t0
+            served_by[spec].append(served)
+            runs.setdefault(spec, []).append({
+                "server": server, "steps": steps, "slots": n_slots, "wall_s": round(wall, 2),
+                "timing": timing, "mean_jct_s": float(np.mean(
+                    [x.finish_s - x.arrival_s for x in served]))})
+            say(f"  {spec}: mean JCT {runs[spec][-1]['mean_jct_s']:.2f} s, "
+                f"{sum(x.tokens for x in served) / max(wall, 1e-9):.1f} tok/s, {wall:.0f} s")
+    # the cost model fitted to FCFS's own served steps: the simulator's schedule checked apart
+    # from the profile's prices
+    fcfs_server = runs.get("fcfs", [{}])[0].get("server")
+    served_cost = served_cost_model(fcfs_server) if fcfs_server is not None else None
     for spec in o.policies:
         policy, name = parse_policy(spec)
-        ranker, ranker_cols, _ = ranked[name] if policy in RANKED else (None, [], None)
-        layers = layers_read(ranker_cols)
-        t0 = time.perf_counter()
-        if o.engine == "vllm":
-            served, steps, n_slots, timing = _serve_vllm(o, build, resolved, tokenizer, trace,
-                                                         policy, ranker, ranker_cols, say)
-            remaining, measured_idle = None, None
-        else:
-            record = {"fcfs": "none", "oracle": "none"}.get(policy)
-            if record is None:
-                record = ("steps" if policy == "srpt" else "prompt") if layers else "none"
-            engine = plain if record == "none" else serving_engine(
-                model, tokenizer, slots=o.slots, kv_budget_gib=o.kv_budget_gib, layers=layers,
-                record=record, max_prompt=prompt_max, max_new=new_max)
-            server = Server(engine, policy, ranker, ranker_cols, preempt=o.preempt,
-                            rerank_every=o.rerank_every)
-            say(f"serving under {spec}" + (" with preemption" if server.preempt else "")
-                + " ...")
-            served = server.run(trace)
-            steps, n_slots, remaining = server.steps, engine.n_slots, server.remaining
-            measured_idle = server.idle_s
-            timing = {k: round(v, 3) if isinstance(v, float) else v
-                      for k, v in engine.timing.items()}
-        wall = time.perf_counter() - t0
+        ranker = ranked[name][0] if policy in RANKED else None
+        rounds = served_by[spec]
+        served = mean_of_rounds(rounds)
+        first = runs[spec][0]
+        server = first["server"]
+        remaining = server.remaining if server is not None else None
         measured = summarize(served)
-        if measured_idle is not None:  # the share of the served span the engine was busy
-            measured["busy_share"] = 1 - measured_idle / measured["makespan_s"]
-        keys = np.array([s.key for s in served])
+        if server is not None:  # the share of the served span the engine was busy
+            measured["busy_share"] = float(np.mean([
+                1 - run["server"].idle_s / summarize(x)["makespan_s"]
+                for run, x in zip(runs[spec], rounds)]))
+        if o.rounds > 1:
+            measured["rounds_mean_jct_s"] = [run["mean_jct_s"] for run in runs[spec]]
+        keys = np.array([x.key for x in rounds[0]])
         preempting = o.preempt or policy == "srpt"
-        sim = sim_vllm = None
+        sim = sim_vllm = sim_served = None
+        args = (rounds[0], trace, policy, keys, remaining, first["slots"])
         if cost is not None:
-            sim = simulated(served, trace, policy, keys, remaining, n_slots, cost,
-                            o.rerank_every, preempting,
+            sim = simulated(*args, cost, o.rerank_every, preempting,
                             **({} if o.engine == "hf" else VLLM_SCHEDULE))
-            sim_vllm = simulated(served, trace, policy, keys, remaining, n_slots, cost,
-                                 o.rerank_every, preempting, **VLLM_SCHEDULE)
-        overhead = float(np.mean([s.feature_ms + s.predict_ms for s in served]))
-        tokens = np.array([s.tokens for s in served])
-        recorded = (np.array([r.recorded_tokens for r in trace]) if not o.source else None)
+            sim_vllm = simulated(*args, cost, o.rerank_every, preempting, **VLLM_SCHEDULE)
+        if served_cost is not None:
+            sim_served = simulated(*args, served_cost, o.rerank_every, preempting)
+        overhead = float(np.mean([x.feature_ms + x.predict_ms for x in served]))
+        tokens = np.array([x.tokens for x in rounds[0]])
+        recorded = (np.array([q.recorded_tokens for q in trace]) if not o.source else None)
         result["policies"][spec] = {
             "measured": measured, "simulated": sim, "simulated_vllm_schedule": sim_vllm,
+            "simulated_served_cost": sim_served,
             "predictor": ranker.info.name if ranker else None,
             "overhead_ms_per_request": overhead if policy in RANKED else 0.0,
-            "prefill_ms_per_request": float(np.mean([s.prefill_ms for s in served])),
-            "feature_ms_per_request": float(np.mean([s.feature_ms for s in served])),
-            "predict_ms_per_request": float(np.mean([s.predict_ms for s in served])),
-            "slots": n_slots, "decode_steps": steps, "wall_s": round(wall, 2),
+            "prefill_ms_per_request": float(np.mean([x.prefill_ms for x in served])),
+            "feature_ms_per_request": float(np.mean([x.feature_ms for x in served])),
+            "predict_ms_per_request": float(np.mean([x.predict_ms for x in served])),
+            "slots": first["slots"], "decode_steps": first["steps"],
+            "wall_s": round(sum(run["wall_s"] for run in runs[spec]), 2),
             # a source's prompts have no recorded response to check against
             "lengths_as_recorded": (float(np.mean(tokens == recorded))
                                     if recorded is not None else None),
-            "tokens_as_recorded": as_recorded(served, trace) if recorded is not None else None,
-            "engine_timing": timing}
+            "tokens_as_recorded": as_recorded(rounds[0], trace) if recorded is not None else None,
+            "same_tokens_every_round": all(
+                [x.token_ids for x in rnd] == [x.token_ids for x in rounds[0]]
+                for rnd in rounds[1:]),
+            "engine_timing": first["timing"]}
         if policy in RANKED and ranker is pred and result["overhead_ms_per_request"] is None:
             result["overhead_ms_per_request"] = overhead
         per_request[spec] = asjson(served)
         say(f"  {spec}: mean JCT {measured['mean_jct_s']:.2f} s"
             + (f" (simulated {sim['mean_jct_s']:.2f} s)" if sim else "")
-            + f", p90 {measured['p90_jct_s']:.2f} s, "
-            f"{measured['tok_s']:.1f} tok/s, {wall:.0f} s")
+            + f", p90 {measured['p90_jct_s']:.2f} s, {measured['tok_s']:.1f} tok/s")
     result["ratios"] = ratio_errors(result["policies"], per_request)
     result["settings"] = {
         "data": o.data, "config": config, "policies": list(o.policies), "slots": o.slots,
@@ -803,6 +934,15 @@ def run(o: ReplayOptions, say=print) -> dict:
         "clock": "wall time; idle gaps (nothing running or waiting) skipped, not slept"}
     result["cost_model"] = ({"coefficients": cost.coefficients(), "profile": profile}
                             if cost is not None else None)
+    if served_cost is not None:
+        # what the profile missed: FCFS's served steps over the profile's price for them
+        result["cost_model"] = (result["cost_model"] or {}) | {
+            "served": {"coefficients": served_cost.coefficients(),
+                       "fitted_on": "fcfs's served decode steps and arrivals (round 1)",
+                       "served_over_profile": (step_miss(fcfs_server, cost)
+                                               if cost is not None else None)}}
+    result["settings"]["calibration"] = calibration
+    result["settings"]["rounds"] = o.rounds
     result["machine"] = machine()
     result["provenance"] = stamp()
     result["per_request"] = per_request
@@ -855,7 +995,8 @@ def ratio_interval(jct: np.ndarray, base: np.ndarray, seed: int | None = None) -
 def ratio(p: dict, base: dict) -> dict:
     m = p["measured"]["mean_jct_s"] / base["measured"]["mean_jct_s"]
     out = {"measured": m, "simulated": None, "error": None}
-    for key, name in (("simulated", ""), ("simulated_vllm_schedule", "_vllm_schedule")):
+    for key, name in (("simulated", ""), ("simulated_vllm_schedule", "_vllm_schedule"),
+                      ("simulated_served_cost", "_served_cost")):
         if p.get(key) and base.get(key):
             s = p[key]["mean_jct_s"] / base[key]["mean_jct_s"]
             out[f"simulated{name}"], out[f"error{name}"] = s, s / m - 1

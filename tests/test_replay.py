@@ -120,6 +120,51 @@ def test_the_utilisation_rate_matches_the_cost_model():
     assert replay.utilisation_rate(0.5, cost, 4, 10, 100) == pytest.approx(1.0)
 
 
+def test_the_served_steps_fit_the_cost_model_they_were_priced_by():
+    """The cost model fitted to a run's served steps recovers the prices that made them, and
+    the miss against another model is measured over priced."""
+    from types import SimpleNamespace
+
+    from forelen_bench.simulator.cost import CostModel
+
+    true = CostModel(0.05, 0.002, 4e-6, 0.06, 0.0015)
+    rng = np.random.default_rng(0)
+    steps = [(int(b), int(c), true.decode_s(int(b), int(c)))
+             for b, c in zip(rng.integers(1, 17, 200), rng.integers(50, 6000, 200))]
+    arrivals = [(int(t), true.prefill_s(int(t))) for t in rng.integers(20, 400, 50)]
+    server = SimpleNamespace(step_log=steps, arrival_log=arrivals)
+    fitted = replay.served_cost_model(server)
+    for name, value in true.coefficients().items():
+        assert getattr(fitted, name) == pytest.approx(value, rel=1e-6), name
+    half = CostModel(*(v / 2 for v in true.coefficients().values()))
+    miss = replay.step_miss(server, half)
+    assert miss["decode_total"] == pytest.approx(2.0) and miss["prefill_total"] == pytest.approx(2.0)
+    with pytest.raises(ForelenError, match="too few served steps"):
+        replay.served_cost_model(SimpleNamespace(step_log=steps[:2], arrival_log=arrivals))
+
+
+def test_rounds_average_each_request_over_the_runs():
+    a = [Served("r0", 0.0, 5, first_token_s=1.0, admitted_s=1.0, finish_s=3.0, tokens=4),
+         Served("r1", 1.0, 5, first_token_s=2.0, admitted_s=3.0, finish_s=7.0, tokens=2)]
+    b = [Served("r0", 0.0, 5, first_token_s=1.0, admitted_s=2.0, finish_s=5.0, tokens=4),
+         Served("r1", 1.0, 5, first_token_s=2.0, admitted_s=2.0, finish_s=5.0, tokens=2)]
+    mean = replay.mean_of_rounds([a, b])
+    assert [m.finish_s for m in mean] == [4.0, 6.0]
+    assert [m.admitted_s for m in mean] == [1.5, 2.5]
+    assert [m.tokens for m in mean] == [4, 2] and a[0].finish_s == 3.0  # the rounds untouched
+    assert replay.mean_of_rounds([a]) is a
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(policies=("fcfs",), rounds=0), "--rounds"),
+    (dict(policies=("fcfs",), calibrate=-1), "--calibrate"),
+    (dict(policies=("fcfs",), calibrate=8, engine="vllm", rate=1.0), "--calibrate"),
+])
+def test_rounds_and_calibration_are_checked(options, message):
+    with pytest.raises(ForelenError, match=message):
+        replay.check_options(ReplayOptions(config="c", **options))
+
+
 # ----------------------------------------------------------------------------- the engine
 
 
@@ -224,6 +269,38 @@ def test_sjf_predicts_inside_the_engine_and_measures_its_overhead(built):
     assert set(result["ratios"]) == {"sjf/fcfs", "sjf:constant-median/fcfs"}
     for r in result["ratios"].values():
         assert r["measured_ci95"][0] <= r["measured"] <= r["measured_ci95"][1]
+
+
+def test_rounds_rotate_the_order_and_serve_the_same_tokens(built):
+    said = []
+    result = replay.run(ReplayOptions(data=str(built), config=CONFIG, slots=2, rate=1000.0,
+                                      seed=1, policies=("fcfs", "oracle"), rounds=2),
+                        say=said.append)
+    served = [m for m in said if m.startswith("serving under")]
+    assert [m.split()[2] for m in served] == ["fcfs", "oracle", "oracle", "fcfs"]
+    for name, p in result["policies"].items():
+        assert len(p["measured"]["rounds_mean_jct_s"]) == 2
+        assert p["measured"]["mean_jct_s"] == pytest.approx(
+            np.mean(p["measured"]["rounds_mean_jct_s"]))
+        assert p["same_tokens_every_round"] and p["tokens_as_recorded"] == 1.0, name
+    # the simulator checked on FCFS's own served prices too
+    assert result["cost_model"]["served"]["served_over_profile"]["steps"] > 0
+    assert result["ratios"]["oracle/fcfs"]["error_served_cost"] is not None
+    assert result["settings"]["rounds"] == 2
+
+
+def test_calibration_prices_the_load_on_served_steps(built):
+    from forelen_bench.simulator.cost import CostModel
+
+    result = serve(built, policies=("fcfs",), rate=None, utilisation=0.8, calibrate=4,
+                   limit=6)
+    calibration = result["settings"]["calibration"]
+    arrivals = result["settings"]["arrivals"]
+    assert calibration["requests"] == 4 and arrivals["priced_by"] == "served FCFS probe"
+    cost = CostModel(**calibration["coefficients"])
+    s = result["settings"]
+    assert arrivals["poisson_rate"] == pytest.approx(replay.utilisation_rate(
+        0.8, cost, 1, s["mean_prompt_tokens"], s["mean_output_tokens"]))
 
 
 def test_srpt_re_predicts_from_the_engine_step_states(built):
