@@ -488,7 +488,9 @@ def simulated(served: list[Served], trace: list[TraceRequest], policy: str, keys
     from forelen_bench.simulator.requests import Workload
 
     n = len(served)
-    y = np.array([max(s.tokens, 1) for s in served], np.int64)
+    # the decode steps each request took: the prefill sampled its first token, so L - 1, plus
+    # the step that sampled its EOS when it stopped (none when the budget cut it)
+    y = np.array([max(s.tokens - (s.finish_reason == "length"), 1) for s in served], np.int64)
     w = Workload(np.array([s.prompt_tokens for s in served], np.int64), y,
                  np.array([s.arrival_s for s in served]),
                  max(int(max(r.max_new_tokens for r in trace)), int(y.max())))

@@ -111,6 +111,20 @@ def test_simulated_sjf_on_the_same_trace_serves_short_requests_first():
     assert sjf["mean_jct_s"] == pytest.approx(0.5)
 
 
+def test_the_simulator_charges_the_decode_steps_the_engine_ran():
+    """The prefill samples the first token: a request cut at its budget of L tokens ran L - 1
+    decode steps, one that stopped ran L (the last sampled its EOS)."""
+    from forelen_bench.simulator.cost import CostModel
+
+    cost = CostModel(0.01, 0.0, 0.0, 0.0, 0.0)
+    trace = [replay.TraceRequest("r", "", (1,) * 10, 8, 1.0, 1.0, 0, 0.0, 8)]
+    cut = replay.simulated([Served("r", 0.0, 10, tokens=8, finish_reason="length")], trace,
+                           "fcfs", np.zeros(1), None, 1, cost, 8, False)
+    stopped = replay.simulated([Served("r", 0.0, 10, tokens=8, finish_reason="stop")], trace,
+                               "fcfs", np.zeros(1), None, 1, cost, 8, False)
+    assert cut["mean_jct_s"] == pytest.approx(0.07) and stopped["mean_jct_s"] == pytest.approx(0.08)
+
+
 def test_the_utilisation_rate_matches_the_cost_model():
     from forelen_bench.simulator.cost import CostModel
 
