@@ -34,6 +34,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -887,12 +888,25 @@ def run(o: ReplayOptions, say=print) -> dict:
             sim_vllm = simulated(*args, cost, o.rerank_every, preempting, **VLLM_SCHEDULE)
         if served_cost is not None:
             sim_served = simulated(*args, served_cost, o.rerank_every, preempting)
+        # each policy's runs priced on their own served steps: the machine's speed in those
+        # runs goes into the simulation, so the error left is the schedule's; and their steps
+        # priced on FCFS's fit say how fast the machine ran against FCFS's runs
+        sim_own = speed = None
+        servers = [run["server"] for run in runs[spec] if run["server"] is not None]
+        if servers and sum(len(x.step_log) for x in servers) >= 3:
+            own = served_cost_model(SimpleNamespace(
+                step_log=[t for x in servers for t in x.step_log],
+                arrival_log=[t for x in servers for t in x.arrival_log]))
+            sim_own = simulated(*args, own, o.rerank_every, preempting)
+            if served_cost is not None:
+                speed = [step_miss(x, served_cost) for x in servers]
         overhead = float(np.mean([x.feature_ms + x.predict_ms for x in served]))
         tokens = np.array([x.tokens for x in rounds[0]])
         recorded = (np.array([q.recorded_tokens for q in trace]) if not o.source else None)
         result["policies"][spec] = {
             "measured": measured, "simulated": sim, "simulated_vllm_schedule": sim_vllm,
-            "simulated_served_cost": sim_served,
+            "simulated_served_cost": sim_served, "simulated_own_cost": sim_own,
+            "served_over_fcfs": speed,
             "predictor": ranker.info.name if ranker else None,
             "overhead_ms_per_request": overhead if policy in RANKED else 0.0,
             "prefill_ms_per_request": float(np.mean([x.prefill_ms for x in served])),
@@ -998,7 +1012,8 @@ def ratio(p: dict, base: dict) -> dict:
     m = p["measured"]["mean_jct_s"] / base["measured"]["mean_jct_s"]
     out = {"measured": m, "simulated": None, "error": None}
     for key, name in (("simulated", ""), ("simulated_vllm_schedule", "_vllm_schedule"),
-                      ("simulated_served_cost", "_served_cost")):
+                      ("simulated_served_cost", "_served_cost"),
+                      ("simulated_own_cost", "_own_cost")):
         if p.get(key) and base.get(key):
             s = p[key]["mean_jct_s"] / base[key]["mean_jct_s"]
             out[f"simulated{name}"], out[f"error{name}"] = s, s / m - 1
@@ -1060,6 +1075,9 @@ def table(result: dict, width: int = 80) -> str:
             lines.append(f"  on the leaderboard's schedule (prefill on admission): "
                          f"{r['simulated_vllm_schedule']:.3f} "
                          f"({r['error_vllm_schedule'] * 100:+.1f}%)")
+        if r.get("simulated_own_cost") is not None:
+            lines.append(f"  on each policy's own served prices: {r['simulated_own_cost']:.3f} "
+                         f"({r['error_own_cost'] * 100:+.1f}%)")
     for name, p in result["policies"].items():
         if not p.get("predictor"):
             continue
@@ -1093,8 +1111,6 @@ def _serve_vllm(o: ReplayOptions, build: dict, resolved, tokenizer, trace, polic
             keys[i] = float(pred.predict(request_table(req, {}, cols))[0])
             predict_ms[i] = (time.perf_counter() - t0) * 1e3
     say(f"serving under {policy} on vLLM (priority scheduling, {o.slots} sequences) ...")
-    from types import SimpleNamespace
-
     from transformers import GenerationConfig
 
     location = model_dir(resolved)

@@ -95,6 +95,31 @@ def test_the_simulator_is_checked_on_the_policies_ratio():
     assert r["measured"] == 0.5 and r["simulated"] == 0.75 and r["error"] == pytest.approx(0.5)
 
 
+def test_a_run_on_a_slower_machine_is_priced_on_its_own_steps():
+    """Two runs in the same order, the second on a machine 25% slower: the profile's prices
+    simulate no difference, but each run priced on its own served steps reproduces the measured
+    ratio, so the error left is the schedule's alone."""
+    from forelen_bench.simulator.cost import CostModel
+
+    served = [Served(f"r{i}", 0.0, 10, tokens=t) for i, t in enumerate([40, 10, 30, 20])]
+    trace = [replay.TraceRequest(s.uid, "", (1,) * 10, 64, 1.0, 1.0, 0, s.arrival_s, s.tokens)
+             for s in served]
+    fast, slow = CostModel(0.01, 0.001, 0.0, 0.0, 0.0), CostModel(0.0125, 0.00125, 0.0, 0.0, 0.0)
+    order = np.arange(4.0)
+    sim = {name: replay.simulated(served, trace, "fcfs", order, None, 2, c, 8, False)
+           for name, c in (("fast", fast), ("slow", slow))}
+    measured = sim["slow"]["mean_jct_s"] * 1.02  # what the slow run measured (2% unmodelled)
+    policies = {"fcfs": {"measured": {"mean_jct_s": sim["fast"]["mean_jct_s"]},
+                         "simulated": sim["fast"], "simulated_own_cost": sim["fast"]},
+                "sjf:constant-median": {"measured": {"mean_jct_s": measured},
+                                        "simulated": sim["fast"],
+                                        "simulated_own_cost": sim["slow"]}}
+    r = replay.ratio_errors(policies)["sjf:constant-median/fcfs"]
+    assert r["measured"] == pytest.approx(1.25 * 1.02)
+    assert r["error"] == pytest.approx(1 / 1.275 - 1)  # the profile: the drift is all error
+    assert r["error_own_cost"] == pytest.approx(1 / 1.02 - 1)  # own prices: 2% left
+
+
 def test_simulated_sjf_on_the_same_trace_serves_short_requests_first():
     from forelen_bench.simulator.cost import CostModel
 
@@ -300,6 +325,11 @@ def test_rounds_rotate_the_order_and_serve_the_same_tokens(built):
     # the simulator checked on FCFS's own served prices too
     assert result["cost_model"]["served"]["served_over_profile"]["steps"] > 0
     assert result["ratios"]["oracle/fcfs"]["error_served_cost"] is not None
+    # and each policy on its own runs' served prices, with their speed against FCFS's runs
+    assert result["ratios"]["oracle/fcfs"]["error_own_cost"] is not None
+    for p in result["policies"].values():
+        assert len(p["served_over_fcfs"]) == 2 and all(
+            x["decode_total"] > 0 and x["steps"] > 0 for x in p["served_over_fcfs"])
     assert result["settings"]["rounds"] == 2
 
 
