@@ -254,6 +254,38 @@ def merge(
 
 
 @app.command()
+def compact(
+    data: str = typer.Argument(..., help="Dataset folder holding the built config."),
+    config: str = typer.Option(..., help="Config to write in the compact form."),
+    out: str = typer.Option(..., help="Dataset folder to write it to (created if missing)."),
+    step_layer: Optional[List[int]] = typer.Option(
+        None, "--step-layer", help="Recorded layer whose step-state summaries are kept; "
+                                   "repeatable (default: every recorded layer)."),
+    overwrite: bool = typer.Option(False, help="Replace the config if --out already holds it."),
+    json_out: bool = typer.Option(False, "--json", help="Print the config's manifest entry "
+                                                        "form as JSON on stdout."),
+):
+    """Write a config's compact form: every column as built, except the step states, kept only
+    where the registered predictors read them (forelen_bench/compact.py). `forelen evaluate
+    --data OUT` scores it and gives the records the full config gives."""
+    from forelen_bench.compact import compact as compact_config
+
+    console = _console()
+    say = (lambda *a: None) if json_out else console.print
+    entry = compact_config(data, config, out, step_layer or None, overwrite, say)
+    form = entry["form"]
+    total = sum(s["bytes"] for s in entry["shards"].values())
+    if json_out:
+        print(json.dumps({"config": config, "out": out, "bytes": total, "form": form}))
+    else:
+        console.print(f"{config}: {form['source_bytes'] / 2**20:.1f} MiB -> "
+                      f"{total / 2**20:.1f} MiB in {out} (step states of layer(s) "
+                      f"{', '.join(map(str, form['step_layers']))} at steps "
+                      f"{', '.join(map(str, form['state_steps']))} and each row's last; means "
+                      f"over the first {', '.join(map(str, form['mean_steps']))})")
+
+
+@app.command()
 def evaluate(
     predictor: Optional[List[str]] = typer.Option(
         None, "--predictor", help="Registered predictor, all, an entry point, or file.py:Class / "

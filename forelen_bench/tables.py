@@ -91,4 +91,8 @@ def from_arrow(table, meta: dict | None = None) -> FeatureTable:
             cols[name] = _ragged(col, dim)
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
+    if any(n.startswith("step_held_l") for n in cols):  # a compact config (forelen_bench/compact.py)
+        from forelen_bench.compact import assemble
+
+        cols = assemble(cols)
     return FeatureTable(cols, meta)

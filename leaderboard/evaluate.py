@@ -63,6 +63,7 @@ def bootstrap_units(test) -> tuple[np.ndarray, dict]:
 
 
 def load_config(folder, config: str, columns: list[str]) -> Split3:
+    from forelen_bench.compact import is_compact, physical_columns
     from forelen_bench.tables import from_arrow
 
     entry = folder.config(config)
@@ -73,9 +74,12 @@ def load_config(folder, config: str, columns: list[str]) -> Split3:
             "model": entry["build"]["model"], "split": entry["build"]["split"],
             "dtype": entry["build"].get("dtype"),
             "date_string": entry["build"].get("date_string")}  # the day its templates saw
+    read = sorted(set(columns) | set(BASE_COLUMNS))
+    if is_compact(entry):  # step states kept as summaries (forelen_bench/compact.py)
+        read = physical_columns(entry, read)
     parts = {}
     for part in ("train", "validation", "test"):
-        table = folder.read(config, part, columns=sorted(set(columns) | set(BASE_COLUMNS)))
+        table = folder.read(config, part, columns=read)
         parts[part] = from_arrow(table, meta) if table is not None else None
     if parts["train"] is None or parts["test"] is None:
         raise ForelenError(f"config {config!r} needs rows in both train and test to be evaluated")
@@ -285,7 +289,8 @@ def dataset_block(folder, data: Split3) -> dict:
             "fingerprint": dataset_fingerprint(data.entry), "model": build["model_location"],
             "model_revision": build["model_revision"], "split": build["split"],
             "recorded_layers": build["recorded_layers"], "sources": build.get("sources"),
-            "source_mix": build.get("source_mix"), "length_histogram": _histogram(data)}
+            "source_mix": build.get("source_mix"), "length_histogram": _histogram(data),
+            **({"form": data.entry["form"]} if data.entry.get("form") else {})}
 
 
 def _histogram(data: Split3) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from forelen_bench.compact import prefix_mean
+from forelen_bench.errors import ForelenError
 from forelen_bench.metrics import OBSERVED_STEPS
 from forelen_bench.predictors import PREDICTORS, Predictor, PredictorInfo, resolve_layer
 from forelen_bench.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
@@ -42,6 +44,26 @@ def state_at(states, rows, t) -> np.ndarray:
                      for i, s in zip(rows, t)])
 
 
+def prefix_aggregate(states, t: int, aggregator: str, entropy=None) -> np.ndarray:
+    """(D,) float32 aggregate of a row's first min(t, S) step states. `states` is the row's
+    (held, D) float16 array, or its `StepSummary` in a compact config. The mean is rounded to
+    float16, the precision the states are stored in, so both forms give the same features."""
+    m = min(int(t), len(states))
+    if aggregator == "last":
+        return np.asarray(states[m - 1], np.float32)
+    if aggregator == "mean":
+        if isinstance(states, np.ndarray):
+            return prefix_mean(states, m)
+        return states.prefix_mean(m)
+    if not isinstance(states, np.ndarray):
+        raise ForelenError("plp aggregator=entropy reads every step state; the compact form "
+                           "keeps only their means (evaluate it on the full config)")
+    h = np.asarray(states[:m], np.float32)
+    e = np.asarray(entropy[:m], np.float64)
+    w = np.exp(e - e.max())
+    return (w / w.sum()) @ h[: len(w)]
+
+
 def layer_of(predictor: Predictor, table) -> int:
     return resolve_layer(getattr(predictor, "layer", "final"), table.layers())
 
@@ -57,9 +79,12 @@ class PLP(HeadState, Predictor):
     `decode` and `censoring` are the head's (predictors/_head.py; defaults mean and as-exact, the
     paper's); under "survival" every step row of a response cut at the cap is censored, its
     remaining length cap - t a lower bound.
+
+    Version 2 rounds the mean of the step states to float16, the precision they are stored in,
+    so a config's compact form (forelen_bench/compact.py) gives the very same features.
     """
 
-    info = PredictorInfo(name="plp", version="1", family="hidden-state", reference=PAPER,
+    info = PredictorInfo(name="plp", version="2", family="hidden-state", reference=PAPER,
                          requires=("egtp_l{layer}", "step_states_l{layer}"), table="step",
                          progressive=True)
 
@@ -134,19 +159,11 @@ class PLP(HeadState, Predictor):
         entropy = table["response_entropy"] if self.aggregator == "entropy" else None
         agg = np.zeros_like(prompt)  # zeros at t = 0: nothing generated yet
         for r, (i, t) in enumerate(zip(rows, ts)):
-            h = np.asarray(states[i][:t], np.float32)  # (m, D), m = min(t, S)
-            if len(h):
-                agg[r] = self._aggregate(h, None if entropy is None else entropy[i])
+            if t > 0 and len(states[i]):
+                agg[r] = prefix_aggregate(states[i], t, self.aggregator,
+                                          None if entropy is None else entropy[i])
         parts = [prompt, agg]
         if self.step_feature:
             parts.append(np.log1p(np.asarray(ts, np.float32))[:, None])
         return np.concatenate(parts, axis=1)
 
-    def _aggregate(self, h: np.ndarray, entropy) -> np.ndarray:
-        if self.aggregator == "mean":
-            return h.mean(0)
-        if self.aggregator == "last":
-            return h[-1]
-        e = np.asarray(entropy[: len(h)], np.float64)
-        w = np.exp(e - e.max())
-        return (w / w.sum()) @ h[: len(w)]
