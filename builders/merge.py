@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from forelen_bench.compact import merged_form, same_form
 from forelen_bench.errors import ForelenError
 
 
@@ -56,6 +57,10 @@ def _check(config: str, parts: list, target) -> list:
         if entry.get("status") != "complete":
             raise ForelenError(f"config {config!r} in {folder.location} is unfinished (shard "
                                f"{shard['index']}); rerun its build command to complete it")
+        if not same_form(entry.get("form"), first.get("form")):
+            raise ForelenError(f"config {config!r} in {folder.location} is in another form than in "
+                               f"{parts[0][0].location} (full or compact, steps or layers kept); "
+                               "merge folders of one form")
     owner: dict[str, tuple] = {}
     for folder, entry in parts:
         for name, shard_entry in entry["shards"].items():
@@ -103,6 +108,8 @@ def _write(config: str, parts: list, target, say) -> dict:
                                                      key=lambda kv: kv[1]["shard"]["index"])])
         entry["timing"] = {key: sum(e["timing"].get(key, 0) for e in entries)
                            for key in entries[0]["timing"]}
+        if entry.get("form"):  # compact job folders: the merged form names every job's shards
+            entry["form"] = merged_form([e["form"] for e in entries])
         m["configs"][config] = entry
     target.update(record)
     merged = finish_config(target, config)

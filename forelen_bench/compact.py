@@ -21,7 +21,9 @@ non-default `refresh`, `steps` or `aggregator="entropy"`) fails in one line nami
 
 The folder is a dataset folder of the same layout (manifest, card, `data/<config>/<shard>`,
 zstd parquet); the config's manifest entry says `"form": {"name": "compact", ...}` with the steps
-kept, the layers whose states were kept and the fingerprint of the full config it came from.
+kept, the layers whose states were kept and the fingerprint and shard hashes of the full config it
+came from. The jobs of a sharded build (`--num-shards`) compact one by one, and `forelen merge`
+joins their compact folders as it joins full ones, the merged form naming the full shards of all.
 """
 
 from __future__ import annotations
@@ -226,7 +228,30 @@ def compact(src: str, config: str, out: str, step_layers: list[int] | None = Non
     new["form"] = {"name": FORM, "version": FORM_VERSION, "state_steps": list(STATE_STEPS),
                    "mean_steps": list(MEAN_STEPS), "step_layers": keep,
                    "source_fingerprint": dataset_fingerprint(entry),
-                   "source_bytes": sum(int(s.get("bytes") or 0) for s in entry["shards"].values())}
+                   "source_bytes": sum(int(s.get("bytes") or 0) for s in entry["shards"].values()),
+                   "source_shards": {n: s["sha256"] for n, s in sorted(entry["shards"].items())}}
     target.update(lambda m: m["configs"].__setitem__(config, new))
     write_card(target)
     return new
+
+
+SOURCE_KEYS = ("source_fingerprint", "source_bytes", "source_shards")
+
+
+def same_form(a: dict | None, b: dict | None) -> bool:
+    """Whether two entries' forms agree, apart from which full shards they came from."""
+    strip = lambda f: {k: v for k, v in (f or {}).items() if k not in SOURCE_KEYS}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def merged_form(forms: list[dict]) -> dict:
+    """The form of a config merged from compact job folders: the full shards of every job."""
+    from forelen_bench.leaderboard.records import dataset_fingerprint
+
+    shards = {n: h for f in forms for n, h in f["source_shards"].items()}
+    out = dict(forms[0])
+    out.update(source_shards=dict(sorted(shards.items())),
+               source_bytes=sum(int(f.get("source_bytes") or 0) for f in forms),
+               source_fingerprint=dataset_fingerprint(
+                   {"shards": {n: {"sha256": h} for n, h in shards.items()}}))
+    return out

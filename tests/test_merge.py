@@ -99,3 +99,27 @@ def test_a_job_resumes_only_as_the_same_shard(jobs, plan, tmp_path):
     folder.update(lambda m: m["configs"][CONFIG].update(status="partial"))
     with pytest.raises(ForelenError, match="holds a partial build of shard 0 of 3, not shard 1"):
         run_build(dataclasses.replace(plan, out=str(out), num_shards=SHARDS, shard_index=1))
+
+
+def test_compact_jobs_merge_into_the_compact_form_of_one_build(plan, single, jobs, tmp_path):
+    """A build too long for one session runs as jobs; each job's compact form is what is kept
+    (in git), and merging those equals compacting the one build: same shards, same source."""
+    from forelen_bench.compact import compact
+
+    entry, _ = single
+    small = []
+    for i, job in enumerate(jobs):
+        small.append(tmp_path / f"small{i}")
+        compact(str(job), CONFIG, str(small[-1]), say=lambda *_: None)
+    merged = merge(str(tmp_path / "merged"), [str(f) for f in small], say=lambda *_: None)[CONFIG]
+    whole = compact(plan.out, CONFIG, str(tmp_path / "whole"), say=lambda *_: None)
+    assert merged["status"] == "complete"
+    assert {n: s["sha256"] for n, s in merged["shards"].items()} == {
+        n: s["sha256"] for n, s in whole["shards"].items()}
+    assert merged["form"] == whole["form"]
+    assert merged["form"]["source_shards"] == {n: s["sha256"] for n, s in entry["shards"].items()}
+    # a full job and a compact one do not merge
+    with pytest.raises(ForelenError, match="another form"):
+        merge(str(tmp_path / "mixed"), [str(jobs[0]), str(small[1]), str(small[2])],
+              say=lambda *_: None)
+    assert not (tmp_path / "mixed" / "manifest.json").exists()
