@@ -24,6 +24,11 @@ the result records. The dataset itself is not committed, so a session whose mach
 loses its shards but not what the release needs: a config the ledger holds as built is not built
 again, its records stay current while the evaluation code is unchanged, and the release notes are
 written from the ledger alone.
+
+A config whose build outlasts a session (a larger generator on CPU) is built with `--jobs K`: K
+sharded jobs, each compacted (`forelen compact`) into `--compact` (reference/compact/, in git) when
+it completes, so no finished job is lost with a machine; once all are in, they are merged into
+`--out` and evaluated from there (`build_in_jobs`).
 """
 
 from __future__ import annotations
@@ -118,9 +123,18 @@ def main(argv=None) -> int:
                     help="release: pass --allow-dirty to `forelen leaderboard release`, which "
                          "otherwise refuses records made from a dirty tree (git_commit ending in "
                          "+dirty); the notes and manifest then list them")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="build each config as this many jobs (--num-shards), each compacted "
+                         "into --compact when it completes (kept in git), so a build longer "
+                         "than a session survives a change of machine; --out then holds the "
+                         "compact jobs merged, which is what is evaluated")
+    ap.add_argument("--compact", default="reference/compact",
+                    help="with --jobs: where each job's compact form is kept (in git)")
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error("--jobs must be at least 1")
     args.results = args.results or str(Path(args.ledger) / "results")
     # a session's end (SIGTERM) unwinds like Ctrl-C, so the interrupted run is still logged
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -164,7 +178,8 @@ def config_name(args, split: str) -> str:
 def sizes(args, split: str) -> dict:
     s = dict(REFERENCE[split])
     if args.model != DEFAULT_MODEL:
-        s["max_new_tokens"] = None  # the recipe's cap: the pilot measured SmolLM2 only
+        # the cap its own pilot chose (`--phase pilot --model M`), else the recipe's
+        s["max_new_tokens"] = (pilot_of(args).get(split) or {}).get("cap")
     if args.full:
         s["limit"] = None
     return s
@@ -205,6 +220,9 @@ def build(args, splits, env) -> None:
     pilot = pilot_of(args)
     for split in splits:
         config = config_name(args, split)
+        if args.jobs > 1:
+            build_in_jobs(args, split, config, env)
+            continue
         saved = ledger_build(args, config)
         if saved and not on_disk(args, config):
             print(f"build {config}: built before ({saved['machine']}, fingerprint "
@@ -232,6 +250,58 @@ def build(args, splits, env) -> None:
                                "new_tokens": _tokens(entry) - _tokens(before), **summary(entry)})
         built(args, config)  # a complete build goes into the ledger
         print(f"fingerprint {config} {summary(entry)['fingerprint']}", flush=True)
+
+
+def job_dir(args, config: str, index: int) -> Path:
+    """Where job `index`'s compact form is kept (in git)."""
+    return Path(args.compact) / config / f"job-{index}-of-{args.jobs}"
+
+
+def build_in_jobs(args, split: str, config: str, env) -> None:
+    """Build `config` as --jobs sharded jobs. Each job builds into an untracked folder, and once
+    complete is compacted into --compact, which is committed; a job whose compact form is there is
+    not built again, on this machine or another. When every job is in, the compact jobs are
+    merged into --out (the same rows as one uninterrupted build, on one CPU type), which the
+    evaluate phase reads."""
+    kept = []
+    for index in range(args.jobs):
+        target = job_dir(args, config, index)
+        entry = _config(str(target), config)
+        if entry and entry.get("status") == "complete":
+            print(f"build {config} job {index + 1}/{args.jobs}: kept in {target}", flush=True)
+            kept.append(target)
+            continue
+        out = f"{args.out.rstrip('/')}-jobs/{config}/job-{index}-of-{args.jobs}"
+        extra = (build_extra(args, split) + restart_flags(out, config)
+                 + ["--num-shards", str(args.jobs), "--shard-index", str(index)])
+        roof = roofline(args.model, args.threads, args.dtype) if not _cuda() else None
+        before = _config(out, config)
+        t0 = time.time()
+        finished = False
+        try:
+            forelen(build_args(args, split, out, extra), env)
+            forelen(["compact", out, "--config", config, "--out", str(target), "--overwrite"], env)
+            finished = True
+        finally:
+            entry = _config(out, config)
+            log_run(args.ledger, {"phase": "build", "split": split, "config": config,
+                                  "job": index, "jobs": args.jobs,
+                                  "wall_s": round(time.time() - t0, 1), "roofline": roof,
+                                  "interrupted": not finished,
+                                  "new_tokens": _tokens(entry) - _tokens(before),
+                                  **summary(entry)})
+        kept.append(target)
+    if on_disk(args, config):
+        merged = _config(args.out, config)
+        if sorted(merged.get("merged_from") and [m["path"] for m in merged["merged_from"]] or []) \
+                == sorted(str(k) for k in kept):
+            built(args, config)
+            return
+        raise SystemExit(f"reference: {args.out} holds another build of {config}; remove it there "
+                         "to merge the compact jobs")
+    forelen(["merge", args.out, *map(str, kept)], env)
+    built(args, config)  # into the ledger
+    print(f"fingerprint {config} {summary(_config(args.out, config))['fingerprint']}", flush=True)
 
 
 def first_unit(entry: dict) -> tuple[int, list[str]]:

@@ -399,3 +399,46 @@ def test_restart_flags_only_discard_a_build_without_shards(tmp_path, entry, flag
     configs = {"smollm2-135m-long": entry} if entry else {}
     (tmp_path / "manifest.json").write_text(json.dumps({"configs": configs}))
     assert reference.restart_flags(str(tmp_path), "smollm2-135m-long") == flags
+
+
+def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_file, tmp_path,
+                                                     monkeypatch):
+    """--jobs K: each job is compacted into the kept folder when it completes; a job kept there
+    is not built again, and on a machine without the dataset the kept jobs are merged into --out
+    without building anything."""
+    from conftest import FORELEN, cli_env
+
+    calls = []
+
+    def run_forelen(a, env):
+        calls.append(a[0])
+        done = subprocess.run([FORELEN, *a], capture_output=True, text=True, env=cli_env())
+        assert done.returncode == 0, done.stderr
+
+    monkeypatch.setattr(reference, "forelen", run_forelen)
+    monkeypatch.setattr(reference, "roofline", lambda *a, **k: None)
+    monkeypatch.setitem(reference.REFERENCE, "rl", dict(reference.REFERENCE["rl"], work_unit=2))
+    args = SimpleNamespace(model=str(tiny_model_dir), engine="hf", dtype="float32", threads=1,
+                           out=str(tmp_path / "ds"), compact=str(tmp_path / "kept"), jobs=2,
+                           ledger=str(tmp_path / "ledger"), full=False,
+                           pilot_out=str(tmp_path / "pilot"))
+    monkeypatch.setattr(reference, "build_extra", lambda args, split: [
+        "--source", str(prompts_file), "--limit", "4", "--samples-per-prompt", "2",
+        "--max-new-tokens", "12", "--steps", "8", "--batch-size", "2"])
+    config = reference.config_name(args, "rl")
+    reference.build_in_jobs(args, "rl", config, {})
+    assert calls == ["build", "compact", "build", "compact", "merge"]
+    entry = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
+    assert entry["status"] == "complete" and entry["form"]["name"] == "compact"
+    assert json.loads((tmp_path / "ledger" / "builds" / f"{config}.json").read_text())[
+        "fingerprint"] == reference.summary(entry)["fingerprint"]
+    calls.clear()
+    reference.build_in_jobs(args, "rl", config, {})  # everything in place: nothing to do
+    assert calls == []
+    # another machine: the dataset and the jobs' full folders are gone, the kept jobs are not
+    shutil.rmtree(tmp_path / "ds")
+    shutil.rmtree(tmp_path / "ds-jobs")
+    reference.build_in_jobs(args, "rl", config, {})
+    assert calls == ["merge"]
+    again = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
+    assert again["shards"] == entry["shards"]
