@@ -200,7 +200,7 @@ def pilot(args, splits, env) -> None:
                            pilot=True), env)
         log_run(args.ledger, {"phase": "pilot", "split": split, "config": config_name(args, split),
                               "wall_s": round(time.time() - t0, 1)})
-    table = save_pilot(args, pilot_table(args.pilot_out))
+    table = save_pilot(args, pilot_table(args.pilot_out, pilot_configs(args)))
     print(json.dumps(table, indent=2))
 
 
@@ -677,7 +677,7 @@ def pilot_of(args) -> dict:
     """The pilot's table: from the pilot folder when it is there (and saved to the ledger), else
     from the ledger."""
     if (Path(args.pilot_out) / "manifest.json").is_file():
-        table = pilot_table(args.pilot_out)
+        table = pilot_table(args.pilot_out, pilot_configs(args))
         if table:
             return save_pilot(args, table)
     path = pilot_path(args)
@@ -698,8 +698,14 @@ def choose_cap(censored: dict[int, float]) -> int:
     return max(censored)
 
 
-def pilot_table(folder: str) -> dict:
-    """Per split: the pilot's length quantiles and the censored share at each candidate cap."""
+def pilot_configs(args) -> set[str]:
+    """The pilot configs of this run's generator (the pilot folder may hold other generators')."""
+    return {config_name(args, split) for split in PILOT_SPLITS}
+
+
+def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
+    """Per split: the pilot's length quantiles and the censored share at each candidate cap, of
+    the `configs` given (default: every config in the folder)."""
     import numpy as np
 
     from forelen_bench.dataset import DatasetFolder
@@ -707,7 +713,7 @@ def pilot_table(folder: str) -> dict:
     ds = DatasetFolder(folder)
     out = {}
     for config, entry in sorted(ds.manifest()["configs"].items()):
-        if entry.get("status") != "complete":
+        if entry.get("status") != "complete" or (configs is not None and config not in configs):
             continue
         table = ds.read(config, columns=["output_tokens", "finish_reason", "group_id"])
         y = np.asarray(table["output_tokens"].to_numpy())

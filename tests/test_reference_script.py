@@ -442,3 +442,26 @@ def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_fi
     assert calls == ["merge"]
     again = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
     assert again["shards"] == entry["shards"]
+
+
+def test_a_pilot_folder_of_two_generators_gives_each_its_own_table(tmp_path):
+    import pyarrow as pa
+
+    from forelen_bench.dataset import DatasetFolder
+
+    folder = DatasetFolder(tmp_path / "pilot")
+    for config, lengths in (("qwen2.5-coder-0.5b-cot", [100, 200, 2048]),
+                            ("smollm2-135m-cot", [2048, 2048, 30])):
+        table = pa.table({"output_tokens": pa.array(lengths, pa.int32()),
+                          "finish_reason": ["length" if n == 2048 else "stop" for n in lengths],
+                          "group_id": ["a", "b", "c"]})
+        shard = folder.write_shard(config, "train-00000.parquet", table)
+        entry = {"status": "complete", "shards": {"train-00000.parquet": shard},
+                 "build": {"split": "cot", "max_new_tokens": 2048}}
+        folder.update(lambda m, c=config, e=entry: m["configs"].__setitem__(c, e))
+    args = SimpleNamespace(model="qwen2.5-coder-0.5b")
+    table = reference.pilot_table(str(tmp_path / "pilot"), reference.pilot_configs(args))
+    assert table["cot"]["config"] == "qwen2.5-coder-0.5b-cot" and table["cot"]["median"] == 200
+    args.model = "smollm2-135m"
+    table = reference.pilot_table(str(tmp_path / "pilot"), reference.pilot_configs(args))
+    assert table["cot"]["config"] == "smollm2-135m-cot" and table["cot"]["median"] == 2048
