@@ -276,7 +276,8 @@ def compact(
     form = entry["form"]
     total = sum(s["bytes"] for s in entry["shards"].values())
     if json_out:
-        print(json.dumps({"config": config, "out": out, "bytes": total, "form": form}))
+        print(json.dumps({"config": config, "out": out, "bytes": total, "form": {
+            k: v for k, v in form.items() if k != "source_shards"}}))  # the manifest lists them
     else:
         console.print(f"{config}: {form['source_bytes'] / 2**20:.1f} MiB -> "
                       f"{total / 2**20:.1f} MiB in {out} (step states of layer(s) "
