@@ -325,7 +325,7 @@ def test_list_options_are_the_ones_that_accumulate():
     assert LISTS == {(("build",), "--source"), (("build",), "--layer"), (("import",), "--layer"),
                      (("evaluate",), "--predictor"), (("evaluate",), "--family"),
                      (("simulate",), "--predictor"), (("simulate",), "--family"),
-                     (("replay",), "--policy")}
+                     (("replay",), "--policy"), (("compact",), "--step-layer")}
 
 
 def test_predictor_values_are_split_ordered_and_checked_before_anything_runs(monkeypatch, capsys,
