@@ -24,8 +24,8 @@ import time
 
 
 def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096):
-    from forelen_bench.builders.build import load_prompts, plan_prompts
-    from forelen_bench.builders.splits import SPLITS
+    from forelen.builders.build import load_prompts, plan_prompts
+    from forelen.builders.splits import SPLITS
 
     recipe = SPLITS.get(split)
     return plan_prompts(load_prompts(recipe.sources, "prompt", n, 0), recipe, tokenizer,
@@ -34,8 +34,8 @@ def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096
 
 def requests(planned, samples: int, max_new: int, temperature: float, top_p: float):
     """Ordered as a build plans them: by prompt length, a group's samples together."""
-    from forelen_bench.builders.build import sample_seed, uid_of
-    from forelen_bench.builders.engines import GenerationRequest
+    from forelen.builders.build import sample_seed, uid_of
+    from forelen.builders.engines import GenerationRequest
 
     ordered = sorted(planned, key=lambda p: (len(p.prompt_ids), p.group_id))
     return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), max_new, temperature,
@@ -60,8 +60,8 @@ def naive(model, reqs) -> dict:
 
 
 def static(model, tokenizer, reqs, batch_size: int, layers) -> dict:
-    from forelen_bench.builders.engines.hf_static import HFStaticEngine
-    from forelen_bench.builders.recorder import Recorder
+    from forelen.builders.engines.hf_static import HFStaticEngine
+    from forelen.builders.recorder import Recorder
 
     t0 = time.perf_counter()
     gens = HFStaticEngine(model, tokenizer, batch_size).generate(reqs)
@@ -75,7 +75,7 @@ def static(model, tokenizer, reqs, batch_size: int, layers) -> dict:
 
 
 def continuous(model, tokenizer, reqs, settings) -> dict:
-    from forelen_bench.builders.engines.hf import HFEngine
+    from forelen.builders.engines.hf import HFEngine
 
     engine = HFEngine(model, tokenizer, settings)
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def attention_sweep(model, slots: int, context: int) -> dict:
     """Time of one decode step's attention over all layers for each kernel, at `slots` rows."""
     import torch
 
-    from forelen_bench.builders.engines import slots as slot_mod
+    from forelen.builders.engines import slots as slot_mod
 
     cfg = model.config
     kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
@@ -188,9 +188,9 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from forelen_bench.builders.engines import EngineSettings
-    from forelen_bench.builders.recorder import default_layers
-    from forelen_bench.models import load_model, resolve_model
+    from forelen.builders.engines import EngineSettings
+    from forelen.builders.recorder import default_layers
+    from forelen.models import load_model, resolve_model
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

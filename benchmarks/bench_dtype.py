@@ -70,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from forelen_bench.models import model_dir, resolve_model
+    from forelen.models import model_dir, resolve_model
     from transformers import AutoConfig
 
     torch.set_num_threads(args.threads)

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from forelen.provenance import machine
+
 BASELINE = "smollm2-135m"
 
 
@@ -33,14 +35,6 @@ def rss_gib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 2**20
     return float("nan")
-
-
-def machine() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.startswith("model name")), "unknown CPU")
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f} " in text]
-    return f"{name} ({', '.join(flags) or 'no AVX2'}), {text.count('processor')} logical CPUs"
 
 
 def decode_tok_s(model, ids, new: int) -> dict:
@@ -68,9 +62,9 @@ def decode_tok_s(model, ids, new: int) -> dict:
 def build_tok_s(model, tokenizer, n_prompts: int, new: int, slots: int) -> dict:
     from bench_build import planned_prompts, requests
 
-    from forelen_bench.builders.engines import EngineSettings
-    from forelen_bench.builders.engines.hf import HFEngine
-    from forelen_bench.builders.recorder import default_layers
+    from forelen.builders.engines import EngineSettings
+    from forelen.builders.engines.hf import HFEngine
+    from forelen.builders.recorder import default_layers
 
     reqs = requests(planned_prompts(tokenizer, "cot", n_prompts), 1, new, 0.6, 0.95)
     settings = EngineSettings(slots=slots, layers=tuple(default_layers(model.config.num_hidden_layers)),
@@ -97,7 +91,7 @@ def one(alias: str, args) -> dict:
     from transformers.utils import logging as hf_logging
 
     from bench_build import planned_prompts
-    from forelen_bench.models import MODELS, cache_dir, load_model, resolve_model
+    from forelen.models import MODELS, cache_dir, load_model, resolve_model
 
     hf_logging.set_verbosity_error()
     resolved = resolve_model(alias)

@@ -42,8 +42,8 @@ PAPER_7B = {"gflop_per_token": 2 * (6.5e9 + 152_064 * 3_584) / 1e9, "gpu": "H100
 def rows(n: int, median: int, seed: int, tokenizer) -> list[dict]:
     import numpy as np
 
-    from forelen_bench.builders.build import load_prompts
-    from forelen_bench.builders.splits import SPLITS
+    from forelen.builders.build import load_prompts
+    from forelen.builders.splits import SPLITS
 
     prompts = [p.text for _, p in load_prompts(SPLITS.get("cot").sources, "prompt", n, seed)]
     docs = [p.text for _, p in load_prompts(SPLITS.get("long").sources, "prompt", 64, seed)]
@@ -67,8 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     n = 64 if args.quick else args.rows
 
-    from forelen_bench.builders.importer import ImportOptions, run_import
-    from forelen_bench.models import load_model, resolve_model
+    from forelen.builders.importer import ImportOptions, run_import
+    from forelen.models import load_model, resolve_model
 
     model, tokenizer, _ = load_model(resolve_model("smollm2-135m"), "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))

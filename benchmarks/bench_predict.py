@@ -27,7 +27,7 @@ def decode_step_ms(repeats: int = 30) -> float:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from forelen_bench.models import load_model, resolve_model
+    from forelen.models import load_model, resolve_model
 
     hf_logging.disable_progress_bar()
     model, _, _ = load_model(resolve_model("smollm2-135m"))
@@ -47,7 +47,7 @@ def decode_step_ms(repeats: int = 30) -> float:
 
 
 def synthetic(rows: int, dim: int = 576, layers=(10, 30), steps: int = 64, seed: int = 0):
-    from forelen_bench.tables import FeatureTable
+    from forelen.tables import FeatureTable
 
     rng = np.random.default_rng(seed)
     y = rng.integers(10, 2000, size=rows)
@@ -71,9 +71,9 @@ def synthetic(rows: int, dim: int = 576, layers=(10, 30), steps: int = 64, seed:
 
 def text_latencies(step_ms: float, repeats: int = 20) -> None:
     """Per-request latency of each text predictor; quality is measured by `forelen evaluate`."""
-    from forelen_bench.leaderboard.evaluate import make_predictor
-    from forelen_bench.predictors import PREDICTORS
-    from forelen_bench.tables import FeatureTable
+    from forelen.leaderboard.evaluate import make_predictor
+    from forelen.predictors import PREDICTORS
+    from forelen.tables import FeatureTable
 
     rng = np.random.default_rng(0)
     words = ["explain", "briefly", "in detail", "the", "history", "of", "rivers", "and", "code"]
@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("--skip-text", action="store_true", help="skip the text-proxy predictors")
     args = parser.parse_args()
 
-    from forelen_bench.leaderboard.evaluate import make_predictor
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.leaderboard.evaluate import make_predictor
+    from forelen.predictors import PREDICTORS
 
     step_ms = decode_step_ms()
     print(f"SmolLM2-135M decode step (batch 1, 128-token context): {step_ms:.2f} ms")

@@ -46,7 +46,7 @@ def main() -> None:
 
     import ray
 
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     base = BuildOptions(split="cot", limit=args.limit, max_new_tokens=args.max_new_tokens,

@@ -28,8 +28,8 @@ import sys
 
 
 def main(argv=None) -> int:
-    from forelen_bench.errors import ForelenError
-    from forelen_bench.replay import ReplayOptions, last_line, run, table
+    from forelen.errors import ForelenError
+    from forelen.replay import ReplayOptions, last_line, run, table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="reference/forelen")

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from forelen_bench.simulator import CostModel, fcfs, make_workload, simulate, sjf, srpt
-from forelen_bench.simulator.naive import naive_continuous
+from forelen.simulator import CostModel, fcfs, make_workload, simulate, sjf, srpt
+from forelen.simulator.naive import naive_continuous
 
 STEPS = np.array([0, 1, 2, 4, 8, 16, 32, 64])
 

@@ -23,7 +23,7 @@ import numpy as np
 
 
 def real_prompts(n: int) -> list[str]:
-    from forelen_bench.builders.build import load_prompts
+    from forelen.builders.build import load_prompts
 
     sources = ("mmath-pkg", "gsm-symbolic", "humaneval-pkg", "ifeval-pkg", "writingbench-pkg",
                "arenahard-pkg", "alpacaeval-pkg", "longdocs-pkg")
@@ -31,9 +31,9 @@ def real_prompts(n: int) -> list[str]:
 
 
 def fit_time(name: str, texts: list[str], y: np.ndarray, **params) -> float:
-    from forelen_bench.leaderboard.evaluate import make_predictor
-    from forelen_bench.predictors import PREDICTORS
-    from forelen_bench.tables import FeatureTable
+    from forelen.leaderboard.evaluate import make_predictor
+    from forelen.predictors import PREDICTORS
+    from forelen.tables import FeatureTable
 
     table = FeatureTable({"prompt": np.array(texts, dtype=object)}, {"recorded_layers": []})
     pred = make_predictor(PREDICTORS.get(name), 42)
@@ -53,9 +53,9 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from forelen_bench.leaderboard.evaluate import make_predictor
-    from forelen_bench.predictors import PREDICTORS
-    from forelen_bench.predictors._text import load_encoder, resolve_precision, tokenize
+    from forelen.leaderboard.evaluate import make_predictor
+    from forelen.predictors import PREDICTORS
+    from forelen.predictors._text import load_encoder, resolve_precision, tokenize
 
     hf_logging.disable_progress_bar()
     texts = real_prompts(max(args.prompts, args.compare))

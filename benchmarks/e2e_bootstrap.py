@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from forelen_bench.metrics import OBSERVED_STEPS
-from forelen_bench.simulator.endtoend import (BOOT_KEYS, Scenario, SimSettings, _Replay,
+from forelen.metrics import OBSERVED_STEPS
+from forelen.simulator.endtoend import (BOOT_KEYS, Scenario, SimSettings, _Replay,
                                               _run_replicates)
 
 CAP = 2048

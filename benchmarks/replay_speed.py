@@ -26,8 +26,8 @@ import numpy as np
 
 
 def main(argv=None) -> int:
-    from forelen_bench.replay import Served, TraceRequest, simulated
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.replay import Served, TraceRequest, simulated
+    from forelen.simulator.cost import CostModel
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("result", help="a saved replay result (JSON)")

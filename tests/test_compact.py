@@ -1,4 +1,4 @@
-"""The compact form of a config (forelen_bench/compact.py): the step predictors give the same
+"""The compact form of a config (src/forelen/compact.py): the step predictors give the same
 predictions on it as on the full config, `forelen compact` writes it, `forelen evaluate` scores it
 into the same records, and it refuses what it cannot serve in one line."""
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench.compact import MEAN_STEPS, STATE_STEPS, StepSummary, summarise
-from forelen_bench.errors import ForelenError
-from forelen_bench.metrics import OBSERVED_STEPS
-from forelen_bench.predictors import PREDICTORS, _head
-from forelen_bench.tables import FeatureTable
+from forelen.compact import MEAN_STEPS, STATE_STEPS, StepSummary, summarise
+from forelen.errors import ForelenError
+from forelen.metrics import OBSERVED_STEPS
+from forelen.predictors import PREDICTORS, _head
+from forelen.tables import FeatureTable
 from test_progressive import FAST, synthetic_table
 
 
@@ -91,7 +91,7 @@ CONFIG = "tiny-llama-rl"
 
 @pytest.fixture(scope="module")
 def built(tiny_model_dir, prompts_file, tmp_path_factory):
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     out = tmp_path_factory.mktemp("compact") / "ds"
     run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from forelen_bench import dataset as ds
-from forelen_bench.card import config_stats, render_card, write_card
-from forelen_bench.dataset import DatasetFolder, atomic_write_bytes, partitions_present, sha256_file
-from forelen_bench.errors import ForelenError
-from forelen_bench.schema import SCHEMA_VERSION
+from forelen import dataset as ds
+from forelen.card import config_stats, render_card, write_card
+from forelen.dataset import DatasetFolder, atomic_write_bytes, partitions_present, sha256_file
+from forelen.errors import ForelenError
+from forelen.schema import SCHEMA_VERSION
 
 
 def leftovers(folder) -> list[str]:
@@ -139,7 +139,7 @@ def test_update_writes_version_and_keeps_other_configs(tmp_path):
 def test_concurrent_updates_from_two_processes_keep_both_configs(tmp_path):
     script = textwrap.dedent("""
         import sys, time
-        from forelen_bench.dataset import DatasetFolder
+        from forelen.dataset import DatasetFolder
         folder, name = DatasetFolder(sys.argv[1]), sys.argv[2]
         for i in range(25):
             def change(m, i=i):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.errors import ForelenError
-from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.tables import FeatureTable
+from forelen.errors import ForelenError
+from forelen.predictors import PREDICTORS, NotFittedError
+from forelen.tables import FeatureTable
 
 D = 32  # hidden size of the synthetic "model"
 LAYER = 2
@@ -120,7 +120,7 @@ def test_group_median_oracle_equals_each_groups_median_and_is_not_ranked():
 
 @pytest.mark.parametrize("name", ["egtp", "pool-mean"])
 def test_decode_median_reads_the_predicted_distribution_and_gets_its_own_record_key(task, name):
-    from forelen_bench.predictors._plugins import params_key
+    from forelen.predictors._plugins import params_key
 
     (train, y), val, (test, _) = task
     pred = PREDICTORS.get(name)(layer=LAYER, decode="median")

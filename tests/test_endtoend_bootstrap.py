@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from forelen_bench import stats
-from forelen_bench.metrics import OBSERVED_STEPS, group_resamples
-from forelen_bench.simulator import make_workload, sjf, srpt
-from forelen_bench.simulator.endtoend import (BOOT_KEYS, ENCODING, Scenario, SimSettings, _simulate,
+from forelen import stats
+from forelen.metrics import OBSERVED_STEPS, group_resamples
+from forelen.simulator import make_workload, sjf, srpt
+from forelen.simulator.endtoend import (BOOT_KEYS, ENCODING, Scenario, SimSettings, _simulate,
                                               encode, series)
 
 STEPS = np.asarray(OBSERVED_STEPS)

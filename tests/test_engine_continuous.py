@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.builders.engines import EngineSettings, GenerationRequest
-from forelen_bench.builders.engines.hf import HFEngine
-from forelen_bench.builders.engines.hf_static import HFStaticEngine
-from forelen_bench.builders.recorder import Recorder
-from forelen_bench.errors import ForelenError
+from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines.hf import HFEngine
+from forelen.builders.engines.hf_static import HFStaticEngine
+from forelen.builders.recorder import Recorder
+from forelen.errors import ForelenError
 from test_engine_hf import TEXTS, requests_for
 
 LAYERS = (0, 1, 3)
@@ -180,7 +180,7 @@ def test_model_attention_setting_is_restored(tiny_model, reference):
 
 
 def test_split_ranges_reads_fewer_keys_and_covers_every_row():
-    from forelen_bench.builders.engines.slots import BUCKET_OVERHEAD_KEYS, split_ranges
+    from forelen.builders.engines.slots import BUCKET_OVERHEAD_KEYS, split_ranges
 
     lengths = [100] * 60 + [2000] * 4 + [120] * 60
     cost, ranges = split_ranges(lengths)
@@ -195,7 +195,7 @@ def test_split_ranges_reads_fewer_keys_and_covers_every_row():
 def test_ranged_attention_equals_one_padded_batch(kernel):
     import torch
 
-    from forelen_bench.builders.engines.slots import Plan, slot_attention
+    from forelen.builders.engines.slots import Plan, slot_attention
 
     g = torch.Generator().manual_seed(0)
     n, hq, hkv, d = 12, 4, 2, 8
@@ -211,8 +211,8 @@ def test_ranged_attention_equals_one_padded_batch(kernel):
 
 
 def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, reference, monkeypatch):
-    import forelen_bench.builders.engines.hf as hf
-    import forelen_bench.builders.engines.slots as slots
+    import forelen.builders.engines.hf as hf
+    import forelen.builders.engines.slots as slots
 
     model, tokenizer = tiny_model
     reqs, static = reference
@@ -236,7 +236,7 @@ def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, refere
 def test_compiled_entropy_agrees_with_eager(monkeypatch):
     import torch
 
-    from forelen_bench.builders.engines import entropy as hf
+    from forelen.builders.engines import entropy as hf
 
     logits = torch.randn(5, 20000, generator=torch.Generator().manual_seed(0)) * 6
     fn, name = hf.entropy_kernel(20000)

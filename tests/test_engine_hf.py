@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from forelen_bench.builders.engines import (ENGINES, EngineSettings, Generation, GenerationRequest,
+from forelen.builders.engines import (ENGINES, EngineSettings, Generation, GenerationRequest,
                                             finish)
-from forelen_bench.builders.engines.hf import HFEngine
-from forelen_bench.builders.engines.hf_static import HFStaticEngine, _SeededSampler
-from forelen_bench.builders.engines.sampling import eos_ids, sample_seeded
+from forelen.builders.engines.hf import HFEngine
+from forelen.builders.engines.hf_static import HFStaticEngine, _SeededSampler
+from forelen.builders.engines.sampling import eos_ids, sample_seeded
 
 V = 50
 

@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 
-from forelen_bench.builders.build import BuildOptions, run_build
-from forelen_bench.builders.engines.vllm import VLLMEngine
-from forelen_bench.dataset import DatasetFolder
+from forelen.builders.build import BuildOptions, run_build
+from forelen.builders.engines.vllm import VLLMEngine
+from forelen.dataset import DatasetFolder
 from test_build import assert_same_rows, interrupt_on_call, sorted_rows
 
 FAKE_VLLM = '''
@@ -136,8 +136,8 @@ def test_vllm_completions_follow_the_hf_conventions():
     """EOS is cut from the tokens; "length" from vLLM (budget or context) stays censored."""
     from types import SimpleNamespace
 
-    from forelen_bench.builders.engines import GenerationRequest
-    from forelen_bench.builders.engines.vllm import from_vllm
+    from forelen.builders.engines import GenerationRequest
+    from forelen.builders.engines.vllm import from_vllm
 
     req = GenerationRequest("g#0", (1, 2), 4, 1.0, 1.0, 7)
     eos = {0}

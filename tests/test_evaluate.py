@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench.builders.build import BuildOptions, run_build
+from forelen.builders.build import BuildOptions, run_build
 
 CONFIG = "tiny-llama-rl"
 
@@ -32,7 +32,7 @@ DISTRIBUTIONS = {"egtp", "pool-mean", "pool-max", "pool-last", "plp", "trail", "
 
 
 def test_evaluate_all_writes_a_record_per_predictor(built, tmp_path):
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.predictors import PREDICTORS
 
     results = tmp_path / "results"
     proc = run("evaluate", "--predictor", "all", "--data", str(built), "--results", str(results))
@@ -117,7 +117,7 @@ def test_evaluate_without_dataset_is_one_line(tmp_path):
 
 
 def test_family_filter(built, tmp_path):
-    from forelen_bench.predictors import PREDICTORS
+    from forelen.predictors import PREDICTORS
 
     results = tmp_path / "results"
     proc = run("evaluate", "--predictor", "all", "--family", "reference", "--data", str(built),
@@ -135,9 +135,9 @@ def test_a_spy_sees_only_its_partition_and_the_record_recomputes(built):
     predictor reports about its test predictions survives the latency measurement."""
     import numpy as np
 
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
-    from forelen_bench.predictors import Predictor, PredictorInfo
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import evaluate_one, load_config
+    from forelen.predictors import Predictor, PredictorInfo
 
     folder = DatasetFolder(built)
     data = load_config(folder, "tiny-llama-rl", ["output_tokens", "group_id", "prompt_tokens",
@@ -235,9 +235,9 @@ def test_a_release_shows_the_length_distribution_without_the_dataset(built, tmp_
 
 def test_the_pia_record_keeps_its_parse_failure_rate(built, tmp_path):
     """Measured on the test predictions, not on the one-row latency runs, and shown on the page."""
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import run_evaluation
-    from forelen_bench.leaderboard.render import render_command
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import run_evaluation
+    from forelen.leaderboard.render import render_command
 
     (record,) = run_evaluation(DatasetFolder(built), ["tiny-llama-rl"], ["pia"], 42,
                                str(tmp_path / "results"))
@@ -256,9 +256,9 @@ def test_bootstrap_resamples_whole_templates():
     import numpy as np
 
     pytest.importorskip("reasoning_gym")
-    from forelen_bench.builders.sources import SOURCES
-    from forelen_bench.leaderboard.evaluate import bootstrap_units
-    from forelen_bench.tables import FeatureTable
+    from forelen.builders.sources import SOURCES
+    from forelen.leaderboard.evaluate import bootstrap_units
+    from forelen.tables import FeatureTable
 
     gsm = SOURCES.get("gsm-symbolic").load(120, 0)
     rows = [("gsm-symbolic", p.source_id) for p in gsm] + [("mmath-pkg", "AIME-3"),
@@ -280,11 +280,11 @@ def test_a_distribution_predictor_has_distribution_metrics_and_a_point_one_none(
     without gets null for all three."""
     import numpy as np
 
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
-    from forelen_bench.metrics import distribution_metrics
-    from forelen_bench.predictors import Predictor, PredictorInfo
+    from forelen.dataset import DatasetFolder
+    from forelen.distribution import BinnedDistribution
+    from forelen.leaderboard.evaluate import evaluate_one, load_config
+    from forelen.metrics import distribution_metrics
+    from forelen.predictors import Predictor, PredictorInfo
 
     class Point(Predictor):
         info = PredictorInfo(name="point", version="1", family="reference", reference="test",
@@ -329,10 +329,10 @@ def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
     """ltr outputs a ranking score: its record stores every length and distribution metric as
     null (never 0.0), keeps tau and rho, has no per-row errors, and takes no MAE rank; the page
     and the terminal show "–"."""
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import run_evaluation
-    from forelen_bench.leaderboard.render import config_table, mae_ranks, significance
-    from forelen_bench.metrics import METRICS
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import run_evaluation
+    from forelen.leaderboard.render import config_table, mae_ranks, significance
+    from forelen.metrics import METRICS
 
     results = tmp_path / "results"
     records = run_evaluation(DatasetFolder(built), [CONFIG], ["ltr", "constant-median"], 42,
@@ -359,11 +359,11 @@ def test_the_record_stores_its_prediction_spread_and_a_constant_is_flagged(built
     CONSTANT_SPREAD is flagged constant and not ranked, a reference never is."""
     import numpy as np
 
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import evaluate_one, load_config
-    from forelen_bench.leaderboard.render import constants
-    from forelen_bench.metrics import CONSTANT_SPREAD
-    from forelen_bench.predictors import Predictor, PredictorInfo
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import evaluate_one, load_config
+    from forelen.leaderboard.render import constants
+    from forelen.metrics import CONSTANT_SPREAD
+    from forelen.predictors import Predictor, PredictorInfo
 
     class Flat(Predictor):
         info = PredictorInfo(name="flat", version="1", family="text-proxy", reference="test",

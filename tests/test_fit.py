@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench.errors import ForelenError
-from forelen_bench.predictors import PREDICTORS, Predictor
-from forelen_bench.predictors import _saved
-from forelen_bench.predictors._plugins import synthetic
+from forelen.errors import ForelenError
+from forelen.predictors import PREDICTORS, Predictor
+from forelen.predictors import _saved
+from forelen.predictors._plugins import synthetic
 
 CONFIG = "tiny-llama-rl"
 TESTS = Path(__file__).resolve().parent
@@ -96,8 +96,8 @@ FRESH = ["egtp", "plp", "trail", "tpv", "prompt-length", "constant-median"]
 FRESH_SCRIPT = """
 import sys
 import numpy as np
-from forelen_bench.predictors import Predictor
-from forelen_bench.predictors._plugins import synthetic
+from forelen.predictors import Predictor
+from forelen.predictors._plugins import synthetic
 test, _ = synthetic(16, seed=1)
 for folder, out in zip(sys.argv[1::2], sys.argv[2::2]):
     pred = Predictor.load(folder)
@@ -150,8 +150,8 @@ def test_the_json_holds_hyper_parameters_and_the_state_file_is_checked(tables, t
 
 def test_loading_refuses_another_class_a_newer_version_and_a_non_predictor(tables, tmp_path,
                                                                           monkeypatch):
-    from forelen_bench.predictors.egtp import EGTP
-    from forelen_bench.predictors.references import ConstantMedian
+    from forelen.predictors.egtp import EGTP
+    from forelen.predictors.references import ConstantMedian
 
     pred, _ = fitted("constant-median", tables)
     pred.save(tmp_path / "cm")
@@ -212,7 +212,7 @@ def test_an_interrupted_save_leaves_nothing(tables, tmp_path, monkeypatch):
 
 
 def test_a_state_that_needs_pickle_is_refused_in_one_line(tmp_path):
-    from forelen_bench.predictors import PredictorInfo
+    from forelen.predictors import PredictorInfo
 
     class Opaque(Predictor):
         info = PredictorInfo(name="opaque", version="1", family="reference", reference="test",
@@ -296,7 +296,7 @@ def others(tiny_model_dir, tmp_path_factory, prompts_file):
     """Configs the rl fit cannot score, or can: a generator of hidden size 48; the same tiny
     generator's cot config recorded at layers 2 and 3 (the rl config has 1 and 3)."""
     import conftest
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     root = tmp_path_factory.mktemp("others")
     mp = pytest.MonkeyPatch()
@@ -409,7 +409,7 @@ def test_pia_saves_its_generator_by_name(tiny_model_dir, tmp_path):
     from test_pia import PROMPTS, _table
     from transformers import AutoTokenizer
 
-    from forelen_bench.predictors.pia import PIA
+    from forelen.predictors.pia import PIA
 
     table = _table(AutoTokenizer.from_pretrained(tiny_model_dir), PROMPTS[:6])
     pred = PIA(model=str(tiny_model_dir), max_new_tokens=4, dtype="float32", device="cpu")
@@ -420,7 +420,7 @@ def test_pia_saves_its_generator_by_name(tiny_model_dir, tmp_path):
     assert meta["state"]["model_spec_"] == str(tiny_model_dir)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import sys, numpy as np
-        from forelen_bench.predictors import Predictor
+        from forelen.predictors import Predictor
         sys.path.insert(0, sys.argv[3])
         from test_pia import PROMPTS, _table
         from transformers import AutoTokenizer

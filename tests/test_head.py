@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.errors import ForelenError
-from forelen_bench.predictors._head import (
+from forelen.errors import ForelenError
+from forelen.predictors._head import (
     LAYOUTS, SoftLabelHead, assign_bins, bin_centres, bin_edges, soft_labels,
 )
 
@@ -101,7 +101,7 @@ def test_float16_input_and_history():
 def test_bin_centres_mean_or_midpoint_recorded():
     import numpy as np
 
-    from forelen_bench.predictors._head import SoftLabelHead, bin_centres, bin_edges
+    from forelen.predictors._head import SoftLabelHead, bin_centres, bin_edges
 
     y = np.array([1, 2, 3, 10, 11, 50, 90, 100], float)
     edges = np.array([-np.inf, 5, 20, np.inf])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench.leaderboard.release import make_release
+from forelen.leaderboard.release import make_release
 from leaderboard_records import EVIL, write_results
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -213,9 +213,9 @@ def test_reference_release_page(browser, reference_release):
     import json
     import re
 
-    from forelen_bench.leaderboard.release import load_records
-    from forelen_bench.leaderboard.paper import paper_comparison
-    from forelen_bench.leaderboard.render import comparison
+    from forelen.leaderboard.release import load_records
+    from forelen.leaderboard.paper import paper_comparison
+    from forelen.leaderboard.render import comparison
 
     REFERENCE = reference_release
     manifest = json.loads((REFERENCE / "manifest.json").read_text())

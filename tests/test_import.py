@@ -13,9 +13,9 @@ import re
 import numpy as np
 import pytest
 
-from forelen_bench.builders.importer import ImportOptions, run_import
-from forelen_bench.dataset import DatasetFolder
-from forelen_bench.errors import ForelenError
+from forelen.builders.importer import ImportOptions, run_import
+from forelen.dataset import DatasetFolder
+from forelen.errors import ForelenError
 from test_build import CONFIG, STEPS, opts, reference  # noqa: F401 (fixtures)
 from test_cli import assert_one_line_error, call_main
 
@@ -119,7 +119,7 @@ def test_openai_chat_logs_text_only(chat_log, tiny_model_dir, tmp_path, monkeypa
     code, stdout, err = call_main(monkeypatch, capsys, "evaluate", "--data", str(out),
                                   "--predictor", "egtp", "--results", results)
     assert "has no features" in assert_one_line_error(code, stdout, err)
-    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen.leaderboard.evaluate import run_evaluation
 
     notes = []
     records = run_evaluation(DatasetFolder(out), ["tiny-llama-cot"],
@@ -167,7 +167,7 @@ def test_round_trip_features_equal_the_built_ones(reference, tiny_model_dir, tmp
 
 
 def test_evaluate_and_resume_on_an_import(reference, tiny_model_dir, tmp_path, monkeypatch):
-    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen.leaderboard.evaluate import run_evaluation
     from test_build import interrupt_on_call
 
     folder, _, _ = reference
@@ -355,7 +355,7 @@ def test_drop_text_leaves_no_sentence_of_the_source(tmp_path, tiny_model_dir, to
     assert set(table["response_token_ids"].to_pylist()) == {None}
     assert entry["build"]["response_token_ids"] is False
     # text-reading predictors are left out in one line; alone, one asked for is refused
-    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen.leaderboard.evaluate import run_evaluation
 
     notes = []
     records = run_evaluation(DatasetFolder(out), ["tiny-llama-cot"],
@@ -487,7 +487,7 @@ def _ok(monkeypatch, capsys, *args) -> str:
     """Run `forelen ARGS` in-process as a user would; returns stderr (it must succeed)."""
     import sys
 
-    from forelen_bench import cli
+    from forelen import cli
 
     monkeypatch.setattr(sys, "argv", ["forelen", *args])
     try:
@@ -511,7 +511,7 @@ def test_text_only_with_logged_lengths_needs_no_model(tmp_path, tiny_model_dir, 
                                                       monkeypatch, capsys):
     """No --model: the logged lengths are the targets, unchecked; the default model (here the
     tiny one) names no config and no generator, and the manifest and card say what it counted."""
-    from forelen_bench import models
+    from forelen import models
 
     monkeypatch.setattr(models, "DEFAULT_MODEL", str(tiny_model_dir))
     log = _length_log(tmp_path, tokenizer)
@@ -543,7 +543,7 @@ def test_text_only_with_logged_lengths_needs_no_model(tmp_path, tiny_model_dir, 
 
 
 def test_counted_lengths_name_their_tokenizer(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    from forelen_bench import models
+    from forelen import models
 
     monkeypatch.setattr(models, "DEFAULT_MODEL", str(tiny_model_dir))
     path = tmp_path / "plain.jsonl"

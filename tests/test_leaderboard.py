@@ -1,4 +1,4 @@
-"""Leaderboard releases and the rendered page (leaderboard/release.py, render.py, plots.py)."""
+"""Leaderboard releases and the rendered page (src/forelen/leaderboard/release.py, render.py, plots.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench import cli
-from forelen_bench.errors import ForelenError
-from forelen_bench.leaderboard import release as rel
-from forelen_bench.leaderboard.plots import histogram, line_plot, nice_ticks
-from forelen_bench.leaderboard.render import mae_ranks, read_card, render_command, render_page
+from forelen import cli
+from forelen.errors import ForelenError
+from forelen.leaderboard import release as rel
+from forelen.leaderboard.plots import histogram, line_plot, nice_ticks
+from forelen.leaderboard.render import mae_ranks, read_card, render_command, render_page
 from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_results
 
 
@@ -156,7 +156,7 @@ def test_unreadable_or_missing_records(tmp_path):
 
 
 def test_interrupted_release_leaves_nothing(results, tmp_path, monkeypatch):
-    from forelen_bench.leaderboard import render
+    from forelen.leaderboard import render
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -309,7 +309,8 @@ def test_plot_geometry():
 
 
 def front_matter(name: str) -> str:
-    text = (Path(__file__).resolve().parents[1] / "cards" / "predictors" / f"{name}.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "src" / "forelen" / "cards" / "predictors"
+            / f"{name}.md").read_text()
     assert text.startswith("---\n")
     return text[4:].split("\n---\n", 1)[0]
 
@@ -317,11 +318,11 @@ def front_matter(name: str) -> str:
 def test_every_registered_predictor_has_a_card():
     import yaml
 
-    from forelen_bench.predictors import PREDICTORS as REGISTRY
+    from forelen.predictors import PREDICTORS as REGISTRY
 
     for name, cls in REGISTRY.items():
         card = read_card(name)
-        assert card is not None, f"cards/predictors/{name}.md is missing"
+        assert card is not None, f"src/forelen/cards/predictors/{name}.md is missing"
         meta = card["meta"]
         assert yaml.safe_load(front_matter(name)) == {
             k: (int(v) if k == "version" else v) for k, v in meta.items()}
@@ -377,7 +378,7 @@ def test_ranks_count_only_significantly_better_predictors():
     """rank = 1 + predictors significantly better; the constant is beaten or not, said so."""
     import numpy as np
 
-    from forelen_bench.leaderboard.render import config_table, significance
+    from forelen.leaderboard.render import config_table, significance
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(50), 4)  # 50 prompts: enough to test
@@ -413,7 +414,7 @@ def test_release_refuses_records_with_another_seed_or_simulator_settings(results
 
 
 def test_card_markdown_and_links_cannot_inject_script():
-    from forelen_bench.leaderboard.render import _safe_url, markdown
+    from forelen.leaderboard.render import _safe_url, markdown
 
     html = str(markdown("see [here](javascript:alert(1)) and <script>alert(2)</script> "
                         "<img src=x onerror=alert(3)> [ok](https://example.org)"))
@@ -427,8 +428,8 @@ def test_too_few_prompts_are_never_called_significant():
     """One rl test prompt x 8 samples (the demo's size): the bootstrap has nothing to resample."""
     import numpy as np
 
-    from forelen_bench.leaderboard.render import significance
-    from forelen_bench.metrics import length_metrics
+    from forelen.leaderboard.render import significance
+    from forelen.metrics import length_metrics
 
     groups = np.zeros(8, int)
     recs = [_sig_record("constant-median", "reference", np.full(8, 70.0), groups),
@@ -445,7 +446,7 @@ def test_too_few_prompts_are_never_called_significant():
 
 def _columns() -> dict[str, int]:
     """Metric key -> its column in a config table's row (`render.config_table`)."""
-    from forelen_bench.leaderboard.render import ACCURACY
+    from forelen.leaderboard.render import ACCURACY
 
     return {"mae": 1} | {k: 4 + i for i, (k, *_rest) in enumerate(ACCURACY) if i}
 
@@ -454,7 +455,7 @@ def _terminal_cells(recs) -> dict[str, dict[str, str]]:
     """predictor -> {column header: cell text} of the terminal table (`report.results_table`)."""
     from rich.console import Console
 
-    from forelen_bench.leaderboard.report import results_table
+    from forelen.leaderboard.report import results_table
 
     console = Console(record=True, width=400, color_system=None)
     console.print(results_table(recs, "t", 400))
@@ -470,7 +471,7 @@ def test_a_metric_a_predictor_lacks_is_a_dash_and_takes_no_rank():
     CRPS; a distribution predictor shows its CRPS, coverage and width."""
     import numpy as np
 
-    from forelen_bench.leaderboard.render import config_table, significance
+    from forelen.leaderboard.render import config_table, significance
 
     recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
     ltr = next(r for r in recs if r["predictor"]["name"] == "ltr")
@@ -505,7 +506,7 @@ def test_a_metric_a_predictor_lacks_is_a_dash_and_takes_no_rank():
 
 
 def test_page_headers_come_from_the_metric_schema(results):
-    from forelen_bench.metrics import METRICS
+    from forelen.metrics import METRICS
 
     html = render_page([json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))],
                        rel.build_manifest(rel.load_records(results), None))
@@ -519,7 +520,7 @@ def test_page_headers_come_from_the_metric_schema(results):
 def test_release_v0_1_0_renders_without_the_new_metrics():
     """The released records predate the distribution metrics (and keep ltr without MAE): read as
     null, shown as "–". The release itself is never rewritten."""
-    from forelen_bench.leaderboard.render import config_table
+    from forelen.leaderboard.render import config_table
 
     folder = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"
     recs = [r.body for r in rel.load_records(folder) if r.body["dataset"]["config"]
@@ -613,7 +614,7 @@ def _flag_records():
 
 
 def test_a_constant_predictor_is_flagged_and_not_ranked():
-    from forelen_bench.leaderboard.render import config_table, flags, significance, summary
+    from forelen.leaderboard.render import config_table, flags, significance, summary
 
     recs = _flag_records()
     got = flags(recs)
@@ -638,7 +639,7 @@ def test_a_constant_predictor_is_flagged_and_not_ranked():
 
 
 def test_the_summary_says_when_no_learned_predictor_beats_the_reference():
-    from forelen_bench.leaderboard.render import summary
+    from forelen.leaderboard.render import summary
 
     recs = [r for r in _flag_records() if r["predictor"]["name"] in ("constant-median", "noise")]
     mae = {r["predictor"]["name"]: r["metrics"]["mae"] for r in recs}
@@ -658,7 +659,7 @@ def test_records_without_a_prediction_spread_are_judged_by_tau_and_modal_class()
     """v0.1.0's records store neither predictions nor targets: a learned predictor whose tau was
     left undefined (its predictions did not vary) while others have one is constant, and so is
     one class on every row (ltr-c's `modal_class_rate`)."""
-    from forelen_bench.leaderboard.render import constants
+    from forelen.leaderboard.render import constants
 
     recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
     assert constants(recs) == set()
@@ -703,7 +704,7 @@ def test_flags_and_the_summary_are_on_the_page_and_in_the_terminal(results):
 
 
 def test_mean_tau_leaves_the_oracle_out(results):
-    from forelen_bench.leaderboard.render import by_config, mean_tau
+    from forelen.leaderboard.render import by_config, mean_tau
 
     recs = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
     got = mean_tau(by_config(recs))
@@ -723,7 +724,7 @@ def test_release_v0_1_0_flags_its_constants_and_fallbacks():
     """The audit's reading of v0.1.0: ltr-c (cot, rl) and s3 (cot) predict a constant, pia falls
     back to the median on 69-77% of rows, and on cot and rl no learned predictor beats the
     constant median."""
-    from forelen_bench.leaderboard.render import (by_config, flags, keyed, mean_tau, rank_cell,
+    from forelen.leaderboard.render import (by_config, flags, keyed, mean_tau, rank_cell,
                                                   significance, summary)
 
     folder = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from forelen_bench.builders.build import run_build
-from forelen_bench.builders.merge import merge
-from forelen_bench.dataset import DatasetFolder
-from forelen_bench.errors import ForelenError
+from forelen.builders.build import run_build
+from forelen.builders.merge import merge
+from forelen.dataset import DatasetFolder
+from forelen.errors import ForelenError
 from test_build import CONFIG, assert_same_rows, opts, sorted_rows  # noqa: F401 (fixture)
 from test_cli import assert_one_line_error, call_main
 
@@ -104,7 +104,7 @@ def test_a_job_resumes_only_as_the_same_shard(jobs, plan, tmp_path):
 def test_compact_jobs_merge_into_the_compact_form_of_one_build(plan, single, jobs, tmp_path):
     """A build too long for one session runs as jobs; each job's compact form is what is kept
     (in git), and merging those equals compacting the one build: same shards, same source."""
-    from forelen_bench.compact import compact
+    from forelen.compact import compact
 
     entry, _ = single
     small = []

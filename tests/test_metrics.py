@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau, spearmanr
 
-from forelen_bench.metrics import (bootstrap_ci, group_median_floor, length_metrics, metric_value,
+from forelen.metrics import (bootstrap_ci, group_median_floor, length_metrics, metric_value,
                                    paired_difference, per_step_mae, ranking_metrics)
 
 
@@ -155,7 +155,7 @@ def test_rank_correlations_against_brute_force():
 
 def test_partitions_are_pinned():
     """Published partitions must never reshuffle: these values are fixed forever."""
-    from forelen_bench.builders.build import partition_of
+    from forelen.builders.build import partition_of
 
     assert [partition_of(g) for g in ("gsm8k:0", "math500:17", "ifeval:1000",
                                       "longbench:qasper:3", "file:p.jsonl:p00")] == [
@@ -181,7 +181,7 @@ def _brute_crps(dist, y, cap):
 def _sampled(n: int, seed: int):
     """n rows, each with its own distribution over 20 bins of 50 tokens, and a length drawn from
     that very distribution: a calibrated predictor."""
-    from forelen_bench.distribution import BinnedDistribution
+    from forelen.distribution import BinnedDistribution
 
     rng = np.random.default_rng(seed)
     edges = np.linspace(0.0, 1000.0, 21)
@@ -193,8 +193,8 @@ def _sampled(n: int, seed: int):
 def test_crps_matches_brute_force_integration():
     """Random edges and probabilities, lengths inside, below and beyond the edges, some rows
     censored at the cap; with and without a cap."""
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import crps_binned
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import crps_binned
 
     rng = np.random.default_rng(7)
     for trial in range(4):
@@ -216,8 +216,8 @@ def test_crps_of_a_censored_row_by_hand():
     """One bin [0, 100], uniform: F(x) = x / 100. Censored at 50: the integral of F^2 below the
     cap, 50^3 / (3 * 100^2); a complete row at 50 with cap 100 adds the integral of (1 - F)^2 from
     50 to 100, the same again; without a cap the plain CRPS (also 2 * 4.1667 here)."""
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import crps_binned
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import crps_binned
 
     dist = BinnedDistribution([0.0, 100.0], [[1.0], [1.0], [1.0]])
     got = crps_binned(dist, [50.0, 50.0, 150.0], [True, False, False], cap=100.0)
@@ -229,8 +229,8 @@ def test_crps_of_a_censored_row_by_hand():
 
 
 def test_a_sharp_correct_predictor_has_crps_near_zero():
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import distribution_metrics
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import distribution_metrics
 
     y = np.array([12.0, 80.0, 255.0, 256.0, 600.0])
     edges = np.unique(np.concatenate([y - 0.005, y + 0.005]))
@@ -243,8 +243,8 @@ def test_a_sharp_correct_predictor_has_crps_near_zero():
 
 
 def test_a_calibrated_predictor_covers_80_percent():
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import distribution_metrics
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import distribution_metrics
 
     dist, y = _sampled(4000, seed=0)
     m = distribution_metrics(dist, y)
@@ -256,8 +256,8 @@ def test_a_calibrated_predictor_covers_80_percent():
 
 
 def test_censored_coverage_needs_the_upper_end_at_the_cap():
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import distribution_metrics
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import distribution_metrics
 
     dist = BinnedDistribution([0.0, 100.0, 200.0], [[1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
     # q10/q90: row 0 10/90, rows 1 and 2 20/180; rows 0 and 1 censored at 100, row 2 at 190
@@ -270,8 +270,8 @@ def test_censored_crps_is_proper():
     """With a fifth of the rows censored, the true distributions score better than the same ones
     with their mass beyond the cap moved just below it. Scoring complete rows beyond the cap but
     censored ones not (the plain CRPS for complete rows) would prefer the moved ones."""
-    from forelen_bench.distribution import BinnedDistribution
-    from forelen_bench.metrics import crps_binned
+    from forelen.distribution import BinnedDistribution
+    from forelen.metrics import crps_binned
 
     dist, y = _sampled(4000, seed=0)
     cap = 800.0
@@ -291,7 +291,7 @@ def test_censored_crps_is_proper():
 
 
 def test_a_ranking_score_has_no_length_or_distribution_metric():
-    from forelen_bench.metrics import METRICS, metric_value
+    from forelen.metrics import METRICS, metric_value
 
     m = ranking_metrics([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.9])
     assert m["kendall_tau"] is not None and m["spearman_rho"] is not None

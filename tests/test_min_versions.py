@@ -1,6 +1,6 @@
 """The oldest torch and transformers forelen declares are the ones it runs on.
 
-`forelen_bench/requirements.py` holds the floors (MINIMUM) and checks them when a model or the
+`src/forelen/requirements.py` holds the floors (MINIMUM) and checks them when a model or the
 `hf` engine is loaded: a too-old or missing package is one line naming the version needed.
 pyproject.toml must declare the same floors, and the engine's tests must pass on exactly those
 versions: the `.venv-minver` virtualenv (`scripts/minver_venv.sh`, made by scripts/test.sh) holds
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_prompts
-from forelen_bench import cli, requirements
-from forelen_bench.errors import ForelenError
-from forelen_bench.requirements import MINIMUM, check_versions, release
+from forelen import cli, requirements
+from forelen.errors import ForelenError
+from forelen.requirements import MINIMUM, check_versions, release
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_TESTS = ("tests/test_engine_hf.py", "tests/test_engine_continuous.py")
@@ -103,7 +103,7 @@ def test_cli_build_with_an_old_transformers_is_one_line_exit_2(monkeypatch, caps
 
 
 def test_the_engine_refuses_an_old_torch_before_its_first_forward(monkeypatch):
-    from forelen_bench.builders.engines import slots
+    from forelen.builders.engines import slots
 
     real = requirements.installed
     monkeypatch.setattr(requirements, "installed", lambda n: "2.4.1" if n == "torch" else real(n))

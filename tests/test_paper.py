@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from forelen_bench.leaderboard import release as rel
-from forelen_bench.leaderboard.paper import hypothesis, paper_comparison, verdict
-from forelen_bench.metrics import OBSERVED_STEPS
-from forelen_bench.simulator.endtoend import Scenario, SimSettings, series
+from forelen.leaderboard import release as rel
+from forelen.leaderboard.paper import hypothesis, paper_comparison, verdict
+from forelen.metrics import OBSERVED_STEPS
+from forelen.simulator.endtoend import Scenario, SimSettings, series
 
 GROUPS = 30  # prompts in the synthetic test partitions
 PER_GROUP = 4
@@ -265,7 +265,7 @@ def test_hypothesis_mentions_size_only_when_not_significant():
 
 
 def test_evaluate_end_to_end_adds_the_bootstrap_from_ten_prompts():
-    from forelen_bench.leaderboard.evaluate import end_to_end
+    from forelen.leaderboard.evaluate import end_to_end
 
     y, groups = _targets()
     scenario = Scenario(np.full(len(y), 50), y, SimSettings(seed=0), int(y.max()))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.errors import ForelenError
-from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, buckit, group_labels,
+from forelen.errors import ForelenError
+from forelen.predictors import PREDICTORS, NotFittedError
+from forelen.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, buckit, group_labels,
                                           parse_length, recover_user_text)
 
 INSTRUCTION = PIA_PROMPT  # the default, zero-shot mode's
-from forelen_bench.tables import FeatureTable
+from forelen.tables import FeatureTable
 
 from conftest import PROMPTS
 
@@ -85,7 +85,7 @@ def test_lora_trains_one_example_per_prompt(monkeypatch):
     """An rl table of 2 groups x 8 samples is 2 training examples, each labelled with `buckit` of
     its group's longest sample (src/construct.py), not 16. No model is loaded: the loading,
     the query rendering and the training are stood in for."""
-    import forelen_bench.predictors.pia as pia
+    import forelen.predictors.pia as pia
 
     seen = {}
 
@@ -116,7 +116,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 def _table(tokenizer, prompts, meta=None) -> FeatureTable:
-    from forelen_bench.builders.build import render
+    from forelen.builders.build import render
 
     rendered = np.array([render(tokenizer, p) for p in prompts], dtype=object)
     groups = np.array([f"g{i}" for i in range(len(prompts))], dtype=object)
@@ -125,7 +125,7 @@ def _table(tokenizer, prompts, meta=None) -> FeatureTable:
 
 
 def test_recover_user_text(tiny_tokenizer):
-    from forelen_bench.builders.build import render
+    from forelen.builders.build import render
 
     for p in PROMPTS:
         assert recover_user_text(tiny_tokenizer, render(tiny_tokenizer, p)) == p
@@ -133,7 +133,7 @@ def test_recover_user_text(tiny_tokenizer):
 
 
 def test_query_appends_instruction_to_user_turn(tiny_model_dir, tiny_tokenizer):
-    from forelen_bench.builders.build import render
+    from forelen.builders.build import render
 
     pred = PIA(model=str(tiny_model_dir))
     query, ok = pred._query(tiny_tokenizer, render(tiny_tokenizer, "Hi."), report=True)
@@ -170,7 +170,7 @@ def test_fit_predict_tiny_model(fitted, tiny_tokenizer):
 
 def test_unparsable_answers_fall_back_to_median(fitted, tiny_tokenizer, monkeypatch):
     """A random tiny model answers gibberish; force it by making every answer unparsable."""
-    import forelen_bench.predictors.pia as pia
+    import forelen.predictors.pia as pia
 
     monkeypatch.setattr(pia, "parse_length", lambda text: None)
     out = fitted.predict(_table(tiny_tokenizer, PROMPTS[:5]))

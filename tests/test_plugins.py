@@ -8,17 +8,17 @@ import textwrap
 
 import pytest
 
-from forelen_bench.dataset import DatasetFolder
-from forelen_bench.errors import ForelenError
-from forelen_bench.leaderboard.evaluate import run_evaluation
-from forelen_bench.predictors import check_predictor, load_predictor
+from forelen.dataset import DatasetFolder
+from forelen.errors import ForelenError
+from forelen.leaderboard.evaluate import run_evaluation
+from forelen.predictors import check_predictor, load_predictor
 from test_cli import assert_one_line_error, call_main
 from test_evaluate import built  # noqa: F401 (fixture)
 
 PLUGIN = '''
 import numpy as np
 
-from forelen_bench.predictors import NotFittedError, Predictor, PredictorInfo
+from forelen.predictors import NotFittedError, Predictor, PredictorInfo
 
 
 class ScaledPromptLength(Predictor):
@@ -66,7 +66,7 @@ def test_a_plugin_from_a_file_evaluates_and_variants_do_not_clobber(built, plugi
     assert files == sorted([f"{a['predictor']['key']}.json", f"{b['predictor']['key']}.json"])
     assert b["metrics"]["mae"] != a["metrics"]["mae"]
     # the plugin's card reaches the page, escaped like ours; both variants are rows
-    from forelen_bench.leaderboard.render import render_command
+    from forelen.leaderboard.render import render_command
 
     html = render_command(None, str(results), None).read_text()
     assert "Scaled prompt length" in html and "<em>plugin</em>" in html and "<script>x" not in html

@@ -7,9 +7,9 @@ import inspect
 import numpy as np
 import pytest
 
-from forelen_bench.metrics import OBSERVED_STEPS
-from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.tables import FeatureTable
+from forelen.metrics import OBSERVED_STEPS
+from forelen.predictors import PREDICTORS, NotFittedError
+from forelen.tables import FeatureTable
 
 LAYERS = [1, 2]
 D = 8
@@ -17,7 +17,7 @@ D = 8
 
 def synthetic_table(n: int = 48, seed: int = 0) -> tuple[FeatureTable, np.ndarray]:
     """Every schema column a predictor may read (the table `check_predictor` uses too)."""
-    from forelen_bench.predictors._plugins import synthetic
+    from forelen.predictors._plugins import synthetic
 
     return synthetic(n, seed)
 
@@ -44,7 +44,7 @@ def _fresh(name: str, seed: int = 0):
 def short_training():
     import torch
 
-    from forelen_bench.predictors import _head
+    from forelen.predictors import _head
 
     mp = pytest.MonkeyPatch()
     mp.setitem(_head.PRESETS, "contract", _head.TrainPreset(lr=5e-3, epochs=3, batch_size=16,

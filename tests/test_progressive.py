@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.metrics import per_step_mae
-from forelen_bench.predictors import PREDICTORS, NotFittedError
-from forelen_bench.predictors import _head
-from forelen_bench.tables import FeatureTable
+from forelen.metrics import per_step_mae
+from forelen.predictors import PREDICTORS, NotFittedError
+from forelen.predictors import _head
+from forelen.tables import FeatureTable
 
 S, D = 64, 16
 # The head's presets assume thousands of rows and minutes of training; a short one keeps this fast.

@@ -1,4 +1,4 @@
-"""Publishing to the hub (builders/push.py: datasets; leaderboard/push.py: releases), tested up to
+"""Publishing to the hub (src/forelen/builders/push.py: datasets; src/forelen/leaderboard/push.py: releases), tested up to
 the HfApi boundary with a fake HfApi."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from forelen_bench import cli
-from forelen_bench.errors import ForelenError
-from forelen_bench.builders import push as dataset_push
-from forelen_bench.leaderboard import push
-from forelen_bench.leaderboard.release import make_release
+from forelen import cli
+from forelen.errors import ForelenError
+from forelen.builders import push as dataset_push
+from forelen.leaderboard import push
+from forelen.leaderboard.release import make_release
 from leaderboard_records import CONFIGS, make_dataset, write_results
 
 
@@ -112,7 +112,7 @@ def test_push_checks_the_folder_before_the_hub(hub, dataset, tmp_path):
 
 
 def test_push_refuses_an_unfinished_config_or_a_broken_shard(hub, dataset):
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     folder = DatasetFolder(dataset)
     folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "building"))

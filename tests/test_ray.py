@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench.builders.build import run_build
-from forelen_bench.dataset import DatasetFolder
+from forelen.builders.build import run_build
+from forelen.dataset import DatasetFolder
 from test_build import CONFIG, assert_same_rows, cli_args, opts, sorted_rows  # noqa: F401
 from test_cli import assert_one_line_error, call_main
 from conftest import cli_env

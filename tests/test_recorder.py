@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from forelen_bench.builders.recorder import FP16_MAX, Recorder, fp16_safe, default_layers
+from forelen.builders.recorder import FP16_MAX, Recorder, fp16_safe, default_layers
 
 ATOL = 2e-5
 

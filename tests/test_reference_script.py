@@ -30,7 +30,7 @@ def test_first_unit_follows_the_plan():
     """The verify phase reads the plan's units back from a manifest as plan_units cuts them."""
     from types import SimpleNamespace
 
-    from forelen_bench.builders.runner import plan_units
+    from forelen.builders.runner import plan_units
 
     sizes = {"train-00000.parquet": 32, "train-00001.parquet": 32, "train-00002.parquet": 8,
              "validation-00000.parquet": 32, "validation-00001.parquet": 4,
@@ -46,7 +46,7 @@ def test_first_unit_follows_the_plan():
 def test_notes_from_measured_files(tmp_path):
     import pyarrow as pa
 
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     out = tmp_path / "ds"
     folder = DatasetFolder(out)
@@ -135,7 +135,7 @@ def test_notes_give_the_test_partitions_censoring(tmp_path, monkeypatch):
     the records of that build (v0.1.0's notes gave only the whole configs' 13.0/50.7/33.9%)."""
     import pyarrow as pa
 
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     # the notes' account of missing records asks for a clean evaluation tree: not under test here
     monkeypatch.setattr(reference, "code_commit", lambda: None)
@@ -303,7 +303,7 @@ def test_release_accepts_only_records_lost_with_the_dataset(tmp_path):
     assert "- smollm2-135m-long: " in section and "egtp" in section
     assert "was lost with that session's machine" in section and "AMD EPYC" in section
     # the dataset on disk (a complete entry in its manifest): the flag does not excuse it
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     saved = json.loads((ledger / "builds" / "smollm2-135m-long.json").read_text())
     DatasetFolder(tmp_path / "ds").update(
@@ -315,7 +315,7 @@ def test_release_accepts_only_records_lost_with_the_dataset(tmp_path):
 def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     """`--phase evaluate` writes a record per predictor, then, run again on the same dataset and
     code, evaluates nothing: each record is kept as up to date."""
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     if reference._git("status", "--porcelain", "--", *reference.EVAL_CODE).stdout.strip():
         pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
@@ -358,22 +358,18 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
 def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tmp_path):
     """EVAL_CODE leaves PAGE_ONLY out, so the page and the CLI can change without making the
     reference records stale; that is sound only while making a record never imports those files."""
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     out = tmp_path / "ds"
     run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
                            samples_per_prompt=3, max_new_tokens=16, batch_size=8, steps=16,
                            dtype="float32", device="cpu", out=str(out)))
-    package = {"forelen_bench": "forelen_bench", "leaderboard": "forelen_bench.leaderboard",
-               "builders": "forelen_bench.builders", "predictors": "forelen_bench.predictors",
-               "cards": "forelen_bench.cards"}
     page_only = set()
-    for path in reference.PAGE_ONLY:
-        top, *rest = Path(path).with_suffix("").parts
-        page_only.add(".".join([package[top], *rest]))
+    for path in reference.PAGE_ONLY:  # src/forelen/leaderboard/render.py -> forelen.leaderboard.render
+        page_only.add(".".join(Path(path).with_suffix("").parts[1:]))
     script = ("import json, sys\n"
-              "from forelen_bench.dataset import DatasetFolder\n"
-              "from forelen_bench.leaderboard.evaluate import run_evaluation\n"
+              "from forelen.dataset import DatasetFolder\n"
+              "from forelen.leaderboard.evaluate import run_evaluation\n"
               f"run_evaluation(DatasetFolder({str(out)!r}), ['tiny-llama-rl'], "
               "['constant-median', 'egtp', 'plp', 'pia', 'trail', 'tpv'], 0, "
               f"{str(tmp_path / 'results')!r})\n"
@@ -382,7 +378,7 @@ def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tm
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "forelen_bench.leaderboard.evaluate" in loaded and "forelen_bench.predictors.pia" in loaded
+    assert "forelen.leaderboard.evaluate" in loaded and "forelen.predictors.pia" in loaded
     assert len(list((tmp_path / "results" / "tiny-llama-rl").glob("*.json"))) == 6
     assert not [m for m in loaded if any(m == p or m.startswith(p + ".") for p in page_only)]
 
@@ -447,7 +443,7 @@ def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_fi
 def test_a_pilot_folder_of_two_generators_gives_each_its_own_table(tmp_path):
     import pyarrow as pa
 
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     folder = DatasetFolder(tmp_path / "pilot")
     for config, lengths in (("qwen2.5-coder-0.5b-cot", [100, 200, 2048]),

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from forelen_bench.errors import ForelenError
-from forelen_bench.registry import Registry, UnknownName, describe
+from forelen.errors import ForelenError
+from forelen.registry import Registry, UnknownName, describe
 
 
 def make(*names: str) -> Registry:
@@ -80,7 +80,7 @@ def test_discovery_imports_plugin_modules_but_not_private_ones(tmp_path, monkeyp
     pkg = tmp_path / "fl_plugins_test"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(
-        "from forelen_bench.registry import Registry\nREG = Registry('plugin', package=__name__)\n")
+        "from forelen.registry import Registry\nREG = Registry('plugin', package=__name__)\n")
     (pkg / "one.py").write_text("from . import REG\nREG.add('one', 1)\n")
     (pkg / "two.py").write_text("from . import REG\nREG.add('two', 2)\n")
     (pkg / "_private.py").write_text("from . import REG\nREG.add('private', 3)\n")
@@ -100,7 +100,7 @@ def test_discovery_imports_plugin_modules_but_not_private_ones(tmp_path, monkeyp
 
 
 def test_discovery_registers_the_packaged_sources():
-    from forelen_bench.builders.sources import SOURCES
+    from forelen.builders.sources import SOURCES
 
     names = set(SOURCES.names())
     packaged = {"ifeval-pkg", "writingbench-pkg", "arenahard-pkg", "alpacaeval-pkg", "mmath-pkg",
@@ -110,7 +110,7 @@ def test_discovery_registers_the_packaged_sources():
     for name in packaged:
         assert SOURCES.get(name).info.offline, name
     # Every split's default mix must resolve offline, from the registry alone.
-    from forelen_bench.builders.splits import SPLITS
+    from forelen.builders.splits import SPLITS
 
     for _, recipe in SPLITS.items():
         for src in recipe.sources:
@@ -120,15 +120,15 @@ def test_discovery_registers_the_packaged_sources():
 
 
 def test_discovery_registers_the_engines():
-    from forelen_bench.builders.engines import ENGINES
+    from forelen.builders.engines import ENGINES
 
     assert ENGINES.names() == ["hf", "hf-static", "vllm"]
     assert ENGINES.get("HF").info.name == "hf"
 
 
 def test_splits_and_models_registries():
-    from forelen_bench.builders.splits import SPLITS
-    from forelen_bench.models import MODELS
+    from forelen.builders.splits import SPLITS
+    from forelen.models import MODELS
 
     assert SPLITS.names() == ["chat", "cot", "long", "rl"]
     assert SPLITS.get("rl").samples_per_prompt == 8
@@ -138,7 +138,7 @@ def test_splits_and_models_registries():
 
 
 def test_describe_reads_dataclass_info():
-    from forelen_bench.builders.engines import ENGINES
+    from forelen.builders.engines import ENGINES
 
     d = describe(ENGINES.get("vllm"))
     assert d["name"] == "vllm" and d["devices"] == "cuda"

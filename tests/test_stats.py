@@ -1,4 +1,4 @@
-"""The one bootstrap (forelen_bench/stats.py), Holm's correction and `forelen leaderboard compare`."""
+"""The one bootstrap (src/forelen/stats.py), Holm's correction and `forelen leaderboard compare`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from forelen_bench import cli
-from forelen_bench.stats import group_means, holm, interval, p_value
+from forelen import cli
+from forelen.stats import group_means, holm, interval, p_value
 
 
 def test_bca_covers_a_skewed_statistic_at_the_stated_rate_where_percentile_does_not():

@@ -1,4 +1,4 @@
-"""Chat templates on a fixed date (builders/template.py): a template that prints today's date
+"""Chat templates on a fixed date (src/forelen/builders/template.py): a template that prints today's date
 renders the same prompt on any day, so builds resume and shards merge across days, and PiA finds
 the user text again on another day."""
 
@@ -11,9 +11,9 @@ import shutil
 import pytest
 
 from test_build import opts  # noqa: F401 (fixture)
-from forelen_bench.builders.template import (check_date, pinned_clock, render, today,
+from forelen.builders.template import (check_date, pinned_clock, render, today,
                                              uses_date)
-from forelen_bench.errors import ForelenError
+from forelen.errors import ForelenError
 
 DATED = "Today Date: {{ strftime_now('%d %b %Y') }}\n"
 
@@ -22,7 +22,7 @@ def set_clock(monkeypatch, day: str) -> None:
     """The clocks of transformers' `strftime_now` and of forelen's build date say `day`."""
     from transformers.utils import chat_template_utils as ctu
 
-    from forelen_bench.builders import template
+    from forelen.builders import template
 
     fixed = dt.datetime.fromisoformat(day)
 
@@ -79,7 +79,7 @@ def test_pinned_clock_restores_it_after_an_error(monkeypatch):
 
 
 def test_pia_recovers_the_user_text_on_another_day(dated, monkeypatch):
-    from forelen_bench.predictors.pia import recover_user_text
+    from forelen.predictors.pia import recover_user_text
 
     set_clock(monkeypatch, "2026-01-05")
     stored = render(dated, "How tall is the tower?", "2026-01-05")
@@ -103,8 +103,8 @@ def dated_model(tiny_model_dir, tiny_model, tmp_path_factory):
 
 
 def test_a_build_resumes_on_a_later_day(dated_model, opts, tmp_path, monkeypatch):
-    from forelen_bench.builders.build import run_build
-    from forelen_bench.dataset import DatasetFolder
+    from forelen.builders.build import run_build
+    from forelen.dataset import DatasetFolder
     from test_build import CONFIG, interrupt_on_call, sorted_rows
 
     o = dataclasses.replace(opts, model=str(dated_model), out=str(tmp_path / "ds"))
@@ -126,7 +126,7 @@ def test_a_build_resumes_on_a_later_day(dated_model, opts, tmp_path, monkeypatch
 
 
 def test_a_sharded_build_of_a_dated_template_needs_date(dated_model, opts, tmp_path):
-    from forelen_bench.builders.build import run_build
+    from forelen.builders.build import run_build
 
     o = dataclasses.replace(opts, model=str(dated_model), out=str(tmp_path / "ds"), num_shards=2)
     with pytest.raises(ForelenError, match="same --date YYYY-MM-DD"):

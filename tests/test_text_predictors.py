@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forelen_bench.errors import ForelenError
-from forelen_bench.predictors import PREDICTORS, _text
-from forelen_bench.tables import FeatureTable
+from forelen.errors import ForelenError
+from forelen.predictors import PREDICTORS, _text
+from forelen.tables import FeatureTable
 
 FILLER = "the a of some and with data on topic river table city music history".split()
 # Short runs: full fine-tuning costs ~0.2 s per optimiser step on 2 cores (AdamW over 22M weights),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from forelen_bench.builders.engines.vllm import VLLM_API
-from forelen_bench.replay_vllm import VLLM_SERVE_API
+from forelen.builders.engines.vllm import VLLM_API
+from forelen.replay_vllm import VLLM_SERVE_API
 
 ROOT = Path(__file__).resolve().parents[1]
 

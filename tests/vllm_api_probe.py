@@ -46,7 +46,7 @@ def main() -> None:
         "LLM.generate": params(LLM.generate), "SamplingParams": fields(SamplingParams),
         "TokensPrompt": fields(TokensPrompt), "RequestOutput": fields(RequestOutput),
         "CompletionOutput": fields(CompletionOutput),
-        # forelen replay --engine vllm (forelen_bench/replay_vllm.py)
+        # forelen replay --engine vllm (src/forelen/replay_vllm.py)
         "AsyncEngineArgs": fields(AsyncEngineArgs),
         "AsyncLLM.from_engine_args": params(AsyncLLM.from_engine_args),
         "AsyncLLM.generate": params(AsyncLLM.generate),

@@ -1,1 +1,0 @@
-"""Markdown templates (Jinja2) for the dataset card, and the predictor cards in predictors/."""

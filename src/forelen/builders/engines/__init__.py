@@ -1,0 +1,77 @@
+"""Generation engines: one interface, `hf` (transformers, CPU/GPU) and `vllm` (GPU, optional)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from forelen.registry import Registry
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    description: str
+    devices: str
+    requires: str
+    offline: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    uid: str
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int  # per-sample: the same seed and prompt give the same tokens, whatever the batch order
+
+
+@dataclass(frozen=True)
+class Generation:
+    uid: str
+    token_ids: tuple[int, ...]  # generated tokens, EOS excluded
+    finish_reason: str  # "stop" (EOS) or "length" (cut at max_new_tokens: censored)
+    # `Recorded` features, from engines that record them in the generation pass (`hf`)
+    features: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What a build asks of its engine; defaults live here, the build resolves them (manifest)."""
+
+    batch_size: int = 32  # hf-static: sequences per static batch
+    slots: int = 128  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)
+    kv_budget_gib: float = 4.0  # hf: memory of the pre-allocated slot KV cache
+    attention: str = "sdpa"  # hf: decode attention kernel (see engines/slots.py)
+    prefill_chunk: int = 512  # hf: prompt tokens per prefill forward (bounds prefill memory)
+    record: bool = True  # hf: record features in the generation pass
+    layers: tuple[int, ...] = ()  # recorded hidden-state indices (0 = embeddings, L = final norm)
+    steps: int = 64  # generated-token states kept per sample
+    first_k: int | None = None  # also EGTP over the first k prompt tokens
+    max_prompt_tokens: int = 0  # longest prompt the engine will see (sizes the slots; 0: unknown)
+    max_new_tokens: int = 0  # largest generation budget (sizes the slots; 0: unknown)
+
+
+class Engine(Protocol):
+    info: EngineInfo
+    records_features: bool  # True: every Generation carries `features`; no recorder pass needed
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
+        """Without `on_done`: every Generation, in request order. With it: each Generation is
+        handed over as it ends and none is kept (the build streams them into its shards), and
+        the call returns None."""
+
+
+ENGINES: Registry[type] = Registry("engine", package="forelen.builders.engines")
+
+
+def finish(uid: str, tokens: Sequence[int], eos_ids: set[int], max_new_tokens: int) -> Generation:
+    """Cut at the first EOS; a response without EOS that filled the budget is `length`."""
+    out = []
+    for t in list(tokens)[:max_new_tokens]:
+        if t in eos_ids:
+            return Generation(uid, tuple(out), "stop")
+        out.append(int(t))
+    return Generation(uid, tuple(out), "length" if len(out) >= max_new_tokens else "stop")
