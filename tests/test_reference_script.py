@@ -76,12 +76,12 @@ def test_notes_from_measured_files(tmp_path):
     # generation seconds, fraction of roofline
     assert "| smollm2-135m-cot | 10 | 4 (4) | 10.0% | 25.0% | 885 | 9 | 100.0 | 1,000 | 0.100 |" \
         in notes
-    assert "build cot 0.2 min" in notes and "cores visible" in notes
+    assert "build cot 0.2 min" in notes and "logical CPUs" in notes
     # each run that built tokens is shown, with its own rate: 600 tokens in 12 s, 285 in 3 s
     assert "| smollm2-135m-cot | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
     assert "| smollm2-135m-cot | 285 | 0.1 | 95.0 | – | complete |" in notes
     logged = json.loads((ledger / "runs.json").read_text())
-    assert logged[0]["phase"] == "build" and "cores visible" in logged[0]["machine"]
+    assert logged[0]["phase"] == "build" and "logical CPUs" in logged[0]["machine"]
     # the complete build went into the ledger with its counts, so the notes survive the dataset
     saved = json.loads((ledger / "builds" / "smollm2-135m-cot.json").read_text())
     assert saved["counts"] == {"rows": 10, "test_rows": 4, "test_units": 4, "censored": 0.1,
