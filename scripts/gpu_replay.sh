@@ -39,5 +39,5 @@ print(next(n for n, e in m['configs'].items() if e['build']['split'] == 'cot'))"
   --out "$OUT/replay-vllm.json" | tail -1 | tee "$OUT/replay-vllm.line.json"
 "$FORELEN" replay --engine hf --device cuda --data "$OUT/data" --config "$CONFIG" \
   --policy fcfs,sjf,oracle --predictor egtp --utilisation 0.9 --slots "$SLOTS" \
-  --kv-budget 16 --out "$OUT/replay-hf.json" | tail -1 | tee "$OUT/replay-hf.line.json"
+  --kv-budget-gib 16 --out "$OUT/replay-hf.json" | tail -1 | tee "$OUT/replay-hf.line.json"
 echo "done: $OUT/replay-vllm.json, $OUT/replay-hf.json"

@@ -75,7 +75,7 @@ REFERENCE = {
 PILOT = {
     "cot": ["--limit", "64"],
     "rl": ["--limit", "8", "--samples-per-prompt", "8"],
-    "long": ["--limit", "64", "--work-unit", "32", "--batch-size", "8"],
+    "long": ["--limit", "64", "--work-unit", "32", "--shard-size", "8"],
     "chat": ["--limit", "64"],
 }
 # hf on CPU: an interrupted unit is run again whole, so keep units small. long's rows cost the
@@ -231,7 +231,7 @@ def build_extra(args, split: str) -> list[str]:
     if s["max_new_tokens"] is not None:
         extra += ["--max-new-tokens", str(s["max_new_tokens"])]
     if args.engine in ("auto", "hf") and not _cuda():
-        extra += ["--kv-budget", str(s["kv_budget"])]
+        extra += ["--kv-budget-gib", str(s["kv_budget"])]
     return extra
 
 

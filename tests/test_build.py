@@ -52,7 +52,7 @@ def sorted_rows(folder: DatasetFolder, config: str = CONFIG) -> pa.Table:
 def cli_args(o: BuildOptions, out: str) -> list[str]:
     args = [FORELEN, "build", "--split", o.split, "--model", o.model, "--out", out,
             "--samples-per-prompt", str(o.samples_per_prompt), "--max-new-tokens", str(o.max_new_tokens),
-            "--batch-size", str(o.batch_size), "--steps", str(o.steps), "--dtype", o.dtype,
+            "--shard-size", str(o.batch_size), "--steps", str(o.steps), "--dtype", o.dtype,
             "--device", o.device]
     for s in o.sources:
         args += ["--source", s]

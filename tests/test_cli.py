@@ -169,14 +169,23 @@ CASES = {
     "limit 0": (lambda b, t: b + ["--limit", "0"], ["--limit must be a positive integer, got 0"]),
     "negative samples": (lambda b, t: with_value(b, "--samples-per-prompt", "-1"),
                          ["--samples-per-prompt must be a positive integer, got -1"]),
-    "batch size 0": (lambda b, t: b + ["--batch-size", "0"], ["--batch-size"]),
+    "shard size 0": (lambda b, t: b + ["--shard-size", "0"],
+                     ["--shard-size must be a positive integer, got 0"]),
+    "shard size 0, by 0.1's name": (lambda b, t: b + ["--batch-size", "0"],
+                                    ["--shard-size must be a positive integer, got 0"]),
     "top_p 0": (lambda b, t: b + ["--top-p", "0"], ["--top-p must be in (0, 1]"]),
     "negative temperature": (lambda b, t: b + ["--temperature", "-0.5"], ["--temperature must be >= 0"]),
     "negative steps": (lambda b, t: b + ["--steps", "-1"], ["--steps must be >= 0"]),
     "unknown engine": (lambda b, t: b + ["--engine", "vlm"], ["unknown engine 'vlm'", "did you mean 'vllm'?"]),
-    "kv budget too small": (lambda b, t: b + ["--kv-budget", "0.00001"],
-                            ["--kv-budget 1e-05 GiB cannot hold one prompt of", "raise --kv-budget"]),
-    "kv budget zero": (lambda b, t: b + ["--kv-budget", "0"], ["--kv-budget must be a positive"]),
+    "kv budget too small": (lambda b, t: b + ["--kv-budget-gib", "0.00001"],
+                            ["--kv-budget-gib 1e-05 cannot hold one prompt of",
+                             "raise --kv-budget-gib"]),
+    "kv budget zero": (lambda b, t: b + ["--kv-budget-gib", "0"],
+                       ["--kv-budget-gib must be a positive number of GiB"]),
+    "kv budget zero, by 0.1's name": (lambda b, t: b + ["--kv-budget", "0"],
+                                      ["--kv-budget-gib must be a positive number of GiB"]),
+    "kv budget twice, by both names": (lambda b, t: b + ["--kv-budget", "1", "--kv-budget-gib", "2"],
+                                       ["is given 2 times"]),
     "unknown attention": (lambda b, t: b + ["--attention", "flash"],
                           ["--attention must be one of sdpa, grouped, eager"]),
     "slots 0": (lambda b, t: b + ["--slots", "0"], ["--slots must be a positive integer"]),
@@ -211,7 +220,7 @@ def test_out_of_memory_mid_build_is_one_line_and_keeps_shards(base, monkeypatch,
         return original(self, n)
 
     monkeypatch.setattr(HFEngine, "_step", step)
-    code, out, err = call_main(monkeypatch, capsys, *base, "--batch-size", "1", "--slots", "2")
+    code, out, err = call_main(monkeypatch, capsys, *base, "--shard-size", "1", "--slots", "2")
     line = assert_one_line_error(code, out, err)
     assert "out of memory" in line and "rerun the same command to resume" in line
     entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["configs"]["tiny-llama-rl"]

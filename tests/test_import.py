@@ -287,7 +287,7 @@ def test_import_resumes_after_sigkill(tiny_model_dir, tmp_path):
                                           "response": RESPONSES[i % len(RESPONSES)] * 3})
                               + "\n" for i in range(80)))
     args = [FORELEN, "import", str(source), "--split", "cot", "--model", str(tiny_model_dir),
-            "--dtype", "float32", "--device", "cpu", "--batch-size", "1", "--steps", "4"]
+            "--dtype", "float32", "--device", "cpu", "--shard-size", "1", "--steps", "4"]
     run_import(ImportOptions(source=str(source), model=str(tiny_model_dir), split="cot",
                              dtype="float32", device="cpu", batch_size=1, steps=4,
                              out=str(tmp_path / "whole")))

@@ -420,7 +420,7 @@ def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_fi
                            pilot_out=str(tmp_path / "pilot"))
     monkeypatch.setattr(reference, "build_extra", lambda args, split: [
         "--source", str(prompts_file), "--limit", "4", "--samples-per-prompt", "2",
-        "--max-new-tokens", "12", "--steps", "8", "--batch-size", "2"])
+        "--max-new-tokens", "12", "--steps", "8", "--shard-size", "2"])
     config = reference.config_name(args, "rl")
     reference.build_in_jobs(args, "rl", config, {})
     assert calls == ["build", "compact", "build", "compact", "merge"]

@@ -101,9 +101,14 @@ def build(
     steps: int = typer.Option(64, help="Generated-token states kept per sample."),
     egtp_first_k: Optional[int] = typer.Option(
         None, help="Also record EGTP pooled over only the first K prompt tokens."),
-    batch_size: int = typer.Option(32, help="Sequences per shard (hf-static: per batch)."),
+    batch_size: int = typer.Option(
+        32, "--shard-size", "--batch-size",
+        help="Sequences per shard, the unit of resume (hf-static: per batch; --batch-size is "
+             "0.1's name)."),
     slots: int = typer.Option(128, help="hf: sequences decoded together, at most."),
-    kv_budget: float = typer.Option(4.0, help="hf: GiB for the slot KV cache (bounds the slots)."),
+    kv_budget: float = typer.Option(
+        4.0, "--kv-budget-gib", "--kv-budget",
+        help="hf: GiB for the slot KV cache, which bounds the slots (--kv-budget is 0.1's name)."),
     attention: str = typer.Option("sdpa", help="hf: decode attention kernel: sdpa, grouped, eager."),
     prefill_chunk: int = typer.Option(512, help="hf: prompt tokens per prefill forward."),
     work_unit: Optional[int] = typer.Option(
@@ -215,7 +220,9 @@ def import_(
     steps: int = typer.Option(64, help="Response-token states kept per row."),
     egtp_first_k: Optional[int] = typer.Option(None, help="Also EGTP over the first K prompt "
                                                           "tokens."),
-    batch_size: int = typer.Option(32, help="Rows per shard (the unit of resume)."),
+    batch_size: int = typer.Option(32, "--shard-size", "--batch-size",
+                                   help="Rows per shard, the unit of resume (--batch-size is 0.1's "
+                                        "name)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     out: str = typer.Option("forelen", help="Dataset folder (a path or a filesystem URL)."),
@@ -397,8 +404,10 @@ def simulate(
     static_slots: Optional[int] = typer.Option(None, help="Batch size of static batching "
                                                           "(default: test rows // 16, between 2 "
                                                           "and 16)."),
-    kv_budget: Optional[int] = typer.Option(None, help="KV-cache tokens; each running request "
-                                                       "reserves prompt + max_new_tokens."),
+    kv_budget: Optional[int] = typer.Option(
+        None, "--kv-budget-tokens", "--kv-budget",
+        help="KV-cache tokens; each running request reserves prompt + max_new_tokens (--kv-budget "
+             "is 0.1's name)."),
     rate: Optional[float] = typer.Option(None, help="Poisson arrivals, requests/s (default: all "
                                                     "at t=0)."),
     seed: int = typer.Option(42, help="Seed of the predictors' training and of the arrivals."),
@@ -472,7 +481,9 @@ def replay(
         None, help="A budget below the config's (rows keep their seeds, so the recorded length "
                    "capped there is still exact)."),
     slots: int = typer.Option(16, help="Decode slots of the engine."),
-    kv_budget: float = typer.Option(4.0, help="GiB of the engine's slot KV cache."),
+    kv_budget: float = typer.Option(4.0, "--kv-budget-gib", "--kv-budget",
+                                    help="GiB of the engine's slot KV cache (--kv-budget is 0.1's "
+                                         "name)."),
     preempt: bool = typer.Option(False, help="Swap out a running request for a waiting one "
                                              "with a smaller remaining key (sjf, oracle)."),
     rerank_every: int = typer.Option(8, help="Decode steps between preemption checks."),
@@ -706,7 +717,7 @@ def _quiet_libraries() -> None:
 
 def _out_of_memory() -> None:
     print("error: out of memory; finished shards are kept. Free memory and rerun the same command "
-          "to resume, or rebuild with a smaller --kv-budget / --slots and --overwrite",
+          "to resume, or rebuild with a smaller --kv-budget-gib / --slots and --overwrite",
           file=sys.stderr)
     sys.exit(2)
 

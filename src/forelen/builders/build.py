@@ -75,12 +75,18 @@ class Chunk:
     items: list[tuple[PlannedPrompt, int]] = field(default_factory=list)  # (prompt, sample_index)
 
 
+# Option fields whose command-line flag names a unit the field name does not (the fields keep their
+# names: they are keys of the resolved config, hence of the fingerprint).
+FLAGS = {"batch_size": "--shard-size", "kv_budget": "--kv-budget-gib"}
+
+
 def check_options(opts: BuildOptions) -> None:
     for name in ("limit", "samples_per_prompt", "max_new_tokens", "max_prompt_tokens", "batch_size",
                  "egtp_first_k", "slots", "prefill_chunk", "work_unit"):
         value = getattr(opts, name)
         if value is not None and value <= 0:
-            raise ForelenError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            raise ForelenError(f"{FLAGS.get(name, '--' + name.replace('_', '-'))} must be a positive "
+                               f"integer, got {value}")
     if opts.steps < 0:
         raise ForelenError(f"--steps must be >= 0, got {opts.steps}")
     if opts.temperature is not None and opts.temperature < 0:
@@ -99,7 +105,8 @@ def check_options(opts: BuildOptions) -> None:
         raise ForelenError(f"--shard-index must lie in 0..{opts.num_shards - 1} and --num-shards "
                            f"be >= 1, got {opts.shard_index} of {opts.num_shards}")
     if not opts.kv_budget > 0:
-        raise ForelenError(f"--kv-budget must be a positive number of GiB, got {opts.kv_budget}")
+        raise ForelenError(f"--kv-budget-gib must be a positive number of GiB, got "
+                           f"{opts.kv_budget}")
     from forelen.builders.engines.slots import KERNELS
     from forelen.builders.template import check_date
 

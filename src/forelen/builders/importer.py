@@ -113,8 +113,8 @@ def check_options(opts: ImportOptions) -> None:
     for name in ("batch_size", "egtp_first_k"):
         value = getattr(opts, name)
         if value is not None and value <= 0:
-            raise ForelenError(f"--{name.replace('_', '-')} must be a positive integer, "
-                               f"got {value}")
+            flag = "--shard-size" if name == "batch_size" else "--" + name.replace("_", "-")
+            raise ForelenError(f"{flag} must be a positive integer, got {value}")
     if opts.steps < 0:
         raise ForelenError(f"--steps must be >= 0, got {opts.steps}")
     if opts.keep_token_ids and not opts.drop_text:

@@ -106,7 +106,7 @@ class SimSettings:
         if self.static_slots is not None and self.static_slots < 1:
             raise ForelenError(f"--static-slots must be >= 1, got {self.static_slots}")
         if self.kv_budget_tokens is not None and self.kv_budget_tokens < 1:
-            raise ForelenError(f"--kv-budget must be >= 1 token, got {self.kv_budget_tokens}")
+            raise ForelenError(f"--kv-budget-tokens must be >= 1 token, got {self.kv_budget_tokens}")
         if self.rate is not None and not self.rate > 0:
             raise ForelenError(f"--rate must be > 0 requests/s, got {self.rate}")
         if self.rerank_every < 1:

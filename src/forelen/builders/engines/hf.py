@@ -118,9 +118,9 @@ class HFEngine:
         fit = int(s.kv_budget_gib * 2**30 // per_slot) - 1  # one slot is the prefill scratch
         if fit < 1:
             raise ForelenError(
-                f"--kv-budget {s.kv_budget_gib:g} GiB cannot hold one prompt of {max_prompt} "
+                f"--kv-budget-gib {s.kv_budget_gib:g} cannot hold one prompt of {max_prompt} "
                 f"tokens plus {max_new} new tokens (one slot and the prefill slot need "
-                f"{2 * per_slot / 2**30:.3f} GiB); raise --kv-budget or lower --max-new-tokens / "
+                f"{2 * per_slot / 2**30:.3f} GiB); raise --kv-budget-gib or lower --max-new-tokens / "
                 "--max-prompt-tokens")
         return min(s.slots, fit)
 
