@@ -1,26 +1,28 @@
-"""Build throughput, side by side in one run on the same real packaged prompts and SmolLM2-135M:
+"""Build throughput, side by side in one run on the same real packaged prompts and one generator
+(`--model`, default the packaged SmolLM2-135M; `--dtype`, default auto):
 
 (a) naive: one `model.generate(..., output_hidden_states=True, output_scores=True)` per prompt;
-(b) static: the previous path, `hf-static` (static batches by prompt length) + the teacher-forced
+(b) static: `hf-static` (static batches by prompt length) + the teacher-forced
     recorder pass;
 (c) build: the continuous `hf` engine, features recorded during generation;
-(d) roofline: bf16 matmul throughput measured here at the model's own GEMM shapes (M = slots),
-    turned into tokens/s with the model's FLOPs per token.
+(d) roofline: matmul throughput in the model's dtype, measured here at its own GEMM shapes
+    (M = slots), turned into tokens/s with the model's FLOPs per token.
 
 Scenarios: cot at 256 new tokens, rl groups of 8 samples, long prompts up to 1,024 tokens. Every
 throughput counts generated tokens over generation + feature time. `--attention-sweep` also times
 one decode step of each attention kernel (and torch.compile of the decode attention) at the
 scenario's slot count. The last line printed is one JSON object.
 
-    python benchmarks/bench_build.py [--quick] [--attention-sweep]
+    python benchmarks/bench_build.py [--quick] [--attention-sweep] [--model M] [--dtype D]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
+
+from forelen.provenance import machine
 
 
 def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096):
@@ -91,7 +93,8 @@ def continuous(model, tokenizer, reqs, settings) -> dict:
 
 
 def roofline(model, m: int) -> dict:
-    """Tokens/s if every GEMM of a decode step ran at the bf16 rate measured at its own shape."""
+    """Tokens/s if every GEMM of a decode step ran at the rate measured at its own shape, in the
+    model's dtype."""
     import torch
 
     cfg = model.config
@@ -162,17 +165,6 @@ def _time(fn, reps: int = 10) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info = fh.read()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                    if line.startswith("model name"))
-        return name + (" (AMX)" if "amx_bf16" in info else " (no AMX)")
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under 5 minutes")
@@ -180,6 +172,9 @@ def main() -> None:
     parser.add_argument("--attention", default="sdpa")
     parser.add_argument("--static-batch", type=int, default=32, help="hf-static batch size")
     parser.add_argument("--attention-sweep", action="store_true")
+    parser.add_argument("--model", default="smollm2-135m", help="generator (an alias or a path)")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (bf16 where the CPU has bf16 units), float32 or bfloat16")
     args = parser.parse_args()
     q = args.quick
     sizes = {"cot": (24 if q else 64, 128 if q else 256), "rl": (3 if q else 8, 128 if q else 256),
@@ -194,9 +189,9 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model, tokenizer, revision = load_model(resolve_model("smollm2-135m"))
+    model, tokenizer, revision = load_model(resolve_model(args.model), dtype=args.dtype)
     layers = default_layers(model.config.num_hidden_layers)
-    print(f"SmolLM2-135M ({revision}, {model.dtype}) on {cpu_name()}, "
+    print(f"{args.model} ({revision}, {model.dtype}) on {machine()}, "
           f"{torch.get_num_threads()} threads; slots {args.slots}, attention {args.attention}, "
           f"static batch {args.static_batch}{', quick' if q else ''}")
     settings = EngineSettings(slots=args.slots, attention=args.attention, layers=tuple(layers))
@@ -224,7 +219,7 @@ def main() -> None:
     print(f"naive {n['tokens']} tokens, batch 1 generate with states and scores: "
           f"{n['tok_s']:.1f} tok/s")
     roof = roofline(model, args.slots)
-    print(f"roofline: bf16 GEMMs at the model's shapes, M={args.slots}: {roof['gflop_s']:.0f} "
+    print(f"roofline: {model.dtype} GEMMs at the model's shapes, M={args.slots}: {roof['gflop_s']:.0f} "
           f"GFLOP/s x {roof['gflop_per_token']:.3f} GFLOP/token = {roof['tok_s']:.0f} tok/s")
     if args.attention_sweep:
         context = max(len(r.prompt_ids) for r in scenarios["cot"]) + sizes["cot"][1]
@@ -243,7 +238,8 @@ def main() -> None:
         "speedup_vs_static": round(report["cot"]["speedup_vs_static"], 2),
         "rl_speedup_vs_static": round(report["rl"]["speedup_vs_static"], 2),
         "long_speedup_vs_static": round(report["long"]["speedup_vs_static"], 2),
-        "machine": cpu_name(), "threads": torch.get_num_threads(), "quick": q,
+        "model": args.model, "dtype": str(model.dtype).replace("torch.", ""),
+        "machine": machine(), "threads": torch.get_num_threads(), "quick": q,
         "slots": args.slots, "attention": args.attention, "scenarios": report,
     }
     print(json.dumps(summary, default=float))
