@@ -53,6 +53,30 @@ def test_help():
         assert opt in res.stdout
 
 
+
+@pytest.mark.parametrize("command, cls", [("build", "BuildOptions"), ("import", "ImportOptions")])
+def test_command_defaults_are_the_option_classes(command, cls):
+    """What `forelen build` runs with by default is what `run_build` does from Python: an option
+    that names a field of the options class has that field's default."""
+    import dataclasses
+
+    import typer.main
+
+    from forelen import cli
+    from forelen.builders.build import BuildOptions
+    from forelen.builders.importer import ImportOptions
+
+    options = {"BuildOptions": BuildOptions, "ImportOptions": ImportOptions}[cls]
+    defaults = {f.name: f.default for f in dataclasses.fields(options)
+                if f.default is not dataclasses.MISSING}
+    click_cmd = typer.main.get_command(cli.app).commands[command]
+    shared = [p for p in click_cmd.params if p.name in defaults]
+    assert len(shared) >= 10
+    for param in shared:
+        want = defaults[param.name]
+        got = param.default if not param.multiple else tuple(param.default or ())
+        assert got == want or (got is None and want == ()), (param.name, got, want)
+
 EXPECTED_NAMES = {
     "sources": ["gsm-symbolic", "mmath-pkg", "humaneval-pkg", "ifeval-pkg", "longdocs-pkg",
                 "writingbench-pkg", "longbench", "gsm8k", "math500"],

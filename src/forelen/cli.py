@@ -5,14 +5,27 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import MISSING, fields
 from pathlib import Path
+from types import SimpleNamespace
 from enum import Enum
 from typing import List, Optional
 
 import typer
 from typer.core import TyperCommand
 
+from forelen.builders.build import BuildOptions
+from forelen.builders.importer import ImportOptions
 from forelen.errors import ForelenError
+
+
+def _defaults(cls) -> SimpleNamespace:
+    """A dataclass's field defaults: the commands take theirs from the option classes, never
+    from a copy (tests/test_cli.py checks every option that has a field)."""
+    return SimpleNamespace(**{f.name: f.default for f in fields(cls) if f.default is not MISSING})
+
+
+BUILD, IMPORT = _defaults(BuildOptions), _defaults(ImportOptions)
 
 
 class OnceCommand(TyperCommand):
@@ -74,7 +87,7 @@ def _console():
 @app.command()
 def build(
     split: str = typer.Option(..., "--split", help="ForeLen scenario: long, cot, rl or chat."),
-    model: str = typer.Option("smollm2-135m", help="Alias, hub id, local folder or .gguf file."),
+    model: str = typer.Option(BUILD.model, help="Alias, hub id, local folder or .gguf file."),
     engine: str = typer.Option(
         "auto", help="Generation engine: auto (vllm on CUDA where installed, else hf), hf "
                      "(continuous batching, features recorded while it generates), hf-static "
@@ -82,7 +95,7 @@ def build(
     source: Optional[List[str]] = typer.Option(
         None, "--source", help="Registered source or a .jsonl/.json/.parquet/.csv file; repeatable. "
                                "Default: the split's offline mix."),
-    prompt_column: str = typer.Option("prompt", help="Prompt column of --source files."),
+    prompt_column: str = typer.Option(BUILD.prompt_column, help="Prompt column of --source files."),
     turns: str = typer.Option(
         "first", help="Conversation sources (chat): first (the first user turn) or all (every "
                       "reply, its prompt the conversation so far; config <model>-chat-all-turns)."),
@@ -92,45 +105,45 @@ def build(
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (split default)."),
     top_p: Optional[float] = typer.Option(None, help="Nucleus cut-off (split default)."),
     max_prompt_tokens: Optional[int] = typer.Option(None, help="Cut longer prompts in the middle."),
-    seed: int = typer.Option(0, help="Seed of prompt selection and of every sample's seed."),
+    seed: int = typer.Option(BUILD.seed, help="Seed of prompt selection and of every sample's seed."),
     date: Optional[str] = typer.Option(
         None, help="YYYY-MM-DD: the day chat templates that print a date see (default: today, or "
                    "the partial build's on resume; needed by sharded builds of such templates)."),
     layers: Optional[List[int]] = typer.Option(
         None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
-    steps: int = typer.Option(64, help="Generated-token states kept per sample."),
+    steps: int = typer.Option(BUILD.steps, help="Generated-token states kept per sample."),
     egtp_first_k: Optional[int] = typer.Option(
         None, help="Also record EGTP pooled over only the first K prompt tokens."),
     batch_size: int = typer.Option(
         32, "--shard-size", "--batch-size",
         help="Sequences per shard, the unit of resume (hf-static: per batch; --batch-size is "
              "0.1's name)."),
-    slots: int = typer.Option(128, help="hf: sequences decoded together, at most."),
+    slots: int = typer.Option(BUILD.slots, help="hf: sequences decoded together, at most."),
     kv_budget: float = typer.Option(
         4.0, "--kv-budget-gib", "--kv-budget",
         help="hf: GiB for the slot KV cache, which bounds the slots (--kv-budget is 0.1's name)."),
-    attention: str = typer.Option("sdpa", help="hf: decode attention kernel: sdpa, grouped, eager."),
-    prefill_chunk: int = typer.Option(512, help="hf: prompt tokens per prefill forward."),
+    attention: str = typer.Option(BUILD.attention, help="hf: decode attention kernel: sdpa, grouped, eager."),
+    prefill_chunk: int = typer.Option(BUILD.prefill_chunk, help="hf: prompt tokens per prefill forward."),
     work_unit: Optional[int] = typer.Option(
         None, help="Sequences per engine call (hf 1024, vllm 4096, hf-static one shard)."),
-    num_shards: int = typer.Option(1, help="Split the build over this many jobs (then merge)."),
-    shard_index: int = typer.Option(0, help="This job's share, 0..num_shards-1."),
+    num_shards: int = typer.Option(BUILD.num_shards, help="Split the build over this many jobs (then merge)."),
+    shard_index: int = typer.Option(BUILD.shard_index, help="This job's share, 0..num_shards-1."),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="[ADDRESS]",
         help="Build on Ray: alone, ray.init()'s default (RAY_ADDRESS or a local cluster); with an "
              "address, that cluster. Needs pip install 'forelen[distributed]'."),
     workers: Optional[int] = typer.Option(
         None, help="Ray: model replicas (default one per GPU, else one per node)."),
-    max_retries: int = typer.Option(3, help="Ray: restarts of a lost worker and retries of its "
+    max_retries: int = typer.Option(BUILD.max_retries, help="Ray: restarts of a lost worker and retries of its "
                                             "work unit."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
-    out: str = typer.Option("forelen", help="Dataset folder (load_dataset(out, config))."),
-    overwrite: bool = typer.Option(False, help="Rebuild a config that is already built."),
-    skip_complete: bool = typer.Option(False, help="Leave a config that is already built as it is."),
+    device: str = typer.Option(BUILD.device, help="auto, cpu or cuda[:N]."),
+    dtype: str = typer.Option(BUILD.dtype, help="auto, float32, bfloat16 or float16."),
+    out: str = typer.Option(BUILD.out, help="Dataset folder (load_dataset(out, config))."),
+    overwrite: bool = typer.Option(BUILD.overwrite, help="Rebuild a config that is already built."),
+    skip_complete: bool = typer.Option(BUILD.skip_complete, help="Leave a config that is already built as it is."),
 ):
     """Generate a split with an open model and record lengths, entropies and hidden states."""
-    from forelen.builders.build import BuildOptions, run_build
+    from forelen.builders.build import run_build
 
     _quiet_libraries()
     console = _console()
@@ -183,7 +196,7 @@ def import_(
                    "load it (a closed model); default: --model, else unknown."),
     split: Optional[str] = typer.Option(None, help="long, cot, rl or chat (the release's folders "
                                                    "say it; sharegpt: chat; others need it)."),
-    format: str = typer.Option("auto", "--format", help="auto, forelen-release, openai-chat, "
+    format: str = typer.Option(IMPORT.format, "--format", help="auto, forelen-release, openai-chat, "
                                                         "sharegpt, jsonl, csv or parquet."),
     turns: Optional[str] = typer.Option(
         None, help="sharegpt: first (each conversation's first reply, the default) or all (every "
@@ -201,8 +214,8 @@ def import_(
         None, help="train/validation/test (default: partition where present, else by hash)."),
     finish_column: Optional[str] = typer.Option(None, help="stop/length (default: "
                                                            "finish_reason where present)."),
-    features: bool = typer.Option(True, help="Record hidden states and entropies with --model."),
-    drop_text: bool = typer.Option(False, help="Keep no text: sha256 hashes instead of prompt, "
+    features: bool = typer.Option(IMPORT.features, help="Record hidden states and entropies with --model."),
+    drop_text: bool = typer.Option(IMPORT.drop_text, help="Keep no text: sha256 hashes instead of prompt, "
                                                "response and given group ids, and no token ids."),
     keep_token_ids: bool = typer.Option(
         False, help="With --drop-text, keep response_token_ids: the model's public tokenizer "
@@ -213,24 +226,24 @@ def import_(
     allow_length_mismatch: bool = typer.Option(
         False, help="Import even when over 5% of logged lengths differ from the re-tokenised "
                     "responses."),
-    skip_invalid: bool = typer.Option(False, help="Import the usable rows when some cannot be "
+    skip_invalid: bool = typer.Option(IMPORT.skip_invalid, help="Import the usable rows when some cannot be "
                                                   "used (they are counted)."),
     layers: Optional[List[int]] = typer.Option(
         None, "--layer", help="Hidden-state index to record; repeatable (default: final and ~1/3)."),
-    steps: int = typer.Option(64, help="Response-token states kept per row."),
+    steps: int = typer.Option(IMPORT.steps, help="Response-token states kept per row."),
     egtp_first_k: Optional[int] = typer.Option(None, help="Also EGTP over the first K prompt "
                                                           "tokens."),
-    batch_size: int = typer.Option(32, "--shard-size", "--batch-size",
+    batch_size: int = typer.Option(IMPORT.batch_size, "--shard-size", "--batch-size",
                                    help="Rows per shard, the unit of resume (--batch-size is 0.1's "
                                         "name)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
-    out: str = typer.Option("forelen", help="Dataset folder (a path or a filesystem URL)."),
-    overwrite: bool = typer.Option(False, help="Import a config that is already there again."),
+    device: str = typer.Option(IMPORT.device, help="auto, cpu or cuda[:N]."),
+    dtype: str = typer.Option(IMPORT.dtype, help="auto, float32, bfloat16 or float16."),
+    out: str = typer.Option(IMPORT.out, help="Dataset folder (a path or a filesystem URL)."),
+    overwrite: bool = typer.Option(IMPORT.overwrite, help="Import a config that is already there again."),
 ):
     """Import existing responses (serving logs, ShareGPT conversations, the ForeLen release,
     tables) as configs."""
-    from forelen.builders.importer import ImportOptions, run_import
+    from forelen.builders.importer import run_import
 
     _quiet_libraries()
     console = _console()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from forelen.builders.engines import EngineSettings
 from forelen.builders.plan import partition_of, sample_seed, uid_of  # noqa: F401
 from forelen.builders.template import render  # noqa: F401
 from forelen.errors import ForelenError
@@ -38,13 +39,13 @@ class BuildOptions:
     seed: int = 0
     date: str | None = None  # the day chat templates see; None: today, or the partial build's
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
-    steps: int = 64  # generated-token states kept per sample (PLP/TRAIL/TPV)
+    steps: int = EngineSettings.steps  # generated-token states kept per sample (PLP/TRAIL/TPV)
     egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
-    batch_size: int = 32  # sequences per shard (the unit of resume); hf-static: per batch
-    slots: int = 128  # hf: sequences decoded together, at most (the KV budget may allow fewer)
-    kv_budget: float = 4.0  # hf: GiB of the pre-allocated slot KV cache
-    attention: str = "sdpa"  # hf: decode attention kernel (engines/slots.py; README figures)
-    prefill_chunk: int = 512  # hf: prompt tokens per prefill forward
+    batch_size: int = EngineSettings.batch_size  # sequences per shard (the unit of resume)
+    slots: int = EngineSettings.slots  # hf: sequences decoded together, at most
+    kv_budget: float = EngineSettings.kv_budget_gib  # hf: GiB of the slot KV cache
+    attention: str = EngineSettings.attention  # hf: decode attention kernel
+    prefill_chunk: int = EngineSettings.prefill_chunk  # hf: prompt tokens per prefill forward
     work_unit: int | None = None  # sequences per engine call; None: the engine's default
     num_shards: int = 1  # split the plan's work units over this many independent jobs ...
     shard_index: int = 0  # ... of which this is one; `forelen merge` joins their folders
@@ -337,8 +338,6 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int,
 
 
 def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_new: int):
-    from forelen.builders.engines import EngineSettings
-
     return EngineSettings(batch_size=opts.batch_size, slots=opts.slots, kv_budget_gib=opts.kv_budget,
                           attention=opts.attention, prefill_chunk=opts.prefill_chunk,
                           layers=tuple(layers), steps=opts.steps, first_k=opts.egtp_first_k,
