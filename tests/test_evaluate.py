@@ -331,7 +331,8 @@ def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
     and the terminal show "–"."""
     from forelen.dataset import DatasetFolder
     from forelen.leaderboard.evaluate import run_evaluation
-    from forelen.leaderboard.render import config_table, mae_ranks, significance
+    from forelen.leaderboard.ranking import mae_ranks, significance
+    from forelen.leaderboard.render import config_table
     from forelen.metrics import METRICS
 
     results = tmp_path / "results"
@@ -361,7 +362,7 @@ def test_the_record_stores_its_prediction_spread_and_a_constant_is_flagged(built
 
     from forelen.dataset import DatasetFolder
     from forelen.leaderboard.evaluate import evaluate_one, load_config
-    from forelen.leaderboard.render import constants
+    from forelen.leaderboard.ranking import constants
     from forelen.metrics import CONSTANT_SPREAD
     from forelen.predictors import Predictor, PredictorInfo
 

@@ -15,7 +15,8 @@ from forelen import cli
 from forelen.errors import ForelenError
 from forelen.leaderboard import release as rel
 from forelen.leaderboard.plots import histogram, line_plot, nice_ticks
-from forelen.leaderboard.render import mae_ranks, read_card, render_command, render_page
+from forelen.leaderboard.ranking import mae_ranks
+from forelen.leaderboard.render import read_card, render_command, render_page
 from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_results
 
 
@@ -378,7 +379,8 @@ def test_ranks_count_only_significantly_better_predictors():
     """rank = 1 + predictors significantly better; the constant is beaten or not, said so."""
     import numpy as np
 
-    from forelen.leaderboard.render import config_table, significance
+    from forelen.leaderboard.ranking import significance
+    from forelen.leaderboard.render import config_table
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(50), 4)  # 50 prompts: enough to test
@@ -428,7 +430,7 @@ def test_too_few_prompts_are_never_called_significant():
     """One rl test prompt x 8 samples (the demo's size): the bootstrap has nothing to resample."""
     import numpy as np
 
-    from forelen.leaderboard.render import significance
+    from forelen.leaderboard.ranking import significance
     from forelen.metrics import length_metrics
 
     groups = np.zeros(8, int)
@@ -471,7 +473,8 @@ def test_a_metric_a_predictor_lacks_is_a_dash_and_takes_no_rank():
     CRPS; a distribution predictor shows its CRPS, coverage and width."""
     import numpy as np
 
-    from forelen.leaderboard.render import config_table, significance
+    from forelen.leaderboard.ranking import significance
+    from forelen.leaderboard.render import config_table
 
     recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
     ltr = next(r for r in recs if r["predictor"]["name"] == "ltr")
@@ -614,7 +617,8 @@ def _flag_records():
 
 
 def test_a_constant_predictor_is_flagged_and_not_ranked():
-    from forelen.leaderboard.render import config_table, flags, significance, summary
+    from forelen.leaderboard.ranking import flags, significance, summary
+    from forelen.leaderboard.render import config_table
 
     recs = _flag_records()
     got = flags(recs)
@@ -639,7 +643,7 @@ def test_a_constant_predictor_is_flagged_and_not_ranked():
 
 
 def test_the_summary_says_when_no_learned_predictor_beats_the_reference():
-    from forelen.leaderboard.render import summary
+    from forelen.leaderboard.ranking import summary
 
     recs = [r for r in _flag_records() if r["predictor"]["name"] in ("constant-median", "noise")]
     mae = {r["predictor"]["name"]: r["metrics"]["mae"] for r in recs}
@@ -659,7 +663,7 @@ def test_records_without_a_prediction_spread_are_judged_by_tau_and_modal_class()
     """v0.1.0's records store neither predictions nor targets: a learned predictor whose tau was
     left undefined (its predictions did not vary) while others have one is constant, and so is
     one class on every row (ltr-c's `modal_class_rate`)."""
-    from forelen.leaderboard.render import constants
+    from forelen.leaderboard.ranking import constants
 
     recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
     assert constants(recs) == set()
@@ -724,8 +728,8 @@ def test_release_v0_1_0_flags_its_constants_and_fallbacks():
     """The audit's reading of v0.1.0: ltr-c (cot, rl) and s3 (cot) predict a constant, pia falls
     back to the median on 69-77% of rows, and on cot and rl no learned predictor beats the
     constant median."""
-    from forelen.leaderboard.render import (by_config, flags, keyed, mean_tau, rank_cell,
-                                                  significance, summary)
+    from forelen.leaderboard.ranking import flags, keyed, significance, summary
+    from forelen.leaderboard.render import by_config, mean_tau, rank_cell
 
     folder = Path(__file__).resolve().parents[1] / "releases" / "v0.1.0" / "records"
     groups = by_config([keyed(r.body) for r in rel.load_records(folder)])

@@ -69,7 +69,7 @@ E2E_LABEL = {"padding_ratio": "padding ratio", "jct_mean_s": "mean JCT (s)"}
 def paper_comparison(records: list[dict]) -> dict | None:
     """The comparison block of a release manifest; None when no record is of a paper predictor.
 
-    `records`: result records (as `render.keyed` shows them), with `rel` set to the record's path
+    `records`: result records (as `ranking.keyed` shows them), with `rel` set to the record's path
     in the release (`records/<config>/<key>.json`) where known."""
     by_config: dict[str, dict[str, dict]] = {}
     for r in records:

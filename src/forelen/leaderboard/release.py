@@ -202,7 +202,7 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
     from forelen.provenance import git_commit
 
     check_consistency(records)
-    from forelen.leaderboard.render import SIGNIFICANCE, keyed, significance
+    from forelen.leaderboard.ranking import SIGNIFICANCE, keyed, significance
 
     configs = dataset_blocks(records)
     for name, block in configs.items():

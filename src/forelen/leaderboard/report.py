@@ -150,7 +150,7 @@ def evaluate_saved_command(saved: str, data: str | None, config: str | None,
 
 def show_tables(rows: list[dict], configs: list[str], results: str, console) -> None:
     """Per config: the results table, the summary line, the rl floor, per-step MAE."""
-    from forelen.leaderboard.render import keyed, summary
+    from forelen.leaderboard.ranking import keyed, summary
 
     for cfg in configs:
         recs = [r for r in rows if r["dataset"]["config"] == cfg]
@@ -180,12 +180,12 @@ def results_table(recs: list[dict], title: str, width: int = 80):
     many as fit whole, in that order; a footnote names the columns left out (all are in `--json`). A value is
     never cut: columns are left out instead, names wrap, and below VERTICAL_BELOW the figures
     go one per line. "–" where a predictor does not produce a metric; sorted by MAE, none last.
-    A flagged predictor (`render.flags`: constant, fallback) says so after its name."""
+    A flagged predictor (`ranking.flags`: constant, fallback) says so after its name."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from forelen.leaderboard.render import flags, keyed
+    from forelen.leaderboard.ranking import flags, keyed
 
     recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
                                        metric_value(r, "mae") is None,
