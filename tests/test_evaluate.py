@@ -177,6 +177,14 @@ def test_a_spy_sees_only_its_partition_and_the_record_recomputes(built):
     cut = np.asarray(data.test["finish_reason"]) == "length"
     assert m["censored_fraction"] == pytest.approx(cut.mean())
 
+    class Declared(Spy):
+        """A predictor that reports a diagnostic by the declared method, not by a name."""
+
+        def diagnostics(self):
+            return {"abstain_rate": 0.5}
+
+    assert evaluate_one(Declared(), data, seed=0)["diagnostics"] == {"abstain_rate": 0.5}
+
 
 def test_evaluate_and_simulate_print_json(built, tmp_path):
     for command in ("evaluate", "simulate"):

@@ -132,10 +132,8 @@ def evaluate_one(pred, data: Split3, seed: int, columns: list[str] | None = None
     test = data.test.select(cols)
     predictions = np.asarray(pred.predict(test), dtype=np.float64)
     t2 = time.perf_counter()
-    # rates a predictor reports about its own test predictions (pia: parse_failure_rate_), read
-    # now: the latency measurement below predicts single rows and would overwrite them
-    diagnostics = {k[:-1]: float(v) for k, v in vars(pred).items()
-                   if k.endswith("_rate_") and isinstance(v, (int, float))}
+    # read now: the latency measurement below predicts single rows and would overwrite them
+    diagnostics = pred.diagnostics()
     out = {"columns": cols, "predictions": predictions, "diagnostics": diagnostics,
            "head": pred.training_config(),
            "timing": {"fit_s": fit_s, "predict_s": t2 - t1,

@@ -20,7 +20,7 @@ def kind(p: dict) -> str:
 # -- flags: what a rank alone would hide ---------------------------------------------------------
 
 FALLBACK_RATE = 0.5  # above it, a predictor answers most test rows with its fallback
-# diagnostics (a predictor's own `*_rate_`, evaluate.py) that count rows given a fallback: what
+# diagnostics (`Predictor.diagnostics()`, in the record) that count rows given a fallback: what
 FALLBACK_DIAGNOSTICS = {"parse_failure_rate": "the train median"}
 MODAL_CONSTANT = 0.95  # records without `prediction_spread`: one class on this share of rows
 

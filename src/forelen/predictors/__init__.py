@@ -90,6 +90,15 @@ class Predictor:
         head = getattr(self, "head_", None)
         return head.config() if hasattr(head, "config") else None
 
+    def diagnostics(self) -> dict[str, float]:
+        """Rates this instance reports about its fit or its last `predict` (PiA's share of answers
+        it could not parse, LTR-C's modal-class share), kept in the result record's `diagnostics`
+        and read by the page's flags (`leaderboard/ranking.py`). The default names every numeric
+        fitted attribute ending in `_rate_` without its trailing underscore; override it to
+        report others."""
+        return {k[:-1]: float(v) for k, v in vars(self).items()
+                if k.endswith("_rate_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
     def get_state(self, folder) -> dict:
         """The learned state to save: every attribute ending in `_`. `folder` (the saved
         predictor's folder, still being written) takes state a library writes as files of its
