@@ -93,7 +93,6 @@ def test_lora_trains_one_example_per_prompt(monkeypatch):
         seen.update(queries=list(queries), labels=np.asarray(labels).tolist(), seed=seed)
         return {}
 
-    monkeypatch.setattr(pia, "_LOADED", {})
     monkeypatch.setattr(pia, "_require_peft", lambda: None)
     monkeypatch.setattr(pia, "_train_lora", fake_train)
     monkeypatch.setattr(PIA, "_load", lambda self: ("model", "tokenizer"))
@@ -244,3 +243,12 @@ def test_lora_mode_tunes_adapters_with_the_repository_schedule(tiny_model_dir, t
     out = pred.predict(_table(tiny_tokenizer, PROMPTS[:4]))
     assert out.shape == (4,) and np.all(np.isfinite(out))
     assert 0.0 <= pred.parse_failure_rate_ <= 1.0
+    # the adapted weights are this instance's: the model every pia shares is left as loaded
+    import torch
+
+    import forelen.predictors.pia as pia
+
+    shared, _ = pia.MODELS.get(pred.resolved_, "cpu", "float32")
+    name = next(iter(pred.lora_state_))
+    base = dict(shared.named_parameters())[name]
+    assert not torch.equal(base.float(), pred.lora_state_[name].float())

@@ -43,6 +43,7 @@ appended; `prompt_recovery_rate_` reports the share that matched.
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -67,7 +68,32 @@ LORA_LR, LORA_EPOCHS, LORA_BUCKET = 2e-5, 3, 50
 LORA_MICRO_BATCH, LORA_ACCUMULATE, LORA_WARMUP = 8, 4, 0.03
 
 _SENTINEL = "\x00FORELEN-PIA-SENTINEL\x00"
-_LOADED: dict = {}  # one loaded (model, tokenizer): fit/predict of several instances share it
+
+
+class ModelCache:
+    """The generator PiA asks, loaded once and shared by every PiA instance of the process (an
+    evaluation fits and scores several), keyed by (location, device, dtype). The cached model is
+    never modified: a LoRA instance adapts a copy of its own. `clear()` frees it."""
+
+    def __init__(self):
+        self._key, self._value = None, None
+
+    def get(self, resolved, device: str, dtype: str):
+        """(model, tokenizer), loading them when the key differs from the cached one."""
+        from forelen.models import load_model
+
+        key = (resolved.location, device, dtype)
+        if self._key != key:
+            self.clear()
+            model, tokenizer, _ = load_model(resolved, device, dtype)
+            self._key, self._value = key, (model, tokenizer)
+        return self._value
+
+    def clear(self) -> None:
+        self._key, self._value = None, None
+
+
+MODELS = ModelCache()
 
 
 @PREDICTORS.register("pia")
@@ -107,6 +133,7 @@ class PIA(Predictor):
         self.resolved_ = resolve_model(self.model_spec_)
         self.median_ = float(np.median(y)) if len(y) else 0.0
         self.lora_state_ = None
+        self._adapted = None
         model, tokenizer = self._load()  # loaded (and cached) here: predict times inference only
         if self.mode == "lora":
             # one example per prompt, not per sample (src/construct.py): a group's rows share its
@@ -115,8 +142,9 @@ class PIA(Predictor):
             date = table.meta.get("date_string")
             prompts = [self._query(tokenizer, str(p), date)
                        for p in np.asarray(table["prompt"], dtype=object)[rows]]
-            _LOADED["dirty"] = True  # training changes the shared copy's weights
-            self.lora_state_ = _train_lora(model, tokenizer, prompts, labels, self.seed)
+            # training changes the weights it adapts: a copy of the shared model, not the model
+            self.lora_state_ = _train_lora(copy.deepcopy(model), tokenizer, prompts, labels,
+                                           self.seed)
         return self
 
     def predict(self, table) -> np.ndarray:
@@ -177,28 +205,24 @@ class PIA(Predictor):
         return (text, user is not None) if report else text
 
     def _load(self):
-        """(model, tokenizer) on the chosen device, LoRA weights merged in when fitted with them."""
+        """(model, tokenizer) on the chosen device: the shared base model (`MODELS`), or, fitted in
+        LoRA mode, this instance's own copy with its merged adapter weights."""
         import torch
 
         from forelen.builders.build import pick_device
-        from forelen.models import load_model
 
         device = pick_device(self.device)
-        dtype = getattr(self, "dtype_", self.dtype)
-        key = (self.resolved_.location, device, dtype)
-        if _LOADED.get("key") != key or _LOADED.get("dirty"):
-            _LOADED.clear()
-            model, tokenizer, _ = load_model(self.resolved_, device, dtype)
-            _LOADED.update(key=key, model=model, tokenizer=tokenizer, dirty=False)
-        model, tokenizer = _LOADED["model"], _LOADED["tokenizer"]
-        if getattr(self, "lora_state_", None) is not None:
-            # Adapted weights: apply them to the shared copy and mark it for reloading next time.
+        model, tokenizer = MODELS.get(self.resolved_, device, getattr(self, "dtype_", self.dtype))
+        if getattr(self, "lora_state_", None) is None:
+            return model, tokenizer
+        if getattr(self, "_adapted", None) is None:
+            adapted = copy.deepcopy(model)
             with torch.no_grad():
-                params = dict(model.named_parameters())
+                params = dict(adapted.named_parameters())
                 for name, value in self.lora_state_.items():
                     params[name].copy_(value.to(params[name].device, params[name].dtype))
-            _LOADED["dirty"] = True
-        return model, tokenizer
+            self._adapted = adapted
+        return self._adapted, tokenizer
 
 
 def recover_user_text(tokenizer, prompt: str, date: str | None = None) -> str | None:
