@@ -7,7 +7,7 @@ read few of them:
 - PLP, at each observed step t (`metrics.OBSERVED_STEPS`), the mean of the first t states
   (`aggregator="mean"`, its default) or the t-th (`"last"`);
 - TPV, the state at each observed step; TRAIL, the state every `refresh` (8) steps;
-- all of them, past a row's end, its last state (`plp.state_at`).
+- all of them, past a row's end, its last state (`predictors/_steps.state_at`).
 
 So the compact form keeps, per row and kept layer, the states at `STATE_STEPS` (the union of those
 reads for S = 64) and at the row's last step, and the means of the first t states at

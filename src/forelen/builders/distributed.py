@@ -89,11 +89,11 @@ class BuildWorker:
 
     def run(self, config: str, resolved: dict, unit: list, done: list[str]) -> dict:
         """Generate one work unit and write its chunks' shards; return their entries."""
-        from forelen.builders.runner import _ShardWriter
+        from forelen.builders.runner import ShardWriter
 
         shards: list[dict] = []
         t0 = time.perf_counter()
-        writer = _ShardWriter(config, resolved, self.engine, self.recorder, self.tokenizer,
+        writer = ShardWriter(config, resolved, self.engine, self.recorder, self.tokenizer,
                               self.folder, set(done), sink=shards.append)
         self.engine.generate(writer.start(unit), on_done=writer.add)
         return {"pid": os.getpid(), "busy_s": time.perf_counter() - t0, "shards": shards}
@@ -195,12 +195,12 @@ def _dispatch(ray, actors, units, done, config, resolved, folder, console, pids)
     """Hand each unit to an idle replica; enter the shards each returns.
 
     Returns (wall seconds of the loop, seconds the replicas spent inside `run`)."""
-    from forelen.builders.runner import _progress, record_shard
+    from forelen.builders.runner import progress_bar, record_shard
 
     queue, idle, pending = deque(units), list(range(len(actors))), {}
     total = sum(len(c.items) for u in units for c in u)
     tokens, busy, started = 0, 0.0, time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"build {config} on Ray", total=total, rate="")
         while queue or pending:
             while queue and idle:

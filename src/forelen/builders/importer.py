@@ -559,7 +559,7 @@ def _fingerprint(resolved: dict, rows: list[Row]) -> str:
 def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
     from forelen.builders.build import finish_config, prepare_config
     from forelen.builders.recorder import Recorder
-    from forelen.builders.runner import _progress, record_shard
+    from forelen.builders.runner import progress_bar, record_shard
     from forelen.provenance import git_commit, library_versions
 
     say = console.print if console else _plain
@@ -580,7 +580,7 @@ def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
     todo = [(name, rows) for name, rows in plan.chunks if name not in done]
     tokens = 0
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"import {plan.config}", total=sum(len(r) for _, r in todo),
                                  rate="")
         for name, rows in todo:

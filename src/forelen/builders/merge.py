@@ -8,8 +8,6 @@ inputs hold, and any shard whose sha256 differs from its manifest; only then are
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from forelen.compact import merged_form, same_form
 from forelen.errors import ForelenError
 

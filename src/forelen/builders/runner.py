@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 
-def _progress(console):
+def progress_bar(console):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -46,7 +46,7 @@ def requests_of(chunk, resolved: dict) -> list:
             for p, s in chunk.items]
 
 
-class _ShardWriter:
+class ShardWriter:
     """Collects a unit's generations per chunk and writes each chunk's shard once it is whole."""
 
     def __init__(self, config, resolved, engine, recorder, tokenizer, folder, done: set[str],
@@ -121,10 +121,10 @@ def run_chunks(units: list[list], done: dict, config: str, resolved: dict, engin
     """Run every work unit (of `plan_units`) holding a chunk not in `done`; write missing shards."""
     units = [u for u in units if any(c.name not in done for c in u)]
     total = sum(len(c.items) for u in units for c in u)
-    writer = _ShardWriter(config, resolved, engine, recorder, tokenizer, folder, set(done))
+    writer = ShardWriter(config, resolved, engine, recorder, tokenizer, folder, set(done))
     tokens = 0
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"build {config}", total=total, rate="")
 
         def advance(gen):

@@ -11,7 +11,7 @@ import numpy as np
 
 from forelen.predictors import PREDICTORS, PredictorInfo
 from forelen.predictors._text import DEFAULT_ENCODER, spearman
-from forelen.predictors.ltr_c import PAPER, _LTRBase
+from forelen.predictors.ltr_c import PAPER, LTRBase
 
 
 def list_mle(scores, labels):
@@ -26,7 +26,7 @@ def list_mle(scores, labels):
 
 
 @PREDICTORS.register("ltr")
-class LTRRank(_LTRBase):
+class LTRRank(LTRBase):
     """ListMLE ranking score; `batch_size` is the list size (32 in the paper). Batches are random
     (`group_by_length=False`): a list of prompts of similar length carries little ranking signal
     where prompt length and output length go together."""

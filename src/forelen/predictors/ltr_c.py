@@ -22,7 +22,10 @@ CAP = 8192  # the paper's maximum length
 PRIOR_FLOOR = 1e-3  # pseudo-count of a class never seen in train, for the head's starting bias
 
 
-class _LTRBase(TextPredictor):
+class LTRBase(TextPredictor):
+    """What LTR-C and its ranking variant LTR share: the encoder, its fine-tuning schedule and
+    the text it reads."""
+
     def __init__(self, encoder: str = DEFAULT_ENCODER, max_length: int = 512,
                  truncation_side: str = "left", pooling: str = "auto", g: int = 10,
                  epochs: int = 5, batch_size: int = 32, lr: float = 2e-5,
@@ -49,7 +52,7 @@ class _LTRBase(TextPredictor):
 
 
 @PREDICTORS.register("ltr-c")
-class LTRClassifier(_LTRBase):
+class LTRClassifier(LTRBase):
     """Classes of width g up to 8192 tokens; cross-entropy; class -> centre c*g + g/2."""
 
     info = PredictorInfo(name="ltr-c", version="1", family="text-proxy", reference=PAPER,

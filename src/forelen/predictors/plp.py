@@ -12,36 +12,13 @@ import numpy as np
 from forelen.compact import prefix_mean
 from forelen.errors import ForelenError
 from forelen.metrics import OBSERVED_STEPS
-from forelen.predictors import PREDICTORS, Predictor, PredictorInfo, resolve_layer
+from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
 from forelen.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
                                             check_censoring, is_censored, parse_decode)
+from forelen.predictors._steps import layer_of, step_rows
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 AGGREGATORS = ("mean", "last", "entropy")
-
-
-def step_rows(y, states, steps=OBSERVED_STEPS, first: int = 0) -> tuple[np.ndarray, ...]:
-    """(sample, t) training pairs: each t in `steps` (>= first) with t < T and t <= states held.
-
-    One row per sample and step, so a loss averaged over rows is the paper's average over steps.
-    """
-    y = np.asarray(y)
-    held = np.array([len(s) for s in states])
-    rows, ts = [], []
-    for t in sorted(set(steps)):
-        if t < first:
-            continue
-        idx = np.flatnonzero((y > t) & (held >= t))
-        rows.append(idx)
-        ts.append(np.full(len(idx), t))
-    return np.concatenate(rows).astype(np.int64), np.concatenate(ts).astype(np.int64)
-
-
-def state_at(states, rows, t) -> np.ndarray:
-    """(R, D) float32: each row's state at step t, or its last recorded one when t is beyond S."""
-    t = np.broadcast_to(np.asarray(t), np.shape(rows))
-    return np.stack([np.asarray(states[i][min(s, len(states[i])) - 1], np.float32)
-                     for i, s in zip(rows, t)])
 
 
 def prefix_aggregate(states, t: int, aggregator: str, entropy=None) -> np.ndarray:
@@ -62,10 +39,6 @@ def prefix_aggregate(states, t: int, aggregator: str, entropy=None) -> np.ndarra
     e = np.asarray(entropy[:m], np.float64)
     w = np.exp(e - e.max())
     return (w / w.sum()) @ h[: len(w)]
-
-
-def layer_of(predictor: Predictor, table) -> int:
-    return resolve_layer(getattr(predictor, "layer", "final"), table.layers())
 
 
 @PREDICTORS.register("plp")

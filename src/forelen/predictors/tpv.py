@@ -21,7 +21,7 @@ import numpy as np
 
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
-from forelen.predictors.plp import layer_of, state_at, step_rows
+from forelen.predictors._steps import layer_of, state_at, step_rows
 
 REFERENCE = ("Eisenstadt et al., Overclocking LLM Reasoning: Monitoring and Controlling Thinking "
              "Path Lengths in LLMs (2025), thinking progress vector")

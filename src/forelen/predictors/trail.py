@@ -18,7 +18,7 @@ import numpy as np
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
 from forelen.predictors._head import parse_decode
-from forelen.predictors.plp import layer_of, state_at, step_rows
+from forelen.predictors._steps import layer_of, state_at, step_rows
 
 REFERENCE = "Shahout et al., Don't Stop Me Now: Embedding Based Scheduling for LLMs (ICLR 2025)"
 FLOOR = 1e-9  # likelihood floor: a confident wrong classifier must not zero the whole posterior
