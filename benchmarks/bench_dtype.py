@@ -69,9 +69,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per GEMM shape")
     args = ap.parse_args()
     import torch
+    from transformers import AutoConfig
 
     from forelen.models import model_dir, resolve_model
-    from transformers import AutoConfig
 
     torch.set_num_threads(args.threads)
     cfg = AutoConfig.from_pretrained(model_dir(resolve_model("smollm2-135m")))

@@ -88,9 +88,9 @@ def build_tok_s(model, tokenizer, n_prompts: int, new: int, slots: int) -> dict:
 def one(alias: str, args) -> dict:
     """Everything measured for one model, in this process."""
     import torch
+    from bench_build import planned_prompts
     from transformers.utils import logging as hf_logging
 
-    from bench_build import planned_prompts
     from forelen.models import MODELS, cache_dir, load_model, resolve_model
 
     hf_logging.set_verbosity_error()

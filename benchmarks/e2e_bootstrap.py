@@ -28,8 +28,7 @@ import time
 import numpy as np
 
 from forelen.metrics import OBSERVED_STEPS
-from forelen.simulator.endtoend import (BOOT_KEYS, Scenario, SimSettings, _Replay,
-                                              _run_replicates)
+from forelen.simulator.endtoend import BOOT_KEYS, Scenario, SimSettings, _Replay, _run_replicates
 
 CAP = 2048
 CAPPED = 0.456

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FORELEN, cli_env
+
 from forelen.builders.build import (BuildOptions, PlannedPrompt, partition_of, plan_chunks,
-                                          run_build, sample_seed, truncate_middle, uid_of)
+                                    run_build, sample_seed, truncate_middle, uid_of)
 from forelen.dataset import DatasetFolder, sha256_file
 from forelen.errors import ForelenError
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FORELEN, cli_env
+
 from forelen import cli
 
 

@@ -9,14 +9,14 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import FORELEN, cli_env
+from test_progressive import FAST, synthetic_table
+
 from forelen.compact import MEAN_STEPS, STATE_STEPS, StepSummary, summarise
 from forelen.errors import ForelenError
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, _head
 from forelen.tables import FeatureTable
-from test_progressive import FAST, synthetic_table
 
 
 def compacted(table: FeatureTable) -> FeatureTable:

@@ -14,7 +14,7 @@ from forelen import stats
 from forelen.metrics import OBSERVED_STEPS, group_resamples
 from forelen.simulator import make_workload, sjf, srpt
 from forelen.simulator.endtoend import (BOOT_KEYS, ENCODING, Scenario, SimSettings, _simulate,
-                                              encode, series)
+                                        encode, series)
 
 STEPS = np.asarray(OBSERVED_STEPS)
 CAP = 2048

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_engine_hf import TEXTS, requests_for
 
 from forelen.builders.engines import EngineSettings, GenerationRequest
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.hf_static import HFStaticEngine
 from forelen.builders.recorder import Recorder
 from forelen.errors import ForelenError
-from test_engine_hf import TEXTS, requests_for
 
 LAYERS = (0, 1, 3)
 STEPS = 6

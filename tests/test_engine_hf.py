@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from forelen.builders.engines import (ENGINES, EngineSettings, Generation, GenerationRequest,
-                                            finish)
+from forelen.builders.engines import ENGINES, EngineSettings, Generation, GenerationRequest, finish
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.hf_static import HFStaticEngine, _SeededSampler
 from forelen.builders.engines.sampling import eos_ids, sample_seeded

@@ -12,11 +12,11 @@ import sys
 import textwrap
 
 import pytest
+from test_build import assert_same_rows, interrupt_on_call, sorted_rows
 
 from forelen.builders.build import BuildOptions, run_build
 from forelen.builders.engines.vllm import VLLMEngine
 from forelen.dataset import DatasetFolder
-from test_build import assert_same_rows, interrupt_on_call, sorted_rows
 
 FAKE_VLLM = '''
 import random

@@ -6,8 +6,8 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import FORELEN, cli_env
+
 from forelen.builders.build import BuildOptions, run_build
 
 CONFIG = "tiny-llama-rl"

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FORELEN, cli_env
+
 from forelen.errors import ForelenError
-from forelen.predictors import PREDICTORS, Predictor
-from forelen.predictors import _saved
+from forelen.predictors import PREDICTORS, Predictor, _saved
 from forelen.predictors._plugins import synthetic
 
 CONFIG = "tiny-llama-rl"
@@ -296,6 +295,7 @@ def others(tiny_model_dir, tmp_path_factory, prompts_file):
     """Configs the rl fit cannot score, or can: a generator of hidden size 48; the same tiny
     generator's cot config recorded at layers 2 and 3 (the rl config has 1 and 3)."""
     import conftest
+
     from forelen.builders.build import BuildOptions, run_build
 
     root = tmp_path_factory.mktemp("others")

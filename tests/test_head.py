@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from forelen.errors import ForelenError
-from forelen.predictors._head import (
-    LAYOUTS, SoftLabelHead, assign_bins, bin_centres, bin_edges, soft_labels,
-)
+from forelen.predictors._head import (LAYOUTS, SoftLabelHead, assign_bins, bin_centres, bin_edges,
+                                      soft_labels)
 
 
 def lengths(n: int, seed: int = 0) -> np.ndarray:

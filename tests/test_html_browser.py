@@ -15,9 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from leaderboard_records import EVIL, write_results
 
 from forelen.leaderboard.release import make_release
-from leaderboard_records import EVIL, write_results
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BAR = (0x5B, 0x8F, 0xD9)  # svg .bar fill in the template
@@ -213,8 +213,8 @@ def test_reference_release_page(browser, reference_release):
     import json
     import re
 
-    from forelen.leaderboard.release import load_records
     from forelen.leaderboard.paper import paper_comparison
+    from forelen.leaderboard.release import load_records
     from forelen.leaderboard.render import comparison
 
     REFERENCE = reference_release

@@ -12,12 +12,12 @@ import re
 
 import numpy as np
 import pytest
+from test_build import CONFIG, STEPS, opts, reference  # noqa: F401 (fixtures)
+from test_cli import assert_one_line_error, call_main
 
 from forelen.builders.importer import ImportOptions, run_import
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
-from test_build import CONFIG, STEPS, opts, reference  # noqa: F401 (fixtures)
-from test_cli import assert_one_line_error, call_main
 
 RESPONSES = [
     "The answer is 42 because six times seven is forty two.",
@@ -167,8 +167,9 @@ def test_round_trip_features_equal_the_built_ones(reference, tiny_model_dir, tmp
 
 
 def test_evaluate_and_resume_on_an_import(reference, tiny_model_dir, tmp_path, monkeypatch):
-    from forelen.leaderboard.evaluate import run_evaluation
     from test_build import interrupt_on_call
+
+    from forelen.leaderboard.evaluate import run_evaluation
 
     folder, _, _ = reference
     source = tmp_path / "export.jsonl"

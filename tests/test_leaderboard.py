@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_results
 
 from forelen import cli
 from forelen.errors import ForelenError
@@ -17,7 +18,6 @@ from forelen.leaderboard import release as rel
 from forelen.leaderboard.plots import histogram, line_plot, nice_ticks
 from forelen.leaderboard.ranking import mae_ranks
 from forelen.leaderboard.render import read_card, render_command, render_page
-from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_results
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import dataclasses
 import shutil
 
 import pytest
+from test_build import CONFIG, assert_same_rows, opts, sorted_rows  # noqa: F401 (fixture)
+from test_cli import assert_one_line_error, call_main
 
 from forelen.builders.build import run_build
 from forelen.builders.merge import merge
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
-from test_build import CONFIG, assert_same_rows, opts, sorted_rows  # noqa: F401 (fixture)
-from test_cli import assert_one_line_error, call_main
 
 SHARDS = 3
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import kendalltau, spearmanr
 
 from forelen.metrics import (bootstrap_ci, group_median_floor, length_metrics, metric_value,
-                                   paired_difference, per_step_mae, ranking_metrics)
+                             paired_difference, per_step_mae, ranking_metrics)
 
 
 def test_length_metrics_match_scipy_and_numpy():

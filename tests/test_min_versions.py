@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_prompts
+
 from forelen import cli, requirements
 from forelen.errors import ForelenError
 from forelen.requirements import MINIMUM, check_versions, release

@@ -9,10 +9,9 @@ import hashlib
 import importlib.metadata as md
 import json
 import os
-from pathlib import Path
-
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,8 @@ import torch
 from forelen import models
 from forelen.errors import ForelenError
 from forelen.gguf_parts import assemble_parts, numbered_parts, part_paths
-from forelen.models import (DEFAULT_MODEL, MODELS, ModelSpec, availability, cache_dir,
-                                  load_model, model_dir, packaged_gguf, pick_dtype, resolve_model,
-                                  slugify)
+from forelen.models import (DEFAULT_MODEL, MODELS, ModelSpec, availability, cache_dir, load_model,
+                            model_dir, packaged_gguf, pick_dtype, resolve_model, slugify)
 
 
 @pytest.mark.parametrize("spec, slug, location", [

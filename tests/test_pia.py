@@ -8,13 +8,12 @@ import pytest
 from forelen.errors import ForelenError
 from forelen.predictors import PREDICTORS, NotFittedError
 from forelen.predictors.pia import (PIA, PIA_PROMPT, QUERY_PROMPT, buckit, group_labels,
-                                          parse_length, recover_user_text)
+                                    parse_length, recover_user_text)
 
 INSTRUCTION = PIA_PROMPT  # the default, zero-shot mode's
-from forelen.tables import FeatureTable
-
 from conftest import PROMPTS
 
+from forelen.tables import FeatureTable
 
 # The repository's `extract_all_numbers` (src/utils.py): every run of digits is a number; one is
 # the answer, two or more give the mean of the first two, none gives 0 (here None: the caller falls

@@ -7,13 +7,13 @@ import json
 import textwrap
 
 import pytest
+from test_cli import assert_one_line_error, call_main
+from test_evaluate import built  # noqa: F401 (fixture)
 
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.leaderboard.evaluate import run_evaluation
 from forelen.predictors import check_predictor, load_predictor
-from test_cli import assert_one_line_error, call_main
-from test_evaluate import built  # noqa: F401 (fixture)
 
 PLUGIN = '''
 import numpy as np

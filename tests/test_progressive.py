@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from forelen.metrics import per_step_mae
-from forelen.predictors import PREDICTORS, NotFittedError
-from forelen.predictors import _head
+from forelen.predictors import PREDICTORS, NotFittedError, _head
 from forelen.tables import FeatureTable
 
 S, D = 64, 16

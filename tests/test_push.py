@@ -8,13 +8,13 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+from leaderboard_records import CONFIGS, make_dataset, write_results
 
 from forelen import cli
-from forelen.errors import ForelenError
 from forelen.builders import push as dataset_push
+from forelen.errors import ForelenError
 from forelen.leaderboard import push
 from forelen.leaderboard.release import make_release
-from leaderboard_records import CONFIGS, make_dataset, write_results
 
 
 class FakeApi:

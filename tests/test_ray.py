@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_env
+from test_build import CONFIG, assert_same_rows, cli_args, opts, sorted_rows  # noqa: F401
+from test_cli import assert_one_line_error, call_main
 
 from forelen.builders.build import run_build
 from forelen.dataset import DatasetFolder
-from test_build import CONFIG, assert_same_rows, cli_args, opts, sorted_rows  # noqa: F401
-from test_cli import assert_one_line_error, call_main
-from conftest import cli_env
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: "
                                        "pip install 'forelen[distributed]'")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from forelen.builders.recorder import FP16_MAX, Recorder, fp16_safe, default_layers
+from forelen.builders.recorder import FP16_MAX, Recorder, default_layers, fp16_safe
 
 ATOL = 2e-5
 

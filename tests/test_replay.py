@@ -15,10 +15,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import FORELEN, cli_env
-from forelen.errors import ForelenError
+
 from forelen import replay
+from forelen.errors import ForelenError
 from forelen.replay import ReplayOptions, Served
 
 CONFIG = "tiny-llama-rl"

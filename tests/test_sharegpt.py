@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from forelen.builders.sources import SOURCES, Prompt, partition_units
-from forelen.builders.sources import sharegpt
-from forelen.errors import ForelenError
 from test_cli import assert_one_line_error, call_main
+
+from forelen.builders.sources import SOURCES, Prompt, partition_units, sharegpt
+from forelen.errors import ForelenError
 
 
 def turn(who: str, text: str) -> dict:
@@ -193,6 +192,7 @@ def test_the_chat_split_samples_as_a_chat_deployment():
 
 def test_a_conversation_is_rendered_with_the_chat_template():
     from conftest import _make_tokenizer
+
     from forelen.builders.build import plan_prompts
     from forelen.builders.splits import SPLITS
 

@@ -7,13 +7,13 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import FORELEN, cli_env
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import FORELEN, cli_env
 from forelen.errors import ForelenError
 from forelen.simulator import (CostModel, SimSettings, Workload, fcfs, load_cost_model,
-                                     make_workload, oracle, simulate, sjf, srpt)
+                               make_workload, oracle, simulate, sjf, srpt)
 from forelen.simulator.cost import fit_cost_model
 from forelen.simulator.endtoend import Scenario, auto_slots, auto_static_slots
 from forelen.simulator.engine import steps_until

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from forelen.builders.sources import SOURCES, Prompt
-from forelen.builders.sources import hub, sharegpt
+from forelen.builders.sources import SOURCES, Prompt, hub, sharegpt
 from forelen.builders.sources.files import FileSource, resolve_source
 from forelen.errors import ForelenError
 

@@ -9,10 +9,9 @@ import datetime as dt
 import shutil
 
 import pytest
-
 from test_build import opts  # noqa: F401 (fixture)
-from forelen.builders.template import (check_date, pinned_clock, render, today,
-                                             uses_date)
+
+from forelen.builders.template import check_date, pinned_clock, render, today, uses_date
 from forelen.errors import ForelenError
 
 DATED = "Today Date: {{ strftime_now('%d %b %Y') }}\n"
@@ -103,9 +102,10 @@ def dated_model(tiny_model_dir, tiny_model, tmp_path_factory):
 
 
 def test_a_build_resumes_on_a_later_day(dated_model, opts, tmp_path, monkeypatch):
+    from test_build import CONFIG, interrupt_on_call, sorted_rows
+
     from forelen.builders.build import run_build
     from forelen.dataset import DatasetFolder
-    from test_build import CONFIG, interrupt_on_call, sorted_rows
 
     o = dataclasses.replace(opts, model=str(dated_model), out=str(tmp_path / "ds"))
     whole = dataclasses.replace(o, out=str(tmp_path / "whole"), date="2026-01-05")

@@ -32,10 +32,9 @@ def fields(cls) -> list[str]:
 def main() -> None:
     import vllm
     from vllm import LLM, SamplingParams
-    from vllm.engine.arg_utils import EngineArgs
+    from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
     from vllm.inputs import TokensPrompt
     from vllm.outputs import CompletionOutput, RequestOutput
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
     sp = SamplingParams(n=1, temperature=0.7, top_p=0.9, max_tokens=8, seed=3)

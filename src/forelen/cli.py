@@ -6,9 +6,9 @@ import json
 import sys
 from collections import Counter
 from dataclasses import MISSING, fields
+from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
-from enum import Enum
 from typing import List, Optional
 
 import typer
@@ -338,8 +338,7 @@ def evaluate(
     --predictor takes a registered name, `all`, an entry point of the `forelen.predictors` group,
     or a plugin: path/to/file.py:ClassName or package.module:ClassName. --from DIR scores a
     predictor saved by `forelen fit` without fitting it again."""
-    from forelen.leaderboard.report import (evaluate_command, evaluate_saved_command,
-                                                  print_json)
+    from forelen.leaderboard.report import evaluate_command, evaluate_saved_command, print_json
 
     if from_ is not None:
         given = [o for o, v in (("--predictor", predictor), ("--family", family),

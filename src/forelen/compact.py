@@ -35,8 +35,11 @@ import re
 
 import numpy as np
 
+from forelen.dataset import MANIFEST, DatasetFolder
 from forelen.errors import ForelenError
+from forelen.leaderboard.records import dataset_fingerprint
 from forelen.metrics import OBSERVED_STEPS
+from forelen.tables import _ragged
 
 FORM = "compact"
 FORM_VERSION = 1
@@ -141,8 +144,6 @@ def _compact_table(table, layers: list[int], keep: list[int]):
     (`keep`), or dropped (the layers not kept)."""
     import pyarrow as pa
 
-    from forelen.tables import _ragged
-
     for layer in layers:
         name = f"step_states_l{layer}"
         if name not in table.column_names:
@@ -180,10 +181,6 @@ def compact(src: str, config: str, out: str, step_layers: list[int] | None = Non
     manifest entry. Nothing is written until the source has been read and checked; shards are
     written atomically and the manifest last, so an interrupted run leaves no config behind."""
     import pyarrow.parquet as pq
-
-    from forelen.card import write_card
-    from forelen.dataset import MANIFEST, DatasetFolder
-    from forelen.leaderboard.records import dataset_fingerprint
 
     source = DatasetFolder(src)
     if not source.exists(MANIFEST):
@@ -231,6 +228,9 @@ def compact(src: str, config: str, out: str, step_layers: list[int] | None = Non
                    "source_bytes": sum(int(s.get("bytes") or 0) for s in entry["shards"].values()),
                    "source_shards": {n: s["sha256"] for n, s in sorted(entry["shards"].items())}}
     target.update(lambda m: m["configs"].__setitem__(config, new))
+    from forelen.card import \
+        write_card  # page-only (scripts/reference.py PAGE_ONLY): not loaded to score
+
     write_card(target)
     return new
 
@@ -246,8 +246,6 @@ def same_form(a: dict | None, b: dict | None) -> bool:
 
 def merged_form(forms: list[dict]) -> dict:
     """The form of a config merged from compact job folders: the full shards of every job."""
-    from forelen.leaderboard.records import dataset_fingerprint
-
     shards = {n: h for f in forms for n, h in f["source_shards"].items()}
     out = dict(forms[0])
     out.update(source_shards=dict(sorted(shards.items())),

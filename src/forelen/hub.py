@@ -54,8 +54,7 @@ def snapshot(repo: str, repo_type: str, patterns: Sequence[str] | None, label: s
              unreachable: str) -> Path:
     """A local folder with `repo`'s files matching `patterns`; `label` names the asker in errors."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
     try:
         folder = snapshot_download(repo, repo_type=repo_type, local_files_only=hub_offline(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forelen.stats import N_BOOT, group_means, interval, p_value
+from forelen.stats import N_BOOT, SEED, group_means, interval, p_value, unit_weights
 
 OBSERVED_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 
@@ -285,8 +285,6 @@ def group_resamples(groups, *, seed: int | None = None, n_boot: int = N_BOOT):
     of every `stats` interval over the same rows (an MAE's, the end-to-end bootstrap of
     `simulator.endtoend`), and two predictors' records over the same rows pair replicate by
     replicate. A generator: 10,000 resamples are never held at once."""
-    from forelen.stats import SEED, unit_weights
-
     index, _ = _group_index(groups, len(np.asarray(groups)))
     rows = np.arange(len(index))
     for _, counts in unit_weights(groups, len(index), seed=SEED if seed is None else seed,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forelen.errors import ForelenError
-from forelen.gguf_parts import (GGUFParts, assemble_parts, dist_name, numbered_parts,
-                                      part_paths)
+from forelen.gguf_parts import GGUFParts, assemble_parts, dist_name, numbered_parts, part_paths
+from forelen.hub import snapshot
 from forelen.registry import Registry
 from forelen.requirements import check_versions
 
@@ -181,7 +181,6 @@ def model_dir(resolved: ResolvedModel) -> str:
         return str(_convert_gguf(p, f"{resolved.slug}-{key}"))
     if resolved.kind == "local":
         return resolved.location
-    from forelen.hub import snapshot
 
     return str(snapshot(resolved.location, "model", MODEL_FILES, f"model {resolved.spec!r}",
                         f"model {resolved.spec!r} ({resolved.hub_id}) is not in the local cache and "

@@ -38,9 +38,29 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from forelen import replay_vllm
+from forelen.builders.build import load_prompts, plan_prompts
+from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines.hf import HFEngine, _Row
+from forelen.builders.engines.sampling import eos_ids, sample_seeded
 from forelen.builders.plan import sample_seed, uid_of
+from forelen.builders.splits import SPLITS
+from forelen.dataset import atomic_write_bytes
 from forelen.errors import ForelenError
+from forelen.leaderboard.evaluate import fit_on, load_config, make_predictor, runnable_on
+from forelen.leaderboard.records import stamp
+from forelen.leaderboard.report import resolve_names
+from forelen.models import load_model, load_tokenizer, model_dir, resolve_model
+from forelen.predictors import load_predictor
+from forelen.predictors._saved import layers_read, load, mismatch
+from forelen.provenance import machine
+from forelen.simulator import policies
+from forelen.simulator.cost import CostModel, fit_cost_model, load_cost_model, profile_engine
+from forelen.simulator.engine import simulate
+from forelen.simulator.requests import Workload
+from forelen.stats import SEED, group_means, interval
 from forelen.stats import settings as stats_settings
+from forelen.tables import FeatureTable
 
 POLICIES = ("fcfs", "sjf", "srpt", "oracle")
 # the leaderboard's simulated schedule (vLLM's): prefill on admission, batched per step; a
@@ -103,9 +123,6 @@ def trace_from_source(spec: str, prompt_column: str, entry: dict, tokenizer,
     known: no oracle, nothing to check the tokens against. `arrivals` None: only count them.
 
     Returns the requests in the source's seeded order (its arrival order)."""
-    from forelen.builders.build import load_prompts, plan_prompts
-    from forelen.builders.splits import SPLITS
-
     build = entry["build"]
     budget = _budget(build, max_new_tokens)
     mixed = load_prompts([spec], prompt_column, limit, seed, build.get("turns") or "first", say)
@@ -198,8 +215,6 @@ def request_table(req: TraceRequest, pooled: dict, columns, states=None):
     """The one-row FeatureTable a predictor reads for one request: its text and prompt length,
     the prefill's pooled features (stored float16, as the dataset holds them) and, for step
     predictors, the step states gathered so far."""
-    from forelen.tables import FeatureTable
-
     cols = {"prompt": np.array([req.prompt], dtype=object),
             "prompt_tokens": np.array([len(req.prompt_ids)], np.int32),
             "group_id": np.array([req.group_id], dtype=object)}
@@ -218,9 +233,6 @@ def serving_engine(model, tokenizer, *, slots: int, kv_budget_gib: float, layers
                    record: str = "none", steps: int = 64, max_prompt: int = 0, max_new: int = 0):
     """An `hf` engine for serving: `record` = none (plain serving), prompt (the prefill's pooled
     features only) or steps (also each decode step's recorded states, for srpt)."""
-    from forelen.builders.engines import EngineSettings
-    from forelen.builders.engines.hf import HFEngine
-
     class ServingEngine(HFEngine):
         def _record(self, rows, logits, captured):
             if self.record_steps:
@@ -307,10 +319,6 @@ class Server:
     def run(self, trace: list[TraceRequest], clock=time.perf_counter) -> list[Served]:
         """Serve the trace; `clock` (seconds) is the wall clock unless a test steps it."""
         import torch
-
-        from forelen.builders.engines import GenerationRequest
-        from forelen.builders.engines.hf import _Row
-        from forelen.builders.engines.sampling import sample_seeded
 
         eng = self.engine
         self.trace = trace
@@ -463,7 +471,6 @@ def summarize(served: list[Served]) -> dict:
                + np.array([s.prefill_ms for s in served]) / 1e3)
     tokens = int(sum(s.tokens for s in served))
     span = float(finish.max() - arrival.min())
-    from forelen.stats import group_means, interval
 
     gm = group_means(jct) if len(jct) > 1 else None
     ci = (interval(*gm.column(0))[0] if gm is not None else [float("nan")] * 2)
@@ -484,10 +491,6 @@ def simulated(served: list[Served], trace: list[TraceRequest], policy: str, keys
     the same keys and the same slots, with the cost model profiled in this run. By default it
     schedules as this engine does (each request prefilled alone on arrival, preempted KV
     swapped); `prefill_at="admission", resume="recompute"` is the leaderboard's vLLM schedule."""
-    from forelen.simulator import policies
-    from forelen.simulator.engine import simulate
-    from forelen.simulator.requests import Workload
-
     n = len(served)
     # the decode steps each request took: the prefill sampled its first token, so L - 1, plus
     # the step that sampled its EOS when it stopped (none when the budget cut it)
@@ -531,8 +534,6 @@ def served_cost_model(server: "Server"):
     """The cost model fitted (non-negative least squares, as `forelen profile`) to what one
     served run spent: its decode steps (rows, summed context, seconds including the admissions'
     KV copies and the compaction) and its arrivals (prompt tokens, seconds of prefill)."""
-    from forelen.simulator.cost import fit_cost_model
-
     if len(server.step_log) < 3 or len(server.arrival_log) < 2:
         raise ForelenError("too few served steps to fit a cost model (serve more requests)")
     return fit_cost_model(server.step_log, server.arrival_log)
@@ -668,14 +669,8 @@ def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = No
     """(fitted predictor, the columns it reads, how it was obtained): predictor `name` fitted
     here, else the run's --from folder or --predictor; refused in one line before it is fitted
     where it cannot rank under `bases`."""
-    from forelen.leaderboard.evaluate import (fit_on, load_config, make_predictor,
-                                                    runnable_on)
-    from forelen.predictors import load_predictor
-
     entry = folder.config(config)
     if o.saved and not name:
-        from forelen.predictors._saved import load, mismatch
-
         pred, meta = load(o.saved)
         why = mismatch(meta, entry, config)
         if why:
@@ -698,14 +693,6 @@ def _predictor(o: ReplayOptions, folder, config: str, say, name: str | None = No
 
 def run(o: ReplayOptions, say=print) -> dict:
     """Serve the trace under each policy, simulate it, return the whole result (see module)."""
-    from forelen.leaderboard.evaluate import load_config
-    from forelen.leaderboard.records import stamp
-    from forelen.leaderboard.report import resolve_names
-    from forelen.models import load_model, resolve_model
-    from forelen.predictors._saved import layers_read
-    from forelen.provenance import machine
-    from forelen.simulator.cost import CostModel, load_cost_model, profile_engine
-
     check_options(o)
     given = read_arrivals(o.arrivals) if o.arrivals else None  # refused before any work
     folder, configs, _ = resolve_names([], o.data, o.config)
@@ -732,11 +719,8 @@ def run(o: ReplayOptions, say=print) -> dict:
     if o.cost_model:
         cost, profile = load_cost_model(o.cost_model), {"from": o.cost_model}
     if o.engine == "vllm":
-        from forelen.models import load_tokenizer
-        from forelen.replay_vllm import check_predictor
-
         for ranker, _, _ in ranked.values():
-            check_predictor(ranker)
+            replay_vllm.check_predictor(ranker)
         if cost is None and o.rate is None and o.arrivals is None:
             raise ForelenError("--engine vllm: give --rate or --arrivals (--utilisation needs "
                                "a --cost-model of this GPU)")
@@ -963,8 +947,6 @@ def run(o: ReplayOptions, say=print) -> dict:
     result["provenance"] = stamp()
     result["per_request"] = per_request
     if o.out:
-        from forelen.dataset import atomic_write_bytes
-
         atomic_write_bytes(Path(o.out), (json.dumps(result, indent=1, default=_json) + "\n")
                            .encode())
     return result
@@ -998,8 +980,6 @@ def ratio_interval(jct: np.ndarray, base: np.ndarray, seed: int | None = None) -
 
     Requests queue behind each other, so their JCTs are not independent: the interval covers the
     sampling of requests for this one arrival sequence, not a rerun with other arrivals."""
-    from forelen.stats import SEED, group_means, interval
-
     gm = group_means(np.column_stack([jct, base]), seed=SEED if seed is None else seed)
     theta = float(gm.theta[0] / gm.theta[1])
     reps = gm.reps[:, 0] / gm.reps[:, 1]
@@ -1095,10 +1075,6 @@ def table(result: dict, width: int = 80) -> str:
 def _serve_vllm(o: ReplayOptions, build: dict, resolved, tokenizer, trace, policy: str, pred,
                 cols, say):
     """Keys before submission (a text proxy's prediction, timed per request), then vLLM."""
-    from forelen.builders.engines.sampling import eos_ids
-    from forelen.models import model_dir
-    from forelen.replay_vllm import serve
-
     predict_ms = np.zeros(len(trace))
     if policy == "fcfs":
         keys = np.zeros(len(trace))
@@ -1119,8 +1095,8 @@ def _serve_vllm(o: ReplayOptions, build: dict, resolved, tokenizer, trace, polic
     except OSError:
         generation = GenerationConfig()
     eos = eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
-    served = serve(location, build.get("dtype") or "auto", trace, policy, keys, o.slots, eos,
-                   seed=o.seed)
+    served = replay_vllm.serve(location, build.get("dtype") or "auto", trace, policy, keys,
+                               o.slots, eos, seed=o.seed)
     for s, ms in zip(served, predict_ms):
         s.predict_ms = float(ms)
     return served, None, o.slots, {}

@@ -133,8 +133,8 @@ def run_ray_build(opts, recipe, resolved_model, config: str, folder, console=Non
 
 
 def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> dict:
-    from forelen.builders.build import (choose_engine, finish_config, plan_build,
-                                              source_mix, start_config)
+    from forelen.builders.build import (choose_engine, finish_config, plan_build, source_mix,
+                                        start_config)
     from forelen.builders.engines import ENGINES
     from forelen.models import load_tokenizer
 

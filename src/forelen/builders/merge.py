@@ -8,14 +8,14 @@ inputs hold, and any shard whose sha256 differs from its manifest; only then are
 
 from __future__ import annotations
 
+from forelen.builders.build import finish_config
 from forelen.compact import merged_form, same_form
+from forelen.dataset import MANIFEST, DatasetFolder
 from forelen.errors import ForelenError
 
 
 def merge(out: str, inputs: list[str], say=print) -> dict[str, dict]:
     """Merge every config found in `inputs` into `out`; returns the merged manifest entries."""
-    from forelen.dataset import MANIFEST, DatasetFolder
-
     if len(inputs) < 1:
         raise ForelenError("forelen merge needs at least one input folder")
     folders = []
@@ -85,8 +85,6 @@ def _check(config: str, parts: list, target) -> list:
 def _write(config: str, parts: list, target, say) -> dict:
     import copy
     import hashlib
-
-    from forelen.builders.build import finish_config
 
     sources = {}
     for name, folder, shard_entry in parts:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forelen.dataset import CARD, MANIFEST
 from forelen.errors import ForelenError
 from forelen.hub import IGNORE, check_repo_id, hub_api, hub_errors
 
 
 def dataset_patterns(folder: Path) -> list[str]:
     """What a dataset push uploads: the card, the manifest and the parquet of complete configs."""
-    from forelen.dataset import CARD, MANIFEST
-
     if not (folder / MANIFEST).is_file():
         raise ForelenError(f"no dataset folder at {folder} (no {MANIFEST}); build one with "
                            "`forelen build`")

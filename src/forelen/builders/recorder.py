@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from forelen.builders.engines.entropy import entropy_kernel
 from forelen.schema import first_k_column
 
 # Tokens (padded) a recorder forward takes at once. Measured on 64 rows of 246 tokens on average
@@ -57,7 +58,6 @@ class Recorder:
             raise ValueError(f"layers {bad} out of range 0..{self.num_layers}")
         self.steps, self.chunk_tokens, self.batch_tokens = steps, chunk_tokens, batch_tokens
         self.first_k = first_k
-        from forelen.builders.engines.entropy import entropy_kernel
 
         # fused by torch.compile on CPU where it works (see entropy.py); recorded with the data
         self._entropy, self.entropy_kernel = entropy_kernel(model.config.vocab_size,

@@ -37,8 +37,8 @@ def plan_units(chunks: list, work_unit: int) -> list[list]:
 
 
 def requests_of(chunk, resolved: dict) -> list:
-    from forelen.builders.plan import sample_seed, uid_of
     from forelen.builders.engines import GenerationRequest
+    from forelen.builders.plan import sample_seed, uid_of
 
     return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), resolved["max_new_tokens"],
                               resolved["temperature"], resolved["top_p"],

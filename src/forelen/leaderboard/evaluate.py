@@ -9,10 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
+from forelen import stats
+from forelen.builders.sources import SOURCES, partition_units
+from forelen.compact import is_compact, physical_columns
 from forelen.errors import ForelenError
-from forelen.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor,
-                                   length_metrics, per_step_mae, ranking_metrics)
+from forelen.leaderboard.records import dataset_fingerprint, predictions_hash, stamp, write_record
+from forelen.leaderboard.release import histogram_of
+from forelen.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor, length_metrics,
+                             per_step_mae, ranking_metrics)
+from forelen.predictors import load_predictor
+from forelen.predictors._plugins import is_spec, params_key
+from forelen.predictors._saved import (check_out, generator_of, layers_read, load, mismatch,
+                                       read_fitted, read_meta, saved_class)
+from forelen.schema import SCHEMA_VERSION
+from forelen.simulator.endtoend import Scenario, SimSettings
 from forelen.stats import SEED
+from forelen.tables import from_arrow
 
 BASE_COLUMNS = ("output_tokens", "group_id", "prompt_tokens", "finish_reason", "source",
                 "source_id")
@@ -43,8 +55,6 @@ def bootstrap_units(test) -> tuple[np.ndarray, dict]:
     one would make intervals too narrow. Rows of a source that cannot say (an imported dataset's
     own source, a missing package) fall back to their prompt. Returns (units, {source: "template"
     | "document" | "prompt" | "prompt (...)" saying why a source's units were not found})."""
-    from forelen.builders.sources import SOURCES, partition_units
-
     sources = np.asarray(test["source"]).astype(str)
     ids = np.asarray(test["source_id"]).astype(str)
     units = np.asarray(test["group_id"]).astype(object)
@@ -63,9 +73,6 @@ def bootstrap_units(test) -> tuple[np.ndarray, dict]:
 
 
 def load_config(folder, config: str, columns: list[str]) -> Split3:
-    from forelen.compact import is_compact, physical_columns
-    from forelen.tables import from_arrow
-
     entry = folder.config(config)
     if entry is None or entry.get("status") != "complete":
         known = [n for n, e in folder.manifest()["configs"].items() if e.get("status") == "complete"]
@@ -234,8 +241,6 @@ def end_to_end(scenario, result: dict, groups=None) -> dict:
     resamples of `stats.unit_weights` (seed `stats.SEED`, so replicate b pairs with the MAE's) and
     on the leave-one-unit-out samples: the paper comparison's BCa intervals of padding ratio and
     JCT come from them (`simulator.endtoend.series` decodes a stored series)."""
-    from forelen import stats
-
     remaining = result.get("remaining")
     steps = OBSERVED_STEPS if remaining is not None else None
     block = scenario.block(result["predictions"], steps, remaining)
@@ -246,8 +251,6 @@ def end_to_end(scenario, result: dict, groups=None) -> dict:
 
 
 def scenario_for(data: Split3, settings=None):
-    from forelen.simulator.endtoend import Scenario, SimSettings
-
     return Scenario(data.test["prompt_tokens"], data.test["output_tokens"],
                     settings or SimSettings(), data.entry["build"].get("max_new_tokens"))
 
@@ -275,9 +278,6 @@ def references(data: Split3) -> dict:
 
 
 def dataset_block(folder, data: Split3) -> dict:
-    from forelen.leaderboard.records import dataset_fingerprint
-    from forelen.schema import SCHEMA_VERSION
-
     build = data.entry["build"]
     # a URL, or a path relative to where forelen ran: records and pages travel, and the dataset is
     # identified by its fingerprint, never by an absolute local path
@@ -294,8 +294,6 @@ def dataset_block(folder, data: Split3) -> dict:
 def _histogram(data: Split3) -> dict:
     """Output lengths of every partition, so a release can show the distribution without the
     dataset folder (the record names the build by its fingerprint)."""
-    from forelen.leaderboard.release import histogram_of
-
     parts = [p for p in (data.train, data.validation, data.test) if p is not None]
     return histogram_of(np.concatenate([p["output_tokens"] for p in parts]),
                         np.concatenate([p["finish_reason"] == "length" for p in parts]),
@@ -340,10 +338,6 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
     `sim` (simulator.endtoend.SimSettings) sets up the `end_to_end` section; default settings
     with the run's seed when None. `predictor_args` go to every predictor's `set_params`.
     """
-    from forelen.leaderboard.records import write_record
-    from forelen.predictors import load_predictor
-    from forelen.predictors._plugins import params_key
-
     loaded = [load_predictor(n) for n in predictor_names]
     origins = {cls: origin for cls, origin in loaded}
     requested = [cls for cls, _ in loaded]
@@ -376,8 +370,6 @@ def run_evaluation(folder, configs: list[str], predictor_names: list[str], seed:
 def make_record(pred, origin: dict, key: str, changed: dict, folder, data: Split3, seed: int,
                 result: dict, context: dict, scenario) -> dict:
     """One (config, predictor) result record (lm-eval style provenance, docs/DESIGN.md 7)."""
-    from forelen.leaderboard.records import predictions_hash, stamp
-
     cls = type(pred)
     return stamp() | {
         "predictor": {"name": pred.info.name, "key": key, "non_default_params": changed,
@@ -408,12 +400,6 @@ def fit_and_save(folder, config: str, spec: str, seed: int, out: str, overwrite:
     """`forelen fit`: fit one predictor on a config's train partition (validation as its
     eval_set, as `evaluate` fits it) and save it to `out` with what it was fitted on; returns
     the saved predictor.json. `out` is checked before any work, and written only when complete."""
-    from forelen.leaderboard.records import dataset_fingerprint, stamp
-    from forelen.predictors import load_predictor
-    from forelen.predictors._plugins import is_spec, params_key
-    from forelen.predictors._saved import check_out, generator_of, layers_read, read_meta
-    from forelen.schema import SCHEMA_VERSION
-
     out_path = Path(out)
     check_out(out_path, overwrite)
     cls, origin = load_predictor(spec)
@@ -463,8 +449,6 @@ def saved_configs(folder, configs: list[str], meta: dict, saved_dir: str,
     """The configs a saved predictor can score (`_saved.mismatch`, then what `runnable_on`
     asks of a config): one named config that it cannot is one error line; of several
     (`--config all`) those are left out, said in a line."""
-    from forelen.predictors._saved import mismatch, saved_class
-
     cls = saved_class(meta, Path(saved_dir))
     ok, reasons = [], []
     for config in configs:
@@ -495,9 +479,6 @@ def run_saved_evaluation(folder, configs: list[str], saved_dir: str, results_dir
     """`forelen evaluate --from DIR`: score a saved predictor on each config without fitting;
     the same record `run_evaluation` writes (same metrics and key), its `protocol` saying it
     was loaded, and `saved_predictor` where from and the saved folder's own provenance."""
-    from forelen.leaderboard.records import dataset_fingerprint, write_record
-    from forelen.predictors._saved import load, read_fitted
-
     meta = read_fitted(Path(saved_dir))
     fit_seed = meta["fit"]["seed"]
     if seed is not None and seed != fit_seed:
@@ -542,6 +523,4 @@ def run_saved_evaluation(folder, configs: list[str], saved_dir: str, results_dir
 
 
 def _default_sim(seed: int):
-    from forelen.simulator.endtoend import SimSettings
-
     return SimSettings(seed=seed)

@@ -35,6 +35,7 @@ import zlib
 import numpy as np
 
 from forelen.metrics import MIN_GROUPS, metric_value
+from forelen.simulator.endtoend import series
 from forelen.stats import N_BOOT, SEED, GroupMeans, group_means, holm, interval, p_value
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
@@ -544,8 +545,6 @@ def _plp(by_config: dict) -> dict:
 def _schedule(r: dict, mode: str, key: str, part: str = "modes"):
     """A record's stored schedule replicates (`part="modes"`) or leave-one-unit-out values
     (`part="jackknife"`) of one metric in one mode, decoded; None where absent."""
-    from forelen.simulator.endtoend import series
-
     got = (((r.get("end_to_end") or {}).get("bootstrap") or {}).get(part) or {}).get(mode) or {}
     return None if got.get(key) is None else series(got[key])
 

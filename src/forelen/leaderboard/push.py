@@ -12,6 +12,7 @@ from pathlib import Path
 
 from forelen.errors import ForelenError
 from forelen.hub import IGNORE, check_repo_id, hub_api, hub_errors
+from forelen.leaderboard.release import MANIFEST, PAGE
 
 REPO_TYPES = ("space", "dataset")
 
@@ -19,8 +20,6 @@ REPO_TYPES = ("space", "dataset")
 def check_release(folder: Path) -> dict:
     """A release folder whose records still match the sha256 in its manifest."""
     import hashlib
-
-    from forelen.leaderboard.release import MANIFEST, PAGE
 
     if not (folder / MANIFEST).is_file() or not (folder / PAGE).is_file():
         raise ForelenError(f"{folder} is not a leaderboard release (needs {MANIFEST} and {PAGE}); "

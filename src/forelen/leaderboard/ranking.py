@@ -7,7 +7,7 @@ report` show them; this module computes, the renderer only draws.
 from __future__ import annotations
 
 from forelen.metrics import CONSTANT_SPREAD, MIN_GROUPS, metric_value
-from forelen.stats import N_BOOT, SEED
+from forelen.stats import N_BOOT, SEED, group_means, holm, p_value
 
 
 def kind(p: dict) -> str:
@@ -101,8 +101,6 @@ def _pairwise_better(errors, groups, seed: int):
     """better[i, j]: predictor i has a significantly lower MAE than j, by the paired BCa test of
     every pair at SIGNIFICANCE's level, Holm-adjusted over all pairs of the config."""
     import numpy as np
-
-    from forelen.stats import group_means, holm, p_value
 
     gm = group_means(errors, groups, seed=seed, n_boot=SIGNIFICANCE["n_boot"])
     k = errors.shape[1]

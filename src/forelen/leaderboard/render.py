@@ -14,13 +14,15 @@ import math
 import re
 from pathlib import Path
 
+from forelen.dataset import atomic_write_bytes
 from forelen.errors import ForelenError
 from forelen.leaderboard import plots
+from forelen.leaderboard.ranking import (FALLBACK_RATE, SIGNIFICANCE, STABILITY_SEEDS, flags, keyed,
+                                         kind, mae_ranks, significance, summary)
+from forelen.leaderboard.release import MANIFEST, RECORDS, build_manifest, load_records
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
 from forelen.metrics import CONSTANT_SPREAD, METRICS, MIN_GROUPS, metric_value
-from forelen.leaderboard.ranking import (FALLBACK_RATE, SIGNIFICANCE, STABILITY_SEEDS, flags,
-                                         keyed, kind, mae_ranks, significance, summary)
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
@@ -424,9 +426,6 @@ def _safe_url(url: str | None) -> str | None:
 
 def render_command(source: str | None, results: str | None, out: str | None) -> Path:
     """Render a release folder or a results folder (a preview, nothing frozen); return the page."""
-    from forelen.dataset import atomic_write_bytes
-    from forelen.leaderboard.release import MANIFEST, RECORDS, build_manifest, load_records
-
     if source and results:
         raise ForelenError("give either a folder or --results, not both")
     folder = Path(source or results or "results")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.leaderboard.evaluate import (_unknown, fit_and_save, run_evaluation,
+                                          run_saved_evaluation)
+from forelen.leaderboard.ranking import flags, keyed, summary
 from forelen.metrics import METRICS, metric_value
+from forelen.predictors import PREDICTORS, load_predictor
+from forelen.predictors._plugins import entry_points, is_spec, parse_args
+from forelen.predictors._saved import read_fitted
 
 
 def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]:
     """`all` (registered and entry-point predictors, optionally narrowed to some families), one
     registered name, an entry point, or a plugin spec (`path/file.py:Class`, `module:Class`)."""
-    from forelen.predictors import PREDICTORS, load_predictor
-    from forelen.predictors._plugins import entry_points, is_spec
-
     if predictor != "all":
         cls, _ = load_predictor(predictor)
         return [predictor if is_spec(predictor) else cls.info.name]
@@ -32,8 +36,6 @@ def predictor_names(predictor: str, families: tuple[str, ...] = ()) -> list[str]
 def resolve_names(predictor: str | list[str], data: str, config: str,
                   families: tuple[str, ...] = ()):
     """`predictor`: one `--predictor` value, or several (repeated options), evaluated together."""
-    from forelen.dataset import DatasetFolder
-    from forelen.leaderboard.evaluate import _unknown
     specs = [predictor] if isinstance(predictor, str) else list(predictor)
     names = list(dict.fromkeys(n for spec in specs for n in predictor_names(spec, families)))
     folder = DatasetFolder(data)
@@ -75,13 +77,10 @@ def print_json(records: list[dict], end_to_end: bool = False) -> None:
 def evaluate_command(predictor: str | list[str], data: str, config: str, seed: int, results: str,
                      console, families: tuple[str, ...] = (),
                      predictor_args: str | None = None) -> list[dict]:
-    from forelen.leaderboard.evaluate import run_evaluation
-
     folder, configs, names = resolve_names(predictor, data, config, families)
     rows = []
     show = _show_line(console, rows)
     console.print(f"evaluating {len(names)} predictor(s) on {len(configs)} config(s), seed {seed}")
-    from forelen.predictors._plugins import parse_args
 
     run_evaluation(folder, configs, names, seed, results, on_result=show, say=console.print,
                    predictor_args=parse_args(predictor_args))
@@ -102,9 +101,6 @@ def _show_line(console, rows: list):
 def fit_command(predictor: str, data: str, config: str, seed: int, out: str, overwrite: bool,
                 console, predictor_args: str | None = None) -> dict:
     """`forelen fit`: one predictor on one config, saved to `out`; prints what was saved."""
-    from forelen.leaderboard.evaluate import fit_and_save
-    from forelen.predictors._plugins import parse_args
-
     if predictor == "all" or "," in predictor:
         raise ForelenError(f"--predictor {predictor!r}: fit saves one predictor; give one name")
     if config == "all":
@@ -129,9 +125,6 @@ def evaluate_saved_command(saved: str, data: str | None, config: str | None,
                            seed: int | None, results: str, console) -> list[dict]:
     """`forelen evaluate --from DIR`: a saved predictor scored without fitting, by default on
     the dataset and config it was fitted on."""
-    from forelen.leaderboard.evaluate import run_saved_evaluation
-    from forelen.predictors._saved import read_fitted
-
     meta = read_fitted(Path(saved))
     fitted = meta["fitted_on"]["dataset"]
     if data is None:
@@ -150,8 +143,6 @@ def evaluate_saved_command(saved: str, data: str | None, config: str | None,
 
 def show_tables(rows: list[dict], configs: list[str], results: str, console) -> None:
     """Per config: the results table, the summary line, the rl floor, per-step MAE."""
-    from forelen.leaderboard.ranking import keyed, summary
-
     for cfg in configs:
         recs = [r for r in rows if r["dataset"]["config"] == cfg]
         table = results_table(recs, f"{cfg} (test rows: {recs[0]['references']['test_rows']})",
@@ -184,8 +175,6 @@ def results_table(recs: list[dict], title: str, width: int = 80):
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
-
-    from forelen.leaderboard.ranking import flags, keyed
 
     recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
                                        metric_value(r, "mae") is None,

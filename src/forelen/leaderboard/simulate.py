@@ -11,6 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from forelen.leaderboard.evaluate import run_evaluation
+from forelen.leaderboard.report import resolve_names
 from forelen.simulator.endtoend import MODES, SimSettings, modes_for
 
 
@@ -22,9 +24,6 @@ def settings_key(settings: SimSettings) -> str:
 def simulate_command(predictor: str, data: str, config: str, batching: str, settings: SimSettings,
                      results: str, console, families: tuple[str, ...] = ()) -> list[dict]:
     """Fit and predict as `forelen evaluate` does (records included), then print the schedules."""
-    from forelen.leaderboard.evaluate import run_evaluation
-    from forelen.leaderboard.report import resolve_names
-
     folder, configs, names = resolve_names(predictor, data, config, families)
     console.print(f"simulating {len(names)} predictor(s) on {len(configs)} config(s), "
                   f"seed {settings.seed}")

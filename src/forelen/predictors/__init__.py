@@ -15,6 +15,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from forelen.errors import ForelenError
+from forelen.predictors._plugins import check_predictor as check
+from forelen.predictors._plugins import load as load_spec
+from forelen.predictors._saved import load, save
 from forelen.registry import Registry
 
 
@@ -66,8 +70,6 @@ class Predictor:
         known = self.get_params()
         unknown = sorted(set(params) - set(known))
         if unknown:
-            from forelen.errors import ForelenError
-
             raise ForelenError(f"{self.info.name} has no parameter {unknown[0]!r}; its "
                                f"parameters: {', '.join(sorted(known))}")
         for key, value in params.items():
@@ -116,16 +118,12 @@ class Predictor:
         """Write this fitted predictor to the folder `path`, atomically: tensors as safetensors,
         hyper-parameters and provenance as JSON, no pickle (src/forelen/predictors/_saved.py). `forelen fit`
         adds what it was fitted on (`meta`), which `forelen evaluate --from` checks."""
-        from forelen.predictors._saved import save
-
         return save(self, path, meta, overwrite)
 
     @classmethod
     def load(cls, path) -> "Predictor":
         """A saved predictor, fitted, predicting as it did when saved. On a subclass
         (`EGTP.load`), a folder holding another predictor is refused."""
-        from forelen.predictors._saved import load
-
         return load(path, expect=cls)[0]
 
     def fit(self, table, y) -> "Predictor":
@@ -142,8 +140,6 @@ def resolve_layer(layer, layers: list[int]) -> int:
     if layer == "mid":
         return min(layers)
     if int(layer) not in layers:
-        from forelen.errors import ForelenError
-
         raise ForelenError(f"layer {layer} was not recorded; recorded layers: {layers}")
     return int(layer)
 
@@ -154,13 +150,9 @@ PREDICTORS: Registry[type] = Registry("predictor", package="forelen.predictors")
 def load_predictor(spec: str) -> tuple[type, dict]:
     """(class, origin) of a registered name, a `forelen.predictors` entry point, or a plugin
     given as `path/to/file.py:Class` or `package.module:Class`."""
-    from forelen.predictors._plugins import load
-
-    return load(spec)
+    return load_spec(spec)
 
 
 def check_predictor(cls_or_instance) -> None:
     """The project's contract checks, for plugin authors (see src/forelen/predictors/_plugins.py)."""
-    from forelen.predictors._plugins import check_predictor as check
-
     check(cls_or_instance)

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from forelen.distribution import BinnedDistribution
 from forelen.errors import ForelenError
 
 LAYOUTS = ("uniform", "quantile", "log")
@@ -338,8 +339,6 @@ class SoftLabelHead:
 
     def distribution(self, X):
         """p_hat over the bins; the open end bins closed at the train min and max."""
-        from forelen.distribution import BinnedDistribution
-
         return BinnedDistribution(self.closed_edges_, self.predict_proba(X))
 
     def predict(self, X) -> np.ndarray:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forelen.distribution import BinnedDistribution
 from forelen.errors import ForelenError
 from forelen.predictors import Predictor
 
@@ -395,8 +396,6 @@ class TextPredictor(Predictor):
     def predict_distribution(self, table):
         """A classifier's class probabilities (softmax of its head) as a BinnedDistribution over
         its classes' length ranges; `predict` decodes its argmax class, as the papers do."""
-        from forelen.distribution import BinnedDistribution
-
         self.check_fitted()
         edges = self._class_edges()
         if edges is None:

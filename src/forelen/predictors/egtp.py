@@ -15,8 +15,8 @@ import numpy as np
 
 from forelen.errors import ForelenError
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
-from forelen.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
-                                            check_censoring, is_censored, parse_decode)
+from forelen.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead, check_censoring,
+                                      is_censored, parse_decode)
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from forelen.predictors import PREDICTORS, PredictorInfo
-from forelen.predictors._text import (DEFAULT_ENCODER, TextPredictor, class_weights,
-                                            cross_entropy)
+from forelen.predictors._text import DEFAULT_ENCODER, TextPredictor, class_weights, cross_entropy
 
 PAPER = "Fu et al. 2024, Efficient LLM Scheduling by Learning to Rank"
 CAP = 8192  # the paper's maximum length

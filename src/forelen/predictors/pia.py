@@ -48,7 +48,12 @@ import re
 
 import numpy as np
 
+from forelen.builders.build import pick_device
+from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines.hf import HFEngine
+from forelen.builders.template import render
 from forelen.errors import ForelenError
+from forelen.models import load_model, resolve_model
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
 
 # src/utils.py PIA_PROMPT (zero-shot) and src/construct.py QUERY_PROMPT (the LoRA predictor)
@@ -80,8 +85,6 @@ class ModelCache:
 
     def get(self, resolved, device: str, dtype: str):
         """(model, tokenizer), loading them when the key differs from the cached one."""
-        from forelen.models import load_model
-
         key = (resolved.location, device, dtype)
         if self._key != key:
             self.clear()
@@ -117,8 +120,6 @@ class PIA(Predictor):
         self.dtype = dtype
 
     def fit(self, table, y, eval_set=None) -> "PIA":
-        from forelen.models import resolve_model
-
         if self.mode not in MODES:
             raise ForelenError(f"pia mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "lora":
@@ -149,8 +150,6 @@ class PIA(Predictor):
 
     def predict(self, table) -> np.ndarray:
         self.check_fitted()
-        from forelen.builders.engines import EngineSettings, GenerationRequest
-        from forelen.builders.engines.hf import HFEngine
 
         prompts = np.asarray(table["prompt"], dtype=object)
         if len(prompts) == 0:
@@ -186,8 +185,6 @@ class PIA(Predictor):
         return state
 
     def set_state(self, state: dict, folder) -> "PIA":
-        from forelen.models import resolve_model
-
         super().set_state(state, folder)
         self.resolved_ = resolve_model(self.model_spec_)
         return self
@@ -197,8 +194,6 @@ class PIA(Predictor):
     def _query(self, tokenizer, prompt: str, date: str | None = None, report: bool = False):
         """The stored prompt with the instruction appended to its user content, re-rendered on the
         day the config's prompts were rendered (`date_string`), as its generator saw them."""
-        from forelen.builders.template import render
-
         user = recover_user_text(tokenizer, prompt, date)
         instruction = INSTRUCTIONS[self.mode] if self.instruction is None else self.instruction
         text = render(tokenizer, (prompt if user is None else user) + instruction, date)
@@ -208,8 +203,6 @@ class PIA(Predictor):
         """(model, tokenizer) on the chosen device: the shared base model (`MODELS`), or, fitted in
         LoRA mode, this instance's own copy with its merged adapter weights."""
         import torch
-
-        from forelen.builders.build import pick_device
 
         device = pick_device(self.device)
         model, tokenizer = MODELS.get(self.resolved_, device, getattr(self, "dtype_", self.dtype))
@@ -228,8 +221,6 @@ class PIA(Predictor):
 def recover_user_text(tokenizer, prompt: str, date: str | None = None) -> str | None:
     """The user content of a prompt rendered by `render(tokenizer, text, date)`, or None if it
     wasn't (a template that prints the date must be rendered on the config's `date_string`)."""
-    from forelen.builders.template import render
-
     shell = render(tokenizer, _SENTINEL, date)
     head, sep, tail = shell.partition(_SENTINEL)
     if not sep or len(prompt) < len(head) + len(tail):

@@ -13,8 +13,8 @@ from forelen.compact import prefix_mean
 from forelen.errors import ForelenError
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
-from forelen.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead,
-                                            check_censoring, is_censored, parse_decode)
+from forelen.predictors._head import (DEFAULT_PRESET, HeadState, SoftLabelHead, check_censoring,
+                                      is_censored, parse_decode)
 from forelen.predictors._steps import layer_of, step_rows
 
 PAPER = "Predicting LLM Output Length via Entropy-Guided Representations (ICLR 2026)"

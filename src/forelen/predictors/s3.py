@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from forelen.predictors import PREDICTORS, PredictorInfo
-from forelen.predictors._text import (DEFAULT_ENCODER, TextPredictor, class_weights,
-                                            cross_entropy)
+from forelen.predictors._text import DEFAULT_ENCODER, TextPredictor, class_weights, cross_entropy
 
 PAPER = ("Jin et al. 2023, S3: Increasing GPU Utilization during Generative Inference for Higher "
          "Throughput")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from forelen.distribution import BinnedDistribution
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
 from forelen.predictors._head import parse_decode
@@ -199,15 +200,12 @@ class TRAIL(Predictor):
         """(R, K) bin probabilities -> lengths: expected midpoint, or the configured quantile."""
         if self.q_ is None:
             return probs @ self.mids_
-        from forelen.distribution import BinnedDistribution
 
         return BinnedDistribution(self.dist_edges_, probs).quantile(self.q_)
 
     def predict_distribution(self, table, t: int = 0):
         """BinnedDistribution of the remaining length after t tokens (the posterior over the bins,
         0 to the train max); at t = 0 that of the total length, which `predict` decodes."""
-        from forelen.distribution import BinnedDistribution
-
         return BinnedDistribution(self.dist_edges_, self.posterior(table, t))
 
     def predict_remaining(self, table, t: int) -> np.ndarray:

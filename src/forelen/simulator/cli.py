@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forelen.dataset import atomic_write_bytes
+from forelen.simulator.cost import CostModel, load_cost_model, profile_hf
 from forelen.simulator.endtoend import SimSettings
 
 
 def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
                           static_slots=None) -> SimSettings:
-    from forelen.simulator.cost import CostModel, load_cost_model
-
     cost = load_cost_model(cost_model) if cost_model else CostModel()
     return SimSettings(slots=slots, kv_budget_tokens=kv_budget, rate=rate, seed=seed, aging=aging,
                        rerank_every=rerank_every, cost=cost,
@@ -23,9 +23,6 @@ def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cos
 
 def profile_command(model: str, device: str, dtype: str, out: str, console) -> dict:
     """Time the hf engine on this machine, fit the cost model, write it as JSON."""
-    from forelen.dataset import atomic_write_bytes
-    from forelen.simulator.cost import profile_hf
-
     console.print(f"profiling {model} on {device} (prefill and decode steps at a few batch sizes "
                   "and context lengths)")
     result = profile_hf(model, device=device, dtype=dtype, on_progress=lambda b, c: console.print(

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines.hf import HFEngine, _Row
 from forelen.errors import ForelenError
+from forelen.models import load_model, resolve_model
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,6 @@ def profile_hf(model: str = "smollm2-135m", device: str = "cpu", dtype: str = "a
                batches=(1, 4, 8, 16), contexts=(32, 256), steps: int = 5,
                on_progress=None) -> dict:
     """Load a model and time the `hf` engine's own prefill and decode steps (`profile_engine`)."""
-    from forelen.builders.engines import EngineSettings
-    from forelen.builders.engines.hf import HFEngine
-    from forelen.models import load_model, resolve_model
-
     resolved = resolve_model(model)
     lm, tokenizer, revision = load_model(resolved, device=device, dtype=dtype)
     engine = HFEngine(lm, tokenizer, EngineSettings(record=False, slots=max(batches),
@@ -111,9 +110,6 @@ def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int
     A handful of points and a few steps each keep it near a minute on two CPU cores; the fit is
     linear, so more points sharpen it without changing its form."""
     import torch
-
-    from forelen.builders.engines import GenerationRequest
-    from forelen.builders.engines.hf import _Row
 
     lm = engine.model
     vocab = lm.config.vocab_size

@@ -37,6 +37,7 @@ import numpy as np
 
 from forelen import stats
 from forelen.errors import ForelenError
+from forelen.metrics import group_resamples
 from forelen.simulator.cost import CostModel
 from forelen.simulator.engine import simulate
 from forelen.simulator.policies import Plan, fcfs, oracle, sjf, srpt
@@ -286,8 +287,6 @@ class _Replay:
 
     def __call__(self, span: tuple[int, int]) -> np.ndarray:
         """Replicates start..stop-1: (stop - start, modes, BOOT_KEYS)."""
-        from forelen.metrics import group_resamples
-
         start, stop = span
         out = np.empty((stop - start, len(self.modes), len(BOOT_KEYS)))
         draws = group_resamples(self.groups, seed=self.seed, n_boot=self.n_boot)

@@ -33,10 +33,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from forelen.builders.engines import (ENGINES, EngineInfo, EngineSettings, Generation,
-                                            GenerationRequest)
+                                      GenerationRequest, slots)
 from forelen.builders.engines.entropy import entropy, entropy_kernel
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
-from forelen.builders.engines.slots import decoder_parts, slot_bytes_per_token
+from forelen.builders.engines.slots import (ATTENTION_NAME, Plan, SlotCache, decoder_parts,
+                                            slot_bytes_per_token, split_ranges)
+from forelen.builders.recorder import Recorded, default_layers, fp16_safe, pool_prompt
 from forelen.errors import ForelenError
 
 ENTROPY_CHUNK = 128  # prompt positions per LM-head call: (128 x vocab) logits at most
@@ -85,9 +87,6 @@ class HFEngine:
         return cls(model, tokenizer, settings)
 
     def __init__(self, model, tokenizer, settings: EngineSettings = EngineSettings()):
-        from forelen.builders.engines import slots
-        from forelen.builders.recorder import default_layers
-
         if settings.attention not in slots.KERNELS:
             raise ForelenError(f"unknown attention kernel {settings.attention!r}; known: "
                                + ", ".join(slots.KERNELS))
@@ -126,8 +125,6 @@ class HFEngine:
 
     def _setup(self, requests: Sequence[GenerationRequest]) -> None:
         import torch
-
-        from forelen.builders.engines.slots import SlotCache
 
         s = self.settings
         max_prompt = max(s.max_prompt_tokens, max(len(r.prompt_ids) for r in requests))
@@ -252,9 +249,6 @@ class HFEngine:
     def _prefill(self, ids: tuple[int, ...]) -> _Prefix:
         import torch
 
-        from forelen.builders.engines.slots import Plan
-        from forelen.builders.recorder import pool_prompt
-
         t0 = time.perf_counter()
         chunk = self.settings.prefill_chunk
         pieces: dict[int, list] = {x: [] for x in self.layers}
@@ -288,8 +282,6 @@ class HFEngine:
         """One decode step of rows 0..n-1: feed each row's last token, record, sample."""
         import torch
 
-        from forelen.builders.engines.slots import Plan
-
         t0 = time.perf_counter()
         ranges = self._ranges(n)
         rows = self.rows[:n]
@@ -320,8 +312,6 @@ class HFEngine:
 
     def _ranges(self, n: int):
         """Attention ranges for this step; re-sorts the slots by length when their order drifted."""
-        from forelen.builders.engines.slots import split_ranges
-
         lengths = [r.pos + 1 for r in self.rows[:n]]
         cost, ranges = split_ranges(lengths)
         ideal, sorted_ranges = split_ranges(sorted(lengths))
@@ -374,8 +364,6 @@ class HFEngine:
         return [chosen[i] for i in live]
 
     def _finish(self, s: int, row: _Row) -> Generation:
-        from forelen.builders.recorder import Recorded, fp16_safe
-
         t = len(row.tokens)
         features = None
         if self.records_features:
@@ -408,8 +396,6 @@ class HFEngine:
     def _slot_attention(self):
         """Route the model's attention modules to the slot kernel for the engine's forwards only."""
         from contextlib import contextmanager
-
-        from forelen.builders.engines.slots import ATTENTION_NAME
 
         @contextmanager
         def ctx():

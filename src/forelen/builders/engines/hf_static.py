@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from forelen.builders.engines import (ENGINES, EngineInfo, Generation, GenerationRequest,
-                                            finish)
+from forelen.builders.engines import ENGINES, EngineInfo, Generation, GenerationRequest, finish
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
 
 

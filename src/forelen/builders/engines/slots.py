@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forelen.errors import ForelenError
+from forelen.requirements import check_versions
 
 ATTENTION_NAME = "forelen_slots"
 KERNELS = ("sdpa", "grouped", "eager")
@@ -212,8 +213,6 @@ DECODE = {"grouped": _grouped, "sdpa": _sdpa, "eager": _eager}
 
 
 def register() -> None:
-    from forelen.requirements import check_versions
-
     check_versions()  # one line, rather than an ImportError here or a crash in the first forward
     from transformers import AttentionInterface
 

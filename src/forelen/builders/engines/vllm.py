@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from forelen.builders.engines import (ENGINES, EngineInfo, Generation, GenerationRequest,
-                                            finish)
+from forelen.builders.engines import ENGINES, EngineInfo, Generation, GenerationRequest, finish
+from forelen.builders.engines.sampling import eos_ids
 from forelen.errors import ForelenError
-
+from forelen.models import model_dir
 
 # Every name this engine passes to or reads from vLLM. tests/test_vllm_api.py checks them against
 # the installed package (in its own virtualenv: vllm pins its own torch).
@@ -48,9 +48,6 @@ class VLLMEngine:
     @classmethod
     def create(cls, model, tokenizer, resolved_model, settings,
                gpu_memory_utilization: float = 0.6) -> "VLLMEngine":
-        from forelen.builders.engines.sampling import eos_ids
-        from forelen.models import model_dir
-
         return cls(model_dir(resolved_model), eos_ids(model, tokenizer),
                    str(model.dtype).removeprefix("torch."), gpu_memory_utilization)
 

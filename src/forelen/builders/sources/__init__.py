@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from forelen.errors import ForelenError
 from forelen.registry import Registry
 
 
@@ -63,7 +64,6 @@ class Source(Protocol):
     resample whole units from the rows alone."""
 
     info: SourceInfo
-
     def load(self, limit: int | None, seed: int) -> list[Prompt]: ...
 
 
@@ -87,8 +87,6 @@ def partition_units(source: str, source_ids: Sequence[str]) -> list[str] | None:
     one document's questions are correlated. None when the source is not registered here (an
     imported dataset's own name) or groups prompts but cannot say how for these ids (its package is
     not installed)."""
-    from forelen.errors import ForelenError
-
     if source.startswith("file:"):  # a user's prompt file: each prompt is its own unit
         return [f"{source}:{i}" for i in source_ids]
     if source.startswith("sharegpt-file:"):  # a user's conversations: `<conversation>/<turn>`

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo, select
+from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo, select, sharegpt
 from forelen.errors import ForelenError
 
 EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
@@ -170,8 +170,6 @@ def resolve_source(spec: str, prompt_column: str = "prompt") -> Source:
         if not path.exists():
             raise ForelenError(f"prompt file not found: {path_spec}")
         if path.suffix.lower() in (".json", ".jsonl") and path.is_file():
-            from forelen.builders.sources import sharegpt
-
             if sharegpt.is_sharegpt(path, prompt_column):
                 return sharegpt.user_file(path)
         return FileSource(path_spec, prompt_column=prompt_column)

