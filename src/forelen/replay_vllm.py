@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from forelen.builders.engines import GenerationRequest
+from forelen.builders.engines.vllm import from_vllm
 from forelen.errors import ForelenError
 
 # The vLLM names this path calls; tests/test_vllm_api.py checks them against the installed vllm
@@ -66,8 +68,6 @@ def serve(model: str, dtype: str, trace, policy: str, keys, slots: int, eos: set
     returns replay.Served per request."""
     import asyncio
 
-    from forelen.builders.engines import GenerationRequest
-    from forelen.builders.engines.vllm import from_vllm
     from forelen.replay import Served
 
     try:

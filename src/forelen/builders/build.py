@@ -14,10 +14,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from forelen.builders.engines import EngineSettings
+from forelen.builders import template  # template.today(): tests pin the day
+from forelen.builders.distributed import run_ray_build
+from forelen.builders.engines import ENGINES, EngineSettings
+from forelen.builders.engines.entropy import entropy_kernel
+from forelen.builders.engines.slots import KERNELS
 from forelen.builders.plan import partition_of, sample_seed, uid_of  # noqa: F401
+from forelen.builders.runner import plan_units, run_chunks
+from forelen.builders.sources.files import resolve_source
+from forelen.builders.sources.sharegpt import CUT_OFF, TURNS
+from forelen.builders.splits import SPLITS
 from forelen.builders.template import render  # noqa: F401
+from forelen.builders.template import check_date, render_messages, uses_date
+from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.hub import HubUnreachable
+from forelen.models import load_model, resolve_model, weights_of
+from forelen.provenance import git_commit, library_versions
 
 DEFAULT_OUT = "forelen"
 
@@ -108,11 +121,8 @@ def check_options(opts: BuildOptions) -> None:
     if not opts.kv_budget > 0:
         raise ForelenError(f"--kv-budget-gib must be a positive number of GiB, got "
                            f"{opts.kv_budget}")
-    from forelen.builders.engines.slots import KERNELS
-    from forelen.builders.template import check_date
 
     check_date(opts.date)
-    from forelen.builders.sources.sharegpt import TURNS
 
     if opts.turns not in TURNS:
         raise ForelenError(f"--turns must be one of {', '.join(TURNS)}, got {opts.turns!r}")
@@ -124,8 +134,6 @@ def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int,
                  turns: str = "first", say: Callable[[str], None] | None = None):
     """Round-robin over the sources' seeded selections, `limit` prompts in all. Conversation
     sources give the rows `turns` asks for, and say what they read and skipped."""
-    from forelen.builders.sources.files import resolve_source
-
     sources = [with_turns(resolve_source(s, prompt_column), turns) for s in source_specs]
     if turns != "first" and not any(is_conversational(s) for s in sources):
         raise ForelenError(f"--turns {turns} needs a conversation source (sharegpt-pkg, sharegpt "
@@ -154,8 +162,6 @@ def with_turns(source, turns: str):
 
 def conversation_summary(name: str, counts: dict) -> str:
     """What a conversation source read and skipped, in one line."""
-    from forelen.builders.sources.sharegpt import CUT_OFF
-
     unused = {why: n for why, n in counts["unusable"].items() if why != CUT_OFF}
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(unused.items(), key=lambda kv: -kv[1]))
     cut = (f"; a record cut off at the end ({counts['bytes_skipped']} bytes) not read"
@@ -173,8 +179,6 @@ def config_name(slug: str, split: str, turns: str = "first") -> str:
 def source_mix(opts: BuildOptions, recipe, say) -> tuple[list, tuple[str, ...], str]:
     """(prompts, sources, mix): --source as given; else the recipe's paper mix where the hub or a
     cached copy serves it, and its packaged offline mix otherwise, said in one line."""
-    from forelen.hub import HubUnreachable
-
     def load(sources):
         return load_prompts(sources, opts.prompt_column, opts.limit, opts.seed, opts.turns, say)
 
@@ -279,8 +283,6 @@ def choose_engine(name: str, device: str) -> tuple[str, str]:
 def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str,
             layers: list[int], device: str, dtype: str, engine: str) -> dict:
     """The fully resolved build configuration, written into the manifest and the card."""
-    from forelen.models import weights_of
-
     max_new = opts.max_new_tokens or recipe.max_new_tokens
     context = getattr(model_cfg, "max_position_embeddings", None) or 1 << 20
     return {
@@ -307,8 +309,6 @@ def resolve(opts: BuildOptions, recipe, model_cfg, resolved_model, revision: str
 def render_prompt(tokenizer, prompt, text: str, date: str | None) -> str:
     """A prompt as the generator sees it: a conversation so far through the chat template (its
     turns joined by blank lines without one), a single turn as `render` gives it."""
-    from forelen.builders.template import render_messages
-
     if not prompt.history:
         return render(tokenizer, text, date)
     messages = [{"role": r, "content": c} for r, c in prompt.history]
@@ -353,7 +353,6 @@ def resolved_engine(engine, settings, model=None) -> dict:
                 "entropy": engine.entropy_kernel, "features": "recorded during generation"}
     out = {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
     if model is not None:  # the recorder's entropy kernel (engines/entropy.py)
-        from forelen.builders.engines.entropy import entropy_kernel
 
         out["entropy"] = entropy_kernel(model.config.vocab_size, model.device.type)[1]
     return out
@@ -371,11 +370,7 @@ def pick_device(device: str) -> str:
 
 def run_build(opts: BuildOptions, console=None) -> dict:
     """Build (or resume) one config; returns its manifest entry."""
-    from forelen.builders.engines import ENGINES
     from forelen.builders.recorder import Recorder
-    from forelen.builders.splits import SPLITS
-    from forelen.dataset import DatasetFolder
-    from forelen.models import load_model, resolve_model
 
     say = console.print if console else print
     check_options(opts)
@@ -393,8 +388,6 @@ def run_build(opts: BuildOptions, console=None) -> dict:
         raise ForelenError(f"config {config!r} is already built in {folder.location}; "
                            "pass --overwrite to rebuild it")
     if opts.ray is not None:
-        from forelen.builders.distributed import run_ray_build
-
         return run_ray_build(opts, recipe, resolved_model, config, folder, console)
     mixed = source_mix(opts, recipe, say)
     device = pick_device(opts.device)
@@ -411,7 +404,6 @@ def run_build(opts: BuildOptions, console=None) -> dict:
                                                              opts.batch_size))
     units, done = start_config(opts, folder, config, plan, why, say)
     recorder = Recorder(model, plan.layers, steps=opts.steps, first_k=opts.egtp_first_k)
-    from forelen.builders.runner import run_chunks
 
     run_chunks(units, done, config, plan.resolved, engine, recorder, tokenizer, folder, console)
     return finish_config(folder, config)
@@ -464,9 +456,6 @@ def template_date(opts: BuildOptions, tokenizer, config: str, model: str) -> dic
     """The day the chat template sees: --date, else the partial build's (a resume renders the
     same prompts), else today. A sharded build whose template writes the date needs --date: its
     jobs may start on different days."""
-    from forelen.builders.template import check_date, today, uses_date
-    from forelen.dataset import DatasetFolder
-
     stamps = uses_date(tokenizer)
     date = check_date(opts.date)
     if date is None:
@@ -475,15 +464,13 @@ def template_date(opts: BuildOptions, tokenizer, config: str, model: str) -> dic
     if date is None and stamps and opts.num_shards > 1:
         raise ForelenError(f"the chat template of {model} writes the date into every prompt; "
                            "give every job of a sharded build the same --date YYYY-MM-DD")
-    return {"date_string": date or today(), "template_uses_date": stamps}
+    return {"date_string": date or template.today(), "template_uses_date": stamps}
 
 
 def start_config(opts: BuildOptions, folder, config: str, plan: BuildPlan, why: str, say):
     """Fingerprint the plan, decide fresh/resume/refuse, write the partial manifest entry.
 
     Returns (this job's work units, the shards already done)."""
-    from forelen.provenance import git_commit, library_versions
-
     resolved, prompts = plan.resolved, plan.prompts
     fp = fingerprint(resolved, prompts)
     units, shard = shard_units(plan.chunks, resolved["work_unit"], opts.num_shards,
@@ -511,8 +498,6 @@ def shard_units(chunks: list[Chunk], work_unit: int, num_shards: int, index: int
     Whole units, never single chunks, go to a job, so each unit runs exactly as in a one-process
     build and the merged rows equal that build's.
     """
-    from forelen.builders.runner import plan_units
-
     units = plan_units(chunks, work_unit)
     if num_shards == 1:
         return units, None

@@ -24,7 +24,11 @@ import time
 from collections import deque
 from pathlib import Path
 
+from forelen.builders.engines import ENGINES
+from forelen.builders.runner import ShardWriter, progress_bar, record_shard
+from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.models import load_model, load_tokenizer
 
 EXTRA_HINT = "pip install 'forelen[distributed]'"
 
@@ -62,10 +66,7 @@ class BuildWorker:
                  threads: int, location: str):
         import torch
 
-        from forelen.builders.engines import ENGINES
         from forelen.builders.recorder import Recorder
-        from forelen.dataset import DatasetFolder
-        from forelen.models import load_model
 
         if device == "cpu":
             torch.set_num_threads(threads)
@@ -89,8 +90,6 @@ class BuildWorker:
 
     def run(self, config: str, resolved: dict, unit: list, done: list[str]) -> dict:
         """Generate one work unit and write its chunks' shards; return their entries."""
-        from forelen.builders.runner import ShardWriter
-
         shards: list[dict] = []
         t0 = time.perf_counter()
         writer = ShardWriter(config, resolved, self.engine, self.recorder, self.tokenizer,
@@ -135,8 +134,6 @@ def run_ray_build(opts, recipe, resolved_model, config: str, folder, console=Non
 def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> dict:
     from forelen.builders.build import (choose_engine, finish_config, plan_build, source_mix,
                                         start_config)
-    from forelen.builders.engines import ENGINES
-    from forelen.models import load_tokenizer
 
     device, n_workers, threads = replicas(ray, opts)
     mixed = source_mix(opts, recipe, say)
@@ -195,8 +192,6 @@ def _dispatch(ray, actors, units, done, config, resolved, folder, console, pids)
     """Hand each unit to an idle replica; enter the shards each returns.
 
     Returns (wall seconds of the loop, seconds the replicas spent inside `run`)."""
-    from forelen.builders.runner import progress_bar, record_shard
-
     queue, idle, pending = deque(units), list(range(len(actors))), {}
     total = sum(len(c.items) for u in units for c in u)
     tokens, busy, started = 0, 0.0, time.perf_counter()

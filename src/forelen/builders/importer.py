@@ -25,7 +25,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from forelen import models
+from forelen.builders import template  # template.today(): tests pin the day
+from forelen.builders.build import (config_name, finish_config, partition_of, pick_device,
+                                    prepare_config, truncate_middle)
+from forelen.builders.engines.entropy import entropy_kernel
+from forelen.builders.runner import progress_bar, record_shard
+from forelen.builders.sources import responses
+from forelen.builders.sources.responses import FORMATS
+from forelen.builders.sources.sharegpt import TURNS
+from forelen.builders.splits import SPLITS
+from forelen.builders.template import check_date, render, render_messages, uses_date
+from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.models import load_model, load_tokenizer, resolve_model, slugify
+from forelen.provenance import git_commit, library_versions
 
 MISMATCH_LIMIT = 0.05  # above this share of rows, the model is not the generator
 # A logged length and the re-tokenised response agree within max(1 token, 1%): EOS counted or
@@ -103,9 +117,6 @@ class Plan:
 
 
 def check_options(opts: ImportOptions) -> None:
-    from forelen.builders.sources.responses import FORMATS
-    from forelen.builders.splits import SPLITS
-
     if opts.format not in FORMATS:
         raise ForelenError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
     if opts.split is not None:
@@ -123,11 +134,9 @@ def check_options(opts: ImportOptions) -> None:
     if opts.tokenizer and opts.features:
         raise ForelenError("--tokenizer is for text-only imports (--no-features); features are "
                            "computed by --model with its own tokenizer")
-    from forelen.builders.sources.sharegpt import TURNS
 
     if opts.turns is not None and opts.turns not in TURNS:
         raise ForelenError(f"--turns must be one of {', '.join(TURNS)}, got {opts.turns!r}")
-    from forelen.builders.template import check_date
 
     check_date(opts.date)
 
@@ -140,13 +149,9 @@ def stored_ids(opts: ImportOptions) -> bool:
 
 def run_import(opts: ImportOptions, console=None) -> list[dict]:
     """Import every config the source holds; returns their manifest entries."""
-    from forelen.builders.sources import responses
-    from forelen.dataset import DatasetFolder
-    from forelen.models import DEFAULT_MODEL, load_tokenizer, resolve_model
-
     say = console.print if console else print
     check_options(opts)
-    resolved_model = resolve_model(opts.model or DEFAULT_MODEL)
+    resolved_model = resolve_model(opts.model or models.DEFAULT_MODEL)
     counter = resolve_model(opts.tokenizer) if opts.tokenizer else resolved_model
     path, found = responses.locate(opts.source)
     fmt = responses.detect(path) if opts.format == "auto" else opts.format
@@ -183,9 +188,6 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
                 "generator's with --tokenizer or --model")
     model = None
     if opts.features:
-        from forelen.builders.build import pick_device
-        from forelen.models import load_model
-
         device = pick_device(opts.device)
         default = "" if opts.model else " (the default --model; the generator is not named)"
         say(f"loading {resolved_model.spec}{default} on {device} for the features ...")
@@ -203,9 +205,6 @@ def run_import(opts: ImportOptions, console=None) -> list[dict]:
 def config_of(part, fmt: str, opts: ImportOptions, resolved_model) -> str:
     """The release's generator folder; else the generator named (--generator-name or --model),
     and the source's own name when none is: the default model names no config."""
-    from forelen.builders.build import config_name
-    from forelen.models import slugify
-
     if fmt == "forelen-release":
         return _slug(part.name)
     base = (slugify(opts.generator_name) if opts.generator_name else
@@ -227,10 +226,8 @@ def length_provenance(report: dict, opts: ImportOptions, counter: str) -> dict:
 def _date_of(opts: ImportOptions, existing: dict | None) -> str:
     """The templates' day for records without a logged date: --date, else the partial
     import's (a rerun resumes), else today."""
-    from forelen.builders.template import check_date, today
-
     kept = ((existing or {}).get("build") or {}).get("date_string")
-    return check_date(opts.date) or kept or today()
+    return check_date(opts.date) or kept or template.today()
 
 
 def _kept(plan: Plan, folder, opts: ImportOptions, say) -> bool:
@@ -251,8 +248,6 @@ def _kept(plan: Plan, folder, opts: ImportOptions, say) -> bool:
 
 
 def _slug(name: str) -> str:
-    from forelen.models import slugify
-
     return slugify(name.replace("_", "-"))
 
 
@@ -276,8 +271,6 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
     """Cast, render, tokenise and check every record; group, partition and chunk the rows.
 
     A record is rendered on the day its log gives (`Record.date`), else on `date`."""
-    from forelen.builders.build import partition_of, truncate_middle
-
     split = part.split
     marker = template_marker(tokenizer, date)
     unusable: Counter = Counter(part.unusable)  # records that yielded no row (conversations)
@@ -371,7 +364,6 @@ def plan_rows(part, config: str, tokenizer, context: int | None, opts: ImportOpt
               "partitions": ("given" if any(x[6] for x in rows_in) else
                              "hash of the conversation" if any(x[0].unit for x in rows_in) else
                              "hash of the group")}
-    from forelen.builders.template import uses_date
 
     plan = Plan(config, split, rows, report, date=date, template_uses_date=uses_date(tokenizer))
     plan.chunks = plan_chunks(rows, opts.batch_size)
@@ -433,7 +425,6 @@ def template_marker(tokenizer, date: str | None = None) -> str | None:
     or None when the tokenizer has no template."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    from forelen.builders.template import render
 
     head = render(tokenizer, "\x00", date).split("\x00")[0]
     specials = sorted(getattr(tokenizer, "all_special_tokens", []) +
@@ -448,8 +439,6 @@ def render_prompt(tokenizer, prompt, marker: str | None,
     """(rendered prompt, "rendered" | "kept"): chat messages and plain prompts get the chat
     template as a build applies it, on `date`; a prompt that already starts with the template's
     marker was rendered by whoever logged it and is kept as it is."""
-    from forelen.builders.template import render, render_messages
-
     if isinstance(prompt, list):
         if getattr(tokenizer, "chat_template", None):
             return render_messages(tokenizer, prompt, date), "rendered"
@@ -539,8 +528,6 @@ def _resolved(plan: Plan, opts: ImportOptions, resolved_model, counter, model_cf
 
 
 def _entropy_kernel(model) -> str:
-    from forelen.builders.engines.entropy import entropy_kernel
-
     return entropy_kernel(model.config.vocab_size, model.device.type)[1]
 
 
@@ -557,10 +544,7 @@ def _fingerprint(resolved: dict, rows: list[Row]) -> str:
 
 
 def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
-    from forelen.builders.build import finish_config, prepare_config
     from forelen.builders.recorder import Recorder
-    from forelen.builders.runner import progress_bar, record_shard
-    from forelen.provenance import git_commit, library_versions
 
     say = console.print if console else _plain
     resolved, fp = plan.resolved, plan.fingerprint

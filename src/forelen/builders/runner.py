@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import time
 
+from forelen.builders.engines import GenerationRequest
+from forelen.builders.plan import sample_seed, uid_of
+
 
 def progress_bar(console):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -37,9 +40,6 @@ def plan_units(chunks: list, work_unit: int) -> list[list]:
 
 
 def requests_of(chunk, resolved: dict) -> list:
-    from forelen.builders.engines import GenerationRequest
-    from forelen.builders.plan import sample_seed, uid_of
-
     return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), resolved["max_new_tokens"],
                               resolved["temperature"], resolved["top_p"],
                               sample_seed(resolved["seed"], uid_of(p.group_id, s)))

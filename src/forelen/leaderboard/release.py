@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forelen import __version__
+from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.provenance import git_commit
 
 VERSION_RE = re.compile(r"^v\d+\.\d+(\.\d+)?$")
 MANIFEST = "manifest.json"
@@ -164,7 +166,6 @@ def length_histogram(path: str | None, config: str, fingerprint: str | None) -> 
     """
     if not path or not (Path(path) / MANIFEST).is_file():
         return None
-    from forelen.dataset import DatasetFolder
     from forelen.leaderboard.records import dataset_fingerprint
 
     folder = DatasetFolder(path)
@@ -199,8 +200,6 @@ def histogram_of(output_tokens, truncated, max_new_tokens: int | None) -> dict:
 def build_manifest(records: list[Record], version: str | None, supersedes: str | None = None,
                    notes: str | None = None, created_at: str | None = None) -> dict:
     """The release manifest; `version=None` describes an unfrozen preview of a results folder."""
-    from forelen.provenance import git_commit
-
     check_consistency(records)
     from forelen.leaderboard.ranking import SIGNIFICANCE, keyed, significance
 

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from forelen.errors import ForelenError
+from forelen.metrics import OBSERVED_STEPS
+from forelen.tables import FeatureTable
 
 ENTRY_POINTS = "forelen.predictors"
 
@@ -186,8 +188,6 @@ def check_predictor(cls_or_instance, n: int = 48) -> None:
     if info.outputs == "length":
         assert np.all(out >= 0), "predicted lengths must be >= 0"
     if info.progressive:
-        from forelen.metrics import OBSERVED_STEPS
-
         for t in OBSERVED_STEPS:
             rows = np.flatnonzero(y_test > t)
             if len(rows):
@@ -205,8 +205,6 @@ def check_predictor(cls_or_instance, n: int = 48) -> None:
 def synthetic(n: int = 48, seed: int = 0):
     """(FeatureTable, y): every schema column a predictor may read, lengths weakly tied to the
     vectors; layers 1 and 2 of width 8."""
-    from forelen.tables import FeatureTable
-
     layers, d = [1, 2], 8
     rng = np.random.default_rng(seed)
     y = rng.integers(5, 120, size=n)

@@ -40,7 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from forelen import __version__
 from forelen.errors import ForelenError
+from forelen.predictors._plugins import params_key
+from forelen.provenance import git_commit, library_versions
+from forelen.schema import column_names
 
 FORMAT = "forelen-predictor"
 FORMAT_VERSION = 1
@@ -258,7 +262,6 @@ def describe(pred) -> dict:
     where its class is found again: the registry, else its module (`forelen fit` puts the plugin
     spec it was given in their place)."""
     from forelen.predictors import PREDICTORS
-    from forelen.predictors._plugins import params_key
 
     info, cls = pred.info, type(pred)
     key, changed = params_key(pred)
@@ -276,9 +279,6 @@ def describe(pred) -> dict:
 def provenance() -> dict:
     """What made the saved predictor: forelen's version and git commit, library versions."""
     import time
-
-    from forelen import __version__
-    from forelen.provenance import git_commit, library_versions
 
     return {"forelen_version": __version__, "git_commit": git_commit(),
             "library_versions": library_versions(),
@@ -430,8 +430,6 @@ def layers_read(columns) -> list[int]:
 
 def config_columns(build: dict) -> set[str]:
     """The columns a config holds, from its manifest entry (schema v1)."""
-    from forelen.schema import column_names
-
     return set(column_names(build.get("recorded_layers") or [], build.get("egtp_first_k"),
                             token_features=build.get("features", True)))
 
