@@ -191,9 +191,8 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     model, tokenizer, revision = load_model(resolve_model(args.model), dtype=args.dtype)
     layers = default_layers(model.config.num_hidden_layers)
-    print(f"{args.model} ({revision}, {model.dtype}) on {machine()}, "
-          f"{torch.get_num_threads()} threads; slots {args.slots}, attention {args.attention}, "
-          f"static batch {args.static_batch}{', quick' if q else ''}")
+    print(f"{args.model} ({revision}, {model.dtype}) on {machine()}; slots {args.slots}, "
+          f"attention {args.attention}, static batch {args.static_batch}{', quick' if q else ''}")
     settings = EngineSettings(slots=args.slots, attention=args.attention, layers=tuple(layers))
     cot = planned_prompts(tokenizer, "cot", sizes["cot"][0])
     scenarios = {
