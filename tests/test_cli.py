@@ -235,7 +235,7 @@ def test_out_of_memory_mid_build_is_one_line_and_keeps_shards(base, monkeypatch,
 
     from forelen.builders.engines.hf import HFEngine
 
-    original, calls = HFEngine._step, []
+    original, calls = HFEngine.step, []
 
     def step(self, n):
         calls.append(n)
@@ -243,7 +243,7 @@ def test_out_of_memory_mid_build_is_one_line_and_keeps_shards(base, monkeypatch,
             raise exc
         return original(self, n)
 
-    monkeypatch.setattr(HFEngine, "_step", step)
+    monkeypatch.setattr(HFEngine, "step", step)
     code, out, err = call_main(monkeypatch, capsys, *base, "--shard-size", "1", "--slots", "2")
     line = assert_one_line_error(code, out, err)
     assert "out of memory" in line and "rerun the same command to resume" in line

@@ -143,9 +143,9 @@ def test_concurrent_updates_from_two_processes_keep_both_configs(tmp_path):
         folder, name = DatasetFolder(sys.argv[1]), sys.argv[2]
         for i in range(25):
             def change(m, i=i):
-                entry = m["configs"].setdefault(name, {"shards": {}})
+                entry = m["configs"].setdefault(name, {"status": "partial", "shards": {}})
                 time.sleep(0.002)  # widen the read-modify-write window
-                entry["shards"][f"train-{i:05d}.parquet"] = {"rows": i}
+                entry["shards"][f"train-{i:05d}.parquet"] = {"rows": i, "sha256": "0" * 64}
             folder.update(change)
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name])

@@ -92,8 +92,8 @@ def test_a_group_prefills_its_prompt_once(tiny_model, reference, monkeypatch):
     reqs, static = reference
     eng = engine(model, tokenizer, slots=2)  # fewer slots than a group: the prefix must wait
     calls = []
-    original = eng._prefill
-    monkeypatch.setattr(eng, "_prefill", lambda ids: calls.append(ids) or original(ids))
+    original = eng.prefill
+    monkeypatch.setattr(eng, "prefill", lambda ids: calls.append(ids) or original(ids))
     out = eng.generate(reqs)
     assert len(calls) == len(TEXTS)
     assert [g.token_ids for g in out] == [g.token_ids for g in static]
@@ -211,14 +211,14 @@ def test_ranged_attention_equals_one_padded_batch(kernel):
 
 
 def test_slots_are_resorted_by_length_without_changing_tokens(tiny_model, reference, monkeypatch):
-    import forelen.builders.engines.hf as hf
+    import forelen.builders.engines.scheduler as scheduler
     import forelen.builders.engines.slots as slots
 
     model, tokenizer = tiny_model
     reqs, static = reference
     # Tiny prompts: make ranges pay and re-sort whenever the slot order is not the ideal one.
     monkeypatch.setattr(slots, "BUCKET_OVERHEAD_KEYS", 0)
-    monkeypatch.setattr(hf, "RESORT_RATIO", 1.0)
+    monkeypatch.setattr(scheduler, "RESORT_RATIO", 1.0)
     shuffled = [reqs[i] for i in np.random.default_rng(5).permutation(len(reqs))]
     eng = engine(model, tokenizer, slots=9)
     out = eng.generate(shuffled)

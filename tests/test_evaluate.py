@@ -339,7 +339,7 @@ def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
     and the terminal show "–"."""
     from forelen.dataset import DatasetFolder
     from forelen.leaderboard.evaluate import run_evaluation
-    from forelen.leaderboard.ranking import mae_ranks, significance
+    from forelen.leaderboard.ranking import metric_ranks, significance
     from forelen.leaderboard.render import config_table
     from forelen.metrics import METRICS
 
@@ -352,7 +352,7 @@ def test_the_ltr_record_has_no_mae_and_no_mae_rank(built, tmp_path):
     for metric in METRICS:  # stored, as null where ltr does not produce it
         assert metric.key in m and (metric.needs == "order" or m[metric.key] is None)
     assert m["mae"] is None and m["mae_ci95"] is None and m["crps"] is None
-    assert "ltr" not in mae_ranks(records) and "ltr" not in significance(records)
+    assert "ltr" not in metric_ranks(records) and "ltr" not in significance(records)
     row = next(r for r in config_table(records) if r["name"] == "ltr")
     assert row["cols"][0]["text"] == row["cols"][1]["text"] == "–"
     done = run("evaluate", "--predictor", "constant-median", "--data", str(built), "--results",

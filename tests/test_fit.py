@@ -22,7 +22,7 @@ from conftest import FORELEN, cli_env
 
 from forelen.errors import ForelenError
 from forelen.predictors import PREDICTORS, Predictor, _saved
-from forelen.predictors._plugins import synthetic
+from forelen.predictors.checks import synthetic
 
 CONFIG = "tiny-llama-rl"
 TESTS = Path(__file__).resolve().parent
@@ -96,7 +96,7 @@ FRESH_SCRIPT = """
 import sys
 import numpy as np
 from forelen.predictors import Predictor
-from forelen.predictors._plugins import synthetic
+from forelen.predictors.checks import synthetic
 test, _ = synthetic(16, seed=1)
 for folder, out in zip(sys.argv[1::2], sys.argv[2::2]):
     pred = Predictor.load(folder)

@@ -66,6 +66,9 @@ DEFERRED = {
     "tables.py": "compact.py builds on tables.py (a cycle)",
     "replay_vllm.py": "replay.py imports it to submit traces (a cycle)",
     "compact.py": "card.py is page-only (scripts/reference.py PAGE_ONLY): not loaded to score",
+    "builders/pipeline.py": "as build.py: the card (numpy, jinja) loads when a config finishes",
+    "contracts/__init__.py": "the record schema's metric keys come from metrics, which needs "
+                             "numpy; dataset.py (on the CLI's start) validates manifests",
 }
 
 
@@ -98,3 +101,34 @@ def test_the_cli_starts_without_numpy():
             "'pandas', 'pyarrow') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-1000:]
+
+
+def test_no_metric_is_named_outside_the_metric_schema():
+    """The leaderboard reads every metric through `forelen.metrics` (RANKED_BY, PAPER_METRIC,
+    ORDER_METRIC, COMPARED, METRICS): changing what ranks is one edit there, not a hunt through
+    the renderer, the report and the ranking for string literals."""
+    from forelen.metrics import METRICS
+
+    keys = {m.key for m in METRICS} | {m.ci for m in METRICS if m.ci}
+    found = []
+    paths = sorted((SRC / "leaderboard").glob("*.py"))
+    assert len(paths) > 5
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value in keys:
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def test_every_registered_engine_is_an_engine():
+    """The build talks to engines through `Engine` only (check, create, resolved, generate,
+    feature_seconds, work_unit): a registered class that is not one would be probed."""
+    from forelen.builders.engines import ENGINES, Engine
+
+    names = ENGINES.names()
+    assert {"hf", "hf-static", "vllm"} <= set(names)
+    for name in names:
+        assert issubclass(ENGINES.get(name), Engine), name
+    for path in (SRC / "builders").rglob("*.py"):
+        assert "hasattr(engine" not in path.read_text(), path.name

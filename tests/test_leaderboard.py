@@ -16,7 +16,7 @@ from forelen import cli
 from forelen.errors import ForelenError
 from forelen.leaderboard import release as rel
 from forelen.leaderboard.plots import histogram, line_plot, nice_ticks
-from forelen.leaderboard.ranking import mae_ranks
+from forelen.leaderboard.ranking import metric_ranks
 from forelen.leaderboard.render import read_card, render_command, render_page
 
 
@@ -285,13 +285,13 @@ def test_render_command_previews_results_and_releases(results, tmp_path, monkeyp
         render_command(str(dest), str(results), None)
 
 
-def test_mae_ranks_share_ties():
+def test_metric_ranks_share_ties():
     recs = [make_record("tiny-cot", n, "fp", None) for n in PREDICTORS]
     for r, mae in zip(recs, (10.0, 10.0, 30.0, 5.0, None, 0.0)):
         r["metrics"]["mae"] = mae
-    assert mae_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5, "tpv": 4}
+    assert metric_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5, "tpv": 4}
     recs[2]["metrics"]["mae"] = float("nan")  # a failed score is not ranked, and breaks nothing
-    assert mae_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5}
+    assert metric_ranks(recs) == {"constant-median": 1, "egtp": 2.5, "plp": 2.5}
 
 
 def test_plot_geometry():
@@ -484,7 +484,7 @@ def test_a_metric_a_predictor_lacks_is_a_dash_and_takes_no_rank():
         if r["predictor"]["outputs"] != "ranking":
             r["per_row"] = {"abs_error": [r["metrics"]["mae"]] * 40, "group": groups,
                             "rows_sha256": "same"}
-    assert "ltr" not in mae_ranks(recs) and "ltr" not in significance(recs)
+    assert "ltr" not in metric_ranks(recs) and "ltr" not in significance(recs)
     assert set(significance(recs)) == {"egtp", "plp", "tpv", "constant-median"}
     col = _columns()
     rows = {r["name"]: r["cols"] for r in config_table(recs)}
@@ -625,7 +625,7 @@ def test_a_constant_predictor_is_flagged_and_not_ranked():
     assert list(got) == ["flat"] and got["flat"][0]["flag"] == "constant"
     assert "around 230" in got["flat"][0]["title"]
     sig = significance(recs)
-    assert "flat" not in sig and "flat" not in mae_ranks(recs)
+    assert "flat" not in sig and "flat" not in metric_ranks(recs)
     assert sig["good"]["rank"] == 1  # the constant, though lower in MAE, counts in no rank
     rows = {r["name"]: r for r in config_table(recs)}
     rank = rows["flat"]["cols"][0]

@@ -27,8 +27,9 @@ def _targets(seed: int = 0):
 def record(config: str, split: str, name: str, errors, groups, y, *, family="hidden-state",
            prediction=None, **extra) -> dict:
     errors = np.asarray(errors, np.float64)
-    r = {"predictor": {"name": name, "key": name, "family": family, "outputs": "length",
-                       "ranked": True},
+    r = {"record_version": 1,
+         "predictor": {"name": name, "key": name, "version": "1", "family": family,
+                       "outputs": "length", "ranked": True},
          "dataset": {"config": config, "split": split, "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
                      "sources": ["mmath-pkg"], "source_mix": "packaged (offline fallback)",
                      "fingerprint": "f" * 64},

@@ -115,7 +115,7 @@ def test_push_refuses_an_unfinished_config_or_a_broken_shard(hub, dataset):
     from forelen.dataset import DatasetFolder
 
     folder = DatasetFolder(dataset)
-    folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "building"))
+    folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "partial"))
     with pytest.raises(ForelenError, match=f"config {CONFIGS[1]} .* is not complete"):
         dataset_push.push_dataset(dataset, "org/x")
     folder.update(lambda m: m["configs"][CONFIGS[1]].__setitem__("status", "complete"))

@@ -92,7 +92,9 @@ def _main() -> int:
 
 
 def _record(config, key, errors, groups, params=None, mae=True):
-    return {"predictor": {"name": key.split("@")[0], "key": key, "non_default_params": params or {}},
+    return {"record_version": 1,
+            "predictor": {"name": key.split("@")[0], "key": key, "version": "1",
+                          "non_default_params": params or {}},
             "dataset": {"config": config},
             "metrics": {"mae": float(np.mean(errors)) if mae else None, "median_ae": 1.0,
                         "kendall_tau": 0.2, "crps": None, "coverage_80": None},

@@ -626,6 +626,33 @@ def push(
     print(push_dataset(folder, repo_id, tag, private))
 
 
+class Contract(str, Enum):
+    manifest = "manifest"
+    record = "record"
+
+
+@app.command()
+def schema(kind: Contract = typer.Argument(..., help="manifest (a dataset folder's "
+                                             "manifest.json) or record (a result record)."),
+           check: Optional[Path] = typer.Option(
+               None, "--check", help="Validate this file against the schema instead of "
+                                     "printing the schema.")):
+    """Print the JSON Schema of a forelen file, or check a file against it."""
+    import json
+
+    from forelen import contracts
+
+    if check is None:
+        print(json.dumps(contracts.schema(kind.value), indent=2))
+        return
+    try:
+        body = json.loads(check.read_text())
+    except (OSError, ValueError) as exc:
+        raise ForelenError(f"cannot read {check}: {exc}") from None
+    contracts.validate(kind.value, body, str(check))
+    print(f"{check}: a valid forelen {kind.value}")
+
+
 @app.command("ls")
 def ls(kind: Kind = typer.Argument(..., help="What to list."),
        json_out: bool = typer.Option(False, "--json", help="Print JSON (one object per entry).")):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from forelen import __version__
+from forelen import __version__, contracts
 from forelen.errors import ForelenError
 from forelen.schema import PARTITIONS, SCHEMA_VERSION
 
@@ -165,9 +165,11 @@ class DatasetFolder:
             manifest = json.loads(self.read_bytes(MANIFEST))
         except (OSError, json.JSONDecodeError) as exc:
             raise ForelenError(f"cannot read {where}: {exc}") from None
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ForelenError(f"{where} has schema version {manifest.get('schema_version')}; "
+        if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+            found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+            raise ForelenError(f"{where} has schema version {found}; "
                                f"this forelen {__version__} reads version {SCHEMA_VERSION}")
+        contracts.validate("manifest", manifest, where)
         return manifest
 
     @contextlib.contextmanager
@@ -189,6 +191,7 @@ class DatasetFolder:
             manifest = self.manifest()
             change(manifest)
             manifest["forelen_version"] = __version__
+            contracts.validate("manifest", manifest, f"the manifest to write to {self.location}")
             self.write_bytes(MANIFEST,
                              (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
             return manifest

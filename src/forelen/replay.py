@@ -29,7 +29,6 @@ floating-point blocking): the measured lengths are checked against the recorded 
 
 from __future__ import annotations
 
-import heapq
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,8 +40,9 @@ import numpy as np
 from forelen import replay_vllm
 from forelen.builders.build import load_prompts, plan_prompts
 from forelen.builders.engines import EngineSettings, GenerationRequest
-from forelen.builders.engines.hf import HFEngine, _Row
-from forelen.builders.engines.sampling import eos_ids, sample_seeded
+from forelen.builders.engines.hf import HFEngine
+from forelen.builders.engines.sampling import eos_ids
+from forelen.builders.engines.scheduler import WaitQueue, preemption_victim
 from forelen.builders.plan import sample_seed, uid_of
 from forelen.builders.splits import SPLITS
 from forelen.dataset import atomic_write_bytes
@@ -257,7 +257,7 @@ def serving_engine(model, tokenizer, *, slots: int, kv_budget_gib: float, layers
 
 @dataclass
 class _Waiting:
-    row: object  # the engine's _Row: generator, tokens, position
+    row: object  # the engine's Row: generator, tokens, position
     kv: list  # per layer (k, v) of the row's cache, copied out
     states: dict = field(default_factory=dict)  # recorded step states (srpt)
 
@@ -328,9 +328,9 @@ class Server:
         self.preemptions = 0
         requests = [GenerationRequest(r.uid, r.prompt_ids, r.max_new_tokens, r.temperature,
                                       r.top_p, r.seed) for r in trace]
-        eng._setup(requests)
+        eng.setup(requests)
         cache = eng.cache
-        waiting: list = []  # heap of (key, arrival index, _Waiting)
+        waiting = WaitQueue()  # of _Waiting, by key
         start, skipped = clock(), 0.0
 
         def now() -> float:
@@ -361,15 +361,11 @@ class Server:
         def arrive(i: int) -> None:
             req, served = trace[i], self.served[i]
             feature0, prefill0 = eng.timing["feature_s"], eng.timing["prefill_s"]
-            prefix = eng._prefill(req.prompt_ids)
+            prefix = eng.prefill(req.prompt_ids)
             if eng.records_features:  # else nothing is computed there
                 served.feature_ms = (eng.timing["feature_s"] - feature0) * 1e3
             served.prefill_ms = (eng.timing["prefill_s"] - prefill0) * 1e3
-            generator = torch.Generator().manual_seed(int(req.seed))
-            first = int(sample_seeded(prefix.last_logits[None], [generator], req.temperature,
-                                      req.top_p)[0])
-            row = _Row(i, requests[i], generator, prefix, [], len(req.prompt_ids))
-            eng._append(row, first)
+            row = eng.start(i, requests[i], prefix)
             served.first_token_s = now()
             if self.policy == "fcfs":
                 key = float(i)
@@ -385,7 +381,7 @@ class Server:
                 served.admitted_s = served.first_token_s
                 finish(i, row)
                 return
-            heapq.heappush(waiting, (key, i, _Waiting(row, snapshot(cache.scratch, row.pos))))
+            waiting.push(key, i, _Waiting(row, snapshot(cache.scratch, row.pos)))
 
         def preempt(n: int) -> None:
             """Swap out the running request with the largest remaining key while a waiting
@@ -393,15 +389,15 @@ class Server:
             while waiting:
                 keys = [self._remaining(eng.rows[s].index, len(eng.rows[s].tokens))
                         for s in range(n)]
-                worst = int(np.argmax(keys))
-                if not waiting[0][0] < keys[worst]:
+                worst = preemption_victim(keys, waiting.first_key())
+                if worst is None:
                     return
                 row = eng.rows[worst]
                 out = _Waiting(row, snapshot(worst, row.pos),
                                {x: buf[worst].clone() for x, buf in eng.states.items()})
-                _, _, w = heapq.heappop(waiting)
+                _, _, w = waiting.pop()
                 admit(worst, w)
-                heapq.heappush(waiting, (keys[worst], row.index, out))
+                waiting.push(keys[worst], row.index, out)
                 self.served[row.index].preemptions += 1
                 self.preemptions += 1
 
@@ -414,7 +410,7 @@ class Server:
         # prediction excluded). `served_cost_model` fits the cost model to these.
         self.step_log: list[tuple[int, int, float]] = []
         self.arrival_log: list[tuple[int, float]] = []
-        with eng._slot_attention(), torch.inference_mode():
+        with eng.slot_attention(), torch.inference_mode():
             while done < len(trace):
                 if not n and not waiting and nxt < len(trace) and arrivals[nxt] > now():
                     skipped += arrivals[nxt] - now()  # idle: jump to the next arrival
@@ -432,14 +428,14 @@ class Server:
                 if self.preempt and n == eng.n_slots and steps % self.rerank_every == 0:
                     preempt(n)
                 while n < eng.n_slots and waiting:
-                    key, _, w = heapq.heappop(waiting)
+                    _, _, w = waiting.pop()
                     admit(n, w)
                     n += 1
                 if not n:
                     continue
                 context = sum(eng.rows[s].pos for s in range(n))
                 predicted0 = sum(x.predict_ms for x in self.served)
-                eng._step(n)
+                eng.step(n)
                 steps += 1
                 for s in range(n):
                     row = eng.rows[s]
@@ -450,7 +446,7 @@ class Server:
                     elif self.policy == "srpt":
                         self._observe(s)
                 rows = n
-                n = eng._compact(n)
+                n = eng.compact(n)
                 self.step_log.append((rows, context, time.perf_counter() - t0 - (
                     sum(x.predict_ms for x in self.served) - predicted0) / 1e3))
         self.steps, self.idle_s = steps, skipped

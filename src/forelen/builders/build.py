@@ -7,18 +7,17 @@ and the final rows equal those of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from forelen.builders import template  # template.today(): tests pin the day
+from forelen.builders import pipeline
 from forelen.builders.distributed import run_ray_build
 from forelen.builders.engines import ENGINES, EngineSettings
-from forelen.builders.engines.entropy import entropy_kernel
 from forelen.builders.engines.slots import KERNELS
+from forelen.builders.pipeline import finish_config, partition_chunks, prepare_config
+from forelen.builders.pipeline import start_config as start_partial
 from forelen.builders.plan import partition_of, sample_seed, uid_of  # noqa: F401
 from forelen.builders.runner import plan_units, run_chunks
 from forelen.builders.sources.files import resolve_source
@@ -30,7 +29,6 @@ from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.hub import HubUnreachable
 from forelen.models import load_model, resolve_model, weights_of
-from forelen.provenance import git_commit, library_versions
 
 DEFAULT_OUT = "forelen"
 
@@ -203,68 +201,20 @@ def truncate_middle(ids: list[int], budget: int) -> list[int]:
 
 def plan_chunks(prompts: list[PlannedPrompt], samples: int, batch_size: int) -> list[Chunk]:
     """Per partition, groups sorted by prompt length, `batch_size` sequences to a chunk."""
-    per_chunk = max(1, batch_size // samples)
     chunks = []
-    for part in ("train", "validation", "test"):
-        groups = sorted((p for p in prompts if p.partition == part),
-                        key=lambda p: (len(p.prompt_ids), p.group_id))
-        for k in range(0, len(groups), per_chunk):
-            chunk = Chunk(f"{part}-{k // per_chunk:05d}.parquet")
-            chunk.items = [(p, s) for p in groups[k: k + per_chunk] for s in range(samples)]
-            chunks.append(chunk)
+    for name, groups in partition_chunks(prompts, lambda p: p.partition,
+                                         lambda p: (len(p.prompt_ids), p.group_id),
+                                         max(1, batch_size // samples)):
+        chunk = Chunk(name)
+        chunk.items = [(p, s) for p in groups for s in range(samples)]
+        chunks.append(chunk)
     return chunks
 
 
-# The template date acts only through the prompt ids, which the fingerprint hashes: a build with a
-# template that ignores the date resumes and merges on any day.
-# descriptive, derived from what is hashed (model_weights: from the model alias)
-UNHASHED = ("date_string", "template_uses_date", "model_weights")
-
-
 def fingerprint(resolved: dict, prompts: list[PlannedPrompt]) -> str:
-    kept = {k: v for k, v in resolved.items() if k not in UNHASHED}
-    h = hashlib.sha256(json.dumps(kept, sort_keys=True).encode())
-    for p in prompts:
-        h.update(f"{p.group_id}\0{p.partition}\0{','.join(map(str, p.prompt_ids))}\n".encode())
-    return h.hexdigest()
-
-
-def prepare_config(folder, config: str, print_fn: Callable[[str], None],
-                   fp: str, overwrite: bool, shard: dict | None = None) -> dict:
-    """Decide between a fresh build, a resume, or a refusal; returns the done shards."""
-    entry = folder.config(config)
-    if entry and overwrite:
-        folder.remove(config)
-        folder.update(lambda m: m["configs"].pop(config, None))
-        entry = None
-    if entry is None:
-        folder.remove(config)
-        return {}
-    if entry.get("status") == "complete":
-        raise ForelenError(f"config {config!r} is already built in {folder.location}; "
-                           "pass --overwrite to rebuild it")
-    if entry.get("fingerprint") != fp:
-        raise ForelenError(f"config {config!r} in {folder.location} holds a partial build with other "
-                           "settings or prompts; rerun with the same settings to resume, "
-                           "or pass --overwrite")
-    if _shard_id(entry.get("shard")) != _shard_id(shard):
-        raise ForelenError(f"config {config!r} in {folder.location} holds a partial build of "
-                           f"{_shard_label(entry.get('shard'))}, not {_shard_label(shard)}; rerun "
-                           "with the same --shard-index/--num-shards, or pass --overwrite")
-    done = {n: s for n, s in entry.get("shards", {}).items() if folder.shard_ok(config, n, s)}
-    for name in folder.config_files(config):
-        if name not in done:  # shards of an interrupted chunk; redone identically
-            folder.remove(config, name)
-    print_fn(f"resuming {config}: {len(done)} shard(s) already written")
-    return done
-
-
-def _shard_id(shard: dict | None) -> tuple:
-    return (shard["index"], shard["count"]) if shard else (0, 1)
-
-
-def _shard_label(shard: dict | None) -> str:
-    return f"shard {shard['index']} of {shard['count']}" if shard else "an unsharded build"
+    """The plan's fingerprint (`pipeline.fingerprint`): settings and every prompt's ids."""
+    return pipeline.fingerprint(resolved, (
+        f"{p.group_id}\0{p.partition}\0{','.join(map(str, p.prompt_ids))}\n" for p in prompts))
 
 
 def choose_engine(name: str, device: str) -> tuple[str, str]:
@@ -344,20 +294,6 @@ def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_
                           max_prompt_tokens=max_prompt, max_new_tokens=max_new)
 
 
-def resolved_engine(engine, settings, model=None) -> dict:
-    """The engine settings that shape the computation (and so the rows): part of the fingerprint."""
-    if hasattr(engine, "slot_count"):  # hf: the slot count the KV budget allows, fixed for the build
-        slots = engine.slot_count(settings.max_prompt_tokens, settings.max_new_tokens)
-        return {"slots": slots, "kv_budget_gib": settings.kv_budget_gib,
-                "attention": settings.attention, "prefill_chunk": settings.prefill_chunk,
-                "entropy": engine.entropy_kernel, "features": "recorded during generation"}
-    out = {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
-    if model is not None:  # the recorder's entropy kernel (engines/entropy.py)
-
-        out["entropy"] = entropy_kernel(model.config.vocab_size, model.device.type)[1]
-    return out
-
-
 def pick_device(device: str) -> str:
     import torch
 
@@ -399,9 +335,8 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     plan = plan_build(opts, recipe, resolved_model, mixed, model.config, tokenizer, revision,
                       device, str(model.dtype).removeprefix("torch."), engine_name)
     engine = engine_cls.create(model, tokenizer, resolved_model, plan.settings)
-    plan.resolved.update(engine_settings=resolved_engine(engine, plan.settings, model),
-                         work_unit=opts.work_unit or getattr(engine_cls, "work_unit",
-                                                             opts.batch_size))
+    plan.resolved.update(engine_settings=engine.resolved(plan.settings, model),
+                         work_unit=opts.work_unit or engine_cls.work_unit or opts.batch_size)
     units, done = start_config(opts, folder, config, plan, why, say)
     recorder = Recorder(model, plan.layers, steps=opts.steps, first_k=opts.egtp_first_k)
 
@@ -476,19 +411,9 @@ def start_config(opts: BuildOptions, folder, config: str, plan: BuildPlan, why: 
     units, shard = shard_units(plan.chunks, resolved["work_unit"], opts.num_shards,
                                opts.shard_index)
     done = prepare_config(folder, config, say, fp, opts.overwrite, shard)
-
-    def start(m):
-        entry = m["configs"].setdefault(config, {})
-        entry.update(status="partial", build=resolved, fingerprint=fp, shards=done,
-                     chunks=sum(len(u) for u in units), versions=library_versions(),
-                     git_commit=git_commit(), engine_choice=why,
-                     licenses=sorted({p.license for p in prompts}))
-        if shard:
-            entry["shard"] = shard
-        entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "feature_s": 0.0,
-                                     "generated_tokens": 0})
-    folder.update(start)
+    extra = {"shard": shard} if shard else {}
+    start_partial(folder, config, resolved, fp, done, sum(len(u) for u in units),
+                  engine_choice=why, licenses=sorted({p.license for p in prompts}), **extra)
     return units, done
 
 
@@ -506,20 +431,6 @@ def shard_units(chunks: list[Chunk], work_unit: int, num_shards: int, index: int
                            f"unit(s); use at most {len(units)} shards, or a smaller --work-unit")
     return units[index::num_shards], {"index": index, "count": num_shards,
                                       "plan_chunks": [c.name for c in chunks]}
-
-
-def finish_config(folder, config: str) -> dict:
-    from forelen.card import config_stats, write_card
-
-    stats = config_stats(folder, config)
-
-    def complete(m):
-        entry = m["configs"][config]
-        entry.update(status="complete", stats=stats,
-                     finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    manifest = folder.update(complete)
-    write_card(folder)
-    return manifest["configs"][config]
 
 
 __all__ = ["BuildOptions", "run_build"]

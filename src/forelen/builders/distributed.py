@@ -24,6 +24,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from forelen.builders import pipeline
 from forelen.builders.engines import ENGINES
 from forelen.builders.runner import ShardWriter, progress_bar, record_shard
 from forelen.dataset import DatasetFolder
@@ -81,11 +82,9 @@ class BuildWorker:
     def describe(self) -> dict:
         import torch
 
-        from forelen.builders.build import resolved_engine
-
         return {"pid": os.getpid(), "device": self.device, "revision": self.revision,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
-                "engine_settings": resolved_engine(self.engine, self.settings, self.model),
+                "engine_settings": self.engine.resolved(self.settings, self.model),
                 "threads": torch.get_num_threads()}
 
     def run(self, config: str, resolved: dict, unit: list, done: list[str]) -> dict:
@@ -132,8 +131,7 @@ def run_ray_build(opts, recipe, resolved_model, config: str, folder, console=Non
 
 
 def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> dict:
-    from forelen.builders.build import (choose_engine, finish_config, plan_build, source_mix,
-                                        start_config)
+    from forelen.builders.build import choose_engine, plan_build, source_mix, start_config
 
     device, n_workers, threads = replicas(ray, opts)
     mixed = source_mix(opts, recipe, say)
@@ -163,8 +161,7 @@ def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> d
                                "so every replica computes the same way")
     startup_s = time.perf_counter() - t0
     plan.resolved.update(dtype=first["dtype"], engine_settings=first["engine_settings"],
-                         work_unit=opts.work_unit or getattr(engine_cls, "work_unit",
-                                                             opts.batch_size))
+                         work_unit=opts.work_unit or engine_cls.work_unit or opts.batch_size)
     units, done = start_config(opts, folder, config, plan, why, say)
     todo = [u for u in units if any(c.name not in done for c in u)]
     if 0 < len(todo) < n_workers:
@@ -185,7 +182,7 @@ def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> d
         timing["busy_s"] = timing.get("busy_s", 0.0) + busy_s  # replicas inside `run`, summed
         timing["ray_startup_s"] = timing.get("ray_startup_s", 0.0) + startup_s
     folder.update(record)
-    return finish_config(folder, config)
+    return pipeline.finish_config(folder, config)
 
 
 def _dispatch(ray, actors, units, done, config, resolved, folder, console, pids):

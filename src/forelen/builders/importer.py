@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 from forelen import models
 from forelen.builders import template  # template.today(): tests pin the day
-from forelen.builders.build import (config_name, finish_config, partition_of, pick_device,
-                                    prepare_config, truncate_middle)
+from forelen.builders import pipeline
+from forelen.builders.build import config_name, partition_of, pick_device, truncate_middle
 from forelen.builders.engines.entropy import entropy_kernel
+from forelen.builders.pipeline import finish_config, partition_chunks, prepare_config, start_config
 from forelen.builders.runner import progress_bar, record_shard
 from forelen.builders.sources import responses
 from forelen.builders.sources.responses import FORMATS
@@ -39,7 +40,6 @@ from forelen.builders.template import check_date, render, render_messages, uses_
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.models import load_model, load_tokenizer, resolve_model, slugify
-from forelen.provenance import git_commit, library_versions
 
 MISMATCH_LIMIT = 0.05  # above this share of rows, the model is not the generator
 # A logged length and the re-tokenised response agree within max(1 token, 1%): EOS counted or
@@ -411,13 +411,8 @@ def _hashed(text: str) -> str:
 
 def plan_chunks(rows: list[Row], batch_size: int) -> list[tuple[str, list[Row]]]:
     """Per partition, a group's rows together, groups by length, `batch_size` rows a chunk."""
-    chunks = []
-    for part in ("train", "validation", "test"):
-        mine = sorted((r for r in rows if r.partition == part),
-                      key=lambda r: (len(r.prompt_ids), r.group_id, r.sample_index))
-        for k in range(0, len(mine), batch_size):
-            chunks.append((f"{part}-{k // batch_size:05d}.parquet", mine[k: k + batch_size]))
-    return chunks
+    return partition_chunks(rows, lambda r: r.partition,
+                            lambda r: (len(r.prompt_ids), r.group_id, r.sample_index), batch_size)
 
 
 def template_marker(tokenizer, date: str | None = None) -> str | None:
@@ -532,15 +527,12 @@ def _entropy_kernel(model) -> str:
 
 
 def _fingerprint(resolved: dict, rows: list[Row]) -> str:
-    from forelen.builders.build import UNHASHED  # the date acts through the prompt ids
-
-    kept = {k: v for k, v in resolved.items() if k not in UNHASHED}
-    h = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode())
-    for r in rows:
-        h.update(f"{r.uid}\0{r.partition}\0{r.output_tokens}\0{r.finish_reason}\0"
-                 f"{','.join(map(str, r.prompt_ids))}\0{','.join(map(str, r.response_ids))}\n"
-                 .encode())
-    return h.hexdigest()
+    """The import's fingerprint (`pipeline.fingerprint`): settings and every row's ids, length
+    and finish."""
+    return pipeline.fingerprint(resolved, (
+        f"{r.uid}\0{r.partition}\0{r.output_tokens}\0{r.finish_reason}\0"
+        f"{','.join(map(str, r.prompt_ids))}\0{','.join(map(str, r.response_ids))}\n"
+        for r in rows))
 
 
 def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
@@ -550,15 +542,8 @@ def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
     resolved, fp = plan.resolved, plan.fingerprint
     done = prepare_config(folder, plan.config, say, fp, opts.overwrite)
 
-    def start(m):
-        entry = m["configs"].setdefault(plan.config, {})
-        entry.update(status="partial", origin="imported", build=resolved, fingerprint=fp,
-                     shards=done, chunks=len(plan.chunks), versions=library_versions(),
-                     git_commit=git_commit(), licenses=["as the imported source's"])
-        entry.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        entry.setdefault("timing", {"generate_s": 0.0, "record_s": 0.0, "feature_s": 0.0,
-                                    "generated_tokens": 0})
-    folder.update(start)
+    start_config(folder, plan.config, resolved, fp, done, len(plan.chunks), origin="imported",
+                 licenses=["as the imported source's"])
     recorder = (Recorder(model, resolved["recorded_layers"], steps=opts.steps,
                          first_k=opts.egtp_first_k) if model is not None else None)
     todo = [(name, rows) for name, rows in plan.chunks if name not in done]

@@ -8,7 +8,7 @@ inputs hold, and any shard whose sha256 differs from its manifest; only then are
 
 from __future__ import annotations
 
-from forelen.builders.build import finish_config
+from forelen.builders.pipeline import finish_config
 from forelen.compact import merged_form, same_form
 from forelen.dataset import MANIFEST, DatasetFolder
 from forelen.errors import ForelenError

@@ -56,7 +56,7 @@ class ShardWriter:
         # where a written shard is reported: the manifest (a local build) or the Ray driver
         self.sink = sink or (lambda shard: record_shard(folder, config, shard))
         self.mark = time.perf_counter()
-        self.feature_mark = _feature_s(engine)
+        self.feature_mark = engine.feature_seconds()
 
     def start(self, unit) -> list:
         self.chunks = {c.name: c for c in unit}
@@ -93,9 +93,9 @@ class ShardWriter:
         self.done.add(chunk.name)
         shard = {"name": chunk.name, "entry": entry, "generate_s": t0 - self.mark,
                  "record_s": t1 - t0,
-                 "feature_s": _feature_s(self.engine) - self.feature_mark,
+                 "feature_s": self.engine.feature_seconds() - self.feature_mark,
                  "generated_tokens": sum(len(g.token_ids) for g in gens)}
-        self.mark, self.feature_mark = time.perf_counter(), _feature_s(self.engine)
+        self.mark, self.feature_mark = time.perf_counter(), self.engine.feature_seconds()
         self.sink(shard)
 
 
@@ -109,11 +109,6 @@ def record_shard(folder, config: str, shard: dict) -> None:
             if key not in ("name", "entry"):
                 timing[key] = timing.get(key, 0) + value
     folder.update(update)
-
-
-def _feature_s(engine) -> float:
-    """Seconds the engine spent on features inside its generation pass (0 for engines without)."""
-    return float(getattr(engine, "timing", {}).get("feature_s", 0.0))
 
 
 def run_chunks(units: list[list], done: dict, config: str, resolved: dict, engine, recorder,

@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from forelen.errors import ForelenError
-from forelen.metrics import paired_difference
+from forelen.metrics import COMPARED, ORDER_METRIC, RANKED_BY, paired_difference
 from forelen.stats import N_BOOT, SEED, holm, settings
-
-SHOWN = ("mae", "median_ae", "kendall_tau", "crps", "coverage_80")
 
 
 def label(body: dict) -> str:
@@ -48,10 +46,11 @@ def compare(bodies: list[dict], baseline: str, *, n_boot: int = N_BOOT, seed: in
                 continue
             row = {"predictor": r["predictor"].get("key", r["predictor"]["name"]),
                    "label": label(r), "params": r["predictor"].get("non_default_params") or {},
-                   **{k: r["metrics"].get(k) for k in SHOWN}}
+                   **{k: r["metrics"].get(k) for k in COMPARED}}
             pr = r.get("per_row")
-            if r["metrics"].get("mae") is None or not pr:
-                row["skipped"] = "no MAE" if r["metrics"].get("mae") is None else "no per-row errors"
+            if r["metrics"].get(RANKED_BY) is None or not pr:
+                row["skipped"] = ("no MAE" if r["metrics"].get(RANKED_BY) is None
+                                  else "no per-row errors")
             elif pr.get("rows_sha256") != base["per_row"].get("rows_sha256"):
                 row["skipped"] = "scored other test rows than the baseline"
             else:
@@ -64,8 +63,9 @@ def compare(bodies: list[dict], baseline: str, *, n_boot: int = N_BOOT, seed: in
             r = rows[i]
             r["p_holm"] = float(p)
             r["verdict"] = ("n.s." if p >= 0.05 else "better" if r["diff"] < 0 else "worse")
-        rows.sort(key=lambda r: (r.get("mae") is None, r.get("mae") or 0.0))
-        out[config] = {"baseline": base["predictor"].get("key"), "baseline_mae": base["metrics"]["mae"],
+        rows.sort(key=lambda r: (r.get(RANKED_BY) is None, r.get(RANKED_BY) or 0.0))
+        out[config] = {"baseline": base["predictor"].get("key"),
+                       "baseline_mae": base["metrics"][RANKED_BY],
                        "n": len(b_err), "units": int(len(np.unique(groups))),
                        "bootstrap": settings(n_boot, seed),
                        "multiplicity": f"Holm over the {len(tested)} records compared in this config",
@@ -89,7 +89,7 @@ def format_table(result: dict) -> str:
                   f"{'predictor':<26}{'MAE':>6}{'tau':>7}{'diff':>7}  {'95% CI':<16}"
                   f"{'p Holm':>7} verdict"]
         for r in c["rows"]:
-            head = f"{r['label'][:25]:<26}{_f(r['mae']):>6}{_f(r['kendall_tau'], 3):>7}"
+            head = f"{r['label'][:25]:<26}{_f(r[RANKED_BY]):>6}{_f(r[ORDER_METRIC], 3):>7}"
             if "diff" not in r:
                 lines.append(f"{head}  ({r.get('skipped')})")
                 continue

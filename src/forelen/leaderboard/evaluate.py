@@ -15,8 +15,8 @@ from forelen.compact import is_compact, physical_columns
 from forelen.errors import ForelenError
 from forelen.leaderboard.records import dataset_fingerprint, predictions_hash, stamp, write_record
 from forelen.leaderboard.release import histogram_of
-from forelen.metrics import (MIN_GROUPS, OBSERVED_STEPS, group_median_floor, length_metrics,
-                             per_step_mae, ranking_metrics)
+from forelen.metrics import (MIN_GROUPS, OBSERVED_STEPS, PAPER_METRIC, RANKED_BY,
+                             group_median_floor, length_metrics, per_step_mae, ranking_metrics)
 from forelen.predictors import load_predictor
 from forelen.predictors._plugins import is_spec, params_key
 from forelen.predictors._saved import (check_out, generator_of, layers_read, load, mismatch,
@@ -172,7 +172,7 @@ def validation_score(pred, data: Split3, cols: list[str]) -> dict | None:
         return None
     y = data.validation["output_tokens"].astype(np.float64)
     p = np.asarray(pred.predict(data.validation.select(cols)), dtype=np.float64)
-    return {"mae": float(np.mean(np.abs(y - p))), "n": int(len(y)),
+    return {PAPER_METRIC: float(np.mean(np.abs(y - p))), "n": int(len(y)),
             "groups": int(len(np.unique(np.asarray(data.validation["group_id"]))))}
 
 
@@ -200,7 +200,7 @@ def per_row(data: Split3, result: dict) -> dict | None:
     ranking-only predictors (no lengths, no errors)."""
     import hashlib
 
-    if result["metrics"].get("mae") is None:
+    if result["metrics"].get(RANKED_BY) is None:
         return None
     y = data.test["output_tokens"].astype(np.float64)
     groups = np.asarray(data.test["group_id"])

@@ -34,7 +34,7 @@ import zlib
 
 import numpy as np
 
-from forelen.metrics import MIN_GROUPS, metric_value
+from forelen.metrics import MIN_GROUPS, PAPER_METRIC, metric, metric_value
 from forelen.simulator.endtoend import series
 from forelen.stats import N_BOOT, SEED, GroupMeans, group_means, holm, interval, p_value
 
@@ -158,6 +158,9 @@ def _average(parts: list[GroupMeans]) -> GroupMeans:
     return GroupMeans(theta, np.mean([p.reps for p in parts], axis=0), jack, parts[0].n_boot, -1)
 
 
+_PAPER_CI = metric(PAPER_METRIC).ci
+
+
 def _ci(gm: GroupMeans | None, j: int):
     return None if gm is None else interval(*gm.column(j), TEST["level"])[0]
 
@@ -167,9 +170,9 @@ def _value(v: float | None, ci=None, source=None) -> dict:
     one record's MAE shows that record's own interval, as the rank table does: one number, one
     interval, on the whole page."""
     if isinstance(source, dict) and v is not None \
-            and (source.get("metrics") or {}).get("mae") == v \
-            and (source.get("metrics") or {}).get("mae_ci95"):
-        ci = source["metrics"]["mae_ci95"]
+            and (source.get("metrics") or {}).get(PAPER_METRIC) == v \
+            and (source.get("metrics") or {}).get(_PAPER_CI):
+        ci = source["metrics"][_PAPER_CI]
     out = {"value": None if v is None else float(v), "ci95": None if ci is None else list(ci)}
     if source is not None:
         out["from"] = (sorted({_rel(r) for r in source}) if isinstance(source, list)
@@ -264,13 +267,13 @@ def _gm_effect(gm: GroupMeans | None, i: int, j: int, a: float, b: float):
 def _pooling(by_config: dict) -> dict:
     rows, averages = [], []
     for config, recs in sorted(by_config.items()):
-        if not all(metric_value(recs.get(n) or {}, "mae") is not None for n in POOLING) \
+        if not all(metric_value(recs.get(n) or {}, PAPER_METRIC) is not None for n in POOLING) \
                 or _split(recs) not in PAPER_POOLING:
             continue
         chain = [recs[n] for n in POOLING]
         paper = PAPER_POOLING[_split(recs)]
         paired = _paired(chain)
-        maes = [r["metrics"]["mae"] for r in chain]
+        maes = [r["metrics"][PAPER_METRIC] for r in chain]
         reps = _replicates(*paired, config) if paired else None
         if reps is not None:
             averages.append((maes, _replicates(*paired, config, independent=True), chain))
@@ -308,11 +311,11 @@ def _pooling_rows(scope: str, label: str, paper: tuple, maes: list, reps, chain:
 # -- (b) EGTP against the best baseline ------------------------------------------------------------
 
 def _baselines(recs: dict) -> list[str]:
-    return [n for n in BASELINES if n in recs and metric_value(recs[n], "mae") is not None]
+    return [n for n in BASELINES if n in recs and metric_value(recs[n], PAPER_METRIC) is not None]
 
 
 def _validation_mae(r: dict) -> float | None:
-    v = (r.get("validation") or {}).get("mae")
+    v = (r.get("validation") or {}).get(PAPER_METRIC)
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
@@ -380,13 +383,13 @@ def _vs_baseline(by_config: dict) -> dict:
     rows, pooled = [], []
     for config, recs in sorted(by_config.items()):
         names = _baselines(recs)
-        if metric_value(recs.get("egtp") or {}, "mae") is None or not names:
+        if metric_value(recs.get("egtp") or {}, PAPER_METRIC) is None or not names:
             continue
         best, how = _best({n: _validation_mae(recs[n]) for n in names},
-                          {n: recs[n]["metrics"]["mae"] for n in names})
+                          {n: recs[n]["metrics"][PAPER_METRIC] for n in names})
         pair = [recs["egtp"], recs[best]]
         paired = _paired(pair)
-        maes = [r["metrics"]["mae"] for r in pair]
+        maes = [r["metrics"][PAPER_METRIC] for r in pair]
         reps = _replicates(*paired, config) if paired else None
         effect, ci, p = _gm_effect(reps, 0, 1, *maes)
         found = []
@@ -427,7 +430,7 @@ def _vs_baseline_average(pooled: list) -> list[dict]:
     if common:
         val = {b: [_validation_mae(recs[b]) for _, recs, _, _ in pooled] for b in common}
         best, how = _best({b: (None if None in v else float(np.mean(v))) for b, v in val.items()},
-                          {b: float(np.mean([recs[b]["metrics"]["mae"]
+                          {b: float(np.mean([recs[b]["metrics"][PAPER_METRIC]
                                              for _, recs, _, _ in pooled])) for b in common})
         for config, recs, _, _ in pooled:
             got = _paired([recs["egtp"], recs[best]])
@@ -437,8 +440,8 @@ def _vs_baseline_average(pooled: list) -> list[dict]:
             used += [recs["egtp"], recs[best]]
         if len(parts) == n:
             reps = _average([gm for _, gm in parts])
-            egtp = float(np.mean([r["metrics"]["mae"] for r in used[0::2]]))
-            base = float(np.mean([r["metrics"]["mae"] for r in used[1::2]]))
+            egtp = float(np.mean([r["metrics"][PAPER_METRIC] for r in used[0::2]]))
+            base = float(np.mean([r["metrics"][PAPER_METRIC] for r in used[1::2]]))
             effect, ci, p = _gm_effect(reps, 0, 1, egtp, base)
             labels, counts = _union_labels(parts, used[0::2])
             found = influence(effect, _effect_means(reps, 0, 1).jack[:, 0], labels, counts, ci)
@@ -507,7 +510,7 @@ def _plp(by_config: dict) -> dict:
         steps = r["per_step"]
         if t0 not in steps or t1 not in steps:
             continue
-        maes = [steps[t0]["mae"], steps[t1]["mae"]]
+        maes = [steps[t0][PAPER_METRIC], steps[t1][PAPER_METRIC]]
         per_row = r.get("per_row") or {}
         errs = (per_row.get("step_abs_error") or {})
         reps = None

@@ -6,7 +6,8 @@ report` show them; this module computes, the renderer only draws.
 
 from __future__ import annotations
 
-from forelen.metrics import CONSTANT_SPREAD, MIN_GROUPS, metric_value
+from forelen.metrics import (CONSTANT_SPREAD, MIN_GROUPS, ORDER_METRIC, RANKED, RANKED_BY,
+                             metric_value)
 from forelen.stats import N_BOOT, SEED, group_means, holm, p_value
 
 
@@ -35,7 +36,8 @@ def constant_reason(record: dict, taus_defined: bool = True) -> str | None:
     other records have one (`taus_defined`: the targets vary).
     """
     p = record["predictor"]
-    if p.get("family") == "reference" or kind(p) != "ranked" or metric_value(record, "mae") is None:
+    if p.get("family") == "reference" or kind(p) != "ranked" \
+            or metric_value(record, RANKED_BY) is None:
         return None
     spread = metric_value(record, "prediction_spread")
     if spread is not None:
@@ -47,7 +49,7 @@ def constant_reason(record: dict, taus_defined: bool = True) -> str | None:
     modal = metric_value({"metrics": record.get("diagnostics") or {}}, "modal_class_rate")
     if modal is not None and modal >= MODAL_CONSTANT:
         return f"one class for {modal:.0%} of the test rows"
-    if taus_defined and metric_value(record, "kendall_tau") is None:
+    if taus_defined and metric_value(record, ORDER_METRIC) is None:
         return "the same prediction for every test row (Kendall tau undefined)"
     return None
 
@@ -55,7 +57,7 @@ def constant_reason(record: dict, taus_defined: bool = True) -> str | None:
 def flags(records: list[dict]) -> dict[str, list[dict]]:
     """Per predictor of one config, its flags: `constant` (left out of the ranking) and
     `fallback` (above FALLBACK_RATE of the test rows); each with a short text and a title."""
-    taus = any(metric_value(r, "kendall_tau") is not None for r in records)
+    taus = any(metric_value(r, ORDER_METRIC) is not None for r in records)
     out: dict[str, list[dict]] = {}
     for r in records:
         got = []
@@ -83,14 +85,15 @@ def rankable(records: list[dict]) -> list[dict]:
     """The records a config ranks: length predictors with an MAE, not oracles, not constants."""
     out = constants(records)
     return [r for r in records if kind(r["predictor"]) == "ranked"
-            and metric_value(r, "mae") is not None and r["predictor"]["name"] not in out]
+            and metric_value(r, RANKED_BY) is not None and r["predictor"]["name"] not in out]
 
 
 STABILITY_SEEDS = 30
 SIGNIFICANCE = {"level": 0.95, "n_boot": N_BOOT, "seed": SEED,
                 "method": "BCa (basic where BCa is undefined), src/forelen/stats.py",
-                "test": "paired group bootstrap of the MAE difference (groups = partition "
-                        "units: prompts, a template's or an article's prompts together)",
+                "test": f"paired group bootstrap of the {RANKED.label} difference (groups = "
+                        "partition units: prompts, a template's or an article's prompts "
+                        "together)",
                 "multiplicity": "Holm over every pair of ranked predictors within a config",
                 "stability": f"ranks recomputed under bootstrap seeds 0-{STABILITY_SEEDS - 1}; "
                              "a rank that varies is shown as its range"}
@@ -131,7 +134,7 @@ def significance(records: list[dict]) -> dict[str, dict]:
     ranked = rankable(records)
     rows = {(r.get("per_row") or {}).get("rows_sha256") for r in ranked}
     if not ranked or None in rows or len(rows) != 1:
-        return {name: {"rank": rank, "tested": False} for name, rank in mae_ranks(records).items()}
+        return {name: {"rank": rank, "tested": False} for name, rank in metric_ranks(records).items()}
     if len(set(ranked[0]["per_row"]["group"])) < MIN_GROUPS:  # too few units to test anything
         return {r["predictor"]["name"]: {"rank": 1, "tested": False, "too_few_groups": True}
                 for r in ranked}
@@ -164,10 +167,10 @@ def significance(records: list[dict]) -> dict[str, dict]:
     return out
 
 
-def mae_ranks(records: list[dict]) -> dict[str, float]:
+def metric_ranks(records: list[dict]) -> dict[str, float]:
     """Rank (1 = lowest MAE, ties share the mean rank) of the ranked length predictors of a config
     (`rankable`: constants left out)."""
-    scored = sorted((metric_value(r, "mae"), r["predictor"]["name"]) for r in rankable(records))
+    scored = sorted((metric_value(r, RANKED_BY), r["predictor"]["name"]) for r in rankable(records))
     ranks, i = {}, 0
     while i < len(scored):
         j = i
@@ -189,7 +192,7 @@ def summary(records: list[dict], sig: dict | None = None) -> str:
     constants left out of the ranking."""
     sig = significance(records) if sig is None else sig
     by_name = {r["predictor"]["name"]: r for r in records}
-    mae = {n: metric_value(by_name[n], "mae") for n in sig}
+    mae = {n: metric_value(by_name[n], RANKED_BY) for n in sig}
     refs = sorted((n for n in sig if by_name[n]["predictor"].get("family") == "reference"),
                   key=lambda n: (mae[n], n))
     learned = sorted((n for n in sig if n not in refs), key=lambda n: (mae[n], n))

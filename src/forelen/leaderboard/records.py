@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forelen import __version__
+from forelen import __version__, contracts
 from forelen.dataset import atomic_write_bytes
 from forelen.provenance import git_commit, library_versions
 
@@ -32,7 +32,9 @@ def write_record(results_dir: str | Path, record: dict) -> Path:
     # keyed by name, plus a hash of any non-default parameters: variants never overwrite each other
     key = record["predictor"].get("key") or record["predictor"]["name"]
     path = Path(results_dir) / record["dataset"]["config"] / f"{key}.json"
-    atomic_write_bytes(path, (json.dumps(record, indent=2, default=_json) + "\n").encode())
+    data = (json.dumps(record, indent=2, default=_json) + "\n").encode()
+    contracts.validate("record", json.loads(data), f"the record to write to {path}")
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from forelen import __version__
+from forelen import __version__, contracts
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.provenance import git_commit
@@ -67,10 +67,9 @@ def load_records(folder: str | Path) -> list[Record]:
         data = path.read_bytes()
         try:
             body = json.loads(data)
-            body["predictor"]["name"], body["dataset"]["config"], body["metrics"]
-        except (ValueError, KeyError, TypeError):
-            raise ForelenError(f"{path} is not a forelen result record (unreadable JSON or "
-                               "missing predictor/dataset/metrics)") from None
+        except ValueError:
+            raise ForelenError(f"{path} is not a forelen result record (unreadable JSON)") from None
+        contracts.validate("record", body, str(path))
         records.append(Record(path, path.relative_to(root).as_posix(), data, body))
     if not records:
         raise ForelenError(f"no result records (<config>/<predictor>.json) in {root}; "

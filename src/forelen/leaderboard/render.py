@@ -18,11 +18,12 @@ from forelen.dataset import atomic_write_bytes
 from forelen.errors import ForelenError
 from forelen.leaderboard import plots
 from forelen.leaderboard.ranking import (FALLBACK_RATE, SIGNIFICANCE, STABILITY_SEEDS, flags, keyed,
-                                         kind, mae_ranks, significance, summary)
+                                         kind, metric_ranks, significance, summary)
 from forelen.leaderboard.release import MANIFEST, RECORDS, build_manifest, load_records
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
-from forelen.metrics import CONSTANT_SPREAD, METRICS, MIN_GROUPS, metric_value
+from forelen.metrics import (CONSTANT_SPREAD, METRICS, MIN_GROUPS, ORDER_METRIC, PAPER_METRIC,
+                             RANKED, RANKED_BY, metric_value)
 
 ACCURACY = tuple((m.key, m.label, m.digits, m.tip) for m in METRICS)  # key, header, digits, tip
 E2E = (  # metric (also the key of its ratios), group header, unit, digits
@@ -71,11 +72,11 @@ def overview(groups: dict[str, list[dict]]) -> list[dict]:
             for f in flagged[config].get(p["name"], []):
                 row["raised"].setdefault(f["flag"], []).append((config, f))
             rank = ranks[config].get(p["name"])
-            row["cells"][config] = {"mae": metric_value(r, "mae"), "rank": rank}
+            row["cells"][config] = {"value": metric_value(r, RANKED_BY), "rank": rank}
             if rank is not None:
                 row["ranks"].append(rank)
-            if metric_value(r, "kendall_tau") is not None:
-                row["taus"].append(metric_value(r, "kendall_tau"))
+            if metric_value(r, ORDER_METRIC) is not None:
+                row["taus"].append(metric_value(r, ORDER_METRIC))
     for row in rows.values():
         row["avg_rank"] = sum(row["ranks"]) / len(row["ranks"]) if row["ranks"] else None
         row["tau"] = sum(row["taus"]) / len(row["taus"]) if row["taus"] else None
@@ -89,8 +90,8 @@ def overview(groups: dict[str, list[dict]]) -> list[dict]:
         row["cols"] = [cell(row["place"], 0), cell(row["avg_rank"], 2)]
         for config in groups:
             c = row["cells"].get(config)
-            row["cols"].append(cell(c["mae"] if c else None, 1))
-            if row["kind"] == "oracle" and c and c["mae"] == 0:
+            row["cols"].append(cell(c["value"] if c else None, RANKED.digits))
+            if row["kind"] == "oracle" and c and c["value"] == 0:
                 row["cols"][-1]["title"] = EXACT_ORACLE
         row["cols"] += [cell(row["tau"], 3), cell(row["coverage"])]
         if row["kind"] == "oracle":
@@ -120,7 +121,7 @@ def mean_tau(groups: dict[str, list[dict]]) -> dict:
     references (which read true lengths and would inflate it), over learned predictors only, and
     over the oracles alone, so the page can say what each is."""
     def mean(keep):
-        taus = [metric_value(r, "kendall_tau") for rs in groups.values() for r in rs if keep(r)]
+        taus = [metric_value(r, ORDER_METRIC) for rs in groups.values() for r in rs if keep(r)]
         taus = [t for t in taus if t is not None]
         return sum(taus) / len(taus) if taus else None
 
@@ -170,15 +171,15 @@ def config_table(recs: list[dict], sig: dict | None = None) -> list[dict]:
     flagged = flags(recs)
     ranks = {name: v["rank"] for name, v in sig.items()}
     order = lambda name, k: (KIND_ORDER[k], ranks.get(name, math.inf),  # noqa: E731
-                             next((metric_value(r, "mae") or 0 for r in recs
+                             next((metric_value(r, RANKED_BY) or 0 for r in recs
                                    if r["predictor"]["name"] == name), 0), name)
     rows = []
     for r in sorted(recs, key=lambda r: order(r["predictor"]["name"], kind(r["predictor"]))):
         m, p = r["metrics"], r["predictor"]
-        mae = metric_value(r, "mae")
-        ci = (m.get("mae_ci95") if mae is not None else None) or [None, None]
+        mae = metric_value(r, RANKED_BY)
+        ci = (m.get(RANKED.ci) if mae is not None else None) or [None, None]
         s = sig.get(p["name"])
-        cols = [rank_cell(s, ranks.get(p["name"])), cell(mae, 1)]
+        cols = [rank_cell(s, ranks.get(p["name"])), cell(mae, RANKED.digits)]
         constant = next((f for f in flagged.get(p["name"], []) if f["flag"] == "constant"), None)
         if constant:
             cols[0]["title"] = constant["title"]
@@ -189,7 +190,7 @@ def config_table(recs: list[dict], sig: dict | None = None) -> list[dict]:
                     if s and s.get("too_few_groups") else cell(None))
         cols += [verdict(s, "vs_ref") if s and s.get("tested") else untested,
                  verdict(s, "vs_best") if s and s.get("tested") else untested]
-        cols += [cell(metric_value(r, k), d) for k, _h, d, _t in ACCURACY[1:]]
+        cols += [cell(metric_value(r, k), d) for k, _h, d, _t in ACCURACY if k != RANKED_BY]
         cols.append(cell((r.get("timing") or {}).get("per_request_ms"), 2))
         notes = ", ".join(f"{k.replace('_', ' ')} {v:.0%}"
                           for k, v in sorted((r.get("diagnostics") or {}).items()))
@@ -225,7 +226,7 @@ def e2e_tables(recs: list[dict]) -> list[dict]:
             t["rows"].append({"name": r["predictor"]["name"], "kind": kind(r["predictor"]),
                               "family": r["predictor"].get("family"), "policy": policy,
                               "cols": cols})
-    order = _table_order(mae_ranks(recs))
+    order = _table_order(metric_ranks(recs))
     for t in modes.values():
         t["rows"].sort(key=lambda row: order(row["name"], row["kind"]))
         # FCFS, then the oracle (true lengths) under each policy the predictors ran with; each
@@ -314,7 +315,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
     configs = []
     for name, recs in groups.items():
         block = (manifest.get("configs") or {}).get(name)
-        curves = {r["predictor"]["name"]: [(t, v.get("mae")) for t, v in r["per_step"].items()]
+        curves = {r["predictor"]["name"]: [(t, v.get(PAPER_METRIC)) for t, v in r["per_step"].items()]
                   for r in recs if r.get("per_step")}
         sig = significance(recs)
         configs.append({"name": name, "meta": config_meta(recs, block),
@@ -324,7 +325,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
                         "hist_stats": (block or {}).get("length_histogram")})
     return {"manifest": manifest, "configs": configs, "config_names": list(groups),
             "overview": overview(groups), "mean_tau": mean_tau(groups),
-            "accuracy": ACCURACY, "e2e_cols": E2E,
+            "accuracy": ACCURACY, "ranked": RANKED, "e2e_cols": E2E,
             "significance": SIGNIFICANCE, "stability_seeds": STABILITY_SEEDS,
             "constant_spread": CONSTANT_SPREAD,
             "fallback_rate": FALLBACK_RATE,

@@ -9,7 +9,7 @@ from forelen.errors import ForelenError
 from forelen.leaderboard.evaluate import (_unknown, fit_and_save, run_evaluation,
                                           run_saved_evaluation)
 from forelen.leaderboard.ranking import flags, keyed, summary
-from forelen.metrics import METRICS, metric_value
+from forelen.metrics import METRICS, ORDER_METRIC, PAPER_METRIC, RANKED, RANKED_BY, metric_value
 from forelen.predictors import PREDICTORS, load_predictor
 from forelen.predictors._plugins import entry_points, is_spec, parse_args
 from forelen.predictors._saved import read_fitted
@@ -92,7 +92,7 @@ def _show_line(console, rows: list):
     def show(record):
         console.print(f"  {record['dataset']['config']:>24}  "
                       f"{record['predictor'].get('key', record['predictor']['name']):<20} "
-                      f"MAE {_fmt(metric_value(record, 'mae'))}")
+                      f"{RANKED.text} {_fmt(metric_value(record, RANKED_BY), RANKED.digits)}")
         rows.append(record)
 
     return show
@@ -112,7 +112,7 @@ def fit_command(predictor: str, data: str, config: str, seed: int, out: str, ove
     val = fit.get("validation")
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     console.print(f"  fitted {p['key']} in {fit['fit_s']:.1f} s"
-                  + (f", validation MAE {val['mae']:.1f} ({val['n']} rows)" if val else ""))
+                  + (f", validation MAE {val[PAPER_METRIC]:.1f} ({val['n']} rows)" if val else ""))
     console.print(f"[green]saved[/green] {p['name']} (version {p['version']}) to {out}: "
                   f"{meta['tensors']['count']} tensors, {size / 1e6:.2f} MB; reads "
                   f"{', '.join(meta['fitted_on']['columns'])} of "
@@ -154,7 +154,7 @@ def show_tables(rows: list[dict], configs: list[str], results: str, console) -> 
             console.print(f"  rl static floor (each sample by its own group's median): MAE {floor:.1f}")
         for r in recs:
             if r.get("per_step"):
-                steps = "  ".join(f"t={t}: {v['mae']:.1f}" for t, v in r["per_step"].items())
+                steps = "  ".join(f"t={t}: {v[PAPER_METRIC]:.1f}" for t, v in r["per_step"].items())
                 console.print(f"  {r['predictor']['name']} remaining-length MAE by observed step: {steps}")
     console.print(f"result records: {Path(results) / '<config>' / '<predictor>.json'}")
 
@@ -177,8 +177,8 @@ def results_table(recs: list[dict], title: str, width: int = 80):
     from rich.text import Text
 
     recs = sorted(recs, key=lambda r: (not r["predictor"]["ranked"],
-                                       metric_value(r, "mae") is None,
-                                       metric_value(r, "mae") or 0.0))
+                                       metric_value(r, RANKED_BY) is None,
+                                       metric_value(r, RANKED_BY) or 0.0))
     flagged = flags([keyed(r) for r in recs])
     names, columns = [], []  # columns: (header, [cell per record])
     for r in recs:
@@ -186,8 +186,8 @@ def results_table(recs: list[dict], title: str, width: int = 80):
         marks = ([] if p["ranked"] else ["oracle ref."]) + [
             f["text"] for f in flagged.get(p.get("key") or p["name"], [])]
         names.append(p.get("key", p["name"]) + (f" ({', '.join(marks)})" if marks else ""))
-    # MAE (which ranks) and Kendall tau (the order a scheduler uses) first, then METRICS' order
-    first = ("mae", "kendall_tau")
+    # the ranked metric and Kendall tau (the order a scheduler uses) first, then METRICS' order
+    first = (RANKED_BY, ORDER_METRIC)
     for metric in sorted(METRICS, key=lambda m: first.index(m.key) if m.key in first else 2):
         columns.append((metric.text, [_fmt(metric_value(r, metric.key), metric.digits)
                                       for r in recs]))

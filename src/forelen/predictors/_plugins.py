@@ -8,8 +8,8 @@
 
 A plugin subclasses `forelen.predictors.Predictor` and follows its contract (a class attribute
 `card`, Markdown with `---` front matter, is its card on the leaderboard page); `check_predictor`
-runs the same checks as the project's own contract test, so an author can test a class before
-publishing. Every record says where its predictor came from (`origin`): the module and file sha256,
+runs the named checks of `forelen.predictors.checks`, those of the project's own contract test, so
+an author can test a class before publishing. Every record says where its predictor came from (`origin`): the module and file sha256,
 or the distribution and version.
 """
 
@@ -23,11 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from forelen.errors import ForelenError
-from forelen.metrics import OBSERVED_STEPS
-from forelen.tables import FeatureTable
 
 ENTRY_POINTS = "forelen.predictors"
 
@@ -152,80 +148,8 @@ def params_key(pred) -> tuple[str, dict]:
 
 
 def check_predictor(cls_or_instance, n: int = 48) -> None:
-    """Run the contract checks on a predictor class (or a configured instance); raises
-    AssertionError naming the first broken rule. The same checks as the project's own test:
-    `__init__` stores its arguments and nothing learned; predict before fit raises
-    NotFittedError; fit returns self; predict gives (N,) finite lengths >= 0; progressive
-    predictors give finite remaining lengths >= 0; the same seed gives the same predictions."""
-    from forelen.predictors import NotFittedError, Predictor
+    """Every named contract check of `forelen.predictors.checks` on a class (or a configured
+    instance): the same checks as the project's own contract test."""
+    from forelen.predictors.checks import check_predictor as run  # it imports forelen.predictors
 
-    cls = cls_or_instance if inspect.isclass(cls_or_instance) else type(cls_or_instance)
-    make = cls if inspect.isclass(cls_or_instance) else (
-        lambda: cls(**cls_or_instance.get_params()))
-    assert issubclass(cls, Predictor), f"{cls.__name__} does not subclass Predictor"
-    info = getattr(cls, "info", None)
-    assert info is not None and info.name and info.version, f"{cls.__name__} lacks info metadata"
-    pred = cls()
-    sig = inspect.signature(cls.__init__)
-    defaults = {k: p.default for k, p in sig.parameters.items() if k != "self"}
-    assert pred.get_params() == defaults, "__init__ must store each argument under its own name"
-    assert not [k for k in vars(pred) if k.endswith("_")], "__init__ must not set learned state"
-    (train, y), (test, y_test) = synthetic(n), synthetic(16, seed=1)
-    layers = train.layers()
-    pred = make()
-    cols = pred.columns(layers)
-    try:
-        pred.predict(test.select(cols))
-    except NotFittedError:
-        pass
-    else:
-        raise AssertionError("predict before fit must raise NotFittedError")
-    assert pred.fit(train.select(cols), y, eval_set=(test.select(cols), y_test)) is pred, \
-        "fit must return self"
-    out = pred.predict(test.select(cols))
-    assert isinstance(out, np.ndarray) and out.shape == (test.n,), "predict must return (N,)"
-    assert np.all(np.isfinite(out)), "predictions must be finite"
-    if info.outputs == "length":
-        assert np.all(out >= 0), "predicted lengths must be >= 0"
-    if info.progressive:
-        for t in OBSERVED_STEPS:
-            rows = np.flatnonzero(y_test > t)
-            if len(rows):
-                rem = pred.predict_remaining(test.select(cols).take(rows), t)
-                assert rem.shape == (len(rows),) and np.all(np.isfinite(rem)) \
-                    and np.all(rem >= 0), f"predict_remaining at t={t} is not (N,) finite >= 0"
-    if "seed" in defaults:
-        again = make()
-        again.set_params(seed=pred.get_params()["seed"])
-        other = again.fit(train.select(cols), y).predict(test.select(cols))
-        first = make().fit(train.select(cols), y).predict(test.select(cols))
-        assert np.array_equal(first, other), "the same seed must give the same predictions"
-
-
-def synthetic(n: int = 48, seed: int = 0):
-    """(FeatureTable, y): every schema column a predictor may read, lengths weakly tied to the
-    vectors; layers 1 and 2 of width 8."""
-    layers, d = [1, 2], 8
-    rng = np.random.default_rng(seed)
-    y = rng.integers(5, 120, size=n)
-    cols = {"output_tokens": y, "prompt_tokens": rng.integers(10, 200, size=n),
-            "group_id": np.array([f"g{i // 4}" for i in range(n)], dtype=object),
-            "finish_reason": np.array(["stop"] * n, dtype=object),
-            "prompt": np.array([("briefly " if y[i] < 60 else "in detail ") + f"question {i}: name "
-                                f"{i % 5 + 1} colours." for i in range(n)], dtype=object)}
-    for layer in layers:
-        base = rng.normal(size=(n, d)) + (y[:, None] / 60.0)
-        for kind in ("egtp", "mean", "max", "last"):
-            cols[f"{kind}_l{layer}"] = (base + rng.normal(scale=0.1, size=(n, d))).astype(np.float16)
-        steps = np.empty(n, dtype=object)
-        for i in range(n):
-            s = min(64, int(y[i]))
-            remaining = (y[i] - np.arange(1, s + 1))[:, None] / 60.0
-            steps[i] = (rng.normal(size=(s, d)) + remaining).astype(np.float16)
-        cols[f"step_states_l{layer}"] = steps
-    for name, lengths in (("prompt_entropy", cols["prompt_tokens"]), ("response_entropy", y)):
-        arr = np.empty(n, dtype=object)
-        for i, m in enumerate(lengths):
-            arr[i] = rng.uniform(0, 5, size=int(m)).astype(np.float16)
-        cols[name] = arr
-    return FeatureTable(cols, {"recorded_layers": layers}), y.astype(np.float64)
+    run(cls_or_instance, n)

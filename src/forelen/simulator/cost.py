@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from forelen.builders.engines import EngineSettings, GenerationRequest
-from forelen.builders.engines.hf import HFEngine, _Row
+from forelen.builders.engines.hf import HFEngine, Row
 from forelen.errors import ForelenError
 from forelen.models import load_model, resolve_model
 
@@ -102,7 +102,7 @@ def profile_hf(model: str = "smollm2-135m", device: str = "cpu", dtype: str = "a
 
 def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int = 5,
                    on_progress=None, prefill_lengths=(32, 128, 512)) -> dict:
-    """Time the engine's own work and fit the cost model: a prefill is `_prefill` of one prompt
+    """Time the engine's own work and fit the cost model: a prefill is `prefill` of one prompt
     (chunked forward, the first token's logits) plus the copy into its slot; a decode step is
     `_step` of B slots (the slot-cache forward with its attention kernel, the LM head, sampling)
     at a context of about `ctx` tokens each. What the simulator charges is what the engine runs.
@@ -121,7 +121,7 @@ def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int
 
     engine.settings = replace(saved, slots=max_b, max_prompt_tokens=max_ctx,
                               max_new_tokens=10 * steps + 2)
-    engine._setup([request])
+    engine.setup([request])
     engine.settings = saved
     if engine.n_slots < max_b:
         raise ForelenError(f"profile: the KV budget holds {engine.n_slots} slots of {max_ctx} "
@@ -131,29 +131,29 @@ def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int
     def prompt(length: int) -> tuple[int, ...]:
         return tuple(torch.randint(0, vocab, (length,), generator=gen).tolist())
 
-    with engine._slot_attention(), torch.inference_mode():
-        engine._prefill(prompt(8))  # warm-up
+    with engine.slot_attention(), torch.inference_mode():
+        engine.prefill(prompt(8))  # warm-up
         for length in prefill_lengths:
             times = []
             for _ in range(3):
                 t0 = _now(lm)
-                engine._prefill(prompt(length))
+                engine.prefill(prompt(length))
                 engine.cache.copy_slot(engine.cache.scratch, 0, length)
                 times.append(_now(lm) - t0)
             prefill.append((length, float(np.median(times))))
         for b in batches:
             for ctx in contexts:
                 ids = prompt(ctx)
-                prefix = engine._prefill(ids)
+                prefix = engine.prefill(ids)
                 for s in range(b):
                     engine.cache.copy_slot(engine.cache.scratch, s, ctx)
                     g = torch.Generator().manual_seed(s)
-                    engine.rows[s] = _Row(s, request, g, prefix, [int(ids[-1])], ctx)
-                engine._step(b)  # warm-up at this shape
+                    engine.rows[s] = Row(s, request, g, prefix, [int(ids[-1])], ctx)
+                engine.step(b)  # warm-up at this shape
                 times = []
                 for _ in range(steps):
                     t0 = _now(lm)
-                    engine._step(b)
+                    engine.step(b)
                     times.append(_now(lm) - t0)
                     for s in range(b):
                         engine.rows[s].done = None  # a sampled EOS must not end the timing
@@ -168,8 +168,8 @@ def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int
             "torch_threads": torch.get_num_threads(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "points": {"decode": [list(x) for x in decode], "prefill": [list(x) for x in prefill]},
-            "method": "non-negative least squares over the hf engine's timed _prefill (plus the "
-                      "slot copy) and _step calls (slot-cache forward, LM head, sampling)"}
+            "method": "non-negative least squares over the hf engine's timed prefill (plus the "
+                      "slot copy) and step calls (slot-cache forward, LM head, sampling)"}
 
 
 def _now(lm) -> float:

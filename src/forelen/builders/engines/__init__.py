@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
+from forelen.builders.engines.entropy import entropy_kernel
 from forelen.registry import Registry
 
 
@@ -53,15 +54,47 @@ class EngineSettings:
     max_new_tokens: int = 0  # largest generation budget (sizes the slots; 0: unknown)
 
 
-class Engine(Protocol):
-    info: EngineInfo
-    records_features: bool  # True: every Generation carries `features`; no recorder pass needed
+class Engine:
+    """What the build, the replay and a new engine share: subclass it and register the class in
+    ENGINES. The build calls `check`, `create`, `resolved`, `generate` and `feature_seconds`, and
+    reads `work_unit` and `records_features`; nothing else of an engine, and never by probing.
+
+    The defaults describe an engine that only generates: features come from the teacher-forced
+    recorder pass afterwards (`hf-static`, `vllm`)."""
+
+    info: ClassVar[EngineInfo]
+    # True: every Generation carries `features` (no recorder pass)
+    records_features: bool = False
+    # sequences handed to one `generate` call in a build; None: one shard's (`--shard-size`)
+    work_unit: ClassVar[int | None] = None
+
+    @classmethod
+    def check(cls, device: str) -> None:
+        """Raise ForelenError, in one line, where this engine cannot run on `device`."""
+
+    @classmethod
+    def create(cls, model, tokenizer, resolved_model, settings: EngineSettings) -> "Engine":
+        raise NotImplementedError
 
     def generate(self, requests: Sequence[GenerationRequest],
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation] | None:
         """Without `on_done`: every Generation, in request order. With it: each Generation is
         handed over as it ends and none is kept (the build streams them into its shards), and
         the call returns None."""
+        raise NotImplementedError
+
+    def resolved(self, settings: EngineSettings, model=None) -> dict:
+        """The settings that shape the computation, hence the rows: the manifest's
+        `engine_settings`, part of the fingerprint. Here: the static batch and the recorder's
+        entropy kernel (engines/entropy.py), which computes the features."""
+        out = {"batch_size": settings.batch_size, "features": "teacher-forced recorder pass"}
+        if model is not None:
+            out["entropy"] = entropy_kernel(model.config.vocab_size, model.device.type)[1]
+        return out
+
+    def feature_seconds(self) -> float:
+        """Seconds spent so far on features inside the generation pass (0: none computed here)."""
+        return 0.0
 
 
 ENGINES: Registry[type] = Registry("engine", package="forelen.builders.engines")

@@ -26,29 +26,26 @@ resumed build repeats the very same computation.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from forelen.builders.engines import (ENGINES, EngineInfo, EngineSettings, Generation,
+from forelen.builders.engines import (ENGINES, Engine, EngineInfo, EngineSettings, Generation,
                                       GenerationRequest, slots)
 from forelen.builders.engines.entropy import entropy, entropy_kernel
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
+from forelen.builders.engines.scheduler import WaitQueue, compact_moves, resort_order
 from forelen.builders.engines.slots import (ATTENTION_NAME, Plan, SlotCache, decoder_parts,
-                                            slot_bytes_per_token, split_ranges)
+                                            slot_bytes_per_token)
 from forelen.builders.recorder import Recorded, default_layers, fp16_safe, pool_prompt
 from forelen.errors import ForelenError
 
 ENTROPY_CHUNK = 128  # prompt positions per LM-head call: (128 x vocab) logits at most
-# Re-sort the slots by length when the attention ranges of their current order read this many
-# times the keys of the sorted order: a sort copies each cache once, about one padded step.
-RESORT_RATIO = 1.3
 
 
 @dataclass
-class _Prefix:
+class Prefix:
     """A prefilled prompt: its KV sits in the scratch slot."""
 
     ids: tuple[int, ...]
@@ -58,11 +55,11 @@ class _Prefix:
 
 
 @dataclass
-class _Row:
+class Row:
     index: int  # position in the request list
     request: GenerationRequest
     generator: object
-    prefix: _Prefix
+    prefix: Prefix
     tokens: list[int]
     pos: int  # cache length = position of the next token fed
     final: bool = False  # cut at the budget: one more step records the last token's features
@@ -70,17 +67,13 @@ class _Row:
 
 
 @ENGINES.register("hf")
-class HFEngine:
+class HFEngine(Engine):
     info = EngineInfo("hf", "continuous batching, slot KV cache, features recorded while "
                       "generating, per-sample seeds",
                       devices="cpu, cuda", requires="transformers, torch")
     # Sequences per `generate` call in a build: slots stay full across shard boundaries, and only
     # the end of a unit drains them. A resumed build repeats at most one unit's work.
     work_unit = 1024
-
-    @classmethod
-    def check(cls, device: str) -> None:
-        """transformers runs on any device torch has."""
 
     @classmethod
     def create(cls, model, tokenizer, resolved_model, settings: EngineSettings) -> "HFEngine":
@@ -123,7 +116,18 @@ class HFEngine:
                 "--max-prompt-tokens")
         return min(s.slots, fit)
 
-    def _setup(self, requests: Sequence[GenerationRequest]) -> None:
+    def resolved(self, settings: EngineSettings, model=None) -> dict:
+        """The slot count the KV budget allows (fixed for the build), the kernels, and features
+        recorded in the generation pass: the manifest's `engine_settings`."""
+        return {"slots": self.slot_count(settings.max_prompt_tokens, settings.max_new_tokens),
+                "kv_budget_gib": settings.kv_budget_gib, "attention": settings.attention,
+                "prefill_chunk": settings.prefill_chunk, "entropy": self.entropy_kernel,
+                "features": "recorded during generation"}
+
+    def feature_seconds(self) -> float:
+        return float(self.timing["feature_s"])
+
+    def setup(self, requests: Sequence[GenerationRequest]) -> None:
         import torch
 
         s = self.settings
@@ -143,8 +147,8 @@ class HFEngine:
         self.ent = torch.zeros((self.n_slots, max_new), dtype=torch.float32)
         self.states = {x: torch.zeros((self.n_slots, steps, hidden), dtype=torch.float32)
                        for x in self.layers}
-        self.rows: list[_Row | None] = [None] * self.n_slots
-        self.prefix: _Prefix | None = None
+        self.rows: list[Row | None] = [None] * self.n_slots
+        self.prefix: Prefix | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -157,8 +161,10 @@ class HFEngine:
 
         if not requests:
             return None if on_done else []
-        self._setup(requests)
-        queue = deque(range(len(requests)))
+        self.setup(requests)
+        queue = WaitQueue()  # plan order: the key is the request's index
+        for i in range(len(requests)):
+            queue.push(i, i, None)
         results: dict[int, Generation] = {}
 
         def emit(index: int, gen: Generation) -> None:
@@ -168,26 +174,26 @@ class HFEngine:
                 results[index] = gen
 
         n = 0
-        with self._slot_attention(), torch.inference_mode():
+        with self.slot_attention(), torch.inference_mode():
             while queue or n:
                 while n < self.n_slots and self._fill(n, requests, queue, emit):
                     n += 1
                 if not n:
                     continue
-                self._step(n)
+                self.step(n)
                 for s in range(n):
                     row = self.rows[s]
                     if row.done:
                         emit(row.index, self._finish(s, row))
                         self.rows[s] = None
                         self._fill(s, requests, queue, emit)
-                n = self._compact(n)
+                n = self.compact(n)
         return None if on_done else [results[i] for i in range(len(requests))]
 
-    def _fill(self, s: int, requests, queue: deque, emit) -> bool:
+    def _fill(self, s: int, requests, queue: WaitQueue, emit) -> bool:
         """Place the next request(s) into slot s until one occupies it; False if none is left."""
         while queue:
-            i = queue.popleft()
+            _, i, _ = queue.pop()
             row = self._place(s, i, requests[i])
             if row.done:  # EOS as the first token: nothing to decode
                 emit(i, self._finish(s, row))
@@ -196,18 +202,11 @@ class HFEngine:
             return True
         return False
 
-    def _compact(self, n: int) -> int:
-        """Keep active rows in slots 0..n-1: move the last row into the lowest hole."""
-        while n and self.rows[n - 1] is None:
-            n -= 1
-        for hole in range(n):
-            if hole >= n:
-                break
-            if self.rows[hole] is None:
-                self._move(n - 1, hole)
-                n -= 1
-                while n and self.rows[n - 1] is None:
-                    n -= 1
+    def compact(self, n: int) -> int:
+        """Keep the running rows in slots 0..n-1 (`scheduler.compact_moves`); the new n."""
+        moves, n = compact_moves([row is not None for row in self.rows[:n]])
+        for src, dst in moves:
+            self._move(src, dst)
         return n
 
     def _move(self, src: int, dst: int) -> None:
@@ -220,24 +219,28 @@ class HFEngine:
 
     # ------------------------------------------------------------------ prefill
 
-    def _place(self, s: int, index: int, req: GenerationRequest) -> _Row:
-        import torch
-
+    def _place(self, s: int, index: int, req: GenerationRequest) -> Row:
         if self.prefix is None or self.prefix.ids != tuple(req.prompt_ids):
-            self.prefix = self._prefill(tuple(req.prompt_ids))
+            self.prefix = self.prefill(tuple(req.prompt_ids))
         prompt_len = len(req.prompt_ids)
         if prompt_len + req.max_new_tokens > self.cache.capacity:
             raise ForelenError(f"request {req.uid}: {prompt_len} prompt + {req.max_new_tokens} new "
                                f"tokens exceed the slot capacity {self.cache.capacity}")
         self.cache.copy_slot(self.cache.scratch, s, prompt_len)
+        return self.start(index, req, self.prefix)
+
+    def start(self, index: int, req: GenerationRequest, prefix: Prefix) -> Row:
+        """A request's row, its first token sampled from its prefill with its own seed."""
+        import torch
+
         generator = torch.Generator().manual_seed(int(req.seed))
-        first = int(sample_seeded(self.prefix.last_logits[None], [generator], req.temperature,
+        first = int(sample_seeded(prefix.last_logits[None], [generator], req.temperature,
                                   req.top_p)[0])
-        row = _Row(index, req, generator, self.prefix, [], prompt_len)
-        self._append(row, first)
+        row = Row(index, req, generator, prefix, [], len(req.prompt_ids))
+        self.append(row, first)
         return row
 
-    def _append(self, row: _Row, token: int) -> None:
+    def append(self, row: Row, token: int) -> None:
         if token in self.eos_ids:
             row.done = "stop"
         else:
@@ -246,7 +249,7 @@ class HFEngine:
                 # Recording: feed the last token once more for its state and entropy.
                 row.final, row.done = (True, None) if self.records_features else (False, "length")
 
-    def _prefill(self, ids: tuple[int, ...]) -> _Prefix:
+    def prefill(self, ids: tuple[int, ...]) -> Prefix:
         import torch
 
         t0 = time.perf_counter()
@@ -263,7 +266,7 @@ class HFEngine:
         head = self.model.get_output_embeddings()
         last = head(finals[-1][-1:]).float()[0]  # (V,)
         t1 = time.perf_counter()
-        prefix = _Prefix(ids, last)
+        prefix = Prefix(ids, last)
         if self.records_features:
             final = torch.cat(finals)  # (P, D)
             prefix.prompt_entropy = np.concatenate([
@@ -278,7 +281,7 @@ class HFEngine:
 
     # ------------------------------------------------------------------ decode
 
-    def _step(self, n: int) -> None:
+    def step(self, n: int) -> None:
         """One decode step of rows 0..n-1: feed each row's last token, record, sample."""
         import torch
 
@@ -302,7 +305,7 @@ class HFEngine:
             if r.final:
                 r.done = "length"
         for i, token in zip(live, chosen):
-            self._append(rows[i], token)
+            self.append(rows[i], token)
         t3 = time.perf_counter()
         # Rows cut at the budget took part in this forward only for their features.
         extra = (n - len(live)) / n * (t1 - t0)
@@ -311,20 +314,17 @@ class HFEngine:
         self.timing["steps"] += 1
 
     def _ranges(self, n: int):
-        """Attention ranges for this step; re-sorts the slots by length when their order drifted."""
-        lengths = [r.pos + 1 for r in self.rows[:n]]
-        cost, ranges = split_ranges(lengths)
-        ideal, sorted_ranges = split_ranges(sorted(lengths))
-        if cost > RESORT_RATIO * ideal:
-            self._sort_slots(n)
-            return sorted_ranges
+        """Attention ranges for this step; re-sorts the slots by length when their order drifted
+        (`scheduler.resort_order`)."""
+        order, ranges = resort_order([r.pos + 1 for r in self.rows[:n]])
+        if order is not None:
+            self._sort_slots(n, order)
         return ranges
 
-    def _sort_slots(self, n: int) -> None:
-        """Permute rows 0..n-1 into length order: caches, feature buffers and row states."""
+    def _sort_slots(self, n: int, order: list[int]) -> None:
+        """Permute rows 0..n-1 into `order`: caches, feature buffers and row states."""
         import torch
 
-        order = sorted(range(n), key=lambda s: (self.rows[s].pos, s))
         perm = torch.tensor(order)
         length = max(r.pos for r in self.rows[:n])
         for cache in (self.cache.k, self.cache.v):
@@ -363,7 +363,7 @@ class HFEngine:
             chosen.update(zip(idx, picked.tolist()))
         return [chosen[i] for i in live]
 
-    def _finish(self, s: int, row: _Row) -> Generation:
+    def _finish(self, s: int, row: Row) -> Generation:
         t = len(row.tokens)
         features = None
         if self.records_features:
@@ -393,7 +393,7 @@ class HFEngine:
             captured[self.num_layers] = final
         return captured, final
 
-    def _slot_attention(self):
+    def slot_attention(self):
         """Route the model's attention modules to the slot kernel for the engine's forwards only."""
         from contextlib import contextmanager
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from forelen.builders.engines import ENGINES, EngineInfo, Generation, GenerationRequest, finish
+from forelen.builders.engines import (ENGINES, Engine, EngineInfo, Generation, GenerationRequest,
+                                      finish)
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
 
 
@@ -33,15 +34,10 @@ class _SeededSampler:
 
 
 @ENGINES.register("hf-static")
-class HFStaticEngine:
+class HFStaticEngine(Engine):
     info = EngineInfo("hf-static", "static generate batches, then a teacher-forced "
                       "recorder pass (the vllm engine's feature path, on CPU)",
                       devices="cpu, cuda", requires="transformers, torch")
-    records_features = False
-
-    @classmethod
-    def check(cls, device: str) -> None:
-        """transformers runs on any device torch has."""
 
     @classmethod
     def create(cls, model, tokenizer, resolved_model, settings) -> "HFStaticEngine":

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from forelen.builders.engines import ENGINES, EngineInfo, Generation, GenerationRequest, finish
+from forelen.builders.engines import (ENGINES, Engine, EngineInfo, Generation, GenerationRequest,
+                                      finish)
 from forelen.builders.engines.sampling import eos_ids
 from forelen.errors import ForelenError
 from forelen.models import model_dir
@@ -26,7 +27,7 @@ VLLM_API = {
 
 
 @ENGINES.register("vllm")
-class VLLMEngine:
+class VLLMEngine(Engine):
     info = EngineInfo("vllm", "vLLM offline generation, prefix caching, per-sample seeds",
                       devices="cuda", requires="pip install 'forelen[vllm]' and a CUDA GPU",
                       offline=True)
