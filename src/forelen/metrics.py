@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forelen.stats import N_BOOT, SEED, group_means, interval, p_value, unit_weights
+# the bootstrap helpers live in `stats`; importable from here too, where 0.1 had them
+from forelen.stats import N_BOOT, bootstrap_ci, group_resamples, paired_difference  # noqa: F401
 
 OBSERVED_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
 
@@ -287,64 +288,6 @@ def censoring_metrics(y_true, y_pred, censored=None) -> dict:
             "mae_capped": float(err[cut].mean()) if cut.any() else None}
 
 
-def _group_index(groups, n: int) -> tuple[np.ndarray, int]:
-    """(group index per row, number of groups); every row its own group without `groups`."""
-    if groups is None:
-        return np.arange(n), n
-    _, index = np.unique(np.asarray(groups), return_inverse=True)
-    return index.ravel(), int(index.max()) + 1
-
-
-def group_resamples(groups, *, seed: int | None = None, n_boot: int = N_BOOT):
-    """Yield the row indices of `n_boot` group bootstrap resamples, one at a time: whole groups
-    drawn with replacement, each row listed as often as its group was drawn, rows in their order.
-
-    The draws are those of `stats.unit_weights` (seed `stats.SEED` unless given): the same groups
-    (units in sorted order), seed and count give the same draws, so resample b here is replicate b
-    of every `stats` interval over the same rows (an MAE's, the end-to-end bootstrap of
-    `simulator.endtoend`), and two predictors' records over the same rows pair replicate by
-    replicate. A generator: 10,000 resamples are never held at once."""
-    index, _ = _group_index(groups, len(np.asarray(groups)))
-    rows = np.arange(len(index))
-    for _, counts in unit_weights(groups, len(index), seed=SEED if seed is None else seed,
-                                  n_boot=n_boot):
-        for drawn in counts.astype(np.int64):
-            yield np.repeat(rows, drawn[index])
-
-
-def percentile_ci(values, level: float = 0.95) -> list[float]:
-    tail = (1 - level) / 2 * 100
-    v = np.asarray(values, np.float64)
-    return [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
-
-
-def group_bootstrap_means(values, groups=None, *, seed: int = 0, n_boot: int = N_BOOT) -> np.ndarray:
-    """Bootstrap replicates of the mean of per-row `values` (1-d, or 2-d rows x series: one
-    replicate set shared by every series, as a paired test needs), resampling whole groups with
-    replacement: each replicate is sum(values of the drawn groups) / rows of the drawn groups.
-    `stats.group_means` also gives the jackknife that a BCa interval needs."""
-    reps = group_means(values, groups, seed=seed, n_boot=n_boot).reps
-    return reps[:, 0] if np.ndim(values) == 1 else reps
-
-
-def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int = N_BOOT,
-                      level: float = 0.95) -> dict:
-    """Paired group bootstrap of MAE(a) - MAE(b) over the same test rows (`stats`: BCa interval,
-    basic where BCa is undefined; p inverts the same interval).
-
-    `significant` when the interval of the difference excludes 0: then `a` is significantly
-    better (diff < 0) or worse (diff > 0) than `b` at `level`."""
-    a, b = np.asarray(err_a, np.float64), np.asarray(err_b, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired errors need the same rows, got {a.shape} and {b.shape}")
-    gm = group_means(a - b, groups, seed=seed, n_boot=n_boot)
-    theta, reps, jack = gm.column(0)
-    (lo, hi), method = interval(theta, reps, jack, level)
-    return {"diff": theta, "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0),
-            "p_value": p_value(theta, reps, jack), "method": method, "n_boot": int(n_boot),
-            "seed": int(seed)}
-
-
 def ranking_metrics(y_true, scores) -> dict:
     """For predictors that output a ranking score, not a length: only the order metrics; every
     length and distribution metric is null (a score has no error in tokens)."""
@@ -356,15 +299,6 @@ def ranking_metrics(y_true, scores) -> dict:
             **null_metrics(keep=tuple(m.key for m in METRICS if m.needs == "order")),
             "kendall_tau": None if constant else float(kendalltau(y, s).statistic),
             "spearman_rho": None if constant else float(spearmanr(y, s).statistic)}
-
-
-def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95,
-                 groups=None, method: bool = False):
-    """BCa bootstrap CI of the mean absolute error (`stats`), resampling groups (prompts) when
-    `groups` is given, else rows. With `method`: ([lo, hi], "bca" | "basic" | ...)."""
-    gm = group_means(abs_err, groups, seed=seed, n_boot=n_boot)
-    ci, used = interval(*gm.column(0), level)
-    return (ci, used) if method else ci
 
 
 def group_median_floor(y_true, groups) -> float:

@@ -21,6 +21,12 @@ replicate count and one method, which each output states:
   basic) interval excludes the null value, so p < 0.05 exactly when the 95% interval excludes it.
 - **Multiplicity:** `holm` (Holm 1979) controls the family-wise error rate over a family of tests
   (a config's rank table; the paper comparison's verdicts).
+
+What callers use: `group_means` and `interval`/`p_value` for any smooth statistic of means;
+`bootstrap_ci` (an MAE's interval), `paired_difference` (one pair of predictors on the same rows),
+`pairwise_better` (every pair of a config, Holm-adjusted: the ranks), `group_resamples` (the row
+indices of each draw, for statistics that are not means: the end-to-end simulation) and `holm`.
+No other module draws a bootstrap.
 """
 
 from __future__ import annotations
@@ -179,3 +185,68 @@ def holm(pvalues) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return out
+
+
+# -- the helpers every caller uses ------------------------------------------------------------
+
+def group_resamples(groups, *, seed: int | None = None, n_boot: int = N_BOOT):
+    """Yield the row indices of `n_boot` group bootstrap resamples, one at a time: whole groups
+    drawn with replacement, each row listed as often as its group was drawn, rows in their order.
+
+    The draws are those of `unit_weights` (seed `stats.SEED` unless given): the same groups
+    (units in sorted order), seed and count give the same draws, so resample b here is replicate b
+    of every interval here over the same rows (an MAE's, the end-to-end bootstrap of
+    `simulator.endtoend`), and two predictors' records over the same rows pair replicate by
+    replicate. A generator: 10,000 resamples are never held at once."""
+    index, _ = _units(groups, len(np.asarray(groups)))
+    rows = np.arange(len(index))
+    for _, counts in unit_weights(groups, len(index), seed=SEED if seed is None else seed,
+                                  n_boot=n_boot):
+        for drawn in counts.astype(np.int64):
+            yield np.repeat(rows, drawn[index])
+
+
+def paired_difference(err_a, err_b, groups=None, *, seed: int = 0, n_boot: int = N_BOOT,
+                      level: float = 0.95) -> dict:
+    """Paired group bootstrap of MAE(a) - MAE(b) over the same test rows (BCa interval,
+    basic where BCa is undefined; p inverts the same interval).
+
+    `significant` when the interval of the difference excludes 0: then `a` is significantly
+    better (diff < 0) or worse (diff > 0) than `b` at `level`."""
+    a, b = np.asarray(err_a, np.float64), np.asarray(err_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired errors need the same rows, got {a.shape} and {b.shape}")
+    gm = group_means(a - b, groups, seed=seed, n_boot=n_boot)
+    theta, reps, jack = gm.column(0)
+    (lo, hi), method = interval(theta, reps, jack, level)
+    return {"diff": theta, "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0),
+            "p_value": p_value(theta, reps, jack), "method": method, "n_boot": int(n_boot),
+            "seed": int(seed)}
+
+
+def bootstrap_ci(abs_err, *, seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95,
+                 groups=None, method: bool = False):
+    """BCa bootstrap CI of the mean absolute error, resampling groups (prompts) when
+    `groups` is given, else rows. With `method`: ([lo, hi], "bca" | "basic" | ...)."""
+    gm = group_means(abs_err, groups, seed=seed, n_boot=n_boot)
+    ci, used = interval(*gm.column(0), level)
+    return (ci, used) if method else ci
+
+
+def pairwise_better(errors, groups, *, seed: int = SEED, n_boot: int = N_BOOT,
+                    level: float = LEVEL) -> np.ndarray:
+    """better[i, j]: column i of `errors` (rows x k per-row losses, e.g. absolute errors) has a
+    significantly lower mean than column j, by the paired BCa test of every pair at `level` on
+    one set of draws, Holm-adjusted over all k(k-1)/2 pairs."""
+    errors = np.asarray(errors, np.float64)
+    gm = group_means(errors, groups, seed=seed, n_boot=n_boot)
+    k = errors.shape[1]
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    diffs = [gm.theta[i] - gm.theta[j] for i, j in pairs]
+    ps = [p_value(d, gm.reps[:, i] - gm.reps[:, j], gm.jack[:, i] - gm.jack[:, j])
+          for d, (i, j) in zip(diffs, pairs)]
+    better = np.zeros((k, k), bool)
+    for (i, j), d, q in zip(pairs, diffs, holm(ps)):
+        if q < 1 - level:
+            better[(i, j) if d < 0 else (j, i)] = True
+    return better

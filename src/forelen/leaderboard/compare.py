@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from forelen.errors import ForelenError
-from forelen.metrics import COMPARED, ORDER_METRIC, RANKED_BY, paired_difference
-from forelen.stats import N_BOOT, SEED, holm, settings
+from forelen.metrics import COMPARED, ORDER_METRIC, RANKED_BY
+from forelen.stats import N_BOOT, SEED, holm, paired_difference, settings
 
 
 def label(body: dict) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from forelen.metrics import (CONSTANT_SPREAD, MIN_GROUPS, ORDER_METRIC, RANKED, RANKED_BY,
                              metric_value)
-from forelen.stats import N_BOOT, SEED, group_means, holm, p_value
+from forelen.stats import N_BOOT, SEED, pairwise_better
 
 
 def kind(p: dict) -> str:
@@ -101,21 +101,10 @@ _SIG_CACHE: dict = {}
 
 
 def _pairwise_better(errors, groups, seed: int):
-    """better[i, j]: predictor i has a significantly lower MAE than j, by the paired BCa test of
-    every pair at SIGNIFICANCE's level, Holm-adjusted over all pairs of the config."""
-    import numpy as np
-
-    gm = group_means(errors, groups, seed=seed, n_boot=SIGNIFICANCE["n_boot"])
-    k = errors.shape[1]
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    diffs = [gm.theta[i] - gm.theta[j] for i, j in pairs]
-    ps = [p_value(d, gm.reps[:, i] - gm.reps[:, j], gm.jack[:, i] - gm.jack[:, j])
-          for d, (i, j) in zip(diffs, pairs)]
-    better = np.zeros((k, k), bool)
-    for (i, j), d, q in zip(pairs, diffs, holm(ps)):
-        if q < 1 - SIGNIFICANCE["level"]:
-            better[(i, j) if d < 0 else (j, i)] = True
-    return better
+    """better[i, j]: predictor i has a significantly lower MAE than j (`stats.pairwise_better`
+    at SIGNIFICANCE's level and replicates)."""
+    return pairwise_better(errors, groups, seed=seed, n_boot=SIGNIFICANCE["n_boot"],
+                           level=SIGNIFICANCE["level"])
 
 
 def significance(records: list[dict]) -> dict[str, dict]:

@@ -37,11 +37,11 @@ import numpy as np
 
 from forelen import stats
 from forelen.errors import ForelenError
-from forelen.metrics import group_resamples
 from forelen.simulator.cost import CostModel
 from forelen.simulator.engine import simulate
 from forelen.simulator.policies import Plan, fcfs, oracle, sjf, srpt
 from forelen.simulator.requests import Workload, make_workload
+from forelen.stats import group_resamples
 
 # Mode key -> (batching, policy). SJF on the static prediction in both batching modes for every
 # predictor; SRPT on the re-predictions only for a progressive one, as a mode of its own.
@@ -234,7 +234,7 @@ class Scenario:
         full run (its slots too).
 
         Resample b is replicate b of `stats.unit_weights` with the same seed over the same units
-        (`metrics.group_resamples`), so two records of one config hold the same resamples in the
+        (`stats.group_resamples`), so two records of one config hold the same resamples in the
         same order and pair with each other and with the MAE's replicates; the jackknife lists
         the units in sorted order, as `stats` does. `stats.interval(value, series(modes[m][k]),
         series(jackknife[m][k]))` is a metric's BCa interval; the same call on the differences of
