@@ -577,22 +577,18 @@ def _plain(message: str) -> None:
 def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, recorder,
                 keep_ids: bool = True) -> dict:
     """Features (teacher-forced) and one atomic shard for a chunk; returns its manifest record."""
-    from forelen.builders.rows import build_table
+    from forelen.builders.rows import build_table, sample_row
 
     t0 = time.perf_counter()
     recorded = (recorder.record([r.prompt_ids for r in rows], [r.response_ids for r in rows])
                 if recorder is not None else None)
     t1 = time.perf_counter()
-    scalars = [{
-        "uid": r.uid, "group_id": r.group_id, "sample_index": r.sample_index,
-        "split": plan.split, "source": r.source, "source_id": r.source_id,
-        "partition": r.partition, "model": resolved["model_location"],
-        "model_revision": resolved["model_revision"], "prompt": r.prompt,
-        "prompt_tokens": len(r.prompt_ids), "response": r.response,
-        "response_token_ids": r.response_ids if keep_ids else None,
-        "output_tokens": r.output_tokens,
-        "finish_reason": r.finish_reason, "temperature": None, "top_p": None,
-        "max_new_tokens": None, "seed": None} for r in rows]
+    scalars = [sample_row(
+        uid=r.uid, group_id=r.group_id, sample_index=r.sample_index, split=plan.split,
+        source=r.source, source_id=r.source_id, partition=r.partition, resolved=resolved,
+        prompt=r.prompt, prompt_ids=r.prompt_ids, response=r.response,
+        response_ids=r.response_ids if keep_ids else None, output_tokens=r.output_tokens,
+        finish_reason=r.finish_reason) for r in rows]
     table = build_table(scalars, recorded, resolved["hidden_size"], resolved["recorded_layers"],
                         resolved["egtp_first_k"])
     entry = folder.write_shard(plan.config, name, table)

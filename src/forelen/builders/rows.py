@@ -32,6 +32,23 @@ def _step_lists(arrays: list[np.ndarray], dim: int):
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
+def sample_row(*, uid: str, group_id: str, sample_index: int, split: str, source: str,
+               source_id: str, partition: str, resolved: dict, prompt: str, prompt_ids,
+               response: str, response_ids, output_tokens: int, finish_reason: str,
+               temperature: float | None = None, top_p: float | None = None,
+               max_new_tokens: int | None = None, seed: int | None = None) -> dict:
+    """One row's identity and generation columns, as a build and an import write them (the
+    sampling settings are None for an import: the log does not say how it was sampled)."""
+    return {"uid": uid, "group_id": group_id, "sample_index": sample_index, "split": split,
+            "source": source, "source_id": source_id, "partition": partition,
+            "model": resolved["model_location"], "model_revision": resolved["model_revision"],
+            "prompt": prompt, "prompt_tokens": len(prompt_ids), "response": response,
+            "response_token_ids": None if response_ids is None else list(response_ids),
+            "output_tokens": output_tokens, "finish_reason": finish_reason,
+            "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+            "seed": seed}
+
+
 def build_table(scalars: list[dict], recorded: list | None, hidden_size: int, layers: list[int],
                 first_k: int | None = None):
     """`scalars`: identity and generation columns per row; `recorded`: matching `Recorded`s, or

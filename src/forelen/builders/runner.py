@@ -134,14 +134,13 @@ def run_chunks(units: list[list], done: dict, config: str, resolved: dict, engin
 
 
 def _scalars(p, sample_index: int, req, gen, resolved: dict, tokenizer) -> dict:
-    return {
-        "uid": req.uid, "group_id": p.group_id, "sample_index": sample_index,
-        "split": resolved["split"], "source": p.source, "source_id": p.source_id,
-        "partition": p.partition, "model": resolved["model_location"],
-        "model_revision": resolved["model_revision"], "prompt": p.prompt,
-        "prompt_tokens": len(p.prompt_ids),
-        "response": tokenizer.decode(list(gen.token_ids), skip_special_tokens=False),
-        "response_token_ids": list(gen.token_ids), "output_tokens": len(gen.token_ids),
-        "finish_reason": gen.finish_reason, "temperature": req.temperature, "top_p": req.top_p,
-        "max_new_tokens": req.max_new_tokens, "seed": req.seed,
-    }
+    from forelen.builders.rows import sample_row  # numpy: loaded when a build runs
+
+    return sample_row(
+        uid=req.uid, group_id=p.group_id, sample_index=sample_index, split=resolved["split"],
+        source=p.source, source_id=p.source_id, partition=p.partition, resolved=resolved,
+        prompt=p.prompt, prompt_ids=p.prompt_ids,
+        response=tokenizer.decode(list(gen.token_ids), skip_special_tokens=False),
+        response_ids=gen.token_ids, output_tokens=len(gen.token_ids),
+        finish_reason=gen.finish_reason, temperature=req.temperature, top_p=req.top_p,
+        max_new_tokens=req.max_new_tokens, seed=req.seed)
