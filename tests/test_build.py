@@ -448,3 +448,17 @@ def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
 def test_manifest_records_the_mix_used(reference):
     _, entry, _ = reference
     assert entry["build"]["source_mix"] == "--source"
+
+
+def test_the_spec_and_the_run_options_split_every_build_option_and_the_spec_is_recorded(reference):
+    """`BuildOptions` is a `BuildSpec` (what is built) and `RunOptions` (how): each option is
+    in exactly one, and every spec field reaches the manifest's resolved build."""
+    from forelen.builders.build import BuildSpec, RunOptions
+
+    spec = {f.name for f in dataclasses.fields(BuildSpec)}
+    run = {f.name for f in dataclasses.fields(RunOptions)}
+    assert spec | run == {f.name for f in dataclasses.fields(BuildOptions)} and not spec & run
+    _, entry, _ = reference
+    recorded_as = {"date": "date_string", "layers": "recorded_layers"}
+    # `turns` acts through the prompts (hashed line by line) and the config's name (`-all`)
+    assert {recorded_as.get(name, name) for name in spec - {"turns"}} <= set(entry["build"])

@@ -8,7 +8,7 @@ and the final rows equal those of an uninterrupted run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from forelen.builders import template  # template.today(): tests pin the day
@@ -34,10 +34,13 @@ DEFAULT_OUT = "forelen"
 
 
 @dataclass(frozen=True)
-class BuildOptions:
+class BuildSpec:
+    """What is built: the prompts, the generator and how it samples, what is recorded. Every
+    field reaches the manifest's resolved `build` and so the fingerprint: two builds of equal
+    specs (and equal run settings that shape the computation, below) write the same rows."""
+
     split: str
     model: str = "smollm2-135m"
-    engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
     sources: tuple[str, ...] = ()  # empty: the recipe's paper mix, or its packaged mix offline
     prompt_column: str = "prompt"
     turns: str = "first"  # conversation sources: the first user turn, or every reply ("all")
@@ -52,6 +55,19 @@ class BuildOptions:
     layers: tuple[int, ...] = ()  # empty: final layer and one at a third of the depth
     steps: int = EngineSettings.steps  # generated-token states kept per sample (PLP/TRAIL/TPV)
     egtp_first_k: int | None = None  # also pool EGTP over the first k prompt tokens only
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How and where a spec is built: the engine and its memory, the units of resume and of
+    engine work, sharding, Ray, the output folder. The settings that shape the computation
+    (float blocking: the engine's slots, kernel and prefill chunk; the shard size and work unit,
+    which fix what is decoded together) are resolved into the manifest's `engine_settings` and
+    `work_unit`, and so into the fingerprint; the rest (device choice, folder, Ray, retries)
+    never change a row."""
+
+    engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
     batch_size: int = EngineSettings.batch_size  # sequences per shard (the unit of resume)
     slots: int = EngineSettings.slots  # hf: sequences decoded together, at most
     kv_budget: float = EngineSettings.kv_budget_gib  # hf: GiB of the slot KV cache
@@ -64,10 +80,23 @@ class BuildOptions:
     workers: int | None = None  # Ray: model replicas; None: one per GPU, else one per node
     max_retries: int = 3  # Ray: restarts of a lost worker, and retries of its work unit
     device: str = "auto"
-    dtype: str = "auto"
     out: str = DEFAULT_OUT
     overwrite: bool = False
     skip_complete: bool = False  # a complete config is left as it is (scripted pipelines)
+
+
+@dataclass(frozen=True)
+class BuildOptions(RunOptions, BuildSpec):
+    """A `BuildSpec` and its `RunOptions` in one flat record (what `forelen build` parses, and
+    the constructor scripts call): `.spec` and `.run` give the two apart."""
+
+    @property
+    def spec(self) -> BuildSpec:
+        return BuildSpec(**{f.name: getattr(self, f.name) for f in fields(BuildSpec)})
+
+    @property
+    def run(self) -> RunOptions:
+        return RunOptions(**{f.name: getattr(self, f.name) for f in fields(RunOptions)})
 
 
 @dataclass
