@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from forelen import provenance
 from forelen.provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,16 +380,12 @@ def verify(args, splits, env) -> bool:
     return ok
 
 
-# The code a result record depends on: a record made at another commit is reused only when none of
-# it changed since. `builders` is in it (evaluation partitions the test rows by the sources' units,
-# PiA renders prompts with the build's chat template); the files of PAGE_ONLY are not: they draw,
-# publish or describe records and never run while one is made (tests/test_reference_script.py
-# checks that an evaluation does not import them), so the page and the CLI can change without
-# sending hours of reference evaluation back to be run again.
-PAGE_ONLY = tuple(f"src/forelen/{p}" for p in (
-    "leaderboard/render.py", "leaderboard/ranking.py", "leaderboard/paper.py",
-    "leaderboard/plots.py", "leaderboard/push.py", "leaderboard/templates", "cli.py", "card.py",
-    "cards"))
+# The code a record depends on is in the record (`code`: forelen.provenance.code_provenance),
+# which `reusable` compares with the installed code. EVAL_CODE is the same set as git paths: the
+# evaluate phase refuses to run while any of it is uncommitted, since a reference record names the
+# commit that made it. PAGE_ONLY draws, publishes or describes records and never runs while one is
+# made (tests/test_reference_script.py checks that an evaluation does not import it).
+PAGE_ONLY = tuple(f"src/forelen/{p}" for p in provenance.PAGE_ONLY)
 EVAL_CODE = ("src/forelen", "pyproject.toml", *(f":(exclude){path}" for path in PAGE_ONLY))
 
 
@@ -418,25 +415,27 @@ def made_here(ledger: str) -> dict:
             if r.get("phase") == "evaluate" and r.get("predictor")}
 
 
-def reusable(path: Path, fingerprint: str | None, head: str | None, made: dict | None) -> bool:
-    """The record at `path` is the one this phase made (`made`: its log entry, with the commit
-    whose evaluation code was clean then, since a record's own `git_commit` says only +dirty), for
-    this dataset (fingerprint), the reference seed and default parameters, and the evaluation code
-    has not changed between that commit and HEAD."""
-    if head is None or fingerprint is None or not made or not path.is_file():
+def reusable(path: Path, fingerprint: str | None, made: dict | None, cls) -> bool:
+    """The record at `path` is the one this phase made (`made`: its log entry), for this dataset
+    (fingerprint), at the reference seed with default parameters, by the predictor's version
+    and the code installed now: the record's own `code` hashes (`provenance.code_provenance`)
+    equal today's. No git history is read: a record carries what it was made by."""
+    if fingerprint is None or not made or not path.is_file():
         return False
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    commit = made.get("commit")
     if (r.get("created_at") != made.get("created_at")
             or r.get("predictions_sha256") != made.get("predictions_sha256")
             or (r.get("dataset") or {}).get("fingerprint") != fingerprint
             or (r.get("protocol") or {}).get("seed") != SEED
-            or (r.get("predictor") or {}).get("non_default_params") or not commit):
+            or (r.get("predictor") or {}).get("non_default_params")):
         return False
-    return commit == head or _git("diff", "--quiet", commit, head, "--", *EVAL_CODE).returncode == 0
+    from forelen.provenance import code_provenance
+
+    return ((r.get("predictor") or {}).get("version") == cls.info.version
+            and r.get("code") == code_provenance(cls))
 
 
 def evaluate(args, splits, env) -> None:
@@ -470,7 +469,7 @@ def evaluate(args, splits, env) -> None:
         for cls in runnable_on(entry, config, classes, say=print):
             name = cls.info.name
             path = Path(args.results) / config / f"{name}.json"
-            if reusable(path, fingerprint, head, made.get((config, name))):
+            if reusable(path, fingerprint, made.get((config, name)), cls):
                 print(f"evaluate {config} {name}: up to date ({path})", flush=True)
                 continue
             if not here:
@@ -506,14 +505,13 @@ def stale_records(args, splits) -> tuple[list[str], dict[str, list[str]]]:
             unbuilt.append(config)
         else:
             complete[config] = entry
-    head = code_commit() if complete else None
     made = made_here(args.ledger)
     stale = {}
     for config, entry in complete.items():
         fingerprint = summary(entry)["fingerprint"]
         names = [cls.info.name for cls in runnable_on(entry, config, classes)
                  if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
-                                 fingerprint, head, made.get((config, cls.info.name)))]
+                                 fingerprint, made.get((config, cls.info.name)), cls)]
         if names:
             stale[config] = names
     return unbuilt, stale

@@ -209,13 +209,17 @@ def test_release_passes_allow_dirty_only_when_asked(tmp_path, monkeypatch):
 
 
 def _record(path: Path, **changes) -> tuple[Path, dict]:
-    """A record and the log entry of the phase run that made it."""
+    """A record made by the code installed now, and the log entry of the phase run that made it."""
+    from forelen.predictors import PREDICTORS
+    from forelen.provenance import code_provenance
+
+    egtp = PREDICTORS.get("egtp")
     body = {"git_commit": "anything+dirty", "created_at": "2026-12-02T05:00:00Z",
             "predictions_sha256": "p" * 64, "dataset": {"fingerprint": "f" * 64},
             "protocol": {"seed": reference.SEED},
-            "predictor": {"name": "egtp", "non_default_params": {}}}
+            "predictor": {"name": "egtp", "version": egtp.info.version, "non_default_params": {}},
+            "code": code_provenance(egtp)}
     made = {"phase": "evaluate", "config": "c", "predictor": "egtp",
-            "commit": reference._git("rev-parse", "HEAD").stdout.strip(),
             "created_at": body["created_at"], "predictions_sha256": body["predictions_sha256"]}
     for key, value in changes.items():
         *parents, leaf = key.split(".")
@@ -229,33 +233,48 @@ def _record(path: Path, **changes) -> tuple[Path, dict]:
 
 def test_evaluate_reuses_only_up_to_date_records(tmp_path):
     """A record is kept across sessions only when this phase made it (its log entry), on this
-    dataset, at the reference seed, with default parameters, by a commit whose evaluation code is
-    the same as HEAD's."""
-    head = reference._git("rev-parse", "HEAD").stdout.strip()
-    if not head:
-        pytest.skip("not a git checkout")
+    dataset, at the reference seed, with default parameters, by the predictor's version and the
+    code installed now (the record's own code hashes: no git history is read)."""
+    from forelen.predictors import PREDICTORS
+
+    egtp = PREDICTORS.get("egtp")
     fp = "f" * 64
 
     def ok(name, fingerprint=fp, **changes):
         path, made = _record(tmp_path / name, **changes)
-        return reference.reusable(path, fingerprint, head, made)
+        return reference.reusable(path, fingerprint, made, egtp)
 
     assert ok("ok.json")
     assert not ok("a.json", fingerprint="0" * 64)  # another dataset
     assert not ok("b.json", **{"protocol.seed": 42})
     assert not ok("c.json", **{"predictor.non_default_params": {"lr": 0.1}})
-    assert not ok("d.json", **{"made.commit": "0" * 40})  # an unknown commit
+    assert not ok("d.json", **{"predictor.version": "0"})  # an older predictor
     assert not ok("e.json", created_at="2026-12-02T06:00:00Z")  # made by another run
     assert not ok("f.json", predictions_sha256="q" * 64)
-    path, _ = _record(tmp_path / "g.json")
-    assert not reference.reusable(path, fp, head, None)  # never made by the phase
-    assert not reference.reusable(tmp_path / "absent.json", fp, head, _record(tmp_path / "h")[1])
+    assert not ok("g.json", **{"code.evaluation_sha256": "0" * 64})  # other evaluation code
+    assert not ok("h.json", **{"code.predictor_sha256": "0" * 64})  # egtp.py changed since
+    path, made = _record(tmp_path / "i.json")
+    body = json.loads(path.read_text())
+    body.pop("code")
+    path.write_text(json.dumps(body))
+    assert not reference.reusable(path, fp, made, egtp)  # made before records kept their code
+    path, _ = _record(tmp_path / "j.json")
+    assert not reference.reusable(path, fp, None, egtp)  # never made by the phase
+    assert not reference.reusable(tmp_path / "absent.json", fp, _record(tmp_path / "k")[1], egtp)
     (tmp_path / "torn.json").write_text('{"git_commit": ')
-    assert not reference.reusable(tmp_path / "torn.json", fp, head, _record(tmp_path / "i")[1])
-    # a commit before the evaluation code took its present form
-    root = reference._git("rev-list", "--max-parents=0", "HEAD").stdout.split()
-    if root and root[0] != head:
-        assert not ok("j.json", **{"made.commit": root[0]})
+    assert not reference.reusable(tmp_path / "torn.json", fp, _record(tmp_path / "l")[1], egtp)
+
+
+def test_a_change_to_one_predictor_module_stales_only_its_own_records():
+    """The evaluation hash leaves out every predictor family's own module (hashed per record),
+    and the page-only files; the shared predictor code is in it."""
+    from forelen import provenance
+
+    files = {p.relative_to(provenance.PACKAGE).as_posix() for p in provenance._evaluation_files()}
+    assert "predictors/egtp.py" not in files and "predictors/plp.py" not in files
+    assert {"predictors/_head.py", "predictors/__init__.py", "metrics.py", "stats.py",
+            "leaderboard/evaluate.py"} <= files
+    assert not {"leaderboard/render.py", "cli.py"} & files
 
 
 def test_release_refused_until_built_and_evaluated(tmp_path):

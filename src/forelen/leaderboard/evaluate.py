@@ -21,6 +21,7 @@ from forelen.predictors import load_predictor
 from forelen.predictors._plugins import is_spec, params_key
 from forelen.predictors._saved import (check_out, generator_of, layers_read, load, mismatch,
                                        read_fitted, read_meta, saved_class)
+from forelen.provenance import code_provenance
 from forelen.schema import SCHEMA_VERSION
 from forelen.simulator.endtoend import Scenario, SimSettings
 from forelen.stats import SEED
@@ -389,6 +390,7 @@ def make_record(pred, origin: dict, key: str, changed: dict, folder, data: Split
         "diagnostics": result["diagnostics"],
         "per_row": per_row(data, result),
         "end_to_end": end_to_end(scenario, result, data.test_units()),
+        "code": code_provenance(cls),
     }
 
 
