@@ -495,3 +495,12 @@ def test_the_vllm_path_builds_its_trace_and_ranks_before_submission(built, monke
     assert n == 6 and len(set(keys)) > 1 and eos  # predicted per request, before submission
     assert given["oracle"][1] == [float(r) for r in given["oracle"][1]]
     assert result["policies"]["sjf:prompt-length"]["predict_ms_per_request"] > 0
+
+
+def test_the_serving_engine_overrides_only_methods_the_runner_has():
+    """A renamed runner method would leave the serving override silently unused."""
+    from forelen.builders.engines.hf import HFEngine
+    from forelen.replay import ServingEngine
+
+    own = {n for n, v in vars(ServingEngine).items() if callable(v) and not n.startswith("__")}
+    assert own and own <= {n for n in dir(HFEngine) if callable(getattr(HFEngine, n))}

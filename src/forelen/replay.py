@@ -229,37 +229,36 @@ def request_table(req: TraceRequest, pooled: dict, columns, states=None):
 # ----------------------------------------------------------------------------- the engine
 
 
+class ServingEngine(HFEngine):
+    """The `hf` runner as a server uses it: step states recorded only for srpt
+    (`record_steps`), and no extra step for a row cut at its budget (serving keeps no
+    final-token features)."""
+
+    record_steps = False
+
+    def _record(self, rows, logits, captured):
+        if self.record_steps:
+            super()._record(rows, logits, captured)
+
+    def append(self, row, token):
+        if token in self.eos_ids:
+            row.done = "stop"
+            return
+        row.tokens.append(token)
+        if len(row.tokens) >= row.request.max_new_tokens:
+            row.done = "length"
+
+
 def serving_engine(model, tokenizer, *, slots: int, kv_budget_gib: float, layers=(),
                    record: str = "none", steps: int = 64, max_prompt: int = 0, max_new: int = 0):
     """An `hf` engine for serving: `record` = none (plain serving), prompt (the prefill's pooled
     features only) or steps (also each decode step's recorded states, for srpt)."""
-    class ServingEngine(HFEngine):
-        def _record(self, rows, logits, captured):
-            if self.record_steps:
-                super()._record(rows, logits, captured)
-
-        def _append(self, row, token):
-            # no extra step for a row cut at the budget: serving keeps no final-token features
-            if token in self.eos_ids:
-                row.done = "stop"
-                return
-            row.tokens.append(token)
-            if len(row.tokens) >= row.request.max_new_tokens:
-                row.done = "length"
-
     settings = EngineSettings(slots=slots, kv_budget_gib=kv_budget_gib, record=record != "none",
                               layers=tuple(layers), steps=steps if record == "steps" else 0,
                               max_prompt_tokens=max_prompt, max_new_tokens=max_new)
     engine = ServingEngine(model, tokenizer, settings)
     engine.record_steps = record == "steps"
     return engine
-
-
-@dataclass
-class _Waiting:
-    row: object  # the engine's Row: generator, tokens, position
-    kv: list  # per layer (k, v) of the row's cache, copied out
-    states: dict = field(default_factory=dict)  # recorded step states (srpt)
 
 
 class Server:
@@ -329,8 +328,7 @@ class Server:
         requests = [GenerationRequest(r.uid, r.prompt_ids, r.max_new_tokens, r.temperature,
                                       r.top_p, r.seed) for r in trace]
         eng.setup(requests)
-        cache = eng.cache
-        waiting = WaitQueue()  # of _Waiting, by key
+        waiting = WaitQueue()  # of the engine's Parked requests, by key
         start, skipped = clock(), 0.0
 
         def now() -> float:
@@ -341,20 +339,9 @@ class Server:
             s.finish_s, s.tokens, s.finish_reason = now(), len(row.tokens), row.done
             s.token_ids = tuple(row.tokens)
 
-        def snapshot(slot: int, length: int) -> list:
-            return [(k[slot, :, :length].clone(), v[slot, :, :length].clone())
-                    for k, v in zip(cache.k, cache.v)]
-
-        def admit(slot: int, w: _Waiting) -> None:
-            length = w.row.pos
-            for (k, v), (sk, sv) in zip(zip(cache.k, cache.v), w.kv):
-                k[slot, :, :length] = sk
-                v[slot, :, :length] = sv
-            for x, buf in eng.states.items():
-                if x in w.states:
-                    buf[slot] = w.states[x]
-            eng.rows[slot] = w.row
-            served = self.served[w.row.index]
+        def admit(slot: int, parked) -> None:
+            eng.unpark(slot, parked)
+            served = self.served[parked.row.index]
             if served.admitted_s != served.admitted_s:  # NaN: first admission
                 served.admitted_s = now()
 
@@ -381,7 +368,7 @@ class Server:
                 served.admitted_s = served.first_token_s
                 finish(i, row)
                 return
-            waiting.push(key, i, _Waiting(row, snapshot(cache.scratch, row.pos)))
+            waiting.push(key, i, eng.park(eng.cache.scratch, row))
 
         def preempt(n: int) -> None:
             """Swap out the running request with the largest remaining key while a waiting
@@ -393,8 +380,7 @@ class Server:
                 if worst is None:
                     return
                 row = eng.rows[worst]
-                out = _Waiting(row, snapshot(worst, row.pos),
-                               {x: buf[worst].clone() for x, buf in eng.states.items()})
+                out = eng.park(worst, row, with_states=True)
                 _, _, w = waiting.pop()
                 admit(worst, w)
                 waiting.push(keys[worst], row.index, out)

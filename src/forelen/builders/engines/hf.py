@@ -66,6 +66,16 @@ class Row:
     done: str | None = None  # finish reason once ended
 
 
+@dataclass
+class Parked:
+    """A request out of the slots (waiting for one, or preempted): its row, its KV copied out of
+    the cache, and its recorded step states when it had decoded."""
+
+    row: Row
+    kv: list  # per layer (k, v), the row's first `row.pos` positions
+    states: dict = field(default_factory=dict)
+
+
 @ENGINES.register("hf")
 class HFEngine(Engine):
     info = EngineInfo("hf", "continuous batching, slot KV cache, features recorded while "
@@ -208,6 +218,28 @@ class HFEngine(Engine):
         for src, dst in moves:
             self._move(src, dst)
         return n
+
+    def park(self, slot: int, row: Row, with_states: bool = False) -> Parked:
+        """Copy a row's KV (and, `with_states`, its recorded step states) out of `slot`; the
+        scratch slot after a prefill, or a running slot being preempted (swapped, never
+        recomputed)."""
+        length = row.pos
+        kv = [(k[slot, :, :length].clone(), v[slot, :, :length].clone())
+              for k, v in zip(self.cache.k, self.cache.v)]
+        states = ({x: buf[slot].clone() for x, buf in self.states.items()} if with_states
+                  else {})
+        return Parked(row, kv, states)
+
+    def unpark(self, slot: int, parked: Parked) -> None:
+        """Put a parked request into `slot`: its KV, its step states, its row."""
+        length = parked.row.pos
+        for (k, v), (pk, pv) in zip(zip(self.cache.k, self.cache.v), parked.kv):
+            k[slot, :, :length] = pk
+            v[slot, :, :length] = pv
+        for x, buf in self.states.items():
+            if x in parked.states:
+                buf[slot] = parked.states[x]
+        self.rows[slot] = parked.row
 
     def _move(self, src: int, dst: int) -> None:
         row = self.rows[src]
