@@ -735,7 +735,7 @@ def run(o: ReplayOptions, say=print) -> dict:
     mean_out = float(np.mean(np.minimum(test["output_tokens"], new_max)))
     calibration = None
     if o.calibrate and o.rate is None and o.arrivals is None:
-        # The profile times _step alone; serving also admits, copies KV and compacts, on ragged
+        # The profile times `step` alone; serving also admits, copies KV and compacts, on ragged
         # contexts. Size the load on what the engine spends serving: FCFS over the first
         # requests, all arriving at once, and the cost model fitted to its steps.
         at_once = np.zeros(min(o.calibrate, n))

@@ -104,7 +104,7 @@ def profile_engine(engine, batches=(1, 4, 8, 16), contexts=(32, 256), steps: int
                    on_progress=None, prefill_lengths=(32, 128, 512)) -> dict:
     """Time the engine's own work and fit the cost model: a prefill is `prefill` of one prompt
     (chunked forward, the first token's logits) plus the copy into its slot; a decode step is
-    `_step` of B slots (the slot-cache forward with its attention kernel, the LM head, sampling)
+    `step` of B slots (the slot-cache forward with its attention kernel, the LM head, sampling)
     at a context of about `ctx` tokens each. What the simulator charges is what the engine runs.
 
     A handful of points and a few steps each keep it near a minute on two CPU cores; the fit is
