@@ -65,7 +65,9 @@ DEFERRED = {
                               "and records need numpy, which the CLI's start does not load",
     "tables.py": "compact.py builds on tables.py (a cycle)",
     "replay_vllm.py": "replay.py imports it to submit traces (a cycle)",
-    "compact.py": "card.py is page-only (scripts/reference.py PAGE_ONLY): not loaded to score",
+    "compact.py": "card.py is page-only (provenance.PAGE_ONLY): not loaded to score",
+    "pipelines/reference.py": "it runs whole phases, each importing what it runs when it runs "
+                              "(`forelen reference` is a CLI command: no numpy at the CLI's start)",
     "builders/pipeline.py": "as build.py: the card (numpy, jinja) loads when a config finishes",
     "contracts/__init__.py": "the record schema's metric keys come from metrics, which needs "
                              "numpy; dataset.py (on the CLI's start) validates manifests",

@@ -1,4 +1,5 @@
-"""scripts/reference.py: the cap rule, the verify phase's view of the plan, the release notes."""
+"""The reference pipeline (`forelen reference`, src/forelen/pipelines/reference.py): the cap rule,
+the verify phase's view of the plan, the release notes."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from forelen.pipelines import reference
 
-import reference  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("censored, cap", [
@@ -278,7 +278,8 @@ def test_a_change_to_one_predictor_module_stales_only_its_own_records():
 
 
 def test_release_refused_until_built_and_evaluated(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reference.py"), "--phase",
+    """Through the CLI (`forelen reference`), as a user of the installed package runs it."""
+    proc = subprocess.run([str(Path(sys.executable).with_name("forelen")), "reference", "--phase",
                            "release", "--out", str(tmp_path / "ds"), "--pilot-out",
                            str(tmp_path / "none"), "--ledger", str(tmp_path / "ledger"),
                            "--releases", str(tmp_path / "releases")],

@@ -626,6 +626,17 @@ def push(
     print(push_dataset(folder, repo_id, tag, private))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def reference(ctx: typer.Context):
+    """The reference release: pilot, build, evaluate, release (`forelen reference --help`)."""
+    from forelen.pipelines.reference import main as run_reference
+
+    rc = run_reference(list(ctx.args))
+    if rc:
+        raise typer.Exit(rc)
+
+
 class Contract(str, Enum):
     manifest = "manifest"
     record = "record"

@@ -228,7 +228,7 @@ def compact(src: str, config: str, out: str, step_layers: list[int] | None = Non
                    "source_bytes": sum(int(s.get("bytes") or 0) for s in entry["shards"].values()),
                    "source_shards": {n: s["sha256"] for n, s in sorted(entry["shards"].items())}}
     target.update(lambda m: m["configs"].__setitem__(config, new))
-    # card.py is page-only (scripts/reference.py PAGE_ONLY): never loaded to make a record
+    # card.py is page-only (provenance.PAGE_ONLY): never loaded to make a record
     from forelen.card import write_card
 
     write_card(target)
