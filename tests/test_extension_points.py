@@ -17,7 +17,7 @@ import pytest
 
 from forelen.builders.build import BuildOptions, run_build
 from forelen.builders.engines import ENGINES, Engine, EngineInfo, finish
-from forelen.builders.sources import SOURCES, Prompt, SourceInfo
+from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo
 from forelen.dataset import DatasetFolder
 
 
@@ -57,7 +57,7 @@ class GreedyEngine(Engine):
         return None if on_done else out
 
 
-class CountingSource:
+class CountingSource(Source):
     """A real source in a few lines: numbered questions, selected as every source selects."""
 
     info = SourceInfo("counting-test", "numbered questions", reference="this test",

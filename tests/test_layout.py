@@ -134,3 +134,18 @@ def test_every_registered_engine_is_an_engine():
         assert issubclass(ENGINES.get(name), Engine), name
     for path in (SRC / "builders").rglob("*.py"):
         assert "hasattr(engine" not in path.read_text(), path.name
+
+
+def test_every_registered_source_is_a_source():
+    """Builds and evaluations ask sources through `Source` (load, partition_keys, conversational,
+    with_turns), never by probing for a method."""
+    from forelen.builders.sources import SOURCES, Source
+
+    names = SOURCES.names()
+    assert {"sharegpt-pkg", "gsm-symbolic", "longdocs-pkg"} <= set(names)
+    for name in names:
+        assert isinstance(SOURCES.get(name), Source), name
+    assert SOURCES.get("sharegpt-pkg").conversational
+    for path in (SRC / "builders").rglob("*.py"):
+        text = path.read_text()
+        assert "hasattr(source" not in text and 'getattr(src, "partition_keys"' not in text, path

@@ -180,7 +180,7 @@ def load_prompts(source_specs, prompt_column: str, limit: int | None, seed: int,
 
 
 def is_conversational(source) -> bool:
-    return hasattr(source, "with_turns")
+    return source.conversational
 
 
 def with_turns(source, turns: str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import ClassVar, Sequence
 
 from forelen.errors import ForelenError
 from forelen.registry import Registry
@@ -57,14 +57,27 @@ class Prompt:
         return f"{self.source}:{self.partition_key}" if self.partition_key else self.group_id
 
 
-class Source(Protocol):
-    """`load` is all a source needs. A source whose prompts share partition units (partition_by
-    other than "prompt") also offers `partition_keys(source_ids) -> list[str | None] | None`: the
-    `Prompt.partition_key` of each id (None: the prompt is its own unit), so that an evaluation can
-    resample whole units from the rows alone."""
+class Source:
+    """What a build and an evaluation ask of a prompt source; subclass it and register an instance
+    in SOURCES. `load` is all most sources need. A source whose prompts share partition units
+    (partition_by other than "prompt") overrides `partition_keys`, so that an evaluation can
+    resample whole units from the rows alone; a conversation source sets `conversational` and
+    overrides `with_turns`. Nothing is probed with `hasattr`."""
 
     info: SourceInfo
-    def load(self, limit: int | None, seed: int) -> list[Prompt]: ...
+    conversational: ClassVar[bool] = False
+
+    def load(self, limit: int | None, seed: int) -> list[Prompt]:
+        raise NotImplementedError
+
+    def partition_keys(self, source_ids: list[str]) -> list[str | None] | None:
+        """The `Prompt.partition_key` of each id (None: the prompt is its own unit); None when
+        the ids alone cannot say (the evaluation then resamples rows' own groups)."""
+        return None
+
+    def with_turns(self, turns: str) -> "Source":
+        """A conversation source giving the rows `--turns` asks for (`conversational` only)."""
+        raise ForelenError(f"{self.info.name} is not a conversation source: --turns needs one")
 
 
 SOURCES: Registry[Source] = Registry("source", package="forelen.builders.sources")
@@ -96,11 +109,8 @@ def partition_units(source: str, source_ids: Sequence[str]) -> list[str] | None:
     src = SOURCES.get(source)
     if src.info.partition_by == "prompt":
         return [f"{source}:{i}" for i in source_ids]
-    keys_of = getattr(src, "partition_keys", None)
-    if keys_of is None:
-        return None
     try:
-        keys = keys_of(list(source_ids))
+        keys = src.partition_keys(list(source_ids))
     except ForelenError:
         return None
     if keys is None:

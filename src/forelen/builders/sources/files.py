@@ -74,7 +74,7 @@ def _is_blank(value) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-class FileSource:
+class FileSource(Source):
     """Prompts from one column of a user file; ids from `id_column` (or `id`), else the row index."""
 
     def __init__(self, path: str | Path, prompt_column: str = "prompt", id_column: str | None = None):

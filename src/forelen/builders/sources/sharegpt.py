@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from forelen.builders.sources import SOURCES, Prompt, SourceInfo
+from forelen.builders.sources import SOURCES, Prompt, Source, SourceInfo
 from forelen.builders.sources.hub import _require, fetch_repo
 from forelen.builders.sources.packaged import package_file
 from forelen.errors import ForelenError
@@ -255,11 +255,13 @@ def parse(found: Conversations, turns: str) -> Parsing:
     return Parsing(usable, where, unusable, first, counts)
 
 
-class ShareGPT:
+class ShareGPT(Source):
     """ShareGPT conversations from one file: the wheel's copy, a hub repo's, or a user's.
 
     `locate` returns the file (it may download it); `turns` is `first` or `all`
     (`with_turns`). `last_counts` keeps what the latest `load` read and skipped."""
+
+    conversational = True
 
     def __init__(self, info: SourceInfo, locate: Callable[[], Path], turns: str = "first",
                  unit: Callable[[str], str] = conversation_unit):
