@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -52,9 +53,39 @@ def _validator(kind: str):
     return Draft202012Validator(_schema(kind))
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _shard_ok(entry) -> bool:
+    """The manifest schema's `shard` rule, in plain Python (a build rewrites the manifest once a
+    shard: a config of 10,000 shards would cost jsonschema a second each time)."""
+    if not isinstance(entry, dict):
+        return False
+    rows, sha, size = entry.get("rows"), entry.get("sha256"), entry.get("bytes", 0)
+    return (type(rows) is int and rows >= 0 and isinstance(sha, str) and bool(_SHA256.match(sha))
+            and type(size) is int and size >= 0)
+
+
+def _light(obj):
+    """The manifest with every config's shards that keep their rule left out (checked by
+    `_shard_ok`); a shard that breaks it stays, so jsonschema names it."""
+    configs = obj.get("configs") if isinstance(obj, dict) else None
+    if not isinstance(configs, dict):
+        return obj
+    out = dict(obj, configs={})
+    for name, entry in configs.items():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if isinstance(shards, dict):
+            entry = dict(entry, shards={n: e for n, e in shards.items() if not _shard_ok(e)})
+        out["configs"][name] = entry
+    return out
+
+
 def problems(kind: str, obj) -> list[str]:
     """Every rule `obj` breaks, as `at <path>: <message>` lines (none: it keeps the contract)."""
     out = []
+    if kind == "manifest":
+        obj = _light(obj)
     for err in sorted(_validator(kind).iter_errors(obj), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(top)"
         message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
