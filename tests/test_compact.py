@@ -12,7 +12,8 @@ import pytest
 from conftest import FORELEN, cli_env
 from test_progressive import FAST, synthetic_table
 
-from forelen.compact import MEAN_STEPS, STATE_STEPS, StepSummary, summarise
+from forelen.compact import (MEAN_STEPS, READS, STATE_STEPS, TRAIL_REFRESH, StepSummary,
+                             layer_steps, summarise)
 from forelen.errors import ForelenError
 from forelen.metrics import OBSERVED_STEPS
 from forelen.predictors import PREDICTORS, _head
@@ -20,13 +21,15 @@ from forelen.tables import FeatureTable
 
 
 def compacted(table: FeatureTable) -> FeatureTable:
+    """The table as the compact form reads it back: each layer keeps its readers' steps."""
     cols = {}
     for name in table:
         col = table[name]
         if name.startswith("step_states_l"):
+            steps = layer_steps(int(name.rsplit("_l", 1)[1]), table.layers())
             out = np.empty(len(col), dtype=object)
             for i, states in enumerate(col):
-                out[i] = StepSummary(*summarise(states))
+                out[i] = StepSummary(*summarise(states, *steps))
             col = out
         cols[name] = col
     return FeatureTable(cols, table.meta)
@@ -59,6 +62,22 @@ def test_step_predictors_predict_the_same_on_the_compact_form(tables, name, para
         np.testing.assert_array_equal(a, b, err_msg=f"{name} at t={t}")
         # the saved form is what is scored: the full-fit model on the compact table agrees too
         np.testing.assert_array_equal(a, full.predict_remaining(small_test, t))
+
+
+def test_each_layer_keeps_what_its_default_readers_read():
+    """READS names the registered step predictors' default layers and steps: a new step predictor,
+    or a changed default, fails here before it gives a compact form that cannot serve it."""
+    readers = {name for name in PREDICTORS.names()
+               if any(r.startswith("step_states_l") for r in PREDICTORS.get(name).info.requires)}
+    assert readers == {"plp", "tpv", "trail"}
+    roles = {name: PREDICTORS.get(name)().layer for name in readers}
+    assert roles == {"plp": "final", "tpv": "final", "trail": "mid"}
+    assert PREDICTORS.get("trail")().refresh == TRAIL_REFRESH
+    assert PREDICTORS.get("plp")().aggregator == "mean"
+    assert READS["mid"] == (STATE_STEPS, ()) and READS["final"] == (MEAN_STEPS, MEAN_STEPS)
+    assert layer_steps(24, [8, 24]) == READS["final"] and layer_steps(8, [8, 24]) == READS["mid"]
+    # one recorded layer is both; a third is neither: each keeps the union
+    assert layer_steps(3, [3]) == layer_steps(5, [3, 5, 9]) == (STATE_STEPS, MEAN_STEPS)
 
 
 def test_a_summary_serves_the_reads_it_keeps_and_names_the_ones_it_does_not():

@@ -302,11 +302,13 @@ def compact(
         print(json.dumps({"config": config, "out": out, "bytes": total, "form": {
             k: v for k, v in form.items() if k != "source_shards"}}))  # the manifest lists them
     else:
+        steps = lambda ts: ", ".join(map(str, ts)) or "none"  # noqa: E731
+        kept = "; ".join(f"layer {k}: states at {steps(form['state_steps'][str(k)])}, means over "
+                         f"the first {steps(form['mean_steps'][str(k)])}"
+                         for k in form["step_layers"])
         console.print(f"{config}: {form['source_bytes'] / 2**20:.1f} MiB -> "
-                      f"{total / 2**20:.1f} MiB in {out} (step states of layer(s) "
-                      f"{', '.join(map(str, form['step_layers']))} at steps "
-                      f"{', '.join(map(str, form['state_steps']))} and each row's last; means "
-                      f"over the first {', '.join(map(str, form['mean_steps']))})")
+                      f"{total / 2**20:.1f} MiB in {out} ({kept or 'no step states'}; each "
+                      "row's last step too)")
 
 
 @app.command()

@@ -9,9 +9,12 @@ read few of them:
 - TPV, the state at each observed step; TRAIL, the state every `refresh` (8) steps;
 - all of them, past a row's end, its last state (`predictors/_steps.state_at`).
 
-So the compact form keeps, per row and kept layer, the states at `STATE_STEPS` (the union of those
-reads for S = 64) and at the row's last step, and the means of the first t states at
-`MEAN_STEPS` and at the last step, each in float16 as the dataset keeps states
+Each predictor reads one layer, by default `final` (PLP, TPV) or `mid` (TRAIL; `resolve_layer`). So
+the compact form keeps, per row and kept layer, the reads of the predictors whose default layer
+it is (`layer_steps`): the final layer's states at `MEAN_STEPS` and its means over the first t
+states at `MEAN_STEPS`; the mid layer's states at `STATE_STEPS` and no means; a layer that is
+neither, or both, the union; each also at the row's last step, in float16 as the dataset keeps
+states
 (`step_t_l<l>`, `step_at_l<l>`, `step_mean_t_l<l>`, `step_mean_l<l>`; `step_held_l<l>` is how
 many states the row held). Every other column is copied unchanged. Reading it gives back a
 `step_states_l<l>` column of `StepSummary` objects that serve exactly those reads, so a record
@@ -42,10 +45,17 @@ from forelen.metrics import OBSERVED_STEPS
 from forelen.tables import _ragged
 
 FORM = "compact"
-FORM_VERSION = 1
+# 1: every kept layer held STATE_STEPS and MEAN_STEPS; 2: each layer holds its readers' steps
+FORM_VERSION = 2
 TRAIL_REFRESH = 8  # src/forelen/predictors/trail.py's default `refresh`
 MEAN_STEPS = tuple(t for t in OBSERVED_STEPS if t > 0)
-STATE_STEPS = tuple(sorted(set(MEAN_STEPS) | set(range(TRAIL_REFRESH, 65, TRAIL_REFRESH))))
+REFRESH_STEPS = tuple(range(TRAIL_REFRESH, 65, TRAIL_REFRESH))
+STATE_STEPS = tuple(sorted(set(MEAN_STEPS) | set(REFRESH_STEPS)))
+# (state steps, mean steps) read at each default layer (tests/test_compact.py checks the defaults):
+# final: TPV's state at each observed step, PLP's mean over the first t (or, with
+# aggregator="last", its t-th state); mid: TRAIL's state at each observed step (training) and
+# every `refresh` steps (its filter), no means.
+READS = {"final": (MEAN_STEPS, MEAN_STEPS), "mid": (STATE_STEPS, ())}
 STEP_COLUMN = re.compile(r"^step_states_l(\d+)$")
 PARTS = ("step_held", "step_t", "step_at", "step_mean_t", "step_mean")
 
@@ -73,9 +83,10 @@ class StepSummary:
             hit = np.flatnonzero(self.ts == t)
             if len(hit):
                 return self.states[hit[0]]
-            raise ForelenError(f"the compact form keeps step states only at steps "
-                               f"{', '.join(map(str, STATE_STEPS))} and a row's last; step {t} "
-                               "was read (rebuild the full config for other steps)")
+            kept = ", ".join(map(str, self.ts))
+            raise ForelenError(f"the compact form keeps this layer's step states only at steps "
+                               f"{kept or 'none'} (of this row); step {t} was read (rebuild the "
+                               "full config, or read the layer its predictor reads by default)")
         raise ForelenError("the compact form keeps summaries of the step states, not the states "
                            "themselves; read them through predictors.plp.prefix_aggregate")
 
@@ -83,17 +94,30 @@ class StepSummary:
         t = min(int(t), self.held)
         hit = np.flatnonzero(self.mean_ts == t)
         if not len(hit):
-            raise ForelenError(f"the compact form keeps step-state means only over the first "
-                               f"{', '.join(map(str, MEAN_STEPS))} states and all of a row's; "
-                               f"the first {t} were read")
+            kept = ", ".join(map(str, self.mean_ts))
+            raise ForelenError(f"the compact form keeps this layer's step-state means only over "
+                               f"the first {kept or 'no'} states (of this row); the first {t} "
+                               "were read")
         return np.asarray(self.means[hit[0]], np.float32)
 
 
-def summarise(states: np.ndarray) -> tuple[int, list[int], np.ndarray, list[int], np.ndarray]:
+def layer_steps(layer: int, layers: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(state steps, mean steps) kept for `layer` of the recorded `layers`: the reads of the
+    predictors whose default layer it is (`READS`), or the union where it is no default's."""
+    from forelen.predictors import resolve_layer
+
+    roles = [role for role in READS if resolve_layer(role, layers) == layer]
+    if len(roles) != 1:
+        return STATE_STEPS, MEAN_STEPS
+    return READS[roles[0]]
+
+
+def summarise(states: np.ndarray, state_steps=STATE_STEPS, mean_steps=MEAN_STEPS
+              ) -> tuple[int, list[int], np.ndarray, list[int], np.ndarray]:
     """(held, state steps, states, mean steps, means) of one row's (held, D) float16 states."""
     held = len(states)
-    ts = sorted({t for t in STATE_STEPS if t <= held} | ({held} if held else set()))
-    mean_ts = sorted({t for t in MEAN_STEPS if t <= held} | ({held} if held else set()))
+    ts = sorted({t for t in state_steps if t <= held} | ({held} if held else set()))
+    mean_ts = sorted({t for t in mean_steps if t <= held} | ({held} if held else set()))
     at = states[np.asarray(ts, np.int64) - 1] if ts else states[:0]
     means = (np.stack([prefix_mean(states, t) for t in mean_ts]).astype(np.float16) if mean_ts
              else np.zeros((0, states.shape[1] if states.ndim == 2 else 0), np.float16))
@@ -154,7 +178,8 @@ def _compact_table(table, layers: list[int], keep: list[int]):
         table = table.remove_column(index)
         if layer not in keep:
             continue
-        rows = [summarise(s) for s in _ragged(col, dim)]
+        steps = layer_steps(layer, layers)
+        rows = [summarise(s, *steps) for s in _ragged(col, dim)]
         vec = pa.list_(pa.list_(pa.float16(), dim))
 
         def vectors(arrs):
@@ -222,8 +247,10 @@ def compact(src: str, config: str, out: str, step_layers: list[int] | None = Non
         say(f"  {name}: {len(data) / 2**20:.1f} MiB -> {shards[name]['bytes'] / 2**20:.1f} MiB")
     new = copy.deepcopy(entry)
     new["shards"] = shards
-    new["form"] = {"name": FORM, "version": FORM_VERSION, "state_steps": list(STATE_STEPS),
-                   "mean_steps": list(MEAN_STEPS), "step_layers": keep,
+    new["form"] = {"name": FORM, "version": FORM_VERSION,
+                   "state_steps": {str(k): list(layer_steps(k, layers)[0]) for k in keep},
+                   "mean_steps": {str(k): list(layer_steps(k, layers)[1]) for k in keep},
+                   "step_layers": keep,
                    "source_fingerprint": dataset_fingerprint(entry),
                    "source_bytes": sum(int(s.get("bytes") or 0) for s in entry["shards"].values()),
                    "source_shards": {n: s["sha256"] for n, s in sorted(entry["shards"].items())}}
