@@ -12,7 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from forelen import provenance
 from forelen.pipelines import reference
+from forelen.predictors import PREDICTORS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,13 +270,23 @@ def test_evaluate_reuses_only_up_to_date_records(tmp_path):
 def test_a_change_to_one_predictor_module_stales_only_its_own_records():
     """The evaluation hash leaves out every predictor family's own module (hashed per record),
     and the page-only files; the shared predictor code is in it."""
-    from forelen import provenance
 
     files = {p.relative_to(provenance.PACKAGE).as_posix() for p in provenance._evaluation_files()}
     assert "predictors/egtp.py" not in files and "predictors/plp.py" not in files
     assert {"predictors/_head.py", "predictors/__init__.py", "metrics.py", "stats.py",
             "leaderboard/evaluate.py"} <= files
     assert not {"leaderboard/render.py", "cli.py"} & files
+    # what no evaluation runs: a change there stales no record
+    assert not {"builders/build.py", "builders/importer.py", "builders/pipeline.py",
+                "builders/engines/hf.py", "pipelines/reference.py", "replay.py",
+                "simulator/profile.py", "models.py"} & files
+    own = {name: [p.relative_to(provenance.PACKAGE).as_posix()
+                  for p in provenance.predictor_files(PREDICTORS.get(name))]
+           for name in ("egtp", "pool-mean", "pia")}
+    assert own["egtp"] == own["pool-mean"] == ["predictors/egtp.py"]
+    assert own["pia"][0] == "predictors/pia.py"  # and the engine it generates with
+    assert {"builders/engines/hf.py", "models.py", "builders/template.py"} <= set(own["pia"])
+    assert "builders/build.py" not in own["pia"]
 
 
 def test_release_refused_until_built_and_evaluated(tmp_path):
@@ -375,9 +387,11 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     assert json.loads((ledger / "runs.json").read_text()) == runs
 
 
-def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tmp_path):
-    """EVAL_CODE leaves PAGE_ONLY out, so the page and the CLI can change without making the
-    reference records stale; that is sound only while making a record never imports those files."""
+def test_making_a_record_runs_only_the_code_its_record_hashes(tiny_model_dir, prompts_file,
+                                                                tmp_path):
+    """A record's `code` hashes the evaluation's files and its predictor's (provenance's import
+    closure), leaving PAGE_ONLY and every other module out, so those can change without making
+    the reference records stale; that is sound only while making a record loads no other file."""
     from forelen.builders.build import BuildOptions, run_build
 
     out = tmp_path / "ds"
@@ -393,12 +407,26 @@ def test_making_a_record_runs_no_page_only_code(tiny_model_dir, prompts_file, tm
               f"run_evaluation(DatasetFolder({str(out)!r}), ['tiny-llama-rl'], "
               "['constant-median', 'egtp', 'plp', 'pia', 'trail', 'tpv'], 0, "
               f"{str(tmp_path / 'results')!r})\n"
+              "from forelen import provenance\n"
+              "from forelen.predictors import PREDICTORS\n"
+              "names = ['constant-median', 'egtp', 'plp', 'pia', 'trail', 'tpv']\n"
+              "hashed = {str(f) for f in provenance._evaluation_files()}\n"
+              "hashed |= {str(f) for n in names for f in provenance.predictor_files("
+              "PREDICTORS.get(n))}\n"
+              "files = {m: getattr(sys.modules[m], '__file__', None) for m in sys.modules\n"
+              "         if m.split('.')[0] == 'forelen'}\n"
+              "print(json.dumps(sorted(m for m, f in files.items() if f and str(__import__("
+              "'pathlib').Path(f).resolve()) not in hashed)))\n"
               "print(json.dumps(sorted(sys.modules)))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    unhashed, loaded = map(json.loads, proc.stdout.strip().splitlines()[-2:])
     assert "forelen.leaderboard.evaluate" in loaded and "forelen.predictors.pia" in loaded
+    assert "forelen.builders.engines.hf" in loaded  # PiA generates with the hf engine
+    # the registry imports every family to list them; only the one fitted runs for its record
+    assert [m for m in unhashed
+            if not provenance._is_family("/".join(m.split(".")[1:]) + ".py")] == []
     assert len(list((tmp_path / "results" / "tiny-llama-rl").glob("*.json"))) == 6
     assert not [m for m in loaded if any(m == p or m.startswith(p + ".") for p in page_only)]
 

@@ -318,6 +318,18 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def pick_device(device: str) -> str:
+    """`auto`: a CUDA GPU if there is one, else the CPU; a CUDA device asked for and absent is
+    refused in one line."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ForelenError(f"--device {device}: no CUDA GPU is available on this machine")
+    return device
+
+
 def load_model(resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto"):
     """Load (model, tokenizer, revision) in eval mode; offline-and-uncached is one clear error."""
     check_versions()

@@ -55,7 +55,8 @@ from forelen.predictors import load_predictor
 from forelen.predictors._saved import layers_read, load, mismatch
 from forelen.provenance import machine
 from forelen.simulator import policies
-from forelen.simulator.cost import CostModel, fit_cost_model, load_cost_model, profile_engine
+from forelen.simulator.cost import CostModel, fit_cost_model, load_cost_model
+from forelen.simulator.profile import profile_engine
 from forelen.simulator.engine import simulate
 from forelen.simulator.requests import Workload
 from forelen.stats import SEED, group_means, interval

@@ -28,7 +28,7 @@ from forelen.builders.template import check_date, render_messages, uses_date
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.hub import HubUnreachable
-from forelen.models import load_model, resolve_model, weights_of
+from forelen.models import load_model, pick_device, resolve_model, weights_of
 
 DEFAULT_OUT = "forelen"
 
@@ -321,16 +321,6 @@ def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_
                           attention=opts.attention, prefill_chunk=opts.prefill_chunk,
                           layers=tuple(layers), steps=opts.steps, first_k=opts.egtp_first_k,
                           max_prompt_tokens=max_prompt, max_new_tokens=max_new)
-
-
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ForelenError(f"--device {device}: no CUDA GPU is available on this machine")
-    return device
 
 
 def run_build(opts: BuildOptions, console=None) -> dict:

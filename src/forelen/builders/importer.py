@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from forelen import models
 from forelen.builders import template  # template.today(): tests pin the day
 from forelen.builders import pipeline
-from forelen.builders.build import config_name, partition_of, pick_device, truncate_middle
+from forelen.builders.build import config_name, partition_of, truncate_middle
 from forelen.builders.engines.entropy import entropy_kernel
 from forelen.builders.pipeline import finish_config, partition_chunks, prepare_config, start_config
 from forelen.builders.runner import progress_bar, record_shard
@@ -39,7 +39,7 @@ from forelen.builders.splits import SPLITS
 from forelen.builders.template import check_date, render, render_messages, uses_date
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
-from forelen.models import load_model, load_tokenizer, resolve_model, slugify
+from forelen.models import load_model, load_tokenizer, pick_device, resolve_model, slugify
 
 MISMATCH_LIMIT = 0.05  # above this share of rows, the model is not the generator
 # A logged length and the re-tokenised response agree within max(1 token, 1%): EOS counted or

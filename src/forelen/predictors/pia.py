@@ -48,12 +48,11 @@ import re
 
 import numpy as np
 
-from forelen.builders.build import pick_device
 from forelen.builders.engines import EngineSettings, GenerationRequest
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.template import render
 from forelen.errors import ForelenError
-from forelen.models import load_model, resolve_model
+from forelen.models import load_model, pick_device, resolve_model
 from forelen.predictors import PREDICTORS, Predictor, PredictorInfo
 
 # src/utils.py PIA_PROMPT (zero-shot) and src/construct.py QUERY_PROMPT (the LoRA predictor)

@@ -5,9 +5,10 @@ B slots, under static or continuous batching, ordered by FCFS, SJF on a predicti
 progressive re-prediction, or the oracle (true lengths). The paper's end-to-end result (vLLM, SJF,
 long-sequence scenario): padding ratio 0.18 with EGTP vs 0.51 with TRAIL, average JCT 4.20 vs 9.45.
 
-Modules: requests (workload, arrivals), policies (priority plans), cost (step-time model, profile),
-engine (event-driven simulation), naive (per-step reference), endtoend (metrics, record section).
-Pure numpy and the standard library; torch is imported only by `cost.profile_hf`.
+Modules: requests (workload, arrivals), policies (priority plans), cost (step-time model), profile
+(timing the hf engine to fit it), engine (event-driven simulation), naive (per-step reference),
+endtoend (metrics, record section). Pure numpy and the standard library, profile apart (torch and
+the engine).
 """
 
 from forelen.simulator.cost import CostModel, load_cost_model

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from forelen.dataset import atomic_write_bytes
-from forelen.simulator.cost import CostModel, load_cost_model, profile_hf
+from forelen.simulator.cost import CostModel, load_cost_model
+from forelen.simulator.profile import profile_hf
 from forelen.simulator.endtoend import SimSettings
 
 
