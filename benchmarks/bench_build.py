@@ -26,7 +26,7 @@ from forelen.provenance import machine
 
 
 def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096):
-    from forelen.builders.build import load_prompts, plan_prompts
+    from forelen.builders.planning import load_prompts, plan_prompts
     from forelen.builders.splits import SPLITS
 
     recipe = SPLITS.get(split)
@@ -36,8 +36,8 @@ def planned_prompts(tokenizer, split: str, n: int, max_prompt_tokens: int = 4096
 
 def requests(planned, samples: int, max_new: int, temperature: float, top_p: float):
     """Ordered as a build plans them: by prompt length, a group's samples together."""
-    from forelen.builders.build import sample_seed, uid_of
     from forelen.builders.engines import GenerationRequest
+    from forelen.builders.plan import sample_seed, uid_of
 
     ordered = sorted(planned, key=lambda p: (len(p.prompt_ids), p.group_id))
     return [GenerationRequest(uid_of(p.group_id, s), tuple(p.prompt_ids), max_new, temperature,

@@ -42,7 +42,7 @@ PAPER_7B = {"gflop_per_token": 2 * (6.5e9 + 152_064 * 3_584) / 1e9, "gpu": "H100
 def rows(n: int, median: int, seed: int, tokenizer) -> list[dict]:
     import numpy as np
 
-    from forelen.builders.build import load_prompts
+    from forelen.builders.planning import load_prompts
     from forelen.builders.splits import SPLITS
 
     prompts = [p.text for _, p in load_prompts(SPLITS.get("cot").sources, "prompt", n, seed)]

@@ -23,7 +23,7 @@ import numpy as np
 
 
 def real_prompts(n: int) -> list[str]:
-    from forelen.builders.build import load_prompts
+    from forelen.builders.planning import load_prompts
 
     sources = ("mmath-pkg", "gsm-symbolic", "humaneval-pkg", "ifeval-pkg", "writingbench-pkg",
                "arenahard-pkg", "alpacaeval-pkg", "longdocs-pkg")

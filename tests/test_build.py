@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FORELEN, cli_env
 
-from forelen.builders.build import (BuildOptions, PlannedPrompt, partition_of, plan_chunks,
-                                    run_build, sample_seed, truncate_middle, uid_of)
+from forelen.builders.build import BuildOptions, run_build
+from forelen.builders.plan import partition_of, sample_seed, uid_of
+from forelen.builders.planning import PlannedPrompt, plan_chunks, truncate_middle
 from forelen.dataset import DatasetFolder, sha256_file
 from forelen.errors import ForelenError
 
@@ -402,7 +403,7 @@ def test_engine_auto_is_hf_without_cuda_and_is_recorded(reference):
 def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
     import importlib.util
 
-    from forelen.builders.build import choose_engine
+    from forelen.builders.planning import choose_engine
 
     assert choose_engine("hf-static", "cuda") == ("hf-static", "chosen with --engine")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -414,7 +415,7 @@ def test_engine_auto_picks_vllm_on_cuda_where_installed(monkeypatch):
 
 
 def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
-    from forelen.builders import build
+    from forelen.builders import planning
     from forelen.builders.splits import SPLITS
     from forelen.hub import HubUnreachable
 
@@ -425,9 +426,9 @@ def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
         asked.append(tuple(specs))
         return [f"prompt from {specs[0]}"]
 
-    monkeypatch.setattr(build, "load_prompts", hub_up)
+    monkeypatch.setattr(planning, "load_prompts", hub_up)
     opts = BuildOptions(split="cot")
-    assert build.source_mix(opts, recipe, said.append) == (
+    assert planning.source_mix(opts, recipe, said.append) == (
         ["prompt from math500"], recipe.hub_sources, "paper (hub)")
     assert not said
 
@@ -437,12 +438,12 @@ def test_default_mix_is_the_papers_where_the_hub_serves_it(monkeypatch):
             raise HubUnreachable("source 'math500' needs the Hugging Face hub")
         return ["packaged prompt"]
 
-    monkeypatch.setattr(build, "load_prompts", hub_down)
-    assert build.source_mix(opts, recipe, said.append) == (
+    monkeypatch.setattr(planning, "load_prompts", hub_down)
+    assert planning.source_mix(opts, recipe, said.append) == (
         ["packaged prompt"], recipe.sources, "packaged (offline fallback)")
     assert len(said) == 1 and "building with the packaged offline mix (mmath-pkg" in said[0]
     given = dataclasses.replace(opts, sources=("x.jsonl",))
-    assert build.source_mix(given, recipe, said.append)[1:] == (("x.jsonl",), "--source")
+    assert planning.source_mix(given, recipe, said.append)[1:] == (("x.jsonl",), "--source")
 
 
 def test_manifest_records_the_mix_used(reference):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from leaderboard_records import EVIL, write_results
 
-from forelen.leaderboard.release import make_release
+from forelen.leaderboard.freeze import make_release
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BAR = (0x5B, 0x8F, 0xD9)  # svg .bar fill in the template

@@ -15,6 +15,7 @@ from leaderboard_records import CONFIGS, EVIL, PREDICTORS, make_record, write_re
 from forelen import cli
 from forelen.errors import ForelenError
 from forelen.leaderboard import release as rel
+from forelen.leaderboard.freeze import make_release
 from forelen.leaderboard.plots import histogram, line_plot, nice_ticks
 from forelen.leaderboard.ranking import metric_ranks
 from forelen.leaderboard.render import read_card, render_command, render_page
@@ -53,7 +54,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_release_freezes_records_manifest_and_page(results, tmp_path):
-    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes="first release")
+    dest = make_release("v1.0", results, tmp_path / "releases", notes="first release")
     assert dest == tmp_path / "releases" / "v1.0"
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["release"] == "v1.0" and manifest["supersedes"] is None
@@ -82,24 +83,24 @@ def test_release_freezes_records_manifest_and_page(results, tmp_path):
 
 
 def test_release_refuses_an_existing_version_and_keeps_it(results, tmp_path):
-    dest = rel.make_release("v1.0", results, tmp_path / "releases")
+    dest = make_release("v1.0", results, tmp_path / "releases")
     before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     (results / "tiny-cot" / "egtp.json").write_text(
         json.dumps(make_record("tiny-cot", "egtp", json.loads(
             (results / "tiny-cot" / "plp.json").read_text())["dataset"]["fingerprint"], None)))
     with pytest.raises(ForelenError, match=r"v1\.0 already exists.*never overwritten.*--supersedes"):
-        rel.make_release("v1.0", results, tmp_path / "releases")
+        make_release("v1.0", results, tmp_path / "releases")
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
 
 
 def test_correction_supersedes_an_existing_release(results, tmp_path):
     out = tmp_path / "releases"
-    rel.make_release("v1.0", results, out)
+    make_release("v1.0", results, out)
     with pytest.raises(ForelenError, match=r"--supersedes v0\.9: no release v0\.9"):
-        rel.make_release("v1.1", results, out, supersedes="v0.9")
+        make_release("v1.1", results, out, supersedes="v0.9")
     with pytest.raises(ForelenError, match="cannot supersede itself"):
-        rel.make_release("v1.1", results, out, supersedes="v1.1")
-    dest = rel.make_release("v1.1", results, out, supersedes="v1.0")
+        make_release("v1.1", results, out, supersedes="v1.1")
+    dest = make_release("v1.1", results, out, supersedes="v1.0")
     assert json.loads((dest / "manifest.json").read_text())["supersedes"] == "v1.0"
     assert "supersedes <strong>v1.0</strong>" in (dest / "index.html").read_text()
 
@@ -107,7 +108,7 @@ def test_correction_supersedes_an_existing_release(results, tmp_path):
 @pytest.mark.parametrize("version", ["1.0", "v1", "v1.0-rc1", "latest", "", "v1.0/../x"])
 def test_release_version_format(results, tmp_path, version):
     with pytest.raises(ForelenError, match="is not of the form vX.Y"):
-        rel.make_release(version, results, tmp_path / "releases")
+        make_release(version, results, tmp_path / "releases")
     assert not (tmp_path / "releases").exists()
 
 
@@ -117,7 +118,7 @@ def test_records_disagreeing_on_fingerprint_are_refused_naming_the_files(results
     record["dataset"]["fingerprint"] = "f" * 64
     path.write_text(json.dumps(record))
     with pytest.raises(ForelenError) as info:
-        rel.make_release("v1.0", results, tmp_path / "releases")
+        make_release("v1.0", results, tmp_path / "releases")
     message = str(info.value)
     assert "dataset fingerprint of config tiny-rl" in message and str(path) in message
     assert str(results / "tiny-rl" / "egtp.json") in message
@@ -136,7 +137,7 @@ def test_records_disagreeing_on_versions_are_refused(results, tmp_path, field):
     path.write_text(json.dumps(record))
     label = "dataset schema version" if field == "schema_version" else "record version"
     with pytest.raises(ForelenError, match=f"records disagree on the {label}: .*egtp.json"):
-        rel.make_release("v1.0", results, tmp_path / "releases")
+        make_release("v1.0", results, tmp_path / "releases")
 
 
 def test_unreadable_or_missing_records(tmp_path):
@@ -165,20 +166,20 @@ def test_interrupted_release_leaves_nothing(results, tmp_path, monkeypatch):
     real_rename = os.rename
     monkeypatch.setattr(os, "rename", boom)
     with pytest.raises(KeyboardInterrupt):
-        rel.make_release("v1.0", results, tmp_path / "releases")
+        make_release("v1.0", results, tmp_path / "releases")
     assert not (tmp_path / "releases" / "v1.0").exists()
     assert leftovers(tmp_path / "releases") == []
     monkeypatch.setattr(os, "rename", real_rename)
     monkeypatch.setattr(render, "render_page", boom)
     with pytest.raises(KeyboardInterrupt):
-        rel.make_release("v1.0", results, tmp_path / "releases")
+        make_release("v1.0", results, tmp_path / "releases")
     assert list((tmp_path / "releases").iterdir()) == []
 
 
 def test_release_reads_notes_from_a_file(results, tmp_path):
     notes = tmp_path / "NOTES.md"
     notes.write_text("Corrected the rl records.\n")
-    dest = rel.make_release("v2.0", results, tmp_path / "releases", notes=str(notes))
+    dest = make_release("v2.0", results, tmp_path / "releases", notes=str(notes))
     assert json.loads((dest / "manifest.json").read_text())["notes"] == "Corrected the rl records."
 
 
@@ -253,7 +254,7 @@ def test_page_without_end_to_end_or_dataset(tmp_path):
 
 def test_page_is_self_contained_and_escapes_data(tmp_path):
     results = write_results(tmp_path / "results", tmp_path / "data", evil=True)
-    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes=EVIL)
+    dest = make_release("v1.0", results, tmp_path / "releases", notes=EVIL)
     page = (dest / "index.html").read_text()
     assert "<b>bold</b>" not in page and 'alert("x")' not in page
     assert page.count("<script") == 2  # the manifest JSON and the sorting code, nothing injected
@@ -274,7 +275,7 @@ def test_page_is_deterministic(results, tmp_path):
 
 def test_render_command_previews_results_and_releases(results, tmp_path, monkeypatch):
     assert render_command(None, str(results), None) == results / "index.html"
-    dest = rel.make_release("v1.0", results, tmp_path / "releases")
+    dest = make_release("v1.0", results, tmp_path / "releases")
     with pytest.raises(ForelenError, match="frozen release"):
         render_command(str(dest), None, str(dest / "index.html"))
     monkeypatch.chdir(tmp_path)
@@ -407,12 +408,12 @@ def test_release_refuses_records_with_another_seed_or_simulator_settings(results
     body["protocol"]["seed"] = 7
     path.write_text(json.dumps(body))
     with pytest.raises(ForelenError, match="disagree on the seed"):
-        rel.make_release("v9.0", results, tmp_path / "rel")
+        make_release("v9.0", results, tmp_path / "rel")
     body["protocol"]["seed"] = 42
     body["end_to_end"]["settings"]["slots"] = 99
     path.write_text(json.dumps(body))
     with pytest.raises(ForelenError, match="simulator settings"):
-        rel.make_release("v9.0", results, tmp_path / "rel")
+        make_release("v9.0", results, tmp_path / "rel")
 
 
 def test_card_markdown_and_links_cannot_inject_script():
@@ -563,7 +564,7 @@ def test_release_refuses_records_from_a_dirty_tree(results, tmp_path, monkeypatc
     assert str(results / first) in line and "0123abc+dirty" in line and "--allow-dirty" in line
     assert not out.exists() or not list(out.iterdir())
     with pytest.raises(ForelenError, match="dirty tree"):
-        rel.make_release("v1.0", results, out)
+        make_release("v1.0", results, out)
 
 
 def test_allow_dirty_releases_and_lists_the_dirty_records(results, tmp_path, monkeypatch, capsys):
@@ -586,7 +587,7 @@ def test_allow_dirty_releases_and_lists_the_dirty_records(results, tmp_path, mon
 
 def test_clean_records_release_without_a_dirty_list(results, tmp_path):
     """The synthetic records name a clean commit (not the test tree's, which may be dirty)."""
-    dest = rel.make_release("v1.0", results, tmp_path / "releases", notes="first release")
+    dest = make_release("v1.0", results, tmp_path / "releases", notes="first release")
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["dirty_records"] == [] and manifest["notes"] == "first release"
     assert "dirty_records" not in (dest / "README.md").read_text()

@@ -155,7 +155,7 @@ def test_rank_correlations_against_brute_force():
 
 def test_partitions_are_pinned():
     """Published partitions must never reshuffle: these values are fixed forever."""
-    from forelen.builders.build import partition_of
+    from forelen.builders.plan import partition_of
 
     assert [partition_of(g) for g in ("gsm8k:0", "math500:17", "ifeval:1000",
                                       "longbench:qasper:3", "file:p.jsonl:p00")] == [

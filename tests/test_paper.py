@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forelen.leaderboard import release as rel
+from forelen.leaderboard.freeze import make_release
 from forelen.leaderboard.paper import hypothesis, paper_comparison, verdict
 from forelen.metrics import OBSERVED_STEPS
 from forelen.simulator.endtoend import Scenario, SimSettings, series
@@ -235,7 +236,7 @@ def test_release_page_shows_the_comparison(tmp_path):
         path = results / "m-cot" / f"{n}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r))
-    dest = rel.make_release("v0.1.0", results, tmp_path / "releases",
+    dest = make_release("v0.1.0", results, tmp_path / "releases",
                             notes="# Notes\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     manifest = json.loads((dest / "manifest.json").read_text())
     claims = {c["id"]: c for c in manifest["paper_comparison"]["claims"]}

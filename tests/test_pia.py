@@ -114,7 +114,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 def _table(tokenizer, prompts, meta=None) -> FeatureTable:
-    from forelen.builders.build import render
+    from forelen.builders.template import render
 
     rendered = np.array([render(tokenizer, p) for p in prompts], dtype=object)
     groups = np.array([f"g{i}" for i in range(len(prompts))], dtype=object)
@@ -123,7 +123,7 @@ def _table(tokenizer, prompts, meta=None) -> FeatureTable:
 
 
 def test_recover_user_text(tiny_tokenizer):
-    from forelen.builders.build import render
+    from forelen.builders.template import render
 
     for p in PROMPTS:
         assert recover_user_text(tiny_tokenizer, render(tiny_tokenizer, p)) == p
@@ -131,7 +131,7 @@ def test_recover_user_text(tiny_tokenizer):
 
 
 def test_query_appends_instruction_to_user_turn(tiny_model_dir, tiny_tokenizer):
-    from forelen.builders.build import render
+    from forelen.builders.template import render
 
     pred = PIA(model=str(tiny_model_dir))
     query, ok = pred._query(tiny_tokenizer, render(tiny_tokenizer, "Hi."), report=True)

@@ -14,7 +14,7 @@ from forelen import cli
 from forelen.builders import push as dataset_push
 from forelen.errors import ForelenError
 from forelen.leaderboard import push
-from forelen.leaderboard.release import make_release
+from forelen.leaderboard.freeze import make_release
 
 
 class FakeApi:

@@ -480,12 +480,13 @@ def test_the_vllm_path_builds_its_trace_and_ranks_before_submission(built, monke
 
     given = {}
 
-    def fake_serve(location, dtype, trace, policy, keys, slots, eos, seed=0):
+    def fake_serve(location, dtype, trace, policy, keys, slots, eos, served, seed=0):
         given[policy] = (len(trace), list(keys), eos)
-        return [Served(r.uid, r.arrival_s, len(r.prompt_ids), first_token_s=r.arrival_s + 0.1,
-                       admitted_s=r.arrival_s + 0.1, finish_s=r.arrival_s + 1.0 + i,
-                       tokens=r.recorded_tokens, key=float(k))
-                for i, (r, k) in enumerate(zip(trace, keys))]
+        for i, (r, k, s) in enumerate(zip(trace, keys, served)):
+            assert isinstance(s, Served) and (s.uid, s.arrival_s) == (r.uid, r.arrival_s)
+            s.first_token_s = s.admitted_s = r.arrival_s + 0.1
+            s.finish_s, s.tokens, s.key = r.arrival_s + 1.0 + i, r.recorded_tokens, float(k)
+        return served
 
     monkeypatch.setattr(replay_vllm, "serve", fake_serve)
     result = serve(built, policies=("fcfs", "sjf:prompt-length", "oracle"), engine="vllm",

@@ -193,7 +193,7 @@ def test_the_chat_split_samples_as_a_chat_deployment():
 def test_a_conversation_is_rendered_with_the_chat_template():
     from conftest import _make_tokenizer
 
-    from forelen.builders.build import plan_prompts
+    from forelen.builders.planning import plan_prompts
     from forelen.builders.splits import SPLITS
 
     tokenizer = _make_tokenizer()

@@ -359,7 +359,7 @@ def test_unknown_source_suggests_close_match():
 
 
 def _partitions_by(prompts, key) -> dict:
-    from forelen.builders.build import partition_of
+    from forelen.builders.plan import partition_of
 
     out: dict = {}
     for p in prompts:

@@ -22,9 +22,7 @@ from forelen.builders.push import push_dataset
 from forelen.builders.sources import SOURCES
 from forelen.builders.splits import SPLITS
 from forelen.errors import ForelenError
-from forelen.leaderboard.push import push_leaderboard
-from forelen.leaderboard.release import PAGE, load_records, make_release
-from forelen.models import MODELS, availability
+from forelen.models import MODELS, availability, quiet_libraries
 
 
 def _defaults(cls) -> SimpleNamespace:
@@ -151,7 +149,7 @@ def build(
     skip_complete: bool = typer.Option(BUILD.skip_complete, help="Leave a config that is already built as it is."),
 ):
     """Generate a split with an open model and record lengths, entropies and hidden states."""
-    _quiet_libraries()
+    quiet_libraries()
     console = _console()
     opts = BuildOptions(split=split, model=model, engine=engine, sources=tuple(source or ()),
                         prompt_column=prompt_column, turns=turns, limit=limit,
@@ -248,7 +246,7 @@ def import_(
 ):
     """Import existing responses (serving logs, ShareGPT conversations, the ForeLen release,
     tables) as configs."""
-    _quiet_libraries()
+    quiet_libraries()
     console = _console()
     opts = ImportOptions(source=source, model=model, tokenizer=tokenizer,
                          generator_name=generator_name, split=split, format=format, turns=turns,
@@ -351,12 +349,12 @@ def evaluate(
         if given:
             raise ForelenError(f"--from scores a saved predictor as it was fitted; {given[0]} "
                                "does not go with it")
-        _quiet_libraries()
+        quiet_libraries()
         records = evaluate_saved_command(from_, data, config, seed, results, _console())
     elif not predictor:
         raise ForelenError("give --predictor NAME (fit and score) or --from DIR (a saved one)")
     else:
-        _quiet_libraries()
+        quiet_libraries()
         records = evaluate_command(predictor_values(predictor, tuple(family or ())),
                                    data or "forelen", config or "all",
                                    42 if seed is None else seed, results, _console(),
@@ -383,7 +381,7 @@ def fit(
     loads it."""
     from forelen.leaderboard.report import fit_command
 
-    _quiet_libraries()
+    quiet_libraries()
     fit_command(predictor, data, config, seed, out, overwrite, _console(), predictor_args)
     print(out)
 
@@ -444,7 +442,7 @@ def simulate(
 
     settings = settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
                                      static_slots)
-    _quiet_libraries()
+    quiet_libraries()
     records = []
     for name in predictor_values(predictor, tuple(family or ())):
         records += simulate_command(name, data, config, batching.value, settings, results,
@@ -463,7 +461,7 @@ def profile(
     """Time the hf engine's prefill and decode steps here; fit the simulator's cost model."""
     from forelen.simulator.cli import profile_command
 
-    _quiet_libraries()
+    quiet_libraries()
     profile_command(model, device, dtype, out, _console())
 
 
@@ -527,7 +525,7 @@ def replay(
 
     policies = tuple(dict.fromkeys(v.strip() for value in (policy or ["fcfs,sjf"])
                                    for v in value.split(",") if v.strip()))
-    _quiet_libraries()
+    quiet_libraries()
     console = _console()
     result = run(ReplayOptions(data=data, config=config, policies=policies, predictor=predictor,
                                saved=from_, rate=rate, utilisation=utilisation,
@@ -560,6 +558,9 @@ def leaderboard_release(
                                           "ending in +dirty); the notes and manifest list them."),
 ):
     """Freeze result records into an immutable release: manifest, records and index.html."""
+    from forelen.leaderboard.freeze import make_release
+    from forelen.leaderboard.release import PAGE
+
     dest = make_release(version, results, out, supersedes, notes, allow_dirty=allow_dirty)
     _console().print(f"[green]released[/green] {version} in {dest}")
     print(dest / PAGE)
@@ -588,6 +589,7 @@ def leaderboard_compare(
 ):
     """Pair every record of a config with a baseline: MAE difference, BCa interval, Holm's p."""
     from forelen.leaderboard.compare import compare, format_table
+    from forelen.leaderboard.release import load_records
 
     root = Path(results)
     if (root / "records").is_dir():
@@ -613,6 +615,8 @@ def leaderboard_push(
     private: bool = typer.Option(False, help="Create the repo private."),
 ):
     """Upload a release to the hub as a static Space (index.html at the root) or a dataset repo."""
+    from forelen.leaderboard.push import push_leaderboard
+
     print(push_leaderboard(folder, repo_id, repo_type, private, tag))
 
 
@@ -744,16 +748,6 @@ def _listing(kind: str):
 
     rows = [vars(e.info) for _, e in ENGINES.items()]
     return rows, ["name", "description", "devices", "requires"]
-
-
-def _quiet_libraries() -> None:
-    import os
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _out_of_memory() -> None:

@@ -38,11 +38,12 @@ import re
 
 import numpy as np
 
+from forelen.columns import ragged
 from forelen.dataset import MANIFEST, DatasetFolder
 from forelen.errors import ForelenError
 from forelen.leaderboard.records import dataset_fingerprint
 from forelen.metrics import OBSERVED_STEPS
-from forelen.tables import _ragged
+from forelen.schema import resolve_layer
 
 FORM = "compact"
 # 1: every kept layer held STATE_STEPS and MEAN_STEPS; 2: each layer holds its readers' steps
@@ -104,8 +105,6 @@ class StepSummary:
 def layer_steps(layer: int, layers: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(state steps, mean steps) kept for `layer` of the recorded `layers`: the reads of the
     predictors whose default layer it is (`READS`), or the union where it is no default's."""
-    from forelen.predictors import resolve_layer
-
     roles = [role for role in READS if resolve_layer(role, layers) == layer]
     if len(roles) != 1:
         return STATE_STEPS, MEAN_STEPS
@@ -179,7 +178,7 @@ def _compact_table(table, layers: list[int], keep: list[int]):
         if layer not in keep:
             continue
         steps = layer_steps(layer, layers)
-        rows = [summarise(s, *steps) for s in _ragged(col, dim)]
+        rows = [summarise(s, *steps) for s in ragged(col, dim)]
         vec = pa.list_(pa.list_(pa.float16(), dim))
 
         def vectors(arrs):

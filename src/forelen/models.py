@@ -318,6 +318,18 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def quiet_libraries() -> None:
+    """transformers' warnings and progress bars off, and the tokenizers' fork warning: what a
+    command prints is its own."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def pick_device(device: str) -> str:
     """`auto`: a CUDA GPU if there is one, else the CPU; a CUDA device asked for and absent is
     refused in one line."""

@@ -83,7 +83,7 @@ PAGE_ONLY = ("leaderboard/render.py", "leaderboard/ranking.py", "leaderboard/pap
              "leaderboard/plots.py", "leaderboard/push.py", "leaderboard/templates", "cli.py",
              "card.py", "cards")
 # Not predictor families: the shared parts of `predictors/`, hashed with the evaluation code.
-_SHARED_PREDICTOR_FILES = ("__init__.py", "checks.py")
+_SHARED_PREDICTOR_FILES = ("__init__.py", "base.py", "checks.py")
 
 
 def _is_family(rel: str) -> bool:
@@ -112,8 +112,12 @@ def _imported(path: Path, modules: dict[str, Path]) -> set[str]:
     import ast
 
     tree = ast.parse(path.read_bytes())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
     names: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -38,12 +38,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from forelen import replay_vllm
-from forelen.builders.build import load_prompts, plan_prompts
 from forelen.builders.engines import EngineSettings, GenerationRequest
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.sampling import eos_ids
 from forelen.builders.engines.scheduler import WaitQueue, preemption_victim
 from forelen.builders.plan import sample_seed, uid_of
+from forelen.builders.planning import load_prompts, plan_prompts
 from forelen.builders.splits import SPLITS
 from forelen.dataset import atomic_write_bytes
 from forelen.errors import ForelenError
@@ -56,8 +56,8 @@ from forelen.predictors._saved import layers_read, load, mismatch
 from forelen.provenance import machine
 from forelen.simulator import policies
 from forelen.simulator.cost import CostModel, fit_cost_model, load_cost_model
-from forelen.simulator.profile import profile_engine
 from forelen.simulator.engine import simulate
+from forelen.simulator.profile import profile_engine
 from forelen.simulator.requests import Workload
 from forelen.stats import SEED, group_means, interval
 from forelen.stats import settings as stats_settings
@@ -1079,7 +1079,9 @@ def _serve_vllm(o: ReplayOptions, build: dict, resolved, tokenizer, trace, polic
         generation = GenerationConfig()
     eos = eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
     served = replay_vllm.serve(location, build.get("dtype") or "auto", trace, policy, keys,
-                               o.slots, eos, seed=o.seed)
+                               o.slots, eos,
+                               [Served(r.uid, r.arrival_s, len(r.prompt_ids)) for r in trace],
+                               seed=o.seed)
     for s, ms in zip(served, predict_ms):
         s.predict_ms = float(ms)
     return served, None, o.slots, {}

@@ -62,13 +62,12 @@ def priorities(keys) -> list[int]:
     return [int(o) for o in order]  # ranks: the same order, ties broken by arrival
 
 
-def serve(model: str, dtype: str, trace, policy: str, keys, slots: int, eos: set[int],
+def serve(model: str, dtype: str, trace, policy: str, keys, slots: int, eos: set[int], served,
           seed: int = 0, gpu_memory_utilization: float = 0.85):
-    """Serve `trace` (replay.TraceRequest, arrival order) through vLLM at their arrival times;
-    returns replay.Served per request."""
+    """Serve `trace` (replay.TraceRequest, arrival order) through vLLM at their arrival times,
+    filling in `served` (replay.Served, one per request: uid, arrival and prompt tokens set);
+    returns it."""
     import asyncio
-
-    from forelen.replay import Served
 
     try:
         from vllm import SamplingParams
@@ -84,8 +83,8 @@ def serve(model: str, dtype: str, trace, policy: str, keys, slots: int, eos: set
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
         model=model, dtype=dtype, scheduling_policy="priority", max_num_seqs=slots, seed=seed,
         gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=False))
-    served = [Served(r.uid, r.arrival_s, len(r.prompt_ids), key=float(k))
-              for r, k in zip(trace, prio)]
+    for s, k in zip(served, prio):
+        s.key = float(k)
 
     async def one(i: int, start: float) -> None:
         req, s = trace[i], served[i]

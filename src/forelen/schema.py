@@ -13,6 +13,8 @@ Alignment of token-level features (position-aligned with the hidden states they 
 
 from __future__ import annotations
 
+from forelen.errors import ForelenError
+
 SCHEMA_VERSION = 1
 POOLINGS = ("egtp", "mean", "max", "last")
 
@@ -75,3 +77,14 @@ def features(hidden_size: int, layers: list[int], first_k: int | None = None,
         if first_k:
             spec[first_k_column(first_k, layer)] = vec
     return Features(spec)
+
+
+def resolve_layer(layer, layers: list[int]) -> int:
+    """`final`: the deepest recorded layer; `mid`: the shallowest (about a third of the depth)."""
+    if layer == "final":
+        return max(layers)
+    if layer == "mid":
+        return min(layers)
+    if int(layer) not in layers:
+        raise ForelenError(f"layer {layer} was not recorded; recorded layers: {layers}")
+    return int(layer)

@@ -13,6 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
+from forelen.columns import ragged
+from forelen.compact import assemble
 from forelen.errors import ForelenError
 
 LAYER_RE = re.compile(r"^(?:egtp|mean|max|last|step_states)_l(\d+)$")
@@ -59,21 +61,6 @@ class FeatureTable(Mapping):
                       | set(self.meta.get("recorded_layers", [])))
 
 
-def _ragged(chunked, depth_dim: int | None = None) -> np.ndarray:
-    """list<...> Arrow column -> object array of numpy arrays, one per row, dtype preserved."""
-    arr = chunked.combine_chunks()
-    offsets = arr.offsets.to_numpy()
-    values = arr.values
-    if depth_dim is not None:  # list<fixed_size_list<float16>[D]>
-        flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, depth_dim)
-    else:
-        flat = values.to_numpy(zero_copy_only=False)
-    out = np.empty(len(arr), dtype=object)
-    for i in range(len(arr)):
-        out[i] = flat[offsets[i]: offsets[i + 1]]
-    return out
-
-
 def from_arrow(table, meta: dict | None = None) -> FeatureTable:
     """Convert an Arrow table of schema v1 rows into a FeatureTable (float16 stays float16)."""
     import pyarrow as pa
@@ -88,11 +75,9 @@ def from_arrow(table, meta: dict | None = None) -> FeatureTable:
         elif pa.types.is_list(typ):
             inner = typ.value_type
             dim = inner.list_size if pa.types.is_fixed_size_list(inner) else None
-            cols[name] = _ragged(col, dim)
+            cols[name] = ragged(col, dim)
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
     if any(n.startswith("step_held_l") for n in cols):  # a compact config (src/forelen/compact.py)
-        from forelen.compact import assemble
-
         cols = assemble(cols)
     return FeatureTable(cols, meta)

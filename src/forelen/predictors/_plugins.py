@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 
 from forelen.errors import ForelenError
+from forelen.predictors.base import PREDICTORS, Predictor, PredictorInfo
+from forelen.predictors.checks import check_predictor as run_checks
 
 ENTRY_POINTS = "forelen.predictors"
 
@@ -41,8 +43,6 @@ def entry_points() -> dict:
 
 def load(spec: str) -> tuple[type, dict]:
     """(class, origin) for a registered name, an entry point, or a plugin spec."""
-    from forelen.predictors import PREDICTORS
-
     if not is_spec(spec):
         if spec in PREDICTORS:
             return PREDICTORS.get(spec), {"kind": "registered"}
@@ -107,8 +107,6 @@ def _distribution(module_name: str, module) -> dict:
 
 
 def _checked(cls, spec: str) -> type:
-    from forelen.predictors import Predictor, PredictorInfo
-
     if not (inspect.isclass(cls) and issubclass(cls, Predictor)):
         raise ForelenError(f"--predictor {spec!r} is not a subclass of "
                            "forelen.predictors.Predictor")
@@ -150,6 +148,4 @@ def params_key(pred) -> tuple[str, dict]:
 def check_predictor(cls_or_instance, n: int = 48) -> None:
     """Every named contract check of `forelen.predictors.checks` on a class (or a configured
     instance): the same checks as the project's own contract test."""
-    from forelen.predictors.checks import check_predictor as run  # it imports forelen.predictors
-
-    run(cls_or_instance, n)
+    run_checks(cls_or_instance, n)

@@ -42,7 +42,9 @@ import numpy as np
 
 from forelen import __version__
 from forelen.errors import ForelenError
+from forelen.predictors._plugins import load as load_spec
 from forelen.predictors._plugins import params_key
+from forelen.predictors.base import PREDICTORS, NotFittedError, Predictor
 from forelen.provenance import git_commit, library_versions
 from forelen.schema import column_names
 
@@ -219,8 +221,6 @@ def save(pred, out, meta: dict | None = None, overwrite: bool = False) -> Path:
     """Write a fitted predictor to the folder `out`, atomically; `meta`: what `forelen fit` knows
     beyond the predictor itself (`fitted_on`, `fit`, `provenance`; see src/forelen/leaderboard/evaluate.py).
     Returns the folder."""
-    from forelen.predictors import NotFittedError
-
     out = Path(out)
     check_out(out, overwrite)
     try:
@@ -261,8 +261,6 @@ def describe(pred) -> dict:
     """The predictor's identity and hyper-parameters (JSON-encoded: tuples stay tuples), and
     where its class is found again: the registry, else its module (`forelen fit` puts the plugin
     spec it was given in their place)."""
-    from forelen.predictors import PREDICTORS
-
     info, cls = pred.info, type(pred)
     key, changed = params_key(pred)
     registered = info.name in PREDICTORS and PREDICTORS.get(info.name) is cls
@@ -371,8 +369,6 @@ def read_fitted(root: Path) -> dict:
 def load(path, expect: type | None = None):
     """(fitted predictor, its predictor.json) from a saved folder. `expect`: the class
     `Cls.load` was called on; a folder holding another predictor is refused."""
-    from forelen.predictors import Predictor
-
     root = Path(path)
     meta = read_meta(root)
     files = {meta["tensors"]["file"]: meta["tensors"]["sha256"], **meta.get("files", {})}
@@ -399,14 +395,12 @@ def load(path, expect: type | None = None):
 def saved_class(meta: dict, root: Path) -> type:
     """The class a saved predictor was fitted as: registered by name, or a plugin re-imported
     from its spec; refused when this forelen's version of it predicts differently."""
-    from forelen.predictors import PREDICTORS, load_predictor
-
     p = meta["predictor"]
     origin = p.get("origin") or {"kind": "registered"}
     if origin.get("kind") == "registered":
         cls = PREDICTORS.get(p["name"])
     else:
-        cls, _ = load_predictor(p["spec"])
+        cls, _ = load_spec(p["spec"])
     if cls.info.version != p["version"]:
         raise ForelenError(
             f"{root} holds {p['name']} version {p['version']} (forelen "

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from forelen.metrics import OBSERVED_STEPS
-from forelen.predictors import Predictor, resolve_layer
+from forelen.predictors import Predictor
+from forelen.schema import resolve_layer
 
 
 def step_rows(y, states, steps=OBSERVED_STEPS, first: int = 0) -> tuple[np.ndarray, ...]:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from forelen.metrics import OBSERVED_STEPS
-from forelen.predictors import NotFittedError, Predictor
+from forelen.predictors.base import NotFittedError, Predictor
 from forelen.tables import FeatureTable
 
 

@@ -32,7 +32,7 @@ partition rather than Alpaca-10k, and training runs in float32 micro-batches of 
 times (the repository: bf16, 2 x 16).
 
 Where the instruction goes: the `prompt` column holds the chat-templated prompt the generator saw
-(`builders.build.render`). The user text is recovered by rendering a sentinel with the same
+(`builders.template.render`). The user text is recovered by rendering a sentinel with the same
 tokenizer: the template's text before and after the sentinel must be a prefix and a suffix of the
 stored prompt, and what lies between them is the user content. The instruction is appended to that
 content and the turn is rendered again, so the model sees exactly the paper's user message inside

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from forelen.dataset import atomic_write_bytes
 from forelen.simulator.cost import CostModel, load_cost_model
-from forelen.simulator.profile import profile_hf
 from forelen.simulator.endtoend import SimSettings
+from forelen.simulator.profile import profile_hf
 
 
 def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
