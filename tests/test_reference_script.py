@@ -210,6 +210,30 @@ def test_release_passes_allow_dirty_only_when_asked(tmp_path, monkeypatch):
     assert calls[1] == [*calls[0], "--allow-dirty"]
 
 
+def test_a_release_takes_its_records_out_of_the_ledger(tmp_path, monkeypatch):
+    """The release phase moves records: once `forelen leaderboard release` has frozen them, the
+    ledger keeps none the release holds byte for byte, and keeps a record the release lacks."""
+    ledger, releases = tmp_path / "l", tmp_path / "releases"
+    for config, name, text in (("c1", "egtp", "a"), ("c1", "plp", "b"), ("c2", "egtp", "c")):
+        (ledger / "results" / config).mkdir(parents=True, exist_ok=True)
+        (ledger / "results" / config / f"{name}.json").write_text(text)
+
+    def release(argv, env):  # as make_release does: the records copied into the release
+        dest = releases / argv[2] / "records"
+        shutil.copytree(ledger / "results", dest)
+        (dest / "c2" / "egtp.json").write_text("c, rounded differently")
+
+    monkeypatch.setattr(reference, "pending", lambda args, splits: [])
+    monkeypatch.setattr(reference, "write_notes", lambda args, splits: "notes")
+    monkeypatch.setattr(reference, "forelen", release)
+    assert reference.main(["--phase", "release", "--version", "v9.9.9", "--out", str(tmp_path / "ds"),
+                           "--ledger", str(ledger), "--releases", str(releases)]) == 0
+    assert sorted(p.relative_to(ledger).as_posix() for p in ledger.rglob("*.json")) == [
+        "results/c2/egtp.json"]
+    assert not (ledger / "results" / "c1").exists()
+    assert len(list((releases / "v9.9.9" / "records").rglob("*.json"))) == 3
+
+
 def _record(path: Path, **changes) -> tuple[Path, dict]:
     """A record made by the code installed now, and the log entry of the phase run that made it."""
     from forelen.predictors import PREDICTORS
@@ -310,7 +334,7 @@ def test_release_accepts_only_records_lost_with_the_dataset(tmp_path):
     name each missing record and why. A dataset on disk still has to be evaluated."""
     from types import SimpleNamespace
 
-    if reference._git("status", "--porcelain", "--", *reference.EVAL_CODE).stdout.strip():
+    if reference._git("status", "--porcelain", "--", *reference.record_code()).stdout.strip():
         pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
     ledger = tmp_path / "ledger"
     (ledger / "builds").mkdir(parents=True)
@@ -349,7 +373,7 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     code, evaluates nothing: each record is kept as up to date."""
     from forelen.builders.build import BuildOptions, run_build
 
-    if reference._git("status", "--porcelain", "--", *reference.EVAL_CODE).stdout.strip():
+    if reference._git("status", "--porcelain", "--", *reference.record_code()).stdout.strip():
         pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
     out = tmp_path / "ds"
     run_build(BuildOptions(split="rl", model=str(tiny_model_dir), sources=(str(prompts_file),),

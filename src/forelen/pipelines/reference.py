@@ -36,6 +36,7 @@ it completes, so no finished job is lost with a machine; once all are in, they a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -371,12 +372,22 @@ def verify(args, splits, env) -> bool:
 
 
 # The code a record depends on is in the record (`code`: forelen.provenance.code_provenance),
-# which `reusable` compares with the installed code. EVAL_CODE is the same set as git paths: the
-# evaluate phase refuses to run while any of it is uncommitted, since a reference record names the
-# commit that made it. PAGE_ONLY draws, publishes or describes records and never runs while one is
-# made (tests/test_reference_script.py checks that an evaluation does not import it).
+# which `reusable` compares with the installed code. `record_code` is the same set as git paths:
+# the evaluate phase refuses to run while any of it is uncommitted, since a reference record names
+# the commit that made it. Everything else (the builder, the page, this pipeline) may be edited
+# while an evaluation runs (tests/test_reference_script.py checks that an evaluation loads no file
+# its records do not hash).
 PAGE_ONLY = tuple(f"src/forelen/{p}" for p in provenance.PAGE_ONLY)
-EVAL_CODE = ("src/forelen", "pyproject.toml", *(f":(exclude){path}" for path in PAGE_ONLY))
+
+
+def record_code() -> list[str]:
+    """The files every registered predictor's records hash, as paths in the checkout, with
+    pyproject.toml (the dependency pins)."""
+    files = set(provenance._evaluation_files())
+    for _, cls in PREDICTORS.items():
+        files |= set(provenance.predictor_files(cls))
+    return sorted({f.relative_to(CHECKOUT).as_posix() for f in files
+                   if f.is_relative_to(CHECKOUT)} | {"pyproject.toml"})
 
 
 def _git(*a: str) -> subprocess.CompletedProcess:
@@ -390,7 +401,7 @@ def code_commit() -> str | None:
     head = _git("rev-parse", "HEAD")
     if head.returncode:
         return None
-    dirty = _git("status", "--porcelain", "--", *EVAL_CODE).stdout.split("\n")
+    dirty = _git("status", "--porcelain", "--", *record_code()).stdout.split("\n")
     dirty = [line[3:] for line in dirty if line.strip()]
     if dirty:
         raise SystemExit(f"reference: uncommitted changes to the evaluation code ({', '.join(dirty)}):"
@@ -521,6 +532,23 @@ def release(args, splits, env) -> None:
     forelen(["leaderboard", "release", args.version, "--results", args.results,
              "--out", args.releases, "--notes", str(notes),
              *(["--allow-dirty"] if getattr(args, "allow_dirty", False) else [])], env)
+    moved = hand_over(Path(args.results), Path(args.releases) / args.version / "records")
+    print(f"release {args.version}: {moved} record(s) moved from {args.results} into it (the "
+          "release keeps them; the ledger keeps none twice)", flush=True)
+
+
+def hand_over(results: Path, records: Path) -> int:
+    """Remove from the ledger's `results` each record the release at `records` now holds, byte for
+    byte: a released record lives in its release only. Returns how many were removed."""
+    moved = 0
+    for path in sorted(records.glob("*/*.json")):
+        mine = results / path.relative_to(records)
+        if mine.is_file() and mine.read_bytes() == path.read_bytes():
+            mine.unlink()
+            moved += 1
+            with contextlib.suppress(OSError):
+                mine.parent.rmdir()  # once the config has no record left
+    return moved
 
 
 # -- measurements ------------------------------------------------------------------------------------
