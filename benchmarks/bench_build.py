@@ -183,7 +183,7 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from forelen.builders.engines import EngineSettings
+    from forelen.builders.engines import HFSettings
     from forelen.builders.recorder import default_layers
     from forelen.models import load_model, resolve_model
 
@@ -193,7 +193,7 @@ def main() -> None:
     layers = default_layers(model.config.num_hidden_layers)
     print(f"{args.model} ({revision}, {model.dtype}) on {machine()}; slots {args.slots}, "
           f"attention {args.attention}, static batch {args.static_batch}{', quick' if q else ''}")
-    settings = EngineSettings(slots=args.slots, attention=args.attention, layers=tuple(layers))
+    settings = HFSettings(slots=args.slots, attention=args.attention, layers=tuple(layers))
     cot = planned_prompts(tokenizer, "cot", sizes["cot"][0])
     scenarios = {
         "cot": requests(cot, 1, sizes["cot"][1], 0.6, 0.95),

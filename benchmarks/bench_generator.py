@@ -62,12 +62,12 @@ def decode_tok_s(model, ids, new: int) -> dict:
 def build_tok_s(model, tokenizer, n_prompts: int, new: int, slots: int) -> dict:
     from bench_build import planned_prompts, requests
 
-    from forelen.builders.engines import EngineSettings
+    from forelen.builders.engines import HFSettings
     from forelen.builders.engines.hf import HFEngine
     from forelen.builders.recorder import default_layers
 
     reqs = requests(planned_prompts(tokenizer, "cot", n_prompts), 1, new, 0.6, 0.95)
-    settings = EngineSettings(slots=slots, layers=tuple(default_layers(model.config.num_hidden_layers)),
+    settings = HFSettings(slots=slots, layers=tuple(default_layers(model.config.num_hidden_layers)),
                               max_prompt_tokens=max(len(r.prompt_ids) for r in reqs),
                               max_new_tokens=new)
     engine = HFEngine(model, tokenizer, settings)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_engine_hf import TEXTS, requests_for
 
-from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines import GenerationRequest, HFSettings
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.hf_static import HFStaticEngine
 from forelen.builders.recorder import Recorder
@@ -28,7 +28,7 @@ def rl_requests(tokenizer, samples: int = 3, max_new=(6, 12, 20)) -> list[Genera
 def engine(model, tokenizer, **kw) -> HFEngine:
     kw.setdefault("layers", LAYERS)
     kw.setdefault("steps", STEPS)
-    return HFEngine(model, tokenizer, EngineSettings(**kw))
+    return HFEngine(model, tokenizer, HFSettings(**kw))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,11 +157,11 @@ def test_kv_budget_bounds_the_slots(tiny_model):
     eng = engine(model, tokenizer, slots=64)
     # tiny: 3 layers x 2 KV heads x 8 dims x 2 (K, V) x 4 bytes = 384 bytes a token
     per_slot = 384 * (100 + 20)
-    eng.settings = EngineSettings(slots=64, kv_budget_gib=per_slot * 6 / 2**30)
+    eng.settings = HFSettings(slots=64, kv_budget_gib=per_slot * 6 / 2**30)
     assert eng.slot_count(100, 20) == 5  # one slot is the prefill scratch
-    eng.settings = EngineSettings(slots=3, kv_budget_gib=1.0)
+    eng.settings = HFSettings(slots=3, kv_budget_gib=1.0)
     assert eng.slot_count(100, 20) == 3
-    eng.settings = EngineSettings(kv_budget_gib=per_slot * 1.5 / 2**30)
+    eng.settings = HFSettings(kv_budget_gib=per_slot * 1.5 / 2**30)
     with pytest.raises(ForelenError, match="cannot hold one prompt of 100 tokens plus 20"):
         eng.slot_count(100, 20)
 

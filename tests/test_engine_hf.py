@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from forelen.builders.engines import ENGINES, EngineSettings, Generation, GenerationRequest, finish
+from forelen.builders.engines import (ENGINES, BatchSettings, Generation, GenerationRequest, HFSettings,
+                                      finish)
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.hf_static import HFStaticEngine, _SeededSampler
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
@@ -158,7 +159,7 @@ KINDS = ["hf", "hf-static"]
 def make_engine(kind: str, model, tokenizer, width: int, record: bool = False):
     """`width`: slots of the continuous engine, batch size of the static one."""
     if kind == "hf":
-        return HFEngine(model, tokenizer, EngineSettings(slots=width, record=record))
+        return HFEngine(model, tokenizer, HFSettings(slots=width, record=record))
     return HFStaticEngine(model, tokenizer, batch_size=width)
 
 
@@ -167,10 +168,10 @@ def test_engine_registry_and_eos_ids(tiny_model):
     assert ENGINES.get("hf") is HFEngine and ENGINES.get("hf-static") is HFStaticEngine
     HFEngine.check("cpu")
     assert eos_ids(model, tokenizer) == {tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    static = HFStaticEngine.create(model, tokenizer, None, EngineSettings(batch_size=4))
+    static = HFStaticEngine.create(model, tokenizer, None, BatchSettings(batch_size=4))
     assert static.batch_size == 4 and static.pad_id == tokenizer.pad_token_id
     assert not static.records_features
-    engine = HFEngine.create(model, tokenizer, None, EngineSettings(slots=5))
+    engine = HFEngine.create(model, tokenizer, None, HFSettings(slots=5))
     assert engine.records_features and engine.settings.slots == 5
 
 

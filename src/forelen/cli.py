@@ -126,7 +126,7 @@ def build(
              "0.1's name)."),
     slots: int = typer.Option(BUILD.slots, help="hf: sequences decoded together, at most."),
     kv_budget: float = typer.Option(
-        4.0, "--kv-budget-gib", "--kv-budget",
+        BUILD.kv_budget, "--kv-budget-gib", "--kv-budget",
         help="hf: GiB for the slot KV cache, which bounds the slots (--kv-budget is 0.1's name)."),
     attention: str = typer.Option(BUILD.attention, help="hf: decode attention kernel: sdpa, grouped, eager."),
     prefill_chunk: int = typer.Option(BUILD.prefill_chunk, help="hf: prompt tokens per prefill forward."),

@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from forelen import replay_vllm
-from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines import GenerationRequest, HFSettings
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.engines.sampling import eos_ids
 from forelen.builders.engines.scheduler import WaitQueue, preemption_victim
@@ -254,7 +254,7 @@ def serving_engine(model, tokenizer, *, slots: int, kv_budget_gib: float, layers
                    record: str = "none", steps: int = 64, max_prompt: int = 0, max_new: int = 0):
     """An `hf` engine for serving: `record` = none (plain serving), prompt (the prefill's pooled
     features only) or steps (also each decode step's recorded states, for srpt)."""
-    settings = EngineSettings(slots=slots, kv_budget_gib=kv_budget_gib, record=record != "none",
+    settings = HFSettings(slots=slots, kv_budget_gib=kv_budget_gib, record=record != "none",
                               layers=tuple(layers), steps=steps if record == "steps" else 0,
                               max_prompt_tokens=max_prompt, max_new_tokens=max_new)
     engine = ServingEngine(model, tokenizer, settings)

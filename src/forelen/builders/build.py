@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from forelen.builders.distributed import run_ray_build
-from forelen.builders.engines import ENGINES, EngineSettings
+from forelen.builders.engines import ENGINES, BatchSettings, EngineSettings, HFSettings
 from forelen.builders.engines.slots import KERNELS
 from forelen.builders.pipeline import finish_config
 from forelen.builders.planning import choose_engine, plan_build, source_mix, start_config
@@ -60,11 +60,11 @@ class RunOptions:
     never change a row."""
 
     engine: str = "auto"  # vllm on a CUDA machine where vllm is installed, else hf
-    batch_size: int = EngineSettings.batch_size  # sequences per shard (the unit of resume)
-    slots: int = EngineSettings.slots  # hf: sequences decoded together, at most
-    kv_budget: float = EngineSettings.kv_budget_gib  # hf: GiB of the slot KV cache
-    attention: str = EngineSettings.attention  # hf: decode attention kernel
-    prefill_chunk: int = EngineSettings.prefill_chunk  # hf: prompt tokens per prefill forward
+    batch_size: int = BatchSettings.batch_size  # sequences per shard (the unit of resume)
+    slots: int = HFSettings.slots  # hf: sequences decoded together, at most
+    kv_budget: float = HFSettings.kv_budget_gib  # hf: GiB of the slot KV cache
+    attention: str = HFSettings.attention  # hf: decode attention kernel
+    prefill_chunk: int = HFSettings.prefill_chunk  # hf: prompt tokens per prefill forward
     work_unit: int | None = None  # sequences per engine call; None: the engine's default
     num_shards: int = 1  # split the plan's work units over this many independent jobs ...
     shard_index: int = 0  # ... of which this is one; `forelen merge` joins their folders

@@ -6,11 +6,11 @@ import it; it imports neither."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Callable
 
 from forelen.builders import pipeline, template  # template.today(): tests pin the day
-from forelen.builders.engines import EngineSettings
+from forelen.builders.engines import ENGINES, EngineSettings
 from forelen.builders.pipeline import partition_chunks, prepare_config
 from forelen.builders.pipeline import start_config as start_partial
 from forelen.builders.plan import partition_of
@@ -198,11 +198,20 @@ def plan_prompts(mixed, recipe, tokenizer, budget: int,
     return planned
 
 
-def engine_settings(opts: BuildOptions, layers: list[int], max_prompt: int, max_new: int):
-    return EngineSettings(batch_size=opts.batch_size, slots=opts.slots, kv_budget_gib=opts.kv_budget,
-                          attention=opts.attention, prefill_chunk=opts.prefill_chunk,
-                          layers=tuple(layers), steps=opts.steps, first_k=opts.egtp_first_k,
-                          max_prompt_tokens=max_prompt, max_new_tokens=max_new)
+# build options named otherwise than the engine settings they fill
+OPTION_OF = {"kv_budget_gib": "kv_budget"}
+
+
+def engine_settings(opts: BuildOptions, engine: str, layers: list[int], max_prompt: int,
+                    max_new: int) -> EngineSettings:
+    """The engine's own `Settings`: the features and sizes every engine takes, and each field of
+    its own from the build option of that name."""
+    cls = ENGINES.get(engine).Settings
+    common = {f.name for f in fields(EngineSettings)}
+    own = {f.name: getattr(opts, OPTION_OF.get(f.name, f.name)) for f in fields(cls)
+           if f.name not in common}
+    return cls(layers=tuple(layers), steps=opts.steps, first_k=opts.egtp_first_k,
+               max_prompt_tokens=max_prompt, max_new_tokens=max_new, **own)
 
 
 @dataclass
@@ -213,7 +222,7 @@ class BuildPlan:
     prompts: list[PlannedPrompt]
     chunks: list[Chunk]
     layers: list[int]
-    settings: object  # EngineSettings
+    settings: EngineSettings  # the engine's own Settings
 
 
 def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tokenizer,
@@ -243,7 +252,7 @@ def plan_build(opts: BuildOptions, recipe, resolved_model, mixed, model_cfg, tok
     if terms:  # where the data comes from and its terms of use, for the card
         resolved["source_terms"] = terms
     chunks = plan_chunks(prompts, resolved["samples_per_prompt"], opts.batch_size)
-    settings = engine_settings(opts, layers, max(len(p.prompt_ids) for p in prompts),
+    settings = engine_settings(opts, engine_name, layers, max(len(p.prompt_ids) for p in prompts),
                                resolved["max_new_tokens"])
     return BuildPlan(resolved, prompts, chunks, layers, settings)
 

@@ -48,7 +48,7 @@ import re
 
 import numpy as np
 
-from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines import GenerationRequest, HFSettings
 from forelen.builders.engines.hf import HFEngine
 from forelen.builders.template import render
 from forelen.errors import ForelenError
@@ -164,7 +164,7 @@ class PIA(Predictor):
                                       ["input_ids"], max_new_tokens=self.max_new_tokens,
                                       temperature=0.0, top_p=1.0, seed=self.seed + i)
                     for i, q in enumerate(queries)]
-        engine = HFEngine(model, tokenizer, EngineSettings(slots=self.batch_size, record=False))
+        engine = HFEngine(model, tokenizer, HFSettings(slots=self.batch_size, record=False))
         gens = engine.generate(requests)
         answers = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in gens]
         # the whole answer, in both modes, as the repository's `predict_length` (src/utils.py)

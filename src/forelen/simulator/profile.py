@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from forelen.builders.engines import EngineSettings, GenerationRequest
+from forelen.builders.engines import GenerationRequest, HFSettings
 from forelen.builders.engines.hf import HFEngine, Row
 from forelen.errors import ForelenError
 from forelen.models import load_model, resolve_model
@@ -21,8 +21,7 @@ def profile_hf(model: str = "smollm2-135m", device: str = "cpu", dtype: str = "a
     """Load a model and time the `hf` engine's own prefill and decode steps (`profile_engine`)."""
     resolved = resolve_model(model)
     lm, tokenizer, revision = load_model(resolved, device=device, dtype=dtype)
-    engine = HFEngine(lm, tokenizer, EngineSettings(record=False, slots=max(batches),
-                                                     kv_budget_gib=64.0))
+    engine = HFEngine(lm, tokenizer, HFSettings(record=False, slots=max(batches), kv_budget_gib=64.0))
     result = profile_engine(engine, batches, contexts, steps, on_progress)
     result.update(model=resolved.spec, model_revision=revision)
     return result

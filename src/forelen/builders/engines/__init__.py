@@ -39,19 +39,35 @@ class Generation:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What a build asks of its engine; defaults live here, the build resolves them (manifest)."""
+    """What a build asks of every engine: the features to record and the sizes of the work. An
+    engine with settings of its own subclasses this (`BatchSettings`, `HFSettings`) and names the
+    class as its `Settings`; the build fills each field from the option of the same name
+    (`planning.engine_settings`), and the defaults here are the CLI's."""
 
-    batch_size: int = 32  # hf-static: sequences per static batch
-    slots: int = 128  # hf: sequences decoded together (upper bound; the KV budget may allow fewer)
-    kv_budget_gib: float = 4.0  # hf: memory of the pre-allocated slot KV cache
-    attention: str = "sdpa"  # hf: decode attention kernel (see engines/slots.py)
-    prefill_chunk: int = 512  # hf: prompt tokens per prefill forward (bounds prefill memory)
-    record: bool = True  # hf: record features in the generation pass
+    record: bool = True  # record features in the generation pass (engines that can)
     layers: tuple[int, ...] = ()  # recorded hidden-state indices (0 = embeddings, L = final norm)
     steps: int = 64  # generated-token states kept per sample
     first_k: int | None = None  # also EGTP over the first k prompt tokens
     max_prompt_tokens: int = 0  # longest prompt the engine will see (sizes the slots; 0: unknown)
     max_new_tokens: int = 0  # largest generation budget (sizes the slots; 0: unknown)
+
+
+@dataclass(frozen=True)
+class BatchSettings(EngineSettings):
+    """Engines that generate in batches and record features in a teacher-forced pass after
+    (`hf-static`, `vllm`)."""
+
+    batch_size: int = 32  # sequences per static batch and per recorder pass
+
+
+@dataclass(frozen=True)
+class HFSettings(EngineSettings):
+    """The `hf` engine's continuous batching over a pre-allocated slot cache (engines/hf.py)."""
+
+    slots: int = 128  # sequences decoded together (upper bound; the KV budget may allow fewer)
+    kv_budget_gib: float = 4.0  # memory of the pre-allocated slot KV cache
+    attention: str = "sdpa"  # decode attention kernel (see engines/slots.py)
+    prefill_chunk: int = 512  # prompt tokens per prefill forward (bounds prefill memory)
 
 
 class Engine:
@@ -63,6 +79,8 @@ class Engine:
     recorder pass afterwards (`hf-static`, `vllm`)."""
 
     info: ClassVar[EngineInfo]
+    # the settings this engine is created with (`create`); the build fills them from its options
+    Settings: ClassVar[type[EngineSettings]] = BatchSettings
     # True: every Generation carries `features` (no recorder pass)
     records_features: bool = False
     # sequences handed to one `generate` call in a build; None: one shard's (`--shard-size`)
@@ -83,7 +101,7 @@ class Engine:
         the call returns None."""
         raise NotImplementedError
 
-    def resolved(self, settings: EngineSettings, model=None) -> dict:
+    def resolved(self, settings: BatchSettings, model=None) -> dict:
         """The settings that shape the computation, hence the rows: the manifest's
         `engine_settings`, part of the fingerprint. Here: the static batch and the recorder's
         entropy kernel (engines/entropy.py), which computes the features."""

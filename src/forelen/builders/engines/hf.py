@@ -31,8 +31,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from forelen.builders.engines import (ENGINES, Engine, EngineInfo, EngineSettings, Generation,
-                                      GenerationRequest, slots)
+from forelen.builders.engines import (ENGINES, Engine, EngineInfo, Generation, GenerationRequest,
+                                      HFSettings, slots)
 from forelen.builders.engines.entropy import entropy, entropy_kernel
 from forelen.builders.engines.sampling import eos_ids, sample_seeded
 from forelen.builders.engines.scheduler import WaitQueue, compact_moves, resort_order
@@ -84,12 +84,13 @@ class HFEngine(Engine):
     # Sequences per `generate` call in a build: slots stay full across shard boundaries, and only
     # the end of a unit drains them. A resumed build repeats at most one unit's work.
     work_unit = 1024
+    Settings = HFSettings
 
     @classmethod
-    def create(cls, model, tokenizer, resolved_model, settings: EngineSettings) -> "HFEngine":
+    def create(cls, model, tokenizer, resolved_model, settings: HFSettings) -> "HFEngine":
         return cls(model, tokenizer, settings)
 
-    def __init__(self, model, tokenizer, settings: EngineSettings = EngineSettings()):
+    def __init__(self, model, tokenizer, settings: HFSettings = HFSettings()):
         if settings.attention not in slots.KERNELS:
             raise ForelenError(f"unknown attention kernel {settings.attention!r}; known: "
                                + ", ".join(slots.KERNELS))
@@ -126,7 +127,7 @@ class HFEngine(Engine):
                 "--max-prompt-tokens")
         return min(s.slots, fit)
 
-    def resolved(self, settings: EngineSettings, model=None) -> dict:
+    def resolved(self, settings: HFSettings, model=None) -> dict:
         """The slot count the KV budget allows (fixed for the build), the kernels, and features
         recorded in the generation pass: the manifest's `engine_settings`."""
         return {"slots": self.slot_count(settings.max_prompt_tokens, settings.max_new_tokens),
