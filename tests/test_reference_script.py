@@ -274,6 +274,13 @@ def test_evaluate_reuses_only_up_to_date_records(tmp_path):
     assert not ok("a.json", fingerprint="0" * 64)  # another dataset
     assert not ok("b.json", **{"protocol.seed": 42})
     assert not ok("c.json", **{"predictor.non_default_params": {"lr": 0.1}})
+    # a variant's record serves that variant only, and never the defaults
+    path, made = _record(tmp_path / "v.json", **{"predictor.non_default_params":
+                                                 {"decode": "median"}})
+    assert reference.reusable(path, fp, made, egtp, {"decode": "median"})
+    assert not reference.reusable(path, fp, made, egtp, {"decode": "median",
+                                                         "censoring": "survival"})
+    assert not reference.reusable(path, fp, made, egtp)
     assert not ok("d.json", **{"predictor.version": "0"})  # an older predictor
     assert not ok("e.json", created_at="2026-12-02T06:00:00Z")  # made by another run
     assert not ok("f.json", predictions_sha256="q" * 64)
@@ -369,9 +376,11 @@ def test_release_accepts_only_records_lost_with_the_dataset(tmp_path):
 
 
 def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
-    """`--phase evaluate` writes a record per predictor, then, run again on the same dataset and
-    code, evaluates nothing: each record is kept as up to date."""
+    """`--phase evaluate` writes a record per predictor and per variant of reference.toml, then,
+    run again on the same dataset and code, evaluates nothing: each record is kept as up to
+    date."""
     from forelen.builders.build import BuildOptions, run_build
+    from forelen.predictors import PREDICTORS
 
     if reference._git("status", "--porcelain", "--", *reference.record_code()).stdout.strip():
         pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
@@ -389,7 +398,13 @@ def test_evaluate_phase_resumes(tiny_model_dir, prompts_file, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     results = ledger / "results" / "tiny-llama-rl"
     records = sorted(p.stem for p in results.glob("*.json"))
-    assert records == ["constant-median", "egtp", "plp"]
+    names = ("constant-median", "egtp", "plp")
+    assert records == sorted(run.key for run in reference.runs_of(map(PREDICTORS.get, names)))
+    assert len(records) == 3 + len(reference.VARIANTS["egtp"]) + len(reference.VARIANTS["plp"])
+    variants = [json.loads(p.read_text())["predictor"] for p in results.glob("plp@*.json")]
+    assert sorted(v["non_default_params"]["decode"] for v in variants) == ["median", "median"]
+    assert {"censoring": "survival", "decode": "median"} in [v["non_default_params"]
+                                                             for v in variants]
     assert all(json.loads(p.read_text())["protocol"]["seed"] == reference.SEED
                for p in results.glob("*.json"))
     runs = json.loads((ledger / "runs.json").read_text())

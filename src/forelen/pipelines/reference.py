@@ -49,10 +49,12 @@ from pathlib import Path
 from forelen import models, provenance
 from forelen.dataset import DatasetFolder, atomic_write_bytes
 from forelen.errors import ForelenError
-from forelen.leaderboard.evaluate import bootstrap_units, run_evaluation, runnable_on
+from forelen.leaderboard.evaluate import (bootstrap_units, make_predictor, run_evaluation,
+                                          runnable_on)
 from forelen.leaderboard.records import dataset_fingerprint
 from forelen.models import MODELS, missing_packages, quiet_libraries, resolve_model
 from forelen.predictors import PREDICTORS
+from forelen.predictors._plugins import params_key, parse_args
 from forelen.provenance import code_provenance, machine
 from forelen.tables import from_arrow
 
@@ -83,6 +85,7 @@ PILOT = SPEC["pilot"]
 WORK_UNIT_CPU = SPEC["work_unit_cpu"]
 SPLITS = tuple(SPEC["splits"])
 PILOT_SPLITS = tuple(SPEC["pilot_splits"])
+VARIANTS = {name: tuple(args) for name, args in SPEC.get("variants", {}).items()}
 
 
 def main(argv=None) -> int:
@@ -95,8 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", action="append", choices=PILOT_SPLITS,
                     help="split(s) to build (default: all three)")
     ap.add_argument("--predictor", action="append",
-                    help="evaluate: only these registered predictors (repeatable; default: all, "
-                         "which the release needs)")
+                    help="evaluate: only these registered predictors, each with its variants "
+                         "(reference.toml) (repeatable; default: all, which the release needs)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--dtype", default=DTYPE,
@@ -409,18 +412,40 @@ def code_commit() -> str | None:
     return head.stdout.strip()
 
 
+class Run:
+    """One record the release needs on a config: a predictor with its defaults, or one of its
+    VARIANTS (`params`, as --predictor-args gives them), filed under `key` (name@hash of the
+    non-default parameters, as `forelen evaluate` files it)."""
+
+    def __init__(self, cls, args: str | None = None):
+        self.cls, self.params = cls, parse_args(args) if args else {}
+        self.key, self.changed = params_key(make_predictor(cls, SEED, self.params))
+
+    def path(self, results: str, config: str) -> Path:
+        return Path(results) / config / f"{self.key}.json"
+
+
+def runs_of(classes) -> list[Run]:
+    """Each predictor's defaults, then its VARIANTS."""
+    return [Run(cls, args) for cls in classes
+            for args in (None, *VARIANTS.get(cls.info.name, ()))]
+
+
 def made_here(ledger: str) -> dict:
-    """(config, predictor) -> the latest record this phase made, from the ledger's runs log."""
+    """(config, record key) -> the latest record this phase made, from the ledger's runs log
+    (the key is the predictor's name for its defaults, name@hash for a variant)."""
     runs = read_runs(ledger)
     return {(r["config"], r["predictor"]): r for r in runs
             if r.get("phase") == "evaluate" and r.get("predictor")}
 
 
-def reusable(path: Path, fingerprint: str | None, made: dict | None, cls) -> bool:
+def reusable(path: Path, fingerprint: str | None, made: dict | None, cls,
+             changed: dict | None = None) -> bool:
     """The record at `path` is the one this phase made (`made`: its log entry), for this dataset
-    (fingerprint), at the reference seed with default parameters, by the predictor's version
-    and the code installed now: the record's own `code` hashes (`provenance.code_provenance`)
-    equal today's. No git history is read: a record carries what it was made by."""
+    (fingerprint), at the reference seed with the parameters of its run (`changed`: the variant's
+    non-default ones, none for the defaults), by the predictor's version and the code installed
+    now: the record's own `code` hashes (`provenance.code_provenance`) equal today's. No git
+    history is read: a record carries what it was made by."""
     if fingerprint is None or not made or not path.is_file():
         return False
     try:
@@ -431,16 +456,16 @@ def reusable(path: Path, fingerprint: str | None, made: dict | None, cls) -> boo
             or r.get("predictions_sha256") != made.get("predictions_sha256")
             or (r.get("dataset") or {}).get("fingerprint") != fingerprint
             or (r.get("protocol") or {}).get("seed") != SEED
-            or (r.get("predictor") or {}).get("non_default_params")):
+            or ((r.get("predictor") or {}).get("non_default_params") or {}) != (changed or {})):
         return False
     return ((r.get("predictor") or {}).get("version") == cls.info.version
             and r.get("code") == code_provenance(cls))
 
 
 def evaluate(args, splits, env) -> None:
-    """Every registered predictor on every complete reference config, one (config, predictor) at a
-    time, with the simulator's default settings. Resumes: a pair whose record is up to date
-    (`reusable`) is not evaluated again, so the phase can run across sessions."""
+    """Every registered predictor, and its VARIANTS, on every complete reference config, one
+    record at a time, with the simulator's default settings. Resumes: a record that is up to date
+    (`reusable`) is not made again, so the phase can run across sessions."""
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     import torch
 
@@ -460,10 +485,9 @@ def evaluate(args, splits, env) -> None:
         fingerprint = summary(entry)["fingerprint"]
         made = made_here(args.ledger)
         here = on_disk(args, config)
-        for cls in runnable_on(entry, config, classes, say=print):
-            name = cls.info.name
-            path = Path(args.results) / config / f"{name}.json"
-            if reusable(path, fingerprint, made.get((config, name)), cls):
+        for run in runs_of(runnable_on(entry, config, classes, say=print)):
+            name, path = run.key, run.path(args.results, config)
+            if reusable(path, fingerprint, made.get((config, name)), run.cls, run.changed):
                 print(f"evaluate {config} {name}: up to date ({path})", flush=True)
                 continue
             if not here:
@@ -473,7 +497,8 @@ def evaluate(args, splits, env) -> None:
                       " and run --phase build", flush=True)
                 continue
             t0 = time.time()
-            record = run_evaluation(folder, [config], [name], SEED, args.results)[0]
+            record = run_evaluation(folder, [config], [run.cls.info.name], SEED, args.results,
+                                    predictor_args=run.params)[0]
             wall = round(time.time() - t0, 1)
             log_run(args.ledger, {"phase": "evaluate", "config": config, "predictor": name,
                                "wall_s": wall, "commit": head, "created_at": record["created_at"],
@@ -500,9 +525,9 @@ def stale_records(args, splits) -> tuple[list[str], dict[str, list[str]]]:
     stale = {}
     for config, entry in complete.items():
         fingerprint = summary(entry)["fingerprint"]
-        names = [cls.info.name for cls in runnable_on(entry, config, classes)
-                 if not reusable(Path(args.results) / config / f"{cls.info.name}.json",
-                                 fingerprint, made.get((config, cls.info.name)), cls)]
+        names = [run.key for run in runs_of(runnable_on(entry, config, classes))
+                 if not reusable(run.path(args.results, config), fingerprint,
+                                 made.get((config, run.key)), run.cls, run.changed)]
         if names:
             stale[config] = names
     return unbuilt, stale
