@@ -115,6 +115,32 @@ def test_average_rows_need_two_configs_and_use_the_paper_average():
     assert mean["paper_effect"] == pytest.approx(-0.2916)
 
 
+def test_each_generator_is_compared_on_its_own_configs():
+    """Two generators in one release: each gets its own rows and its own averages (an average
+    never mixes them), side by side under each claim, so a verdict that moves with the
+    generator shows."""
+    y, groups = _targets()
+    recs = []
+    for gen, egtp_best in (("small-1m", False), ("big-9b", True)):
+        for split in ("cot", "long"):
+            base = np.abs(np.random.default_rng(len(split)).normal(0, 60, len(y))) + 1
+            for i, n in enumerate(("egtp", "pool-max", "pool-last", "pool-mean", "trail")):
+                rank = i if egtp_best else 4 - i  # big-9b: egtp the best; small-1m: the worst
+                recs.append(record(f"{gen}-{split}", split, n, base * (1 + 0.3 * rank), groups,
+                                   y))
+    block = paper_comparison(recs)
+    pooling = next(c for c in block["claims"] if c["id"] == "a")
+    assert {r["generator"] for r in pooling["rows"]} == {"small-1m", "big-9b"}
+    assert not any(r["scope"].startswith("average") for r in pooling["rows"])
+    small = _row(block, "a", "small-1m: average of 2 configs", "EGTP vs max")
+    big = _row(block, "a", "big-9b: average of 2 configs", "EGTP vs max")
+    assert small["generator"] == "small-1m" and big["generator"] == "big-9b"
+    assert all(path.startswith("records/small-1m-") for path in small["records"])
+    assert all(path.startswith("records/big-9b-") for path in big["records"])
+    assert big["verdict"] == "reproduced" and small["verdict"] == "reversed"
+    assert _row(block, "a", "big-9b-cot", "EGTP vs max")["generator"] == "big-9b"
+
+
 def test_the_two_averages_of_claim_b_differ_where_configs_differ_in_scale():
     y, groups = _targets()
     recs = []

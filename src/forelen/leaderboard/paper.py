@@ -19,6 +19,8 @@ undefined; groups = partition units: prompts, with a GSM-Symbolic template's ins
 article's questions whole; the same resamples for both sides), and a p-value that inverts the
 same interval, adjusted by Holm's correction over every tested row of the comparison. The
 end-to-end rows (d) use the schedule replicates stored in the records (their count is stated).
+A release of several generators compares each on its own configs (an average never mixes two
+generators), its rows side by side under each claim, each row naming its `generator`.
 Verdicts, from the Holm-adjusted p:
 `reproduced` (the paper's direction, significant), `same direction, not significant`,
 `reversed` (significant) or `reversed, not significant`; `not tested` where the records cannot
@@ -72,13 +74,25 @@ def paper_comparison(records: list[dict]) -> dict | None:
 
     `records`: result records (as `ranking.keyed` shows them), with `rel` set to the record's path
     in the release (`records/<config>/<key>.json`) where known."""
-    by_config: dict[str, dict[str, dict]] = {}
+    by_generator: dict[str, dict[str, dict[str, dict]]] = {}
     for r in records:
         p = r["predictor"]
         if (p.get("key") or p["name"]) != p["name"]:  # variants with non-default params: not the
             continue                                  # paper's settings
-        by_config.setdefault(r["dataset"]["config"], {})[p["name"]] = r
-    claims = [_pooling(by_config), _vs_baseline(by_config), _plp(by_config), _end_to_end(by_config)]
+        by_generator.setdefault(generator(r), {}).setdefault(
+            r["dataset"]["config"], {})[p["name"]] = r
+    claims = []
+    for claim in (_pooling, _vs_baseline, _plp, _end_to_end):
+        # each generator on its own (an average never mixes two generators' configs), its rows
+        # side by side in one claim, so a verdict that moves with the generator shows
+        parts = [(name, claim(by_config)) for name, by_config in sorted(by_generator.items())]
+        for name, part in parts:
+            for row in part["rows"]:
+                row["generator"] = name
+                if len(parts) > 1 and row["scope"].startswith("average"):
+                    row["scope"] = f"{name}: {row['scope']}"
+        claims.append({**parts[0][1], "rows": [row for _, part in parts for row in part["rows"]]}
+                      if parts else {"rows": []})
     claims = [c for c in claims if c["rows"]]
     if not claims:
         return None
@@ -115,6 +129,17 @@ def verdict(effect: float | None, ci: list[float] | None, expected: int = -1,
         return "no difference"
     same = (effect < 0) == (expected < 0)
     return "same direction, not significant" if same else "reversed, not significant"
+
+
+def generator(r: dict) -> str:
+    """The generator a record's dataset was built with: its model's name without the owner, as
+    the config names it (`smollm2-135m-cot` -> `smollm2-135m`), else as the dataset block does."""
+    d = r["dataset"]
+    config, split = d.get("config") or "", d.get("split") or ""
+    for suffix in (f"-{split}-all-turns", f"-{split}"):
+        if split and config.endswith(suffix):
+            return config[: -len(suffix)]
+    return str(d.get("model") or "the generator").rsplit("/", 1)[-1]
 
 
 def _rel(r: dict) -> str:
