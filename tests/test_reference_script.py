@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("censored, cap", [
     ({512: 0.141, 768: 0.094, 1024: 0.094, 2048: 0.094}, 768),  # the cot pilot: margin first
     ({512: 0.141, 768: 0.12, 2048: 0.11}, 512),  # none within the margin: within 15%
-    ({512: 0.344, 768: 0.25, 1024: 0.234, 2048: 0.234}, 2048),  # the rl pilot: unreachable
+    # out of reach: the smallest censoring no more than the largest (the rest are runaways)
+    ({512: 0.453, 768: 0.359, 1024: 0.344, 1536: 0.344, 2048: 0.344}, 1024),  # SmolLM2's rl
+    ({512: 0.703, 768: 0.656, 1024: 0.656, 1536: 0.625, 2048: 0.609}, 2048),  # SmolLM2's chat
 ])
 def test_cap_rule(censored, cap):
     assert reference.choose_cap(censored) == cap
@@ -328,10 +330,13 @@ def test_release_refused_until_built_and_evaluated(tmp_path):
                            "--releases", str(tmp_path / "releases")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    # the release's every generator and split (reference.toml)
+    configs = [f"{g}-{s}" for g in reference.GENERATORS for s in reference.SPLITS]
+    assert len(configs) == 8
     assert proc.stderr.strip().splitlines() == [
-        "reference: not ready to release: smollm2-135m-cot is not completely built; "
-        "smollm2-135m-long is not completely built; smollm2-135m-rl is not completely built "
-        "(run `--phase build` and `--phase evaluate`)"]
+        "reference: not ready to release: "
+        + "; ".join(f"{c} is not completely built" for c in configs)
+        + " (run `--phase build` and `--phase evaluate`)"]
     assert not (tmp_path / "releases").exists()
 
 
@@ -509,19 +514,19 @@ def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_fi
         "--source", str(prompts_file), "--limit", "4", "--samples-per-prompt", "2",
         "--max-new-tokens", "12", "--steps", "8", "--shard-size", "2"])
     config = reference.config_name(args, "rl")
-    reference.build_in_jobs(args, "rl", config, {})
+    reference.build_in_jobs(args, "rl", config, {}, 2)
     assert calls == ["build", "compact", "build", "compact", "merge"]
     entry = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
     assert entry["status"] == "complete" and entry["form"]["name"] == "compact"
     assert json.loads((tmp_path / "ledger" / "builds" / f"{config}.json").read_text())[
         "fingerprint"] == reference.summary(entry)["fingerprint"]
     calls.clear()
-    reference.build_in_jobs(args, "rl", config, {})  # everything in place: nothing to do
+    reference.build_in_jobs(args, "rl", config, {}, 2)  # everything in place: nothing to do
     assert calls == []
     # another machine: the dataset and the jobs' full folders are gone, the kept jobs are not
     shutil.rmtree(tmp_path / "ds")
     shutil.rmtree(tmp_path / "ds-jobs")
-    reference.build_in_jobs(args, "rl", config, {})
+    reference.build_in_jobs(args, "rl", config, {}, 2)
     assert calls == ["merge"]
     again = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
     assert again["shards"] == entry["shards"]
@@ -548,3 +553,25 @@ def test_a_pilot_folder_of_two_generators_gives_each_its_own_table(tmp_path):
     args.model = "smollm2-135m"
     table = reference.pilot_table(str(tmp_path / "pilot"), reference.pilot_configs(args))
     assert table["cot"]["config"] == "smollm2-135m-cot" and table["cot"]["median"] == 2048
+
+
+def test_each_generator_builds_with_its_own_pilots_caps_and_jobs(tmp_path):
+    """v0.2.0's generators, each at the caps its own pilot gives under today's rule (read from the
+    ledger, as on a machine without the pilot's dataset), in the jobs reference.toml sizes."""
+    ledger = ROOT / "reference" / "ledger"
+    if not (ledger / "pilot.json").is_file():
+        pytest.skip("the reference ledger is not in this checkout")
+
+    def one(model, jobs=None):
+        return SimpleNamespace(model=model, ledger=str(ledger), pilot_out=str(tmp_path / "none"),
+                               full=False, jobs=jobs)
+
+    caps = {m: {s: reference.sizes(one(m), s)["max_new_tokens"] for s in reference.SPLITS}
+            for m in reference.GENERATORS}
+    assert caps == {"smollm2-135m": {"cot": 1536, "long": 768, "rl": 1024, "chat": 2048},
+                    "qwen2.5-coder-0.5b": {"cot": 768, "long": 1536, "rl": 768, "chat": 768}}
+    # the jobs the committed compact forms were built in
+    assert reference.jobs_of(one("qwen2.5-coder-0.5b"), "cot") == 6
+    assert reference.jobs_of(one("qwen2.5-coder-0.5b"), "rl") == 7
+    assert reference.jobs_of(one("qwen2.5-coder-0.5b", jobs=2), "rl") == 2
+    assert reference.jobs_of(one(str(tmp_path)), "rl") == 1  # a model the spec does not name

@@ -74,6 +74,9 @@ def _spec() -> dict:
 
 SPEC = _spec()
 DEFAULT_MODEL = SPEC["default_model"]
+VERSION = SPEC["version"]
+GENERATORS = tuple(SPEC["models"])
+JOBS = SPEC.get("jobs", {})
 SEED = SPEC["seed"]
 THREADS = SPEC["threads"]
 DTYPE = SPEC["dtype"]
@@ -100,7 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--predictor", action="append",
                     help="evaluate: only these registered predictors, each with its variants "
                          "(reference.toml) (repeatable; default: all, which the release needs)")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", action="append",
+                    help="generator (repeatable; default: the release's, "
+                         + ", ".join(GENERATORS) + ")")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--dtype", default=DTYPE,
                     help="model dtype of every build (pinned float32: see DTYPE); on a GPU, "
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default=None,
                     help="result records (default: <ledger>/results)")
     ap.add_argument("--releases", default="releases")
-    ap.add_argument("--version", default="v0.1.0")
+    ap.add_argument("--version", default=VERSION)
     ap.add_argument("--threads", type=int, default=THREADS,
                     help="CPU threads (pinned so a rebuild on the same CPU type matches)")
     ap.add_argument("--accept-missing", action="store_true",
@@ -124,8 +129,10 @@ def main(argv=None) -> int:
                     help="release: pass --allow-dirty to `forelen leaderboard release`, which "
                          "otherwise refuses records made from a dirty tree (git_commit ending in "
                          "+dirty); the notes and manifest then list them")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="build each config as this many jobs (--num-shards), each compacted "
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="build each config as this many jobs (--num-shards; default: "
+                         "reference.toml's [jobs] for the generator and split, else 1), each "
+                         "compacted "
                          "into --compact when it completes (kept in git), so a build longer "
                          "than a session survives a change of machine; --out then holds the "
                          "compact jobs merged, which is what is evaluated")
@@ -134,31 +141,50 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true",
                     help="every prompt of each source mix (paper scale), not the pinned limits")
     args = ap.parse_args(argv)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         ap.error("--jobs must be at least 1")
+    generators = args.model or list(GENERATORS)
     args.results = args.results or str(Path(args.ledger) / "results")
     # a session's end (SIGTERM) unwinds like Ctrl-C, so the interrupted run is still logged
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     splits = tuple(args.split or SPLITS)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     phases = ("build", "evaluate", "release") if args.phase == "all" else (args.phase,)
+    each = [generator_args(args, model) for model in generators]
     if {"pilot", "build", "verify"} & set(phases):
-        install_generator(args.model)
+        for model in generators:
+            install_generator(model)
     for phase in phases:
-        if phase == "pilot":
-            pilot(args, splits, env)
-        elif phase == "build":
-            build(args, splits, env)
-        elif phase == "verify":
-            if not verify(args, splits, env):
-                return 1
-        elif phase == "evaluate":
-            evaluate(args, splits, env)
-        elif phase == "release":
-            release(args, splits, env)
+        if phase == "release":  # one release of every generator's configs
+            release(each, splits, env)
         elif phase == "notes":
-            print(write_notes(args, splits))
+            print(write_notes(each, splits))
+        for one in each if phase not in ("release", "notes") else ():
+            if phase == "pilot":
+                pilot(one, splits, env)
+            elif phase == "build":
+                build(one, splits, env)
+            elif phase == "verify":
+                if not verify(one, splits, env):
+                    return 1
+            elif phase == "evaluate":
+                evaluate(one, splits, env)
     return 0
+
+
+def generator_args(args, model: str) -> argparse.Namespace:
+    """The options of one generator's part of the run: `args` with `model` set to it."""
+    one = argparse.Namespace(**vars(args))
+    one.model = model
+    return one
+
+
+def jobs_of(args, split: str) -> int:
+    """--jobs, else reference.toml's [jobs] for the generator and split, else 1."""
+    if args.jobs is not None:
+        return args.jobs
+    named = {name.lower(): jobs for name, jobs in JOBS.items()}
+    return int((named.get(str(args.model).lower()) or {}).get(split, 1))
 
 
 # -- phases ------------------------------------------------------------------------------------------
@@ -191,9 +217,9 @@ def config_name(args, split: str) -> str:
 
 def sizes(args, split: str) -> dict:
     s = dict(REFERENCE[split])
-    if args.model != DEFAULT_MODEL:
-        # the cap its own pilot chose (`--phase pilot --model M`), else the recipe's
-        s["max_new_tokens"] = (pilot_of(args).get(split) or {}).get("cap")
+    # the cap the generator's own pilot gives under today's rule (`choose_cap` over the shares
+    # the ledger keeps), else the split recipe's
+    s["max_new_tokens"] = cap_of(pilot_of(args).get(split))
     if args.full:
         s["limit"] = None
     return s
@@ -231,11 +257,11 @@ def build_extra(args, split: str) -> list[str]:
 
 
 def build(args, splits, env) -> None:
-    pilot = pilot_of(args)
     for split in splits:
         config = config_name(args, split)
-        if args.jobs > 1:
-            build_in_jobs(args, split, config, env)
+        jobs = jobs_of(args, split)
+        if jobs > 1:
+            build_in_jobs(args, split, config, env, jobs)
             continue
         saved = ledger_build(args, config)
         if saved and not on_disk(args, config):
@@ -244,10 +270,6 @@ def build(args, splits, env) -> None:
                   f"dataset, which is not in {args.out}. To build it again, remove "
                   f"{Path(args.ledger) / 'builds' / (config + '.json')}", flush=True)
             continue
-        chosen = (pilot.get(split) or {}).get("cap")
-        if args.model == DEFAULT_MODEL and chosen and chosen != REFERENCE[split]["max_new_tokens"]:
-            print(f"note: the pilot in {args.pilot_out} now gives {split} a cap of {chosen}; the "
-                  f"reference pins {REFERENCE[split]['max_new_tokens']}", flush=True)
         extra = build_extra(args, split) + restart_flags(args.out, config)
         roof = roofline(args.model, args.threads, args.dtype) if not _cuda() else None
         before = _config(args.out, config)
@@ -266,28 +288,28 @@ def build(args, splits, env) -> None:
         print(f"fingerprint {config} {summary(entry)['fingerprint']}", flush=True)
 
 
-def job_dir(args, config: str, index: int) -> Path:
+def job_dir(args, config: str, index: int, jobs: int) -> Path:
     """Where job `index`'s compact form is kept (in git)."""
-    return Path(args.compact) / config / f"job-{index}-of-{args.jobs}"
+    return Path(args.compact) / config / f"job-{index}-of-{jobs}"
 
 
-def build_in_jobs(args, split: str, config: str, env) -> None:
-    """Build `config` as --jobs sharded jobs. Each job builds into an untracked folder, and once
+def build_in_jobs(args, split: str, config: str, env, jobs: int) -> None:
+    """Build `config` as `jobs` sharded jobs. Each job builds into an untracked folder, and once
     complete is compacted into --compact, which is committed; a job whose compact form is there is
     not built again, on this machine or another. When every job is in, the compact jobs are
     merged into --out (the same rows as one uninterrupted build, on one CPU type), which the
     evaluate phase reads."""
     kept = []
-    for index in range(args.jobs):
-        target = job_dir(args, config, index)
+    for index in range(jobs):
+        target = job_dir(args, config, index, jobs)
         entry = _config(str(target), config)
         if entry and entry.get("status") == "complete":
-            print(f"build {config} job {index + 1}/{args.jobs}: kept in {target}", flush=True)
+            print(f"build {config} job {index + 1}/{jobs}: kept in {target}", flush=True)
             kept.append(target)
             continue
-        out = f"{args.out.rstrip('/')}-jobs/{config}/job-{index}-of-{args.jobs}"
+        out = f"{args.out.rstrip('/')}-jobs/{config}/job-{index}-of-{jobs}"
         extra = (build_extra(args, split) + restart_flags(out, config)
-                 + ["--num-shards", str(args.jobs), "--shard-index", str(index)])
+                 + ["--num-shards", str(jobs), "--shard-index", str(index)])
         roof = roofline(args.model, args.threads, args.dtype) if not _cuda() else None
         before = _config(out, config)
         t0 = time.time()
@@ -299,7 +321,7 @@ def build_in_jobs(args, split: str, config: str, env) -> None:
         finally:
             entry = _config(out, config)
             log_run(args.ledger, {"phase": "build", "split": split, "config": config,
-                                  "job": index, "jobs": args.jobs,
+                                  "job": index, "jobs": jobs,
                                   "wall_s": round(time.time() - t0, 1), "roofline": roof,
                                   "interrupted": not finished,
                                   "new_tokens": _tokens(entry) - _tokens(before),
@@ -546,14 +568,16 @@ def pending(args, splits) -> list[str]:
     return out
 
 
-def release(args, splits, env) -> None:
-    missing = pending(args, splits)
+def release(each: list, splits, env) -> None:
+    """One release of every generator's configs (`each`: a generator's options apiece)."""
+    args = each[0]
+    missing = [m for one in each for m in pending(one, splits)]
     if missing:
         raise SystemExit("reference: not ready to release: " + "; ".join(missing)
                          + " (run `--phase build` and `--phase evaluate`)")
     notes = Path(args.out) / f"NOTES-{args.version}.md"
     notes.parent.mkdir(parents=True, exist_ok=True)
-    notes.write_text(write_notes(args, splits))
+    notes.write_text(write_notes(each, splits))
     forelen(["leaderboard", "release", args.version, "--results", args.results,
              "--out", args.releases, "--notes", str(notes),
              *(["--allow-dirty"] if getattr(args, "allow_dirty", False) else [])], env)
@@ -733,13 +757,23 @@ def pilot_of(args) -> dict:
 
 def choose_cap(censored: dict[int, float]) -> int:
     """The smallest cap censoring at most PILOT_MARGIN of the pilot's rows, else the smallest at
-    most MAX_CENSORED, else the largest (2,048): 64 pilot rows estimate a 12% share to about +-4
-    points, so a cap just under 15% in the pilot can censor more in the full build."""
+    most MAX_CENSORED (64 pilot rows estimate a 12% share to about +-4 points, so a cap just under
+    15% in the pilot can censor more in the full build), else the smallest that censors no more
+    of the pilot than the largest does: where the target is out of reach, the rows past the
+    smaller cap are runaways that a larger one only lets run longer."""
     for limit in (PILOT_MARGIN, MAX_CENSORED):
         fits = [c for c, share in sorted(censored.items()) if share <= limit]
         if fits:
             return fits[0]
-    return max(censored)
+    floor = censored[max(censored)]
+    return min(c for c, share in censored.items() if share <= floor)
+
+
+def cap_of(pilot_row: dict | None) -> int | None:
+    """A pilot row's cap under today's rule (None without a pilot: the split recipe's)."""
+    if not pilot_row or not pilot_row.get("censored_at"):
+        return None
+    return choose_cap({int(c): share for c, share in pilot_row["censored_at"].items()})
 
 
 def pilot_configs(args) -> set[str]:
@@ -777,36 +811,42 @@ def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
 
 # -- release notes -------------------------------------------------------------------------------------
 
-def write_notes(args, splits=SPLITS) -> str:
-    """The release notes, from measured files only: the pilot, the build manifests, the runs."""
+def write_notes(each, splits=SPLITS) -> str:
+    """The release notes, from measured files only: each generator's pilot, the build manifests,
+    the runs. `each`: a generator's options apiece (one Namespace: that generator alone)."""
+    each = each if isinstance(each, list) else [each]
+    args = each[0]
     out = Path(args.out)
     runs = read_runs(args.ledger)
-    pilot = pilot_of(args)
+    models = ", ".join(f"`{one.model}`" for one in each)
     lines = [f"# ForeLen reference release {args.version}", "",
-             f"Built with `bash scripts/reference.sh` (model `{args.model}`, engine "
-             f"`{args.engine}`, dtype {args.dtype}, seed {SEED}, {args.threads} CPU threads). "
-             "Each build's machine is listed with its fingerprint below; these notes were "
-             f"written on: {machine()}.", ""]
-    if pilot:
-        lines += ["## Pilot (choice of max_new_tokens)", "",
+             f"Built with `bash scripts/reference.sh` (generator{'s' * (len(each) > 1)} {models}, "
+             f"engine `{args.engine}`, dtype {args.dtype}, seed {SEED}, {args.threads} CPU "
+             "threads). Each build's machine is listed with its fingerprint below; these notes "
+             f"were written on: {machine()}.", ""]
+    for one in each:
+        pilot = pilot_of(one)
+        if not pilot:
+            continue
+        lines += [f"## Pilot of {one.model} (choice of max_new_tokens)", "",
                   "| split | rows | median / p75 / p90 tokens | censored at " +
                   " / ".join(str(c) for c in CAPS) + " | cap chosen | generation s, tok/s |",
                   "|---|---|---|---|---|---|"]
-        for split in SPLITS:
+        for split in PILOT_SPLITS:
             p = pilot.get(split)
             if p:
                 lines.append(f"| {split} | {p['rows']} ({p['groups']} prompts) | {p['median']:g} / "
                              f"{p['p75']:g} / {p['p90']:g} | "
                              + " / ".join(f"{100 * p['censored_at'].get(c, float('nan')):.1f}%"
-                                          for c in CAPS) + f" | {p['cap']}"
-                             + ("" if p["cap"] == REFERENCE[split]["max_new_tokens"] else
-                                f" (pinned: {REFERENCE[split]['max_new_tokens']})")
+                                          for c in CAPS) + f" | {cap_of(p)}"
                              + f" | {p['generate_s']:,.0f}, "
                              f"{p['generated_tokens'] / max(p['generate_s'], 1e-9):.1f} |")
-        lines += ["", f"Rule: the smallest cap censoring at most {PILOT_MARGIN:.0%} of the pilot's "
-                  f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
-                  f"error), else the smallest at most {MAX_CENSORED:.0%}, else 2,048 with the "
-                  "censored fraction reported. No repetition penalty.", ""]
+        lines.append("")
+    lines += [f"Rule: the smallest cap censoring at most {PILOT_MARGIN:.0%} of the pilot's "
+              f"rows (the {MAX_CENSORED:.0%} target less a margin for 64 rows' sampling "
+              f"error), else the smallest at most {MAX_CENSORED:.0%}, else the smallest that "
+              "censors no more of the pilot than 2,048 does, with the censored fraction reported. "
+              "No repetition penalty.", ""]
     lines += ["## Builds", "", "| config | rows | test rows (bootstrap units) | censored, all "
               "rows | censored, test (scored) | generated tokens | generation s | tok/s | roofline "
               "tok/s | fraction | fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -888,17 +928,19 @@ def write_notes(args, splits=SPLITS) -> str:
               "The roofline is the matmul rate, in the build's dtype, at the model's own GEMM "
               "shapes with 128 rows (benchmarks/bench_build.py), measured in the same process before each build; "
               "tokens/s count generated tokens over generation + feature time.", "",
-              *missing_section(args, splits, runs),
+              *not_evaluated(each, splits, runs),
               "## Differences from the paper's setting", "",
-              f"- Generator: `{args.model}` (SmolLM2-135M-Instruct, {args.dtype} on CPU), not "
+              f"- Generators: {generators_text(each)} ({args.dtype} on CPU), not "
               "Qwen2.5-3B/7B or Llama-3.2 on GPUs.",
               "- Sources: the packaged offline mixes (long: longdocs-pkg, ifeval-pkg, "
               "writingbench-pkg; cot: mmath-pkg, gsm-symbolic; rl: gsm-symbolic, mmath-pkg, "
               "humaneval-pkg), not LongBench/ZeroSCROLLS/IFEval and MATH/GSM8K from the hub.",
-              "- Caps: " + ", ".join(f"{s} {REFERENCE[s]['max_new_tokens']}" for s in SPLITS)
+              "- Caps: " + "; ".join(
+                  f"{one.model} " + ", ".join(f"{s} {cap_of(pilot_of(one).get(s)) or 'the recipe'}"
+                                              for s in splits) for one in each)
               + " new tokens, below the split recipes' defaults for the paper's models (long "
-              "4,096, cot 8,192, rl 4,096); long prompts are cut in the middle to fit SmolLM2's "
-              "8,192-token context with the cap.",
+              "4,096, cot 8,192, rl 4,096); long prompts are cut in the middle to fit each "
+              "generator's context with the cap.",
               "- Sizes: a few hundred test rows per config, not the paper's thousands; "
               "significance is tested by a paired group bootstrap over partition units (prompts; "
               "one GSM-Symbolic template's instances, or one SQuAD article's questions, together), "
@@ -906,6 +948,21 @@ def write_notes(args, splits=SPLITS) -> str:
               "- End to end: schedules are replayed in forelen's simulator with its default cost "
               "model, not served by vLLM.", ""]
     return "\n".join(lines)
+
+
+def generators_text(each) -> str:
+    """Each generator by name, with its weights as the model registry describes them."""
+    out = []
+    for one in each:
+        spec = next((s for name, s in MODELS.items() if name.lower() == one.model.lower()), None)
+        out.append(f"`{one.model}`" + (f" ({spec.hub_id}, {spec.weights})" if spec else ""))
+    return "; ".join(out)
+
+
+def not_evaluated(each, splits, runs: list[dict]) -> list[str]:
+    """The "Not evaluated" section over every generator (none when nothing is missing)."""
+    items = [line for one in each for line in missing_section(one, splits, runs)[2:-1]]
+    return ["## Not evaluated", "", *items, ""] if items else []
 
 
 def missing_section(args, splits, runs: list[dict]) -> list[str]:
