@@ -23,6 +23,7 @@ from forelen.builders.sources import SOURCES
 from forelen.builders.splits import SPLITS
 from forelen.errors import ForelenError
 from forelen.models import MODELS, availability, quiet_libraries
+from forelen.replay_options import ReplayOptions
 
 
 def _defaults(cls) -> SimpleNamespace:
@@ -32,6 +33,7 @@ def _defaults(cls) -> SimpleNamespace:
 
 
 BUILD, IMPORT = _defaults(BuildOptions), _defaults(ImportOptions)
+REPLAY = _defaults(ReplayOptions)
 
 
 class OnceCommand(TyperCommand):
@@ -469,17 +471,19 @@ def profile(
 def replay(
     config: str = typer.Option(..., help="Config whose test prompts make the trace (e.g. "
                                          "smollm2-135m-cot)."),
-    data: str = typer.Option("forelen", help="Dataset folder built by `forelen build`."),
+    data: str = typer.Option(REPLAY.data, help="Dataset folder built by `forelen build`."),
     source: Optional[str] = typer.Option(
         None, help="Serve these prompts instead of the config's test rows: a registered source "
                    "or a .jsonl/.json/.parquet/.csv file, rendered as the config's build renders "
                    "its prompts (no oracle: their lengths are unknown)."),
-    prompt_column: str = typer.Option("prompt", help="Prompt column of a --source file."),
+    prompt_column: str = typer.Option(REPLAY.prompt_column,
+                                      help="Prompt column of a --source file."),
     policy: Optional[List[str]] = typer.Option(
         None, "--policy", help="fcfs, sjf, srpt (progressive predictors; preemptive) or oracle "
                                "(the recorded length); sjf:NAME or srpt:NAME ranks by predictor "
                                "NAME fitted here, to compare predictors on one trace; "
-                               "repeatable, or comma-separated (default: fcfs,sjf)."),
+                               "repeatable, or comma-separated (default: "
+                               + ",".join(REPLAY.policies) + ")."),
     predictor: Optional[str] = typer.Option(
         None, help="Predictor of sjf/srpt, fitted here on the config's train rows."),
     from_: Optional[str] = typer.Option(None, "--from", help="A predictor saved by `forelen "
@@ -495,24 +499,29 @@ def replay(
     max_new_tokens: Optional[int] = typer.Option(
         None, help="A budget below the config's (rows keep their seeds, so the recorded length "
                    "capped there is still exact)."),
-    slots: int = typer.Option(16, help="Decode slots of the engine."),
-    kv_budget: float = typer.Option(4.0, "--kv-budget-gib", "--kv-budget",
-                                    help="GiB of the engine's slot KV cache (--kv-budget is 0.1's "
-                                         "name)."),
-    preempt: bool = typer.Option(False, help="Swap out a running request for a waiting one "
-                                             "with a smaller remaining key (sjf, oracle)."),
-    rerank_every: int = typer.Option(8, help="Decode steps between preemption checks."),
-    seed: int = typer.Option(0, help="Seed of the arrival order and times."),
+    slots: int = typer.Option(REPLAY.slots, help="Decode slots of the engine."),
+    kv_budget_gib: float = typer.Option(REPLAY.kv_budget_gib, "--kv-budget-gib", "--kv-budget",
+                                        help="GiB of the engine's slot KV cache (--kv-budget is "
+                                             "0.1's name)."),
+    preempt: bool = typer.Option(REPLAY.preempt, help="Swap out a running request for a waiting "
+                                                      "one with a smaller remaining key (sjf, "
+                                                      "oracle)."),
+    rerank_every: int = typer.Option(REPLAY.rerank_every,
+                                     help="Decode steps between preemption checks."),
+    seed: int = typer.Option(REPLAY.seed, help="Seed of the arrival order and times."),
     cost_model: Optional[str] = typer.Option(
         None, help="Cost-model JSON of `forelen profile` (default: profile the engine here)."),
-    engine: str = typer.Option("hf", help="hf (forelen's engine, here) or vllm (a CUDA GPU: "
-                                          "vLLM's priority scheduling; scripts/gpu_replay.sh)."),
-    device: str = typer.Option("cpu", help="hf: cpu or cuda[:N]."),
-    rounds: int = typer.Option(1, help="Serve each policy this many times, the order rotated "
-                                       "each round; times are each request's mean over rounds."),
-    calibrate: int = typer.Option(0, help="hf: before --utilisation prices the load, serve "
-                                          "this many requests at once under FCFS and price it "
-                                          "on those served steps (0: the profile)."),
+    engine: str = typer.Option(REPLAY.engine, help="hf (forelen's engine, here) or vllm (a CUDA "
+                                                   "GPU: vLLM's priority scheduling; "
+                                                   "scripts/gpu_replay.sh)."),
+    device: str = typer.Option(REPLAY.device, help="hf: cpu or cuda[:N]."),
+    rounds: int = typer.Option(REPLAY.rounds, help="Serve each policy this many times, the order "
+                                                   "rotated each round; times are each "
+                                                   "request's mean over rounds."),
+    calibrate: int = typer.Option(REPLAY.calibrate, help="hf: before --utilisation prices the "
+                                                         "load, serve this many requests at once "
+                                                         "under FCFS and price it on those "
+                                                         "served steps (0: the profile)."),
     out: Optional[str] = typer.Option(None, help="Write the whole result (per request too) as "
                                                  "JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the whole result as JSON on "
@@ -521,16 +530,16 @@ def replay(
     """Serve a config's test prompts through the hf engine under each policy; measure JCT,
     TTFT, tok/s and the predictor's overhead; simulate the same trace and print the
     simulator's error. The last line printed is one JSON object."""
-    from forelen.replay import ReplayOptions, last_line, run
+    from forelen.replay import last_line, run
 
-    policies = tuple(dict.fromkeys(v.strip() for value in (policy or ["fcfs,sjf"])
+    policies = tuple(dict.fromkeys(v.strip() for value in (policy or [",".join(REPLAY.policies)])
                                    for v in value.split(",") if v.strip()))
     quiet_libraries()
     console = _console()
     result = run(ReplayOptions(data=data, config=config, policies=policies, predictor=predictor,
                                saved=from_, rate=rate, utilisation=utilisation,
                                arrivals=arrivals, limit=limit, max_new_tokens=max_new_tokens,
-                               slots=slots, kv_budget_gib=kv_budget, preempt=preempt,
+                               slots=slots, kv_budget_gib=kv_budget_gib, preempt=preempt,
                                rerank_every=rerank_every, seed=seed, cost_model=cost_model,
                                out=out, engine=engine, device=device, source=source,
                                prompt_column=prompt_column, rounds=rounds,
