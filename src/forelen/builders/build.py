@@ -14,7 +14,7 @@ from forelen.builders.engines import ENGINES, BatchSettings, EngineSettings, HFS
 from forelen.builders.engines.slots import KERNELS
 from forelen.builders.pipeline import finish_config
 from forelen.builders.planning import choose_engine, plan_build, source_mix, start_config
-from forelen.builders.runner import run_chunks
+from forelen.builders.runner import Sampled, run_chunks
 from forelen.builders.sources.sharegpt import TURNS
 from forelen.builders.splits import SPLITS
 from forelen.builders.template import check_date
@@ -173,7 +173,8 @@ def run_build(opts: BuildOptions, console=None) -> dict:
     units, done = start_config(opts, folder, config, plan, why, say)
     recorder = Recorder(model, plan.layers, steps=opts.steps, first_k=opts.egtp_first_k)
 
-    run_chunks(units, done, config, plan.resolved, engine, recorder, tokenizer, folder, console)
+    run_chunks(units, done, config, plan.resolved, engine, recorder,
+               Sampled(plan.resolved, tokenizer), folder, console)
     return finish_config(folder, config)
 
 

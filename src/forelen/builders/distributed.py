@@ -27,7 +27,7 @@ from pathlib import Path
 from forelen.builders import pipeline
 from forelen.builders.engines import ENGINES
 from forelen.builders.planning import choose_engine, plan_build, source_mix, start_config
-from forelen.builders.runner import ShardWriter, progress_bar, record_shard
+from forelen.builders.runner import Sampled, ShardWriter, progress_bar, record_shard
 from forelen.dataset import DatasetFolder
 from forelen.errors import ForelenError
 from forelen.models import load_model, load_tokenizer
@@ -92,8 +92,9 @@ class BuildWorker:
         """Generate one work unit and write its chunks' shards; return their entries."""
         shards: list[dict] = []
         t0 = time.perf_counter()
-        writer = ShardWriter(config, resolved, self.engine, self.recorder, self.tokenizer,
-                              self.folder, set(done), sink=shards.append)
+        writer = ShardWriter(config, resolved, self.engine, self.recorder,
+                             Sampled(resolved, self.tokenizer), self.folder, set(done),
+                             sink=shards.append)
         self.engine.generate(writer.start(unit), on_done=writer.add)
         return {"pid": os.getpid(), "busy_s": time.perf_counter() - t0, "shards": shards}
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,11 +28,12 @@ from forelen import models
 from forelen.builders import template  # template.today(): tests pin the day
 from forelen.builders import pipeline
 from forelen.builders.build import config_name
+from forelen.builders.engines import Engine, Generation, GenerationRequest
 from forelen.builders.engines.entropy import entropy_kernel
 from forelen.builders.pipeline import finish_config, partition_chunks, prepare_config, start_config
 from forelen.builders.plan import partition_of
-from forelen.builders.planning import truncate_middle
-from forelen.builders.runner import progress_bar, record_shard
+from forelen.builders.planning import Chunk, truncate_middle
+from forelen.builders.runner import run_chunks
 from forelen.builders.sources import responses
 from forelen.builders.sources.responses import FORMATS
 from forelen.builders.sources.sharegpt import TURNS
@@ -111,7 +111,7 @@ class Plan:
     split: str
     rows: list[Row]
     report: dict = field(default_factory=dict)
-    chunks: list[tuple[str, list[Row]]] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)  # items: Rows
     date: str | None = None  # the templates' day for records whose log has none
     template_uses_date: bool = False
     resolved: dict = field(default_factory=dict)  # the manifest's `build`, once the model is known
@@ -411,10 +411,11 @@ def _hashed(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def plan_chunks(rows: list[Row], batch_size: int) -> list[tuple[str, list[Row]]]:
+def plan_chunks(rows: list[Row], batch_size: int) -> list[Chunk]:
     """Per partition, a group's rows together, groups by length, `batch_size` rows a chunk."""
-    return partition_chunks(rows, lambda r: r.partition,
-                            lambda r: (len(r.prompt_ids), r.group_id, r.sample_index), batch_size)
+    return [Chunk(name, items) for name, items in partition_chunks(
+        rows, lambda r: r.partition, lambda r: (len(r.prompt_ids), r.group_id, r.sample_index),
+        batch_size)]
 
 
 def template_marker(tokenizer, date: str | None = None) -> str | None:
@@ -538,28 +539,20 @@ def _fingerprint(resolved: dict, rows: list[Row]) -> str:
 
 
 def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
+    """The plan's missing shards through the build's writer (`runner.run_chunks`), the logged
+    responses standing in for an engine's; each chunk is a work unit of its own."""
     from forelen.builders.recorder import Recorder
 
     say = console.print if console else _plain
     resolved, fp = plan.resolved, plan.fingerprint
     done = prepare_config(folder, plan.config, say, fp, opts.overwrite)
-
     start_config(folder, plan.config, resolved, fp, done, len(plan.chunks), origin="imported",
                  licenses=["as the imported source's"])
     recorder = (Recorder(model, resolved["recorded_layers"], steps=opts.steps,
                          first_k=opts.egtp_first_k) if model is not None else None)
-    todo = [(name, rows) for name, rows in plan.chunks if name not in done]
-    tokens = 0
-    started = time.perf_counter()
-    with progress_bar(console) as progress:
-        task = progress.add_task(f"import {plan.config}", total=sum(len(r) for _, r in todo),
-                                 rate="")
-        for name, rows in todo:
-            shard = write_chunk(folder, plan, name, rows, resolved, recorder, stored_ids(opts))
-            record_shard(folder, plan.config, shard)
-            tokens += sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)
-            rate = tokens / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=len(rows), rate=f"{rate:.0f} tok/s")
+    run_chunks([[c] for c in plan.chunks], done, plan.config, resolved,
+               LoggedResponses(plan.rows), recorder, Logged(plan.split, resolved, stored_ids(opts)),
+               folder, console, verb="import")
     entry = finish_config(folder, plan.config)
     t = entry["timing"]
     rate = (f", features at {t['imported_tokens'] / t['record_s']:.0f} prompt+response tok/s"
@@ -569,31 +562,54 @@ def _write(plan: Plan, opts: ImportOptions, folder, model, console) -> dict:
     return entry
 
 
+class LoggedResponses(Engine):
+    """Stands in for an engine: hands over each row's logged response as its generation. Not
+    registered: nothing builds with it."""
+
+    def __init__(self, rows: list[Row]):
+        self.by_uid = {r.uid: r for r in rows}
+
+    def generate(self, requests, on_done=None):
+        gens = [Generation(q.uid, tuple(self.by_uid[q.uid].response_ids),
+                           self.by_uid[q.uid].finish_reason) for q in requests]
+        for gen in gens if on_done else ():
+            on_done(gen)
+        return None if on_done else gens
+
+
+class Logged:
+    """An import's producer (`runner.Sampled` is a build's): a chunk's items are Rows, whose
+    response, length and finish reason were logged; the recorder reads features over them."""
+
+    def __init__(self, split: str, resolved: dict, keep_ids: bool = True):
+        self.split, self.resolved, self.keep_ids = split, resolved, keep_ids
+
+    def requests(self, chunk) -> list[GenerationRequest]:
+        # nothing is sampled: no budget, temperature or seed
+        return [GenerationRequest(r.uid, tuple(r.prompt_ids), None, None, None, None)
+                for r in chunk.items]
+
+    def rows(self, chunk, requests, gens) -> list[dict]:
+        from forelen.builders.rows import sample_row
+
+        return [sample_row(
+            uid=r.uid, group_id=r.group_id, sample_index=r.sample_index, split=self.split,
+            source=r.source, source_id=r.source_id, partition=r.partition,
+            resolved=self.resolved, prompt=r.prompt, prompt_ids=r.prompt_ids,
+            response=r.response, response_ids=r.response_ids if self.keep_ids else None,
+            output_tokens=r.output_tokens, finish_reason=r.finish_reason) for r in chunk.items]
+
+    def timing(self, requests, gens, waited_s: float) -> dict:
+        return {"generate_s": 0.0, "generated_tokens": 0,
+                "imported_tokens": sum(len(q.prompt_ids) + len(g.token_ids)
+                                       for q, g in zip(requests, gens))}
+
+    def tokens(self, gen) -> int:
+        return len(gen.token_ids)
+
+
 def _plain(message: str) -> None:
     """print, without the rich markup a console would render."""
     from rich.text import Text
 
     print(Text.from_markup(message).plain)
-
-
-def write_chunk(folder, plan: Plan, name: str, rows: list[Row], resolved: dict, recorder,
-                keep_ids: bool = True) -> dict:
-    """Features (teacher-forced) and one atomic shard for a chunk; returns its manifest record."""
-    from forelen.builders.rows import build_table, sample_row
-
-    t0 = time.perf_counter()
-    recorded = (recorder.record([r.prompt_ids for r in rows], [r.response_ids for r in rows])
-                if recorder is not None else None)
-    t1 = time.perf_counter()
-    scalars = [sample_row(
-        uid=r.uid, group_id=r.group_id, sample_index=r.sample_index, split=plan.split,
-        source=r.source, source_id=r.source_id, partition=r.partition, resolved=resolved,
-        prompt=r.prompt, prompt_ids=r.prompt_ids, response=r.response,
-        response_ids=r.response_ids if keep_ids else None, output_tokens=r.output_tokens,
-        finish_reason=r.finish_reason) for r in rows]
-    table = build_table(scalars, recorded, resolved["hidden_size"], resolved["recorded_layers"],
-                        resolved["egtp_first_k"])
-    entry = folder.write_shard(plan.config, name, table)
-    return {"name": name, "entry": entry, "generate_s": 0.0, "record_s": t1 - t0,
-            "feature_s": 0.0, "generated_tokens": 0,
-            "imported_tokens": sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)}
