@@ -80,6 +80,27 @@ def test_command_defaults_are_the_option_classes(command, cls, shared_at_least):
         got = param.default if not param.multiple else tuple(param.default or ())
         assert got == want or (got is None and want == ()), (param.name, got, want)
 
+def test_simulate_takes_the_simulators_own_defaults():
+    """`forelen simulate` copies none of the simulator's defaults: an option it shares with
+    SimSettings defaults to None, and what it runs with then is SimSettings' own."""
+    import dataclasses
+
+    import typer.main
+
+    from forelen import cli
+    from forelen.simulator.cli import settings_from_options
+    from forelen.simulator.endtoend import SimSettings
+
+    fields = {f.name for f in dataclasses.fields(SimSettings)}
+    click_cmd = typer.main.get_command(cli.app).commands["simulate"]
+    shared = [p for p in click_cmd.params if p.name in fields]
+    assert {p.name for p in shared} >= {"seed", "aging", "rerank_every", "slots", "rate"}
+    assert all(p.default is None for p in shared), [(p.name, p.default) for p in shared]
+    got = settings_from_options(None, None, None, None, None, None, None)
+    assert dataclasses.asdict(got) == dataclasses.asdict(SimSettings())
+    assert settings_from_options(None, None, None, 7, 0.5, 3, None).seed == 7
+
+
 EXPECTED_NAMES = {
     "sources": ["gsm-symbolic", "mmath-pkg", "humaneval-pkg", "ifeval-pkg", "longdocs-pkg",
                 "writingbench-pkg", "longbench", "gsm8k", "math500"],

@@ -427,9 +427,13 @@ def simulate(
              "is 0.1's name)."),
     rate: Optional[float] = typer.Option(None, help="Poisson arrivals, requests/s (default: all "
                                                     "at t=0)."),
-    seed: int = typer.Option(42, help="Seed of the predictors' training and of the arrivals."),
-    aging: float = typer.Option(0.0, help="Priority gained per second of waiting (tokens/s)."),
-    rerank_every: int = typer.Option(8, help="SRPT re-ranks every k decode steps."),
+    # None: the simulator's own default (SimSettings), which numpy's module holds, not a copy
+    seed: Optional[int] = typer.Option(None, help="Seed of the predictors' training and of the "
+                                                  "arrivals (default: the simulator's)."),
+    aging: Optional[float] = typer.Option(None, help="Priority gained per second of waiting "
+                                                     "(tokens/s; default: none)."),
+    rerank_every: Optional[int] = typer.Option(None, help="SRPT re-ranks every k decode steps "
+                                                          "(default: the simulator's)."),
     cost_model: Optional[str] = typer.Option(None, help="Cost-model JSON from `forelen profile`."),
     results: str = typer.Option("results", help="Folder of the JSON result records."),
     family: Optional[List[str]] = typer.Option(

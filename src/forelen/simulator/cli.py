@@ -15,11 +15,14 @@ from forelen.simulator.profile import profile_hf
 
 def settings_from_options(slots, kv_budget, rate, seed, aging, rerank_every, cost_model,
                           static_slots=None) -> SimSettings:
+    """The command's options as SimSettings: an option left out (None) takes the field's own
+    default, so the CLI never copies one."""
+    given = {"seed": seed, "aging": aging, "rerank_every": rerank_every}
     cost = load_cost_model(cost_model) if cost_model else CostModel()
-    return SimSettings(slots=slots, kv_budget_tokens=kv_budget, rate=rate, seed=seed, aging=aging,
-                       rerank_every=rerank_every, cost=cost,
+    return SimSettings(slots=slots, kv_budget_tokens=kv_budget, rate=rate, cost=cost,
                        cost_source=str(cost_model) if cost_model else "default",
-                       static_slots=static_slots)
+                       static_slots=static_slots,
+                       **{k: v for k, v in given.items() if v is not None})
 
 
 def profile_command(model: str, device: str, dtype: str, out: str, console) -> dict:
