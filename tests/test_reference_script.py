@@ -188,7 +188,8 @@ def test_notes_give_the_test_partitions_censoring(tmp_path, monkeypatch):
 def test_v0_1_0_test_partitions_censoring():
     """v0.1.0's records recover the censored share of each test partition (the notes gave the
     whole configs' 13.0 / 50.7 / 33.9%)."""
-    args = SimpleNamespace(ledger=str(ROOT / "reference" / "ledger"),
+    # v0.1.0's builds and runs, archived when v0.2.0 rebuilt SmolLM2's configs
+    args = SimpleNamespace(ledger=str(ROOT / "reference" / "ledger" / "v0.1.0"),
                            results=str(ROOT / "releases" / "v0.1.0" / "records"))
     if not (Path(args.ledger) / "builds").is_dir() or not Path(args.results).is_dir():
         pytest.skip("the reference ledger or release v0.1.0 is not in this checkout")
@@ -350,9 +351,10 @@ def test_release_accepts_only_records_lost_with_the_dataset(tmp_path):
         pytest.skip("uncommitted changes to the evaluation code: the phase refuses to run")
     ledger = tmp_path / "ledger"
     (ledger / "builds").mkdir(parents=True)
-    shutil.copy(ROOT / "reference" / "ledger" / "builds" / "smollm2-135m-long.json",
+    shutil.copy(ROOT / "reference" / "ledger" / "v0.1.0" / "builds" / "smollm2-135m-long.json",
                 ledger / "builds")
-    base = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--split", "long", "--out",
+    base = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--split", "long",
+            "--model", reference.DEFAULT_MODEL, "--out",
             str(tmp_path / "ds"), "--pilot-out", str(tmp_path / "none"), "--ledger", str(ledger),
             "--releases", str(tmp_path / "releases")]
     refused = subprocess.run([*base, "--phase", "release"], capture_output=True, text=True,
