@@ -82,8 +82,8 @@ def test_notes_from_measured_files(tmp_path):
         in notes
     assert "build cot 0.2 min" in notes and "logical CPUs" in notes
     # each run that built tokens is shown, with its own rate: 600 tokens in 12 s, 285 in 3 s
-    assert "| smollm2-135m-cot | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
-    assert "| smollm2-135m-cot | 285 | 0.1 | 95.0 | – | complete |" in notes
+    assert "| smollm2-135m-cot | – | 600 | 0.2 | 50.0 | 1,000 | interrupted |" in notes
+    assert "| smollm2-135m-cot | – | 285 | 0.1 | 95.0 | – | complete |" in notes
     logged = json.loads((ledger / "runs.json").read_text())
     assert logged[0]["phase"] == "build" and "logical CPUs" in logged[0]["machine"]
     # the complete build went into the ledger with its counts, so the notes survive the dataset
@@ -183,6 +183,45 @@ def test_notes_give_the_test_partitions_censoring(tmp_path, monkeypatch):
         "references": {"test_rows": 4, "test_truncation_rate": 0.25}}))
     assert "| smollm2-135m-cot | 10 | 4 (4) | 40.0% | 25.0% |" in builds_table(
         reference.write_notes(args, ("cot",)))
+
+
+def test_notes_name_the_machines_of_each_job(tmp_path, monkeypatch):
+    """A build's jobs may run in sessions on different CPU types, and a shard is reproduced only
+    on the CPU type that made it: the notes name each machine with the jobs it generated, not
+    only the machine where the jobs were merged."""
+    import pyarrow as pa
+
+    from forelen.dataset import DatasetFolder
+
+    monkeypatch.setattr(reference, "code_commit", lambda: None)
+    args = _notes_args(tmp_path)
+    folder = DatasetFolder(args.out)
+    table = pa.table({"partition": ["test"] * 2, "finish_reason": ["stop"] * 2,
+                      "output_tokens": pa.array([9, 9], pa.int32()),
+                      "group_id": ["file:p.jsonl:0", "file:p.jsonl:1"],
+                      "source": ["file:p.jsonl"] * 2, "source_id": ["0", "1"]})
+    shard = folder.write_shard("smollm2-135m-chat", "test-00000.parquet", table)
+    entry = {"status": "complete", "shards": {"test-00000.parquet": shard},
+             "build": {"split": "chat", "max_new_tokens": 768, "work_unit": 256},
+             "timing": {"generated_tokens": 18, "generate_s": 1.0, "record_s": 0.0}}
+    folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-chat", entry))
+    amd, intel = "AMD EPYC (avx2, avx512f)", "Intel Xeon (avx2, avx512f, amx_bf16)"
+    run = {"at": "2026-12-07T00:00:00Z", "phase": "build", "split": "chat", "jobs": 3,
+           "config": "smollm2-135m-chat", "wall_s": 1.0, "new_tokens": 6}
+    reference.save_json(Path(args.ledger) / "runs.json", [
+        {**run, "machine": amd, "job": 0}, {**run, "machine": amd, "job": 1, "interrupted": True},
+        {**run, "machine": intel, "job": 1}, {**run, "machine": intel, "job": 2},
+        {**run, "machine": intel, "job": 2, "new_tokens": 0}])  # a resumed run that built nothing
+    notes = reference.write_notes(args, ("chat",))
+    line = next(ln for ln in notes.splitlines() if ln.startswith("- smollm2-135m-chat: `"))
+    assert line.endswith(f"built on {amd} (jobs 0, 1); {intel} (jobs 1, 2).")
+    runs = notes.split("Build runs", 1)[1]
+    assert "| 2026-12-07T00:00:00Z | smollm2-135m-chat | 1 of 3 | 6 |" in runs
+    # a build whose runs were not logged: the machine where it finished, said as such
+    reference.save_json(Path(args.ledger) / "runs.json", [])
+    line = next(ln for ln in reference.write_notes(args, ("chat",)).splitlines()
+                if ln.startswith("- smollm2-135m-chat: `"))
+    assert "(where it finished; its runs are not logged)." in line
 
 
 def test_v0_1_0_test_partitions_censoring():

@@ -811,6 +811,26 @@ def pilot_table(folder: str, configs: set[str] | None = None) -> dict:
 
 # -- release notes -------------------------------------------------------------------------------------
 
+def build_machines(runs: list[dict], config: str) -> dict[str, list]:
+    """The machines whose processes generated a config's tokens, each with the jobs it ran (an
+    interrupted run counts: its finished units are kept), in the order they first built."""
+    hosts: dict[str, list] = {}
+    for r in runs:
+        if r["phase"] == "build" and r.get("config") == config and r.get("new_tokens"):
+            jobs = hosts.setdefault(r.get("machine") or "machine not logged", [])
+            if r.get("job") not in jobs:
+                jobs.append(r.get("job"))
+    return hosts
+
+
+def jobs_text(jobs: list) -> str:
+    """'job 0', 'jobs 0, 1, 3' (as the compact folders number them), or 'one job'."""
+    jobs = sorted(j for j in jobs if j is not None)
+    if not jobs:
+        return "one job"
+    return f"job{'s' * (len(jobs) > 1)} " + ", ".join(str(j) for j in jobs)
+
+
 def write_notes(each, splits=SPLITS) -> str:
     """The release notes, from measured files only: each generator's pilot, the build manifests,
     the runs. `each`: a generator's options apiece (one Namespace: that generator alone)."""
@@ -886,8 +906,14 @@ def write_notes(each, splits=SPLITS) -> str:
     saved = [b for b in saved if b]
     if saved:
         lines += ["", "Fingerprints (sha256 over the shards' sha256; a rebuild reproduces one on "
-                  "the same CPU type and thread count) and the machine each build finished on:",
-                  ""] + [f"- {b['config']}: `{b['fingerprint']}`, {b['machine']}." for b in saved]
+                  "the same CPU type and thread count) and the machines that generated each "
+                  "build's tokens, job by job (a build's jobs may run in sessions on different "
+                  "CPU types; each job's shards are then reproduced only on its own):", ""]
+        for b in saved:
+            hosts = build_machines(runs, b["config"])
+            text = ("; ".join(f"{host} ({jobs_text(jobs)})" for host, jobs in hosts.items())
+                    if hosts else f"{b['machine']} (where it finished; its runs are not logged)")
+            lines.append(f"- {b['config']}: `{b['fingerprint']}`, built on {text}.")
     checks = [r for r in runs if r["phase"] == "verify"]
     if checks:
         lines += ["", "Rebuild check (`--phase verify`: each config's first work unit built again "
@@ -905,11 +931,12 @@ def write_notes(each, splits=SPLITS) -> str:
         # 37.0 min on one and 19.0 min on the next), so the table's sums are shown with their parts
         lines += ["", "Build runs (each process that generated tokens; tok/s over its wall time, "
                   "model loading included):", "",
-                  "| finished (UTC) | config | new tokens | wall min | tok/s | roofline tok/s | "
-                  "ended |", "|---|---|---|---|---|---|---|"]
+                  "| finished (UTC) | config | job | new tokens | wall min | tok/s | roofline "
+                  "tok/s | ended |", "|---|---|---|---|---|---|---|---|"]
         for r in generated:
             roof = (r.get("roofline") or {}).get("tok_s")
-            lines.append(f"| {r['at']} | {r['config']} | {r['new_tokens']:,} | "
+            job = "–" if r.get("job") is None else f"{r['job']} of {r.get('jobs')}"
+            lines.append(f"| {r['at']} | {r['config']} | {job} | {r['new_tokens']:,} | "
                          f"{r['wall_s'] / 60:,.1f} | {r['new_tokens'] / max(r['wall_s'], 1e-9):.1f}"
                          f" | {'–' if roof is None else f'{roof:,.0f}'} | "
                          f"{'interrupted' if r.get('interrupted') else r.get('status', '')} |")
