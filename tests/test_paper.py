@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import numpy as np
 import pytest
 
+from forelen import cli
 from forelen.leaderboard import release as rel
 from forelen.leaderboard.freeze import make_release
-from forelen.leaderboard.paper import hypothesis, paper_comparison, verdict
+from forelen.leaderboard.paper import (format_side_by_side, hypothesis, paper_comparison,
+                                      side_by_side, verdict)
 from forelen.metrics import OBSERVED_STEPS
 from forelen.simulator.endtoend import Scenario, SimSettings, series
 
@@ -139,6 +142,92 @@ def test_each_generator_is_compared_on_its_own_configs():
     assert all(path.startswith("records/big-9b-") for path in big["records"])
     assert big["verdict"] == "reproduced" and small["verdict"] == "reversed"
     assert _row(block, "a", "big-9b-cot", "EGTP vs max")["generator"] == "big-9b"
+
+
+def _two_generators():
+    y, groups = _targets()
+    recs = []
+    for gen, egtp_best in (("small-1m", False), ("big-9b", True)):
+        for split in ("cot", "long"):
+            base = np.abs(np.random.default_rng(len(split)).normal(0, 60, len(y))) + 1
+            for i, n in enumerate(("egtp", "pool-max", "pool-last", "pool-mean", "trail")):
+                rank = i if egtp_best else 4 - i  # big-9b: egtp the best; small-1m: the worst
+                recs.append(record(f"{gen}-{split}", split, n, base * (1 + 0.3 * rank), groups,
+                                   y))
+    return recs
+
+
+def test_verdicts_line_up_generator_by_generator():
+    """The side-by-side view: one line per comparison and generator, each generator's average
+    over its configs, so a verdict that turns with the generator reads off one block."""
+    block = paper_comparison(_two_generators())
+    table = side_by_side(block)
+    assert table["generators"] == ["big-9b", "small-1m"]
+    rows = {(r["claim"], r["label"]): r for r in table["rows"]}
+    egtp_max = rows[("a", "EGTP vs max")]["cells"]
+    assert egtp_max["big-9b"]["verdict"] == "reproduced"
+    assert egtp_max["small-1m"]["verdict"] == "reversed"
+    assert egtp_max["big-9b"]["scope"] == "big-9b: average of 2 configs"
+    # the cell is the claim row's own figures, not a recomputation
+    own = _row(block, "a", "small-1m: average of 2 configs", "EGTP vs max")
+    assert egtp_max["small-1m"]["effect"] == own["effect"]["value"]
+    assert egtp_max["small-1m"]["p_holm"] == own["p_holm"]
+    # claim b's two averages line up although each generator's baseline is named in its row
+    assert {k[1] for k in rows if k[0] == "b"} == {"EGTP vs one baseline, ratio of averages",
+                                                  "EGTP vs each config's best, mean effect"}
+    assert all(set(r["cells"]) == {"big-9b", "small-1m"} for r in table["rows"])
+    text = format_side_by_side(table)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    block_a = text.split("(b)")[0]
+    assert "big-9b" in block_a and "reproduced" in block_a and "reversed" in block_a
+
+
+def test_paper_cli_prints_the_verdicts_and_json(tmp_path, monkeypatch, capsys):
+    for r in _two_generators():
+        path = tmp_path / "res" / r["dataset"]["config"] / f"{r['predictor']['name']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    monkeypatch.setattr(sys, "argv", ["forelen", "leaderboard", "paper", str(tmp_path / "res"),
+                                      "--json"])
+    assert _main() == 0
+    out, err = capsys.readouterr()
+    got = json.loads(out)
+    assert got["side_by_side"]["generators"] == ["big-9b", "small-1m"]
+    assert {c["id"] for c in got["claims"]} == {"a", "b"}
+    assert "(a) Pooling ablation" in err  # the table, on stderr with --json
+    # a folder whose records no claim compares: one line, exit 2
+    for path in (tmp_path / "res").glob("*/*.json"):
+        if path.stem != "trail":
+            path.unlink()
+    monkeypatch.setattr(sys, "argv", ["forelen", "leaderboard", "paper", str(tmp_path / "res")])
+    assert _main() == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "no record" in err
+
+
+def test_release_page_lines_up_two_generators(tmp_path):
+    results = tmp_path / "results"
+    for r in _two_generators():
+        r.update({"protocol": {"seed": 0}})
+        r["dataset"].update({"path": "forelen", "schema_version": 1,
+                             "model": f"org/{r['dataset']['config'].rsplit('-', 1)[0]}"})
+        path = results / r["dataset"]["config"] / f"{r['predictor']['name']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    dest = make_release("v0.2.0", results, tmp_path / "releases")
+    page = (dest / "index.html").read_text()
+    table = page.split('id="by-generator"')[1].split("</table>")[0]
+    assert "big-9b" in table and "small-1m" in table
+    assert "EGTP vs max" in table and "reproduced" in table and "reversed" in table
+
+
+def _main() -> int:
+    try:
+        cli.main()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
 
 
 def test_the_two_averages_of_claim_b_differ_where_configs_differ_in_scale():
@@ -280,6 +369,7 @@ def test_release_page_shows_the_comparison(tmp_path):
     frozen = [{**r.body, "rel": f"records/{r.rel}"} for r in rel.load_records(dest / "records")]
     assert paper_comparison(frozen) == manifest["paper_comparison"]
     assert str(tmp_path) not in page
+    assert 'id="by-generator"' not in page  # one generator: the claims' tables say it all
 
 
 def test_hypothesis_mentions_size_only_when_not_significant():

@@ -619,6 +619,33 @@ def leaderboard_compare(
         print(format_table(result))
 
 
+@leaderboard_app.command("paper")
+def leaderboard_paper(
+    results: str = typer.Argument("results", help="A results folder or a release's records."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout: "
+                                  "`side_by_side` and every row (`claims`)."),
+):
+    """The paper's claims against these records, each generator side by side: effect, interval,
+    Holm's p, verdict (the release page's "Paper comparison", before any release)."""
+    from forelen.leaderboard.paper import format_side_by_side, paper_comparison, side_by_side
+    from forelen.leaderboard.release import RECORDS, load_records
+
+    root = Path(results)
+    if (root / "records").is_dir():
+        root = root / "records"
+    block = paper_comparison([{**r.body, "rel": f"{RECORDS}/{r.rel}"} for r in load_records(root)])
+    if block is None:
+        raise ForelenError(f"no record in {results} is of a predictor the paper's claims compare "
+                           "(egtp, the pooling heads, plp, the baselines)")
+    table = side_by_side(block)
+    if json_out:
+        print(format_side_by_side(table), file=sys.stderr)
+        print(json.dumps({"side_by_side": table, **block}, indent=1, allow_nan=False,
+                         default=float))
+    else:
+        print(format_side_by_side(table))
+
+
 @leaderboard_app.command("push")
 def leaderboard_push(
     folder: str = typer.Argument(..., help="A release folder (releases/vX.Y)."),

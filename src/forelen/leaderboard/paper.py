@@ -109,6 +109,65 @@ def paper_comparison(records: list[dict]) -> dict | None:
     return {"paper": PAPER, "paper_model": PAPER_MODEL, "test": TEST, "claims": claims}
 
 
+def side_by_side(block: dict | None) -> dict:
+    """Each claim's headline rows with the generators side by side, so a verdict that moves with
+    the generator's size shows in one line: per generator, its average over configs where the
+    claim has one, else its single config's rows. Rows line up by `label`."""
+    generators: list[str] = []
+    rows: dict[tuple[str, str], dict] = {}
+    for claim in (block or {}).get("claims") or []:
+        mine: dict[str, list[dict]] = {}
+        for r in claim["rows"]:
+            mine.setdefault(r["generator"], []).append(r)
+        for gen, got in mine.items():
+            if gen not in generators:
+                generators.append(gen)
+            average = [r for r in got if "average of" in r["scope"]]
+            for r in average or got:
+                key = (claim["id"], r.get("label") or r["what"])
+                row = rows.setdefault(key, {"claim": claim["id"], "title": claim["title"],
+                                            "label": key[1], "paper_effect": r["paper_effect"],
+                                            "cells": {}})
+                row["cells"].setdefault(gen, {
+                    "scope": r["scope"], "effect": r["effect"]["value"],
+                    "ci95": r["effect"]["ci95"], "p_holm": r.get("p_holm"),
+                    "verdict": r["verdict"]})
+    return {"generators": sorted(generators), "rows": list(rows.values())}
+
+
+SHORT_VERDICT = {"same direction, not significant": "same direction, n.s.",
+                 "reversed, not significant": "reversed, n.s."}
+
+
+def format_side_by_side(table: dict) -> str:
+    """`side_by_side` in 80 columns: a block per comparison, a line per generator."""
+    def pct(v):
+        return "–" if v is None else f"{100 * v:+.1f}%"
+
+    width = max([len(g) for g in table["generators"]] + [10])
+    lines, claim = [], None
+    for row in table["rows"]:
+        if row["claim"] != claim:
+            claim = row["claim"]
+            lines += ([""] if lines else []) + [f"({claim}) {row['title']}"]
+        lines.append(f"  {row['label']}   (paper {pct(row['paper_effect'])})")
+        for gen in table["generators"]:
+            c = row["cells"].get(gen)
+            if c is None:
+                lines.append(f"    {gen:<{width}}  –")
+                continue
+            ci = (f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]" if c["ci95"]
+                  else "")
+            p = ("" if c["p_holm"] is None else "p <0.001" if c["p_holm"] < 0.001
+                 else f"p {c['p_holm']:.3f}")
+            lines.append(f"    {gen:<{width}} {pct(c['effect']):>7} {ci:<16} {p:<8} "
+                         f"{SHORT_VERDICT.get(c['verdict'], c['verdict'])}")
+    lines += ["", "effect: ours relative to the other side (negative: lower, as the paper "
+              "finds);", "a generator's row averages its configs where it has two or more; "
+              "p by Holm over", "every row of the comparison (all configs, all generators)"]
+    return "\n".join(lines)
+
+
 # -- shared ----------------------------------------------------------------------------------
 
 def verdict(effect: float | None, ci: list[float] | None, expected: int = -1,
@@ -208,9 +267,12 @@ def _value(v: float | None, ci=None, source=None) -> dict:
 def _row(claim: str, scope: str, what: str, paper: tuple | None, paper_effect: float | None,
          a: dict, b: dict, effect: float | None, ci, recs: list[dict], expected: int = -1,
          context: list[dict] | None = None, note: str | None = None, digits: int = 1,
-         p: float | None = None) -> dict:
+         p: float | None = None, label: str | None = None) -> dict:
+    """`label`: the comparison in a few words that do not name a config or a baseline, so that
+    the same comparison lines up across generators (`side_by_side`)."""
     v = verdict(effect, ci, expected)
-    return {"claim": claim, "scope": scope, "what": what, "digits": digits,
+    return {"claim": claim, "scope": scope, "what": what, "label": label or what,
+            "digits": digits,
             "paper": None if paper is None else list(paper), "paper_effect": paper_effect,
             "ours": [a, b], "effect": _value(effect, ci), "p": p, "expected": expected,
             "verdict": v, "context": context or recs,
@@ -329,7 +391,8 @@ def _pooling_rows(scope: str, label: str, paper: tuple, maes: list, reps, chain:
         rows.append(_row("a", scope, f"{POOLING_LABEL[a]} vs {POOLING_LABEL[b]} pooling, MAE "
                          f"({label})", (paper[i], paper[i + 1]), paper[i] / paper[i + 1] - 1,
                          _value(maes[i], ci_a, side[a]), _value(maes[i + 1], ci_b, side[b]),
-                         effect, ci, pair, p=p))
+                         effect, ci, pair, p=p,
+                         label=f"{POOLING_LABEL[a]} vs {POOLING_LABEL[b]}"))
     return rows
 
 
@@ -423,7 +486,7 @@ def _vs_baseline(by_config: dict) -> dict:
             found = influence(effect, _effect_means(reps, 0, 1).jack[:, 0], labels, counts, ci)
         row = _row("b", config, f"EGTP vs the best baseline here ({best}), MAE", None, None,
                    _value(maes[0], _ci(reps, 0), pair[0]), _value(maes[1], _ci(reps, 1), pair[1]),
-                   effect, ci, pair, p=p,
+                   effect, ci, pair, p=p, label="EGTP vs the best baseline",
                    note="; ".join(filter(None, [CHOSEN[how], _influence_note(found)])))
         row["influence"] = found
         rows.append(row)
@@ -475,7 +538,7 @@ def _vs_baseline_average(pooled: list) -> list[dict]:
                        (103.47, 137.96), 103.47 / 137.96 - 1,
                        _value(egtp, _ci(reps, 0), used[0::2]),
                        _value(base, _ci(reps, 1), used[1::2]), effect, ci, used, p=p,
-                       context=used, note="; ".join(filter(None, [
+                       label="EGTP vs one baseline, ratio of averages", context=used, note="; ".join(filter(None, [
                            "paper effect: from the paper's own averages (103.47 / 137.96 - 1 = "
                            "-25.0%), which is how this row averages; the paper states -29.16%",
                            CHOSEN[how].replace("best baseline", "baseline"),
@@ -503,7 +566,7 @@ def _vs_baseline_average(pooled: list) -> list[dict]:
     row = _row("b", f"average of {n} configs",
                f"EGTP vs each config's best baseline ({bests}), mean of per-config effects",
                None, PAPER_VS_BASELINE, _value(None), _value(None), effect, ci, used, p=p,
-               context=used, note="; ".join(filter(None, [
+               label="EGTP vs each config's best, mean effect", context=used, note="; ".join(filter(None, [
                    "paper effect: the 29.16% the paper states; whether it is a mean of "
                    "per-scenario effects cannot be checked from the figures it publishes",
                    CHOSEN["test" if "test" in hows else "validation"],
@@ -560,7 +623,7 @@ def _plp(by_config: dict) -> dict:
             "observed tokens", (PAPER_PLP[1], PAPER_PLP[0]), PAPER_PLP[1] / PAPER_PLP[0] - 1,
             _value(maes[1], _ci(reps, 1) if ok else None, r),
             _value(maes[0], _ci(reps, 0) if ok else None, r),
-            effect, ci, [r], p=p,
+            effect, ci, [r], p=p, label=f"PLP at t={PLP_STEPS[1]} vs t={PLP_STEPS[0]}",
             note=f"t={PLP_STEPS[0]}: all {steps[t0]['n']} test rows; t={PLP_STEPS[1]}: the "
                  f"{steps[t1]['n']} rows still running at t (as the paper scores it)"))
     return {"id": "c", "title": "PLP on rl: observing decoded tokens lowers the remaining-length "
@@ -627,7 +690,7 @@ def _end_to_end(by_config: dict) -> dict:
                     "d", config, f"{E2E_LABEL[key]}, EGTP ({ma['policy'].upper()}) vs TRAIL "
                     f"({mb['policy'].upper()}), {mode} batching", (pa, pb), pa / pb - 1,
                     _value(va, cia, a), _value(vb, cib, b), effect, ci, [a, b], p=p,
-                    digits=3 if key == "padding_ratio" else 2,
+                    digits=3 if key == "padding_ratio" else 2, label=f"{E2E_LABEL[key]}, {mode}",
                     note="; ".join(filter(None, notes)) or None))
     return {"id": "d", "title": "SJF end to end on the long split: EGTP against TRAIL",
             "paper_text": "SJF scheduler on vLLM, long-sequence scenario: padding ratio 0.18 "

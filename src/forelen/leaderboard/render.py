@@ -19,6 +19,7 @@ from forelen.errors import ForelenError
 from forelen.leaderboard import plots
 from forelen.leaderboard.ranking import (FALLBACK_RATE, SIGNIFICANCE, STABILITY_SEEDS, flags, keyed,
                                          kind, metric_ranks, significance, summary)
+from forelen.leaderboard.paper import side_by_side
 from forelen.leaderboard.release import MANIFEST, RECORDS, build_manifest, load_records
 # the one list of metrics (terminal, page, ranking); `metric_value` reads a record's metric as a
 # finite number or None (absent in an older record, or not produced: shown as "–", never ranked)
@@ -306,6 +307,33 @@ def comparison(block: dict | None) -> list[dict]:
     return claims
 
 
+def by_generator(block: dict | None) -> dict | None:
+    """The claims' headline rows with the generators side by side (`paper.side_by_side`), as the
+    page shows them; None with fewer than two generators (the claims' own tables say it all)."""
+    table = side_by_side(block)
+    if len(table["generators"]) < 2:
+        return None
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:+.1f}%"
+
+    rows = []
+    for r in table["rows"]:
+        cells = []
+        for gen in table["generators"]:
+            c = r["cells"].get(gen)
+            cells.append(None if c is None else {
+                "effect": pct(c["effect"]),
+                "ci": f"[{pct(c['ci95'][0])}, {pct(c['ci95'][1])}]" if c["ci95"] else "",
+                "p_holm": ("–" if c["p_holm"] is None else "<0.001" if c["p_holm"] < 0.001
+                           else f"{c['p_holm']:.3f}"),
+                "verdict": c["verdict"], "cls": VERDICT_CLASS.get(c["verdict"], "nt"),
+                "scope": c["scope"]})
+        rows.append({"claim": r["claim"], "label": r["label"],
+                     "paper_effect": pct(r["paper_effect"]), "cells": cells})
+    return {"generators": table["generators"], "rows": rows}
+
+
 def page_context(records: list[dict], manifest: dict) -> dict:
     cards = cards_for(records)
     records = [keyed(r) for r in records]
@@ -331,6 +359,7 @@ def page_context(records: list[dict], manifest: dict) -> dict:
             "fallback_rate": FALLBACK_RATE,
             "comparison": comparison(manifest.get("paper_comparison")),
             "comparison_test": (manifest.get("paper_comparison") or {}).get("test"),
+            "by_generator": by_generator(manifest.get("paper_comparison")),
             "min_groups": MIN_GROUPS,
             "notes": markdown(manifest["notes"]) if manifest.get("notes") else None,
             "cards": cards, "has_e2e": any(c["e2e"] for c in configs),
