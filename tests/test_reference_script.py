@@ -565,12 +565,16 @@ def test_a_build_in_jobs_survives_a_change_of_machine(tiny_model_dir, prompts_fi
     reference.build_in_jobs(args, "rl", config, {}, 2)  # everything in place: nothing to do
     assert calls == []
     # another machine: the dataset and the jobs' full folders are gone, the kept jobs are not
+    ledger_file = tmp_path / "ledger" / "builds" / f"{config}.json"
+    kept = ledger_file.read_bytes()
     shutil.rmtree(tmp_path / "ds")
     shutil.rmtree(tmp_path / "ds-jobs")
     reference.build_in_jobs(args, "rl", config, {}, 2)
     assert calls == ["merge"]
     again = json.loads((tmp_path / "ds" / "manifest.json").read_text())["configs"][config]
     assert again["shards"] == entry["shards"]
+    # the same rows merged again: the ledger's build (its machine, its date) stands as it was
+    assert ledger_file.read_bytes() == kept
 
 
 def test_a_pilot_folder_of_two_generators_gives_each_its_own_table(tmp_path):

@@ -699,12 +699,14 @@ def on_disk(args, config: str) -> bool:
 def built(args, config: str) -> dict | None:
     """The manifest entry of the config's complete build: the dataset folder's (saved into the
     ledger with its counts, when the ledger lacks it or holds another build), else the ledger's
-    (the dataset was lost with a session's machine), else None."""
+    (the dataset was lost with a session's machine), else None. The same rows again (the same
+    fingerprint: the compact jobs merged anew on another machine) leave the ledger's build as
+    it was, with the machine and date of its first save."""
     entry = _config(args.out, config)
     if entry and entry.get("status") == "complete":
         fingerprint = summary(entry)["fingerprint"]
         saved = ledger_build(args, config)
-        if not saved or saved["fingerprint"] != fingerprint or saved["entry"] != entry:
+        if not saved or saved["fingerprint"] != fingerprint:
             rows, test, units, cut, test_cut = _counts(Path(args.out), config)
             save_json(Path(args.ledger) / "builds" / f"{config}.json", {
                 "config": config, "fingerprint": fingerprint, "entry": entry,
