@@ -162,7 +162,7 @@ def test_verdicts_line_up_generator_by_generator():
     over its configs, so a verdict that turns with the generator reads off one block."""
     block = paper_comparison(_two_generators())
     table = side_by_side(block)
-    assert table["generators"] == ["big-9b", "small-1m"]
+    assert table["generators"] == ["small-1m", "big-9b"]  # by the size in the name
     rows = {(r["claim"], r["label"]): r for r in table["rows"]}
     egtp_max = rows[("a", "EGTP vs max")]["cells"]
     assert egtp_max["big-9b"]["verdict"] == "reproduced"
@@ -192,7 +192,7 @@ def test_paper_cli_prints_the_verdicts_and_json(tmp_path, monkeypatch, capsys):
     assert _main() == 0
     out, err = capsys.readouterr()
     got = json.loads(out)
-    assert got["side_by_side"]["generators"] == ["big-9b", "small-1m"]
+    assert got["side_by_side"]["generators"] == ["small-1m", "big-9b"]
     assert {c["id"] for c in got["claims"]} == {"a", "b"}
     assert "(a) Pooling ablation" in err  # the table, on stderr with --json
     # a folder whose records no claim compares: one line, exit 2

@@ -32,6 +32,7 @@ in the records (generator, censoring, sources, test size): it is a guess, not a 
 from __future__ import annotations
 
 import math
+import re
 import zlib
 
 import numpy as np
@@ -132,7 +133,17 @@ def side_by_side(block: dict | None) -> dict:
                     "scope": r["scope"], "effect": r["effect"]["value"],
                     "ci95": r["effect"]["ci95"], "p_holm": r.get("p_holm"),
                     "verdict": r["verdict"]})
-    return {"generators": sorted(generators), "rows": list(rows.values())}
+    return {"generators": sorted(generators, key=_by_size), "rows": list(rows.values())}
+
+
+def _by_size(name: str) -> tuple[float, str]:
+    """Smallest first where the name gives the parameter count (`smollm2-135m` before
+    `qwen2.5-coder-0.5b`), so a verdict's drift with size reads left to right; else by name."""
+    found = re.findall(r"(\d+(?:\.\d+)?)([mb])(?![a-z0-9])", name.lower())
+    if not found:
+        return math.inf, name
+    value, unit = found[-1]
+    return float(value) * (1e6 if unit == "m" else 1e9), name
 
 
 SHORT_VERDICT = {"same direction, not significant": "same direction, n.s.",
