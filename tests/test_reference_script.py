@@ -620,3 +620,18 @@ def test_each_generator_builds_with_its_own_pilots_caps_and_jobs(tmp_path):
     assert reference.jobs_of(one("qwen2.5-coder-0.5b"), "rl") == 7
     assert reference.jobs_of(one("qwen2.5-coder-0.5b", jobs=2), "rl") == 2
     assert reference.jobs_of(one(str(tmp_path)), "rl") == 1  # a model the spec does not name
+
+
+def test_no_config_has_more_jobs_than_work_units():
+    """`forelen build --num-shards K` refuses K above the plan's work units, so a [jobs] count past
+    them stops the reference run at its first job (as qwen's long at 12 jobs of 10 units did)."""
+    import math
+
+    for model, by_split in reference.JOBS.items():
+        for split, jobs in by_split.items():
+            size = reference.REFERENCE[split]
+            if size.get("limit") is None:  # every prompt of the mix (cot: 1,374 of 256 a unit)
+                continue
+            unit = size.get("work_unit", reference.WORK_UNIT_CPU)
+            units = math.ceil(size["limit"] * size.get("samples", 1) / unit)
+            assert jobs <= units, f"{model} {split}: {jobs} jobs, {units} work units"
