@@ -635,3 +635,19 @@ def test_no_config_has_more_jobs_than_work_units():
             unit = size.get("work_unit", reference.WORK_UNIT_CPU)
             units = math.ceil(size["limit"] * size.get("samples", 1) / unit)
             assert jobs <= units, f"{model} {split}: {jobs} jobs, {units} work units"
+
+
+def test_readme_reference_table_gives_the_pinned_jobs():
+    """The README's table of reference configs is what a reader sizes a rerun by; its jobs column
+    (SmolLM2 / 0.5B) must be reference.toml's (it said 12 and 8 after the toml was fixed)."""
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| ") and line.count("|") == 7]
+    seen = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] in reference.SPLITS and "/" in cells[-1]:
+            seen[cells[0]] = [int(n) for n in cells[-1].split("/")]
+    assert set(seen) == set(reference.SPLITS)
+    for split, (smol, qwen) in seen.items():
+        assert smol == reference.JOBS["smollm2-135m"].get(split, 1), split
+        assert qwen == reference.JOBS["qwen2.5-coder-0.5b"].get(split, 1), split
