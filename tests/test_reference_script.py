@@ -224,6 +224,34 @@ def test_notes_name_the_machines_of_each_job(tmp_path, monkeypatch):
     assert "(where it finished; its runs are not logged)." in line
 
 
+def test_notes_give_each_splits_sources_as_built(tmp_path, monkeypatch):
+    """The notes' "Differences from the paper" name the prompt sources each split was built from,
+    read from its build (the line was written by hand for three splits and left chat's ShareGPT
+    out), and a split not built yet as such."""
+    import pyarrow as pa
+
+    from forelen.dataset import DatasetFolder
+
+    monkeypatch.setattr(reference, "code_commit", lambda: None)
+    args = _notes_args(tmp_path)
+    folder = DatasetFolder(args.out)
+    table = pa.table({"partition": ["test"], "finish_reason": ["stop"],
+                      "output_tokens": pa.array([9], pa.int32()), "group_id": ["c:0"],
+                      "source": ["sharegpt-pkg"], "source_id": ["0"]})
+    shard = folder.write_shard("smollm2-135m-chat", "test-00000.parquet", table)
+    entry = {"status": "complete", "shards": {"test-00000.parquet": shard},
+             "build": {"split": "chat", "max_new_tokens": 2048, "work_unit": 256,
+                       "sources": ["sharegpt-pkg"], "source_mix": "packaged (offline fallback)"},
+             "timing": {"generated_tokens": 9, "generate_s": 1.0, "record_s": 0.0}}
+    folder.update(lambda m: m["configs"].__setitem__("smollm2-135m-chat", entry))
+    notes = reference.write_notes(args, ("long", "chat"))
+    line = next(ln for ln in notes.splitlines() if ln.startswith("- Sources: "))
+    assert "chat: sharegpt-pkg, packaged (offline fallback), not sharegpt from the hub" in line
+    assert "long: longdocs-pkg, ifeval-pkg, writingbench-pkg, not built yet" in line
+    caps = next(ln for ln in notes.splitlines() if ln.startswith("- Caps: "))
+    assert "recipes' defaults are long 4,096, chat 1,024" in caps
+
+
 def test_v0_1_0_test_partitions_censoring():
     """v0.1.0's records recover the censored share of each test partition (the notes gave the
     whole configs' 13.0 / 50.7 / 33.9%)."""

@@ -47,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 
 from forelen import models, provenance
+from forelen.builders.splits import SPLITS as RECIPES
 from forelen.dataset import DatasetFolder, atomic_write_bytes
 from forelen.errors import ForelenError
 from forelen.leaderboard.evaluate import (bootstrap_units, make_predictor, run_evaluation,
@@ -961,15 +962,14 @@ def write_notes(each, splits=SPLITS) -> str:
               "## Differences from the paper's setting", "",
               f"- Generators: {generators_text(each)} ({args.dtype} on CPU), not "
               "Qwen2.5-3B/7B or Llama-3.2 on GPUs.",
-              "- Sources: the packaged offline mixes (long: longdocs-pkg, ifeval-pkg, "
-              "writingbench-pkg; cot: mmath-pkg, gsm-symbolic; rl: gsm-symbolic, mmath-pkg, "
-              "humaneval-pkg), not LongBench/ZeroSCROLLS/IFEval and MATH/GSM8K from the hub.",
+              sources_text(each, splits),
               "- Caps: " + "; ".join(
                   f"{one.model} " + ", ".join(f"{s} {cap_of(pilot_of(one).get(s)) or 'the recipe'}"
                                               for s in splits) for one in each)
-              + " new tokens, below the split recipes' defaults for the paper's models (long "
-              "4,096, cot 8,192, rl 4,096); long prompts are cut in the middle to fit each "
-              "generator's context with the cap.",
+              + " new tokens, from each generator's pilot; the split recipes' defaults are "
+              + ", ".join(f"{s} {RECIPES.get(s).max_new_tokens:,}" for s in splits)
+              + " (the paper's models' lengths; chat's an initial value for a pilot); long "
+              "prompts are cut in the middle to fit each generator's context with the cap.",
               "- Sizes: a few hundred test rows per config, not the paper's thousands; "
               "significance is tested by a paired group bootstrap over partition units (prompts; "
               "one GSM-Symbolic template's instances, or one SQuAD article's questions, together), "
@@ -977,6 +977,32 @@ def write_notes(each, splits=SPLITS) -> str:
               "- End to end: schedules are replayed in forelen's simulator with its default cost "
               "model, not served by vLLM.", ""]
     return "\n".join(lines)
+
+
+def sources_text(each, splits) -> str:
+    """The notes' line on prompt sources: each split's as its builds record them (the packaged
+    offline mix, or the paper's from the hub), beside the mix the paper (or, for chat, the
+    serving literature) drew from the hub."""
+    parts = []
+    for split in splits:
+        recipe = RECIPES.get(split)
+        used, mixes = [], []
+        for one in each:
+            entry = built(one, config_name(one, split)) or {}
+            build = entry.get("build") or {}
+            for name in build.get("sources") or ():
+                if name not in used:
+                    used.append(name)
+            if build.get("source_mix") and build["source_mix"] not in mixes:
+                mixes.append(build["source_mix"])
+        text = ", ".join(used or recipe.sources) + (f", {' and '.join(mixes)}" if mixes
+                                                    else ", not built yet")
+        if set(used) != set(recipe.hub_sources):
+            text += f", not {', '.join(recipe.hub_sources)} from the hub"
+        parts.append(f"{split}: {text}")
+    return ("- Sources: " + "; ".join(parts) + ". Chat is not one of the paper's scenarios: "
+            "first turns of ShareGPT conversations, as in vLLM's serving benchmark and the LTR, "
+            "SSJF and S3 papers." * ("chat" in splits))
 
 
 def generators_text(each) -> str:
