@@ -960,7 +960,7 @@ def write_notes(each, splits=SPLITS) -> str:
               "tokens/s count generated tokens over generation + feature time.", "",
               *not_evaluated(each, splits, runs),
               "## Differences from the paper's setting", "",
-              f"- Generators: {generators_text(each)} ({args.dtype} on CPU), not "
+              f"- Generators: {generators_text(each)}; each run in {args.dtype} on CPU, not "
               "Qwen2.5-3B/7B or Llama-3.2 on GPUs.",
               sources_text(each, splits),
               "- Caps: " + "; ".join(
